@@ -1,0 +1,268 @@
+/**
+ * Credentials per (role ARN, external id, session name), kept fresh in the background so the
+ * request path answers from memory. Concurrent misses share one STS call (a Map of promises).
+ * Time comes from an injected Clock, so refresh tests never sleep.
+ */
+import type { RoleRequest } from '../roles.js';
+import type { AwsCredentials, RoleAssumer } from './sts.js';
+import { StsError } from './sts.js';
+import { StsUnavailable } from '../errors.js';
+
+export interface TimerHandle {
+  unref?(): unknown;
+}
+export interface Clock {
+  now(): number;
+  setTimeout(fn: () => void, ms: number): TimerHandle;
+  clearTimeout(handle: TimerHandle): void;
+}
+
+export const systemClock: Clock = {
+  now: () => Date.now(),
+  setTimeout: (fn, ms) => setTimeout(fn, ms).unref(),
+  clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout),
+};
+
+export interface IssuedCredentials {
+  readonly request: RoleRequest;
+  readonly accessKeyId: string;
+  readonly issuedMs: number;
+  readonly expirationMs: number;
+  /** The EC2 answer, rendered once per credentials, never per request. */
+  readonly body: Buffer;
+}
+
+export type IssueCause = 'request' | 'prefetch' | 'refresh';
+
+export interface CacheEvents {
+  issued(creds: IssuedCredentials, cause: IssueCause): void;
+  failed(request: RoleRequest, cause: IssueCause, err: StsUnavailable, retryInMs: number | undefined): void;
+  lookup(result: 'hit' | 'miss' | 'stale'): void;
+}
+
+export interface CredentialCacheOptions {
+  readonly assumer: RoleAssumer;
+  readonly clock?: Clock;
+  readonly render: (creds: AwsCredentials, issuedMs: number) => Buffer;
+  /** Whether a live pod still uses this request; unused entries are not refreshed. */
+  readonly isWanted?: (request: RoleRequest) => boolean;
+  readonly events?: Partial<CacheEvents>;
+  /**
+   * Served credentials keep at least this long to live while STS is healthy. botocore refreshes
+   * at 15 minutes left; serving less makes every SDK call come back (kiam #41).
+   */
+  readonly minRemainingMs?: number;
+  /** Extra lead on top of minRemainingMs, room for refresh retries. */
+  readonly refreshMarginMs?: number;
+  readonly retryBaseMs?: number;
+  readonly retryMaxMs?: number;
+  readonly random?: () => number;
+}
+
+interface Entry {
+  readonly key: string;
+  readonly request: RoleRequest;
+  current: IssuedCredentials | undefined;
+  inflight: Promise<IssuedCredentials> | undefined;
+  timer: TimerHandle | undefined;
+  usedSinceIssue: boolean;
+  failures: number;
+  /** After a failed fetch with nothing to serve, callers get this error until retryAtMs. */
+  lastError: StsUnavailable | undefined;
+  retryAtMs: number;
+}
+
+const MINUTE = 60_000;
+/** Never hand out credentials this close to expiry. */
+const EXPIRY_GUARD_MS = 10_000;
+
+export function cacheKey(r: RoleRequest): string {
+  return `${r.roleArn}\n${r.externalId ?? ''}\n${r.sessionName}`;
+}
+
+export class CredentialCache {
+  private readonly entries = new Map<string, Entry>();
+  private readonly clock: Clock;
+  private readonly minRemainingMs: number;
+  private readonly refreshMarginMs: number;
+  private readonly retryBaseMs: number;
+  private readonly retryMaxMs: number;
+  private readonly random: () => number;
+  private stopped = false;
+
+  constructor(private readonly options: CredentialCacheOptions) {
+    this.clock = options.clock ?? systemClock;
+    this.minRemainingMs = options.minRemainingMs ?? 15 * MINUTE;
+    this.refreshMarginMs = options.refreshMarginMs ?? 5 * MINUTE;
+    this.retryBaseMs = options.retryBaseMs ?? 1000;
+    this.retryMaxMs = options.retryMaxMs ?? MINUTE;
+    this.random = options.random ?? Math.random;
+  }
+
+  /** Credentials for the request: from memory when fresh, else one shared STS call. */
+  async get(request: RoleRequest): Promise<IssuedCredentials> {
+    const entry = this.entry(request);
+    entry.usedSinceIssue = true;
+    const now = this.clock.now();
+    const current = entry.current;
+    if (current !== undefined) {
+      const remaining = current.expirationMs - now;
+      if (remaining >= this.minRemainingMs || (entry.inflight === undefined && now < entry.retryAtMs && remaining > EXPIRY_GUARD_MS)) {
+        this.options.events?.lookup?.('hit');
+        return current;
+      }
+      if (remaining > EXPIRY_GUARD_MS) {
+        // Stale but valid (its refresh is due or failing): try for fresh ones, fall back to these.
+        this.options.events?.lookup?.('stale');
+        return this.fetch(entry, 'request').catch(() => current);
+      }
+    }
+    this.options.events?.lookup?.('miss');
+    if (entry.inflight === undefined && entry.lastError !== undefined && now < entry.retryAtMs) throw entry.lastError;
+    return this.fetch(entry, 'request');
+  }
+
+  /** Start fetching in the background (a pod with a role appeared). Never throws. */
+  prefetch(request: RoleRequest): void {
+    const entry = this.entry(request);
+    const current = entry.current;
+    if (current !== undefined && current.expirationMs - this.clock.now() >= this.minRemainingMs) return;
+    if (entry.inflight !== undefined || this.clock.now() < entry.retryAtMs) return;
+    this.fetch(entry, 'prefetch').catch(() => undefined);
+  }
+
+  /** A view without secrets, for /debug/store. */
+  snapshot(): Array<Record<string, unknown>> {
+    return [...this.entries.values()].map((e) => ({
+      roleArn: e.request.roleArn,
+      sessionName: e.request.sessionName,
+      externalId: e.request.externalId !== undefined,
+      accessKeyId: e.current?.accessKeyId,
+      expiration: e.current ? new Date(e.current.expirationMs).toISOString() : undefined,
+      refreshing: e.inflight !== undefined,
+      failures: e.failures,
+    }));
+  }
+
+  size(): number {
+    return this.entries.size;
+  }
+
+  stop(): void {
+    this.stopped = true;
+    for (const e of this.entries.values()) this.clearTimer(e);
+  }
+
+  private entry(request: RoleRequest): Entry {
+    const key = cacheKey(request);
+    let e = this.entries.get(key);
+    if (e === undefined) {
+      e = { key, request, current: undefined, inflight: undefined, timer: undefined, usedSinceIssue: false, failures: 0, lastError: undefined, retryAtMs: 0 };
+      this.entries.set(key, e);
+    }
+    return e;
+  }
+
+  private fetch(entry: Entry, cause: IssueCause): Promise<IssuedCredentials> {
+    if (entry.inflight !== undefined) return entry.inflight;
+    const startedMs = this.clock.now();
+    const flight = this.options.assumer.assume(entry.request).then(
+      (creds) => this.install(entry, creds, startedMs, cause),
+      (err: unknown) => {
+        throw this.onFailure(entry, err, cause);
+      },
+    );
+    entry.inflight = flight;
+    const clear = (): void => {
+      if (entry.inflight === flight) entry.inflight = undefined;
+    };
+    flight.then(clear, clear);
+    return flight;
+  }
+
+  private install(entry: Entry, creds: AwsCredentials, issuedMs: number, cause: IssueCause): IssuedCredentials {
+    const issued: IssuedCredentials = {
+      request: entry.request,
+      accessKeyId: creds.accessKeyId,
+      issuedMs,
+      expirationMs: creds.expiration.getTime(),
+      body: this.options.render(creds, issuedMs),
+    };
+    entry.current = issued;
+    entry.usedSinceIssue = cause === 'request';
+    entry.failures = 0;
+    entry.lastError = undefined;
+    entry.retryAtMs = 0;
+    this.options.events?.issued?.(issued, cause);
+    this.schedule(entry, this.refreshAtMs(issued));
+    return issued;
+  }
+
+  /**
+   * When to refresh: early enough that minRemainingMs always holds, with a margin for retries.
+   * Short sessions (where that is impossible) refresh at half their life.
+   */
+  refreshAtMs(issued: Pick<IssuedCredentials, 'issuedMs' | 'expirationMs'>): number {
+    const lifetime = issued.expirationMs - issued.issuedMs;
+    const lead = Math.min(this.minRemainingMs + this.refreshMarginMs, lifetime / 2);
+    return issued.expirationMs - lead;
+  }
+
+  private onFailure(entry: Entry, err: unknown, cause: IssueCause): StsUnavailable {
+    const error = err instanceof StsUnavailable ? err : new StsUnavailable(entry.request.roleArn, String(err), { cause: err });
+    entry.failures += 1;
+    const retryable = !(error instanceof StsError) || error.retryable;
+    // Exponential backoff with jitter (0.5x..1.5x), so a fleet of nodes does not retry in step.
+    const base = Math.min(this.retryMaxMs, this.retryBaseMs * 2 ** (entry.failures - 1)) * (retryable ? 1 : 8);
+    const delay = Math.round(Math.min(this.retryMaxMs * 8, base) * (0.5 + this.random()));
+    const now = this.clock.now();
+    entry.lastError = error;
+    entry.retryAtMs = now + delay;
+    const current = entry.current;
+    let retryInMs: number | undefined;
+    if (current !== undefined && current.expirationMs - EXPIRY_GUARD_MS > now + delay && this.keepRefreshing(entry)) {
+      // Still-valid credentials keep being served while the refresh retries.
+      retryInMs = delay;
+      this.schedule(entry, now + delay);
+    } else if (current !== undefined) {
+      this.schedule(entry, current.expirationMs - EXPIRY_GUARD_MS);
+    }
+    this.options.events?.failed?.(entry.request, cause, error, retryInMs);
+    return error;
+  }
+
+  private keepRefreshing(entry: Entry): boolean {
+    return entry.usedSinceIssue || (this.options.isWanted?.(entry.request) ?? false);
+  }
+
+  private schedule(entry: Entry, atMs: number): void {
+    this.clearTimer(entry);
+    if (this.stopped) return;
+    entry.timer = this.clock.setTimeout(() => this.onTimer(entry), Math.max(0, atMs - this.clock.now()));
+  }
+
+  private onTimer(entry: Entry): void {
+    entry.timer = undefined;
+    const current = entry.current;
+    const now = this.clock.now();
+    if (current !== undefined && current.expirationMs - EXPIRY_GUARD_MS <= now) {
+      // Expired: never served again. The entry goes unless a live pod still wants it.
+      entry.current = undefined;
+    }
+    if (this.keepRefreshing(entry)) {
+      this.fetch(entry, 'refresh').catch(() => undefined);
+      return;
+    }
+    if (entry.current === undefined) {
+      if (entry.inflight === undefined) this.entries.delete(entry.key);
+      return;
+    }
+    // Nobody used it since it was issued: let it live out its time, then drop it.
+    this.schedule(entry, entry.current.expirationMs - EXPIRY_GUARD_MS);
+  }
+
+  private clearTimer(entry: Entry): void {
+    if (entry.timer !== undefined) this.clock.clearTimeout(entry.timer);
+    entry.timer = undefined;
+  }
+}

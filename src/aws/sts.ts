@@ -1,0 +1,109 @@
+/**
+ * The only module that talks to STS (and the only importer of @aws-sdk/*).
+ * The node's own credentials and the endpoint come from the SDK's standard chain, so
+ * AWS_ENDPOINT_URL_STS, AWS_ACCESS_KEY_ID, web identity or the instance profile all work.
+ */
+import { AssumeRoleCommand, STSClient } from '@aws-sdk/client-sts';
+import { StsUnavailable } from '../errors.js';
+import type { RoleRequest } from '../roles.js';
+
+export interface AwsCredentials {
+  readonly accessKeyId: string;
+  readonly secretAccessKey: string;
+  readonly sessionToken: string;
+  readonly expiration: Date;
+}
+
+/** "Get credentials for a role": implemented by STS and by the cache that wraps it. */
+export interface RoleAssumer {
+  assume(request: RoleRequest): Promise<AwsCredentials>;
+}
+
+export interface StsOptions {
+  readonly region: string;
+  readonly sessionTtlSeconds: number;
+  /** One attempt's budget; the SDK retries throttling and 5xx with jittered backoff. */
+  readonly attemptTimeoutMs: number;
+  readonly maxAttempts?: number;
+}
+
+/** Errors where asking again later can help; the rest (AccessDenied, bad input) will not. */
+const RETRYABLE_CODES = new Set([
+  'Throttling',
+  'ThrottlingException',
+  'RequestLimitExceeded',
+  'ServiceUnavailable',
+  'InternalFailure',
+  'InternalError',
+  'RegionDisabledException',
+  'IDPCommunicationError',
+  'TimeoutError',
+  'RequestTimeout',
+  'AbortError',
+]);
+
+export class StsError extends StsUnavailable {
+  constructor(
+    roleArn: string,
+    readonly stsCode: string,
+    readonly retryable: boolean,
+    reason: string,
+    cause: unknown,
+  ) {
+    super(roleArn, reason, { cause });
+  }
+}
+
+export function createStsAssumer(options: StsOptions): RoleAssumer & { destroy(): void } {
+  const maxAttempts = options.maxAttempts ?? 3;
+  const client = new STSClient({
+    region: options.region,
+    maxAttempts,
+    retryMode: 'standard',
+    requestHandler: { connectionTimeout: Math.min(1000, options.attemptTimeoutMs), requestTimeout: options.attemptTimeoutMs, throwOnRequestTimeout: true },
+  });
+  // A hard ceiling over all attempts, so a caller never waits on STS longer than this.
+  const overallMs = options.attemptTimeoutMs * maxAttempts + 2000;
+
+  return {
+    async assume(request: RoleRequest): Promise<AwsCredentials> {
+      let out;
+      try {
+        out = await client.send(
+          new AssumeRoleCommand({
+            RoleArn: request.roleArn,
+            RoleSessionName: request.sessionName,
+            ExternalId: request.externalId,
+            // Exactly the configured TTL: kube2iam asks for twice its flag (kube2iam #240).
+            DurationSeconds: options.sessionTtlSeconds,
+          }),
+          { abortSignal: AbortSignal.timeout(overallMs) },
+        );
+      } catch (err) {
+        throw classify(request.roleArn, err);
+      }
+      const c = out.Credentials;
+      if (!c?.AccessKeyId || !c.SecretAccessKey || !c.SessionToken || !c.Expiration) {
+        throw new StsError(request.roleArn, 'IncompleteResponse', true, 'STS answered without complete credentials', undefined);
+      }
+      return {
+        accessKeyId: c.AccessKeyId,
+        secretAccessKey: c.SecretAccessKey,
+        sessionToken: c.SessionToken,
+        expiration: new Date(c.Expiration),
+      };
+    },
+    destroy() {
+      client.destroy();
+    },
+  };
+}
+
+function classify(roleArn: string, err: unknown): StsError {
+  const e = err as { name?: string; code?: string; message?: string; $metadata?: { httpStatusCode?: number }; $fault?: string };
+  const code = e.name && e.name !== 'Error' ? e.name : (e.code ?? 'NetworkError');
+  const status = e.$metadata?.httpStatusCode;
+  const retryable = RETRYABLE_CODES.has(code) || e.$fault === 'server' || status === undefined || status >= 500 || status === 429;
+  const where = status === undefined ? 'no answer from STS' : `STS answered ${status}`;
+  return new StsError(roleArn, code, retryable, `${code} (${where}): ${(e.message ?? String(err)).slice(0, 300)}`, err);
+}

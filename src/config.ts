@@ -1,0 +1,325 @@
+/**
+ * Flags and environment, parsed once into a frozen, typed Config.
+ * This is the only module that reads process.env. Flag names are kube2iam's, so a kube2iam
+ * DaemonSet can switch image and keep its args (https://github.com/jtblin/kube2iam#usage).
+ */
+import { isIP } from 'node:net';
+import { ConfigError } from './errors.js';
+
+export type LogFormat = 'text' | 'json';
+export type LogLevel = 'error' | 'warn' | 'info' | 'debug';
+export type RestrictionFormat = 'glob' | 'regexp';
+
+export interface Config {
+  readonly appPort: number;
+  readonly metricsPort: number;
+  readonly hostIp: string | undefined;
+  readonly hostInterface: string;
+  readonly iptables: boolean;
+  readonly iptablesReconcileMs: number;
+  readonly metadataHost: string;
+  readonly metadataPort: number;
+  readonly metadataTimeoutMs: number;
+  readonly baseRoleArn: string | undefined;
+  readonly autoDiscoverBaseArn: boolean;
+  readonly defaultRole: string | undefined;
+  readonly roleKey: string;
+  readonly externalIdKey: string;
+  readonly sessionNameKey: string;
+  readonly namespaceKey: string;
+  readonly namespaceRestrictions: boolean;
+  readonly namespaceRestrictionFormat: RestrictionFormat;
+  readonly sessionTtlSeconds: number;
+  readonly podWaitMs: number;
+  readonly stsTimeoutMs: number;
+  readonly stsRegion: string;
+  readonly node: string | undefined;
+  readonly kubeconfig: string | undefined;
+  readonly apiServer: string | undefined;
+  readonly apiToken: string | undefined;
+  readonly insecure: boolean;
+  readonly events: boolean;
+  readonly logFormat: LogFormat;
+  readonly logLevel: LogLevel;
+  readonly debug: boolean;
+}
+
+export type CliRequest =
+  | { readonly kind: 'run'; readonly config: Config }
+  | { readonly kind: 'help' }
+  | { readonly kind: 'version' };
+
+type FlagType = 'string' | 'port' | 'bool' | 'duration' | 'enum';
+
+interface FlagSpec {
+  readonly name: string;
+  readonly type: FlagType;
+  readonly help: string;
+  readonly example: string;
+  readonly default?: string;
+  readonly values?: readonly string[];
+  /** Accepted for kube2iam compatibility; parsed and validated, but podiam does not need it. */
+  readonly compat?: string;
+}
+
+export const FLAGS: readonly FlagSpec[] = [
+  { name: 'app-port', type: 'port', default: '8181', example: '--app-port=8181', help: 'port podiam listens on for metadata requests' },
+  { name: 'metrics-port', type: 'port', example: '--metrics-port=9181', help: 'port for /metrics (default: the app port, served by the main server)' },
+  { name: 'host-ip', type: 'string', example: '--host-ip=10.0.1.23', help: 'IP to listen on and DNAT to (env HOST_IP; default: listen on all)' },
+  { name: 'host-interface', type: 'string', default: 'docker0', example: '--host-interface=cali+', help: 'pod-side interface(s) whose metadata traffic is intercepted; + wildcard, leading ! inverts' },
+  { name: 'iptables', type: 'bool', default: 'false', example: '--iptables', help: 'install, keep and remove the DNAT rule (needs NET_ADMIN and --host-ip)' },
+  { name: 'iptables-reconcile-interval', type: 'duration', default: '3s', example: '--iptables-reconcile-interval=3s', help: 'how often the DNAT rule is checked and restored' },
+  { name: 'metadata-addr', type: 'string', default: '169.254.169.254', example: '--metadata-addr=169.254.169.254:80', help: 'the real metadata service, host or host:port' },
+  { name: 'metadata-timeout', type: 'duration', default: '950ms', example: '--metadata-timeout=950ms', help: 'timeout for requests forwarded to the metadata service' },
+  { name: 'base-role-arn', type: 'string', example: '--base-role-arn=arn:aws:iam::123456789012:role/', help: 'prefix for role names in annotations' },
+  { name: 'auto-discover-base-arn', type: 'bool', default: 'false', example: '--auto-discover-base-arn', help: 'derive the base role ARN from the metadata service iam/info' },
+  { name: 'default-role', type: 'string', example: '--default-role=default-pod-role', help: 'role for pods without the role annotation' },
+  { name: 'iam-role-key', type: 'string', default: 'iam.amazonaws.com/role', example: '--iam-role-key=iam.amazonaws.com/role', help: 'pod annotation holding the role' },
+  { name: 'iam-external-id', type: 'string', default: 'iam.amazonaws.com/external-id', example: '--iam-external-id=iam.amazonaws.com/external-id', help: 'pod annotation holding the STS external id' },
+  { name: 'iam-session-name-key', type: 'string', default: 'iam.amazonaws.com/session-name', example: '--iam-session-name-key=iam.amazonaws.com/session-name', help: 'pod annotation holding the STS session name' },
+  { name: 'namespace-key', type: 'string', default: 'iam.amazonaws.com/allowed-roles', example: '--namespace-key=iam.amazonaws.com/allowed-roles', help: 'namespace annotation listing allowed roles (JSON array)' },
+  { name: 'namespace-restrictions', type: 'bool', default: 'false', example: '--namespace-restrictions', help: 'only allow roles listed on the pod namespace' },
+  { name: 'namespace-restriction-format', type: 'enum', default: 'glob', values: ['glob', 'regexp'], example: '--namespace-restriction-format=regexp', help: 'how allowed-roles entries match the role ARN' },
+  { name: 'iam-role-session-ttl', type: 'duration', default: '1h', example: '--iam-role-session-ttl=1h', help: 'STS session duration, exactly (15m..12h)' },
+  { name: 'pod-wait', type: 'duration', default: '900ms', example: '--pod-wait=900ms', help: 'how long a request from an unknown IP waits for its pod to appear' },
+  { name: 'sts-timeout', type: 'duration', default: '3s', example: '--sts-timeout=3s', help: 'timeout of one STS AssumeRole attempt' },
+  { name: 'sts-region', type: 'string', example: '--sts-region=eu-west-1', help: 'STS region (default: AWS_REGION, AWS_DEFAULT_REGION, else us-east-1)' },
+  { name: 'node', type: 'string', example: '--node=ip-10-0-1-23.ec2.internal', help: 'watch only pods of this node (env NODE_NAME)' },
+  { name: 'kubeconfig', type: 'string', example: '--kubeconfig=/root/.kube/config', help: 'kubeconfig file (else KUBECONFIG, else --api-server, else in-cluster)' },
+  { name: 'api-server', type: 'string', example: '--api-server=https://10.0.0.1:443', help: 'Kubernetes API server URL' },
+  { name: 'api-token', type: 'string', example: '--api-token=$(cat /path/token)', help: 'bearer token for --api-server' },
+  { name: 'insecure', type: 'bool', default: 'false', example: '--insecure', help: 'skip TLS verification of the API server (required for http:// servers)' },
+  { name: 'events', type: 'bool', default: 'true', example: '--events=false', help: 'record Kubernetes Events on pods that are denied credentials' },
+  { name: 'log-format', type: 'enum', default: 'text', values: ['text', 'json'], example: '--log-format=json', help: 'log format' },
+  { name: 'log-level', type: 'enum', default: 'info', values: ['error', 'warn', 'warning', 'info', 'debug'], example: '--log-level=info', help: 'log level' },
+  { name: 'verbose', type: 'bool', default: 'false', example: '--verbose', help: 'same as --log-level=debug' },
+  { name: 'debug', type: 'bool', default: 'false', example: '--debug', help: 'serve /debug/store and log at debug level' },
+  { name: 'version', type: 'bool', default: 'false', example: '--version', help: 'print the version and exit' },
+  { name: 'help', type: 'bool', default: 'false', example: '--help', help: 'print this help and exit' },
+  // kube2iam flags podiam accepts so existing DaemonSet args keep working.
+  { name: 'auto-discover-default-role', type: 'bool', default: 'false', example: '--auto-discover-default-role', help: 'kube2iam compatibility', compat: 'not supported: set --default-role explicitly' },
+  { name: 'iam-role-error-ttl', type: 'duration', default: '0s', example: '--iam-role-error-ttl=0s', help: 'kube2iam compatibility', compat: 'ignored: STS errors are retried with backoff in the background' },
+  { name: 'backoff-max-interval', type: 'duration', default: '1s', example: '--backoff-max-interval=1s', help: 'kube2iam compatibility', compat: 'ignored: see --pod-wait' },
+  { name: 'backoff-max-elapsed-time', type: 'duration', default: '2s', example: '--backoff-max-elapsed-time=2s', help: 'kube2iam compatibility', compat: 'ignored: see --pod-wait' },
+  { name: 'cache-resync-period', type: 'duration', default: '30m', example: '--cache-resync-period=30m', help: 'kube2iam compatibility', compat: 'ignored: the watch keeps the cache current' },
+  { name: 'resolve-duplicate-cache-ips', type: 'bool', default: 'false', example: '--resolve-duplicate-cache-ips', help: 'kube2iam compatibility', compat: 'always on: the newest running pod wins' },
+  { name: 'use-regional-sts-endpoint', type: 'bool', default: 'false', example: '--use-regional-sts-endpoint', help: 'kube2iam compatibility', compat: 'use --sts-region or AWS_REGION' },
+];
+
+const ROLE_ARN = /^arn:aws[a-z-]*:iam::\d{12}:role\/[\w+=,.@/-]*$/;
+
+export function isRoleArn(value: string): boolean {
+  return ROLE_ARN.test(value);
+}
+
+/** Go-style durations as kube2iam takes them: 900ms, 15m, 1h30m, 3600s. */
+export function parseDuration(text: string): number | undefined {
+  const m = /^(?:(\d+(?:\.\d+)?)(ms|s|m|h))+$/.exec(text);
+  if (!m) return undefined;
+  const unit: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+  let total = 0;
+  for (const part of text.matchAll(/(\d+(?:\.\d+)?)(ms|s|m|h)/g)) {
+    total += Number(part[1]) * unit[part[2]!]!;
+  }
+  return Math.round(total);
+}
+
+type Raw = Map<string, string>;
+
+function splitArgs(argv: readonly string[]): Raw {
+  const byName = new Map(FLAGS.map((f) => [f.name, f]));
+  const raw: Raw = new Map();
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    // Go's flag package accepts one or two dashes; kube2iam args use both.
+    const m = /^--?([a-z][a-z0-9-]*)(?:=(.*))?$/s.exec(arg);
+    if (!m) {
+      throw new ConfigError(arg, `unexpected argument; flags look like ${FLAGS[0]!.example}`);
+    }
+    const name = m[1]!;
+    const spec = byName.get(name);
+    if (!spec) throw new ConfigError(`--${name}`, 'unknown flag; see podiam --help');
+    let value = m[2];
+    if (value === undefined) {
+      if (spec.type === 'bool') value = 'true';
+      else if (i + 1 < argv.length) value = argv[++i]!;
+      else throw new ConfigError(`--${name}`, `needs a value, e.g. ${spec.example}`);
+    }
+    raw.set(name, value);
+  }
+  return raw;
+}
+
+export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): CliRequest {
+  const raw = splitArgs(argv);
+  const specs = new Map(FLAGS.map((f) => [f.name, f]));
+  const get = (name: string): string | undefined => raw.get(name) ?? specs.get(name)!.default;
+  const fail = (name: string, why: string): never => {
+    throw new ConfigError(`--${name}`, `${why}, e.g. ${specs.get(name)!.example}`);
+  };
+  const bool = (name: string): boolean => {
+    const v = get(name) ?? 'false';
+    if (/^(true|1|t|yes)$/i.test(v)) return true;
+    if (/^(false|0|f|no)$/i.test(v)) return false;
+    return fail(name, `${JSON.stringify(v)} is not a boolean`);
+  };
+  const str = (name: string): string | undefined => {
+    const v = get(name);
+    if (v === undefined) return undefined;
+    if (v.trim() === '') return fail(name, 'must not be empty');
+    return v;
+  };
+  const port = (name: string): number | undefined => {
+    const v = get(name);
+    if (v === undefined) return undefined;
+    const n = Number(v);
+    if (!/^\d+$/.test(v) || n < 1 || n > 65535) fail(name, `${JSON.stringify(v)} is not a port (1-65535)`);
+    return n;
+  };
+  const duration = (name: string, minMs: number, maxMs: number): number => {
+    const v = get(name)!;
+    const ms = parseDuration(v);
+    if (ms === undefined) return fail(name, `${JSON.stringify(v)} is not a duration like 900ms, 15m or 1h`);
+    if (ms < minMs || ms > maxMs) fail(name, `${v} is out of range (${fmt(minMs)}..${fmt(maxMs)})`);
+    return ms;
+  };
+  const oneOf = <T extends string>(name: string): T => {
+    const v = get(name)!;
+    if (!specs.get(name)!.values!.includes(v)) fail(name, `${JSON.stringify(v)} is not one of ${specs.get(name)!.values!.join('|')}`);
+    return v as T;
+  };
+
+  // Validate every flag given, even the compatibility ones, so a typo never passes silently.
+  for (const spec of FLAGS) {
+    if (!raw.has(spec.name)) continue;
+    if (spec.type === 'bool') bool(spec.name);
+    if (spec.type === 'duration' && spec.compat) duration(spec.name, 0, 365 * 86_400_000);
+  }
+  if (bool('help')) return { kind: 'help' };
+  if (bool('version')) return { kind: 'version' };
+
+  const appPort = port('app-port')!;
+  const hostIp = str('host-ip') ?? nonEmpty(env.HOST_IP);
+  if (hostIp !== undefined && isIP(hostIp) === 0) fail('host-ip', `${JSON.stringify(hostIp)} is not an IP address`);
+
+  const hostInterface = str('host-interface')!;
+  if (!/^!?[A-Za-z0-9_.@:-]{1,15}\+?$/.test(hostInterface)) {
+    fail('host-interface', `${JSON.stringify(hostInterface)} is not an interface name (letters, digits, ._-@:, optional trailing + and leading !)`);
+  }
+
+  const [metadataHost, metadataPort] = parseHostPort(str('metadata-addr')!) ?? fail('metadata-addr', `${JSON.stringify(get('metadata-addr'))} is not host or host:port`);
+
+  let baseRoleArn = str('base-role-arn');
+  if (baseRoleArn !== undefined) {
+    if (!baseRoleArn.endsWith('/')) baseRoleArn += '/';
+    if (!isRoleArn(baseRoleArn)) fail('base-role-arn', `${JSON.stringify(get('base-role-arn'))} is not a role ARN prefix`);
+  }
+  const autoDiscoverBaseArn = bool('auto-discover-base-arn');
+  if (autoDiscoverBaseArn && baseRoleArn !== undefined) {
+    fail('auto-discover-base-arn', 'cannot be combined with --base-role-arn; choose one');
+  }
+  const defaultRole = str('default-role');
+  if (defaultRole !== undefined && !/^[\w+=,.@/:-]+$/.test(defaultRole)) {
+    fail('default-role', `${JSON.stringify(defaultRole)} is not a role name or ARN`);
+  }
+  if (defaultRole?.startsWith('arn:') && !isRoleArn(defaultRole)) {
+    fail('default-role', `${JSON.stringify(defaultRole)} is not a role ARN`);
+  }
+  if (bool('auto-discover-default-role')) {
+    fail('auto-discover-default-role', 'is not supported by podiam (it would hand the node role to pods); set --default-role instead');
+  }
+
+  const apiServer = str('api-server');
+  if (apiServer !== undefined) {
+    let url: URL | undefined;
+    try {
+      url = new URL(apiServer);
+    } catch {
+      url = undefined;
+    }
+    if (!url || (url.protocol !== 'https:' && url.protocol !== 'http:')) fail('api-server', `${JSON.stringify(apiServer)} is not an http(s) URL`);
+    if (url!.protocol === 'http:' && !bool('insecure')) fail('api-server', `${apiServer} is plain http: add --insecure to allow it, or use https`);
+  }
+
+  let logLevel = oneOf<LogLevel | 'warning'>('log-level');
+  if (logLevel === 'warning') logLevel = 'warn';
+  const debug = bool('debug');
+  if (bool('verbose') || debug) logLevel = 'debug';
+
+  const iptables = bool('iptables');
+  if (iptables && hostIp === undefined) fail('host-ip', '--iptables needs --host-ip (or HOST_IP) to DNAT to');
+  if (iptables && isIP(metadataHost) !== 4) fail('metadata-addr', '--iptables needs an IPv4 metadata address to intercept');
+
+  const sessionTtlMs = duration('iam-role-session-ttl', 15 * 60_000, 12 * 3_600_000);
+  if (sessionTtlMs % 1000 !== 0) fail('iam-role-session-ttl', 'must be whole seconds');
+
+  const config: Config = {
+    appPort,
+    metricsPort: port('metrics-port') ?? appPort,
+    hostIp,
+    hostInterface,
+    iptables,
+    iptablesReconcileMs: duration('iptables-reconcile-interval', 500, 300_000),
+    metadataHost,
+    metadataPort,
+    metadataTimeoutMs: duration('metadata-timeout', 50, 60_000),
+    baseRoleArn,
+    autoDiscoverBaseArn,
+    defaultRole,
+    roleKey: str('iam-role-key')!,
+    externalIdKey: str('iam-external-id')!,
+    sessionNameKey: str('iam-session-name-key')!,
+    namespaceKey: str('namespace-key')!,
+    namespaceRestrictions: bool('namespace-restrictions'),
+    namespaceRestrictionFormat: oneOf<RestrictionFormat>('namespace-restriction-format'),
+    sessionTtlSeconds: sessionTtlMs / 1000,
+    podWaitMs: duration('pod-wait', 0, 30_000),
+    stsTimeoutMs: duration('sts-timeout', 100, 60_000),
+    stsRegion: str('sts-region') ?? nonEmpty(env.AWS_REGION) ?? nonEmpty(env.AWS_DEFAULT_REGION) ?? 'us-east-1',
+    node: str('node') ?? nonEmpty(env.NODE_NAME),
+    kubeconfig: str('kubeconfig') ?? nonEmpty(env.KUBECONFIG),
+    apiServer,
+    apiToken: str('api-token'),
+    insecure: bool('insecure'),
+    events: bool('events'),
+    logFormat: oneOf<LogFormat>('log-format'),
+    logLevel,
+    debug,
+  };
+  return { kind: 'run', config: Object.freeze(config) };
+}
+
+/** host, host:port, or [v6]:port. */
+export function parseHostPort(text: string): [string, number] | undefined {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([A-Za-z0-9.-]+))(?::(\d{1,5}))?$/.exec(text);
+  if (!m) return undefined;
+  const port = m[3] === undefined ? 80 : Number(m[3]);
+  if (port < 1 || port > 65535) return undefined;
+  return [(m[1] ?? m[2])!, port];
+}
+
+function nonEmpty(v: string | undefined): string | undefined {
+  return v === undefined || v.trim() === '' ? undefined : v;
+}
+
+function fmt(ms: number): string {
+  if (ms % 3_600_000 === 0 && ms > 0) return `${ms / 3_600_000}h`;
+  if (ms % 60_000 === 0 && ms > 0) return `${ms / 60_000}m`;
+  if (ms % 1000 === 0) return `${ms / 1000}s`;
+  return `${ms}ms`;
+}
+
+export function helpText(): string {
+  const lines = ['Usage: podiam [flags]', '', 'Gives each pod the AWS IAM role in its iam.amazonaws.com/role annotation.', '', 'Flags:'];
+  for (const f of FLAGS) {
+    const def = f.default !== undefined && f.type !== 'bool' ? ` (default ${f.default})` : '';
+    const compat = f.compat ? ` [kube2iam compatibility: ${f.compat}]` : '';
+    lines.push(`  --${f.name.padEnd(30)} ${f.help}${def}${compat}`);
+  }
+  return lines.join('\n') + '\n';
+}
+
+/** A loggable view of the config: never the API token. */
+export function describeConfig(config: Config): Record<string, unknown> {
+  return { ...config, apiToken: config.apiToken === undefined ? undefined : '<redacted>' };
+}

@@ -1,0 +1,113 @@
+/**
+ * Every failure podiam can answer with has a stable `code` and an HTTP `status`.
+ * `toHttpResponse` is the one place where errors become HTTP answers.
+ */
+export class PodiamError extends Error {
+  constructor(
+    readonly code: string,
+    readonly status: number,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = code;
+  }
+}
+
+/** A bad flag or environment value: the CLI prints it and exits 2. */
+export class ConfigError extends PodiamError {
+  constructor(readonly flag: string, message: string) {
+    super('ConfigError', 2, `${flag}: ${message}`);
+  }
+}
+
+/** The informers have not finished their first list yet. */
+export class NotReady extends PodiamError {
+  constructor(what: string) {
+    super('NotReady', 503, `podiam is starting: ${what} not synced yet, try again`);
+  }
+}
+
+/** No live pod on this node has the caller's IP, even after waiting for the informer. */
+export class PodNotFound extends PodiamError {
+  constructor(podIp: string, waitedMs: number) {
+    super('PodNotFound', 404, `no pod with IP ${podIp} is known on this node (waited ${waitedMs} ms)`);
+  }
+}
+
+/** The pod has no role annotation and there is no --default-role. */
+export class NoRoleForPod extends PodiamError {
+  constructor(pod: string, roleKey: string) {
+    super('NoRoleForPod', 404, `pod ${pod} has no ${roleKey} annotation and no --default-role is set`);
+  }
+}
+
+/** An annotation (pod or namespace) holds a value podiam cannot use. */
+export class BadAnnotation extends PodiamError {
+  constructor(
+    readonly object: string,
+    readonly annotation: string,
+    reason: string,
+  ) {
+    super('BadAnnotation', 403, `${object}: annotation ${annotation} is invalid: ${reason}`);
+  }
+}
+
+/** The namespace does not allow the role the pod asks for. */
+export class RoleNotAllowed extends PodiamError {
+  constructor(pod: string, roleArn: string, namespace: string, namespaceKey: string) {
+    super(
+      'RoleNotAllowed',
+      403,
+      `role ${roleArn} of pod ${pod} is not allowed by the ${namespaceKey} annotation of namespace ${namespace}`,
+    );
+  }
+}
+
+/** The caller asked for credentials of a role that is not its own. */
+export class RoleMismatch extends PodiamError {
+  constructor(pod: string, asked: string, own: string) {
+    super('RoleMismatch', 403, `pod ${pod} asked for role ${JSON.stringify(asked)} but its role is ${own}`);
+  }
+}
+
+/** STS could not give credentials (down, throttled beyond retries, or refused). */
+export class StsUnavailable extends PodiamError {
+  constructor(roleArn: string, reason: string, options?: { cause?: unknown }) {
+    super('StsUnavailable', 500, `could not assume ${roleArn}: ${reason}`, options);
+  }
+}
+
+/** The real metadata service did not answer. */
+export class UpstreamUnavailable extends PodiamError {
+  constructor(reason: string) {
+    super('UpstreamUnavailable', 502, `metadata service unavailable: ${reason}`);
+  }
+}
+
+/** A metadata path podiam never forwards (the node's own identity). */
+export class PathRefused extends PodiamError {
+  constructor(path: string, why: string) {
+    super('PathRefused', 403, `${path} is not served to pods: ${why}`);
+  }
+}
+
+export class BadRequest extends PodiamError {
+  constructor(status: number, message: string) {
+    super('BadRequest', status, message);
+  }
+}
+
+export interface HttpErrorResponse {
+  readonly status: number;
+  readonly code: string;
+  readonly body: string;
+}
+
+/** Maps any thrown value to the HTTP answer a pod gets. Unknown errors never leak their message. */
+export function toHttpResponse(err: unknown): HttpErrorResponse {
+  if (err instanceof PodiamError && err.status >= 400 && err.status < 600) {
+    return { status: err.status, code: err.code, body: `${err.code}: ${err.message}\n` };
+  }
+  return { status: 500, code: 'InternalError', body: 'InternalError: unexpected error, see podiam logs\n' };
+}

@@ -1,0 +1,94 @@
+/**
+ * The security-credentials routes: who is calling (source IP -> pod), which role it may have,
+ * and its credentials from the cache. Reads top-down, as a request flows.
+ */
+import type { CredentialCache } from '../aws/credential-cache.js';
+import { NotReady, PodNotFound, RoleMismatch } from '../errors.js';
+import type { NamespaceInfo, PodInfo, RolePolicy, RoleRequest } from '../roles.js';
+import { podRef, resolveRole } from '../roles.js';
+import { renderIamInfo } from './format.js';
+
+export interface PodDirectory {
+  synced(): boolean;
+  waitFor(podIp: string, ms: number): Promise<PodInfo | undefined>;
+  namespace(name: string): NamespaceInfo | undefined;
+}
+
+export interface CredentialRoutesOptions {
+  readonly pods: PodDirectory;
+  readonly cache: Pick<CredentialCache, 'get'>;
+  readonly policy: RolePolicy;
+  readonly podWaitMs: number;
+  readonly onPodWait?: (outcome: 'found' | 'timeout') => void;
+  /** A denial that the pod's owner should hear about (Kubernetes Event). */
+  readonly onDenied?: (pod: PodInfo, err: Error) => void;
+}
+
+export interface CredentialAnswer {
+  readonly pod: PodInfo;
+  readonly role: RoleRequest;
+  readonly body: Buffer;
+}
+
+export class CredentialRoutes {
+  /** Role resolution memoised per pod object and namespace object (both replaced on change). */
+  private readonly resolved = new WeakMap<PodInfo, { ns: NamespaceInfo | undefined; result: RoleRequest | Error }>();
+
+  constructor(private readonly options: CredentialRoutesOptions) {}
+
+  /** GET .../security-credentials/ -> the pod's role name. */
+  async roleName(podIp: string): Promise<string> {
+    const pod = await this.podFor(podIp);
+    return this.roleOf(pod).roleName;
+  }
+
+  /** GET .../security-credentials/<role> -> EC2-exact JSON, only for the pod's own role. */
+  async credentials(podIp: string, askedRole: string): Promise<CredentialAnswer> {
+    const pod = await this.podFor(podIp);
+    const role = this.roleOf(pod);
+    if (askedRole !== role.roleName) throw this.denied(pod, new RoleMismatch(podRef(pod), askedRole, role.roleName));
+    const creds = await this.options.cache.get(role);
+    return { pod, role, body: creds.body };
+  }
+
+  /** GET .../iam/info -> the pod's role in EC2's iam/info shape, never the node's profile. */
+  async iamInfo(podIp: string): Promise<Buffer> {
+    const pod = await this.podFor(podIp);
+    const role = this.roleOf(pod);
+    return renderIamInfo(role.roleArn, (await this.options.cache.get(role)).issuedMs);
+  }
+
+  private async podFor(podIp: string): Promise<PodInfo> {
+    const { pods, podWaitMs, onPodWait } = this.options;
+    if (!pods.synced()) throw new NotReady('the pod informer');
+    const known = await pods.waitFor(podIp, 0);
+    if (known !== undefined) return known;
+    // Pod-start race: the SDK can ask before the watch event arrives (kube2iam #136).
+    const pod = await pods.waitFor(podIp, podWaitMs);
+    onPodWait?.(pod === undefined ? 'timeout' : 'found');
+    if (pod === undefined) throw new PodNotFound(podIp, podWaitMs);
+    return pod;
+  }
+
+  private roleOf(pod: PodInfo): RoleRequest {
+    const ns = this.options.pods.namespace(pod.namespace);
+    let memo = this.resolved.get(pod);
+    if (memo === undefined || memo.ns !== ns) {
+      let result: RoleRequest | Error;
+      try {
+        result = resolveRole(pod, ns, this.options.policy);
+      } catch (err) {
+        result = err as Error;
+      }
+      memo = { ns, result };
+      this.resolved.set(pod, memo);
+    }
+    if (memo.result instanceof Error) throw this.denied(pod, memo.result);
+    return memo.result;
+  }
+
+  private denied(pod: PodInfo, err: Error): Error {
+    this.options.onDenied?.(pod, err);
+    return err;
+  }
+}

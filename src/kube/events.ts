@@ -1,0 +1,84 @@
+/**
+ * Kubernetes Events on pods that were denied credentials, so `kubectl describe pod` says why.
+ * Rate-limited per (pod, reason): a pod retrying every second makes one Event per window.
+ */
+import { CoreV1Api } from '@kubernetes/client-node';
+import type { KubeConfig, CoreV1Event } from '@kubernetes/client-node';
+import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics.js';
+import type { PodInfo } from '../roles.js';
+
+export interface EventRecorderOptions {
+  readonly log: Logger;
+  readonly metrics: Metrics;
+  readonly component: string;
+  readonly host: string | undefined;
+  /** One Event per (pod, reason) per window. */
+  readonly windowMs?: number;
+  /** At most this many Events in flight at once; beyond it, Events are dropped (and counted). */
+  readonly maxInFlight?: number;
+}
+
+export class EventRecorder {
+  private readonly api: CoreV1Api;
+  private readonly lastSent = new Map<string, number>();
+  private inFlight = 0;
+  private stopped = false;
+  private readonly sweep: NodeJS.Timeout;
+
+  constructor(kc: KubeConfig, private readonly options: EventRecorderOptions) {
+    this.api = kc.makeApiClient(CoreV1Api);
+    const window = options.windowMs ?? 60_000;
+    this.sweep = setInterval(() => {
+      const cutoff = Date.now() - window;
+      for (const [k, t] of this.lastSent) if (t < cutoff) this.lastSent.delete(k);
+    }, window);
+    this.sweep.unref();
+  }
+
+  denied(pod: PodInfo, reason: string, message: string): void {
+    if (this.stopped) return;
+    const key = `${pod.uid}\n${reason}`;
+    const now = Date.now();
+    const last = this.lastSent.get(key);
+    if (last !== undefined && now - last < (this.options.windowMs ?? 60_000)) {
+      this.options.metrics.events.inc({ outcome: 'suppressed' });
+      return;
+    }
+    if (this.inFlight >= (this.options.maxInFlight ?? 8)) {
+      this.options.metrics.events.inc({ outcome: 'dropped' });
+      return;
+    }
+    this.lastSent.set(key, now);
+    this.inFlight++;
+    const time = new Date(now);
+    const body: CoreV1Event = {
+      metadata: { generateName: `${pod.name}.podiam-`, namespace: pod.namespace },
+      involvedObject: { kind: 'Pod', apiVersion: 'v1', namespace: pod.namespace, name: pod.name, uid: pod.uid },
+      reason: `Podiam${reason}`,
+      message: message.slice(0, 1024),
+      type: 'Warning',
+      source: { component: this.options.component, host: this.options.host },
+      firstTimestamp: time,
+      lastTimestamp: time,
+      count: 1,
+      reportingComponent: this.options.component,
+      reportingInstance: this.options.host ?? this.options.component,
+    };
+    this.api
+      .createNamespacedEvent({ namespace: pod.namespace, body })
+      .then(
+        () => this.options.metrics.events.inc({ outcome: 'sent' }),
+        (err: Error) => {
+          this.options.metrics.events.inc({ outcome: 'failed' });
+          this.options.log.warn('could not record Kubernetes Event', { pod: `${pod.namespace}/${pod.name}`, reason, error: err.message });
+        },
+      )
+      .finally(() => this.inFlight--);
+  }
+
+  stop(): void {
+    this.stopped = true;
+    clearInterval(this.sweep);
+  }
+}

@@ -1,0 +1,149 @@
+/**
+ * Pods and namespaces by what podiam asks of them: which live pod owns an IP now, and what
+ * its namespace says. Fed by the informers (kube/pods.ts); no Kubernetes SDK types here.
+ */
+import type { NamespaceInfo, PodInfo } from '../roles.js';
+
+interface Waiter {
+  resolve(pod: PodInfo | undefined): void;
+}
+
+/** Pods that can make a metadata request from their own IP. */
+export function isServable(pod: PodInfo): boolean {
+  // Succeeded/Failed pods keep status.podIP for a while after the IP went to someone else.
+  return !pod.hostNetwork && pod.phase !== 'Succeeded' && pod.phase !== 'Failed' && pod.ips.length > 0;
+}
+
+/** When two live pods claim one IP, prefer Running, then not terminating, then the newest. */
+function better(a: PodInfo, b: PodInfo): boolean {
+  const running = Number(a.phase === 'Running') - Number(b.phase === 'Running');
+  if (running !== 0) return running > 0;
+  const alive = Number(!a.deleting) - Number(!b.deleting);
+  if (alive !== 0) return alive > 0;
+  return a.createdMs > b.createdMs;
+}
+
+export class PodIndex {
+  private readonly pods = new Map<string, PodInfo>();
+  private readonly byIp = new Map<string, PodInfo[]>();
+  private readonly namespaces = new Map<string, NamespaceInfo>();
+  private readonly waiters = new Map<string, Set<Waiter>>();
+  private readonly listeners: Array<(pod: PodInfo) => void> = [];
+
+  /** Called for every pod that becomes servable or changes while servable. */
+  onPodServable(listener: (pod: PodInfo) => void): void {
+    this.listeners.push(listener);
+  }
+
+  upsertPod(pod: PodInfo): void {
+    const key = `${pod.namespace}/${pod.name}`;
+    const old = this.pods.get(key);
+    if (old !== undefined) this.unindex(old);
+    this.pods.set(key, pod);
+    if (!isServable(pod)) return;
+    for (const ip of pod.ips) {
+      const list = this.byIp.get(ip);
+      if (list === undefined) this.byIp.set(ip, [pod]);
+      else list.push(pod);
+    }
+    for (const l of this.listeners) l(pod);
+    for (const ip of pod.ips) this.wake(ip);
+  }
+
+  deletePod(namespace: string, name: string): void {
+    const key = `${namespace}/${name}`;
+    const old = this.pods.get(key);
+    if (old === undefined) return;
+    this.pods.delete(key);
+    this.unindex(old);
+  }
+
+  upsertNamespace(ns: NamespaceInfo): void {
+    this.namespaces.set(ns.name, ns);
+  }
+
+  deleteNamespace(name: string): void {
+    this.namespaces.delete(name);
+  }
+
+  namespace(name: string): NamespaceInfo | undefined {
+    return this.namespaces.get(name);
+  }
+
+  /** The pod that owns this IP now, if any. */
+  lookup(ip: string): PodInfo | undefined {
+    const list = this.byIp.get(ip);
+    if (list === undefined) return undefined;
+    let best = list[0]!;
+    for (let i = 1; i < list.length; i++) if (better(list[i]!, best)) best = list[i]!;
+    return best;
+  }
+
+  /**
+   * The pod for this IP, waiting up to `ms` for the informer to deliver it (pod-start race:
+   * an SDK may ask before the watch event arrives). Event-driven: no polling.
+   */
+  waitFor(ip: string, ms: number): Promise<PodInfo | undefined> {
+    const found = this.lookup(ip);
+    if (found !== undefined || ms <= 0) return Promise.resolve(found);
+    return new Promise((resolve) => {
+      let set = this.waiters.get(ip);
+      if (set === undefined) this.waiters.set(ip, (set = new Set()));
+      const waiter: Waiter = {
+        resolve: (pod) => {
+          clearTimeout(timer);
+          set!.delete(waiter);
+          if (set!.size === 0 && this.waiters.get(ip) === set) this.waiters.delete(ip);
+          resolve(pod);
+        },
+      };
+      const timer = setTimeout(() => waiter.resolve(undefined), ms);
+      set.add(waiter);
+    });
+  }
+
+  allPods(): IterableIterator<PodInfo> {
+    return this.pods.values();
+  }
+
+  podCount(): number {
+    return this.pods.size;
+  }
+
+  ipCount(): number {
+    return this.byIp.size;
+  }
+
+  waiting(): number {
+    let n = 0;
+    for (const s of this.waiters.values()) n += s.size;
+    return n;
+  }
+
+  /** For /debug/store: IP -> pod, no annotations beyond the role ones asked for. */
+  snapshot(): Record<string, string> {
+    const out: Record<string, string> = {};
+    for (const ip of this.byIp.keys()) {
+      const p = this.lookup(ip)!;
+      out[ip] = `${p.namespace}/${p.name}`;
+    }
+    return out;
+  }
+
+  private unindex(pod: PodInfo): void {
+    for (const ip of pod.ips) {
+      const list = this.byIp.get(ip);
+      if (list === undefined) continue;
+      const rest = list.filter((p) => p !== pod);
+      if (rest.length === 0) this.byIp.delete(ip);
+      else this.byIp.set(ip, rest);
+    }
+  }
+
+  private wake(ip: string): void {
+    const set = this.waiters.get(ip);
+    if (set === undefined) return;
+    const pod = this.lookup(ip);
+    for (const w of [...set]) w.resolve(pod);
+  }
+}

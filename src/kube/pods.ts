@@ -1,0 +1,201 @@
+/**
+ * The only module that talks to Kubernetes (with kube/events.ts): informers on this node's pods
+ * and on namespaces, feeding the PodIndex, and their sync state.
+ */
+import { CoreV1Api, KubeConfig, ListWatch, Watch } from '@kubernetes/client-node';
+import type { KubernetesObject, V1Namespace, V1Pod } from '@kubernetes/client-node';
+import type { Config } from '../config.js';
+import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics.js';
+import type { NamespaceInfo, PodInfo } from '../roles.js';
+import type { PodIndex } from './pod-index.js';
+
+export type InformerState = 'syncing' | 'watching' | 'reconnecting';
+
+export function createKubeConfig(config: Config): KubeConfig {
+  const kc = new KubeConfig();
+  if (config.kubeconfig !== undefined) {
+    kc.loadFromFile(config.kubeconfig);
+  } else if (config.apiServer !== undefined) {
+    kc.loadFromOptions({
+      clusters: [{ name: 'podiam', server: config.apiServer, skipTLSVerify: config.insecure }],
+      users: [config.apiToken !== undefined ? { name: 'podiam', token: config.apiToken } : { name: 'podiam' }],
+      contexts: [{ name: 'podiam', cluster: 'podiam', user: 'podiam' }],
+      currentContext: 'podiam',
+    });
+  } else {
+    kc.loadFromCluster();
+  }
+  if (config.insecure) {
+    const cluster = kc.getCurrentCluster();
+    if (cluster !== null && !cluster.skipTLSVerify) {
+      kc.clusters = kc.clusters.map((c) => (c.name === cluster.name ? { ...c, skipTLSVerify: true } : c));
+    }
+  }
+  return kc;
+}
+
+/** The watch as ListWatch uses it, plus server-side timeouts (so a dead connection cannot hang forever) and bookmarks. */
+function watchWithTimeout(kc: KubeConfig, timeoutSeconds: number) {
+  const inner = new Watch(kc);
+  return {
+    watch: (path: string, query: Record<string, unknown>, cb: (phase: string, obj: unknown, watchObj?: unknown) => void, done: (err: unknown) => void) =>
+      inner.watch(path, { ...query, timeoutSeconds, allowWatchBookmarks: true }, cb, done),
+  } as unknown as Watch;
+}
+
+function toMs(t: Date | string | undefined): number {
+  if (t === undefined) return 0;
+  const ms = new Date(t).getTime();
+  return Number.isNaN(ms) ? 0 : ms;
+}
+
+export function toPodInfo(pod: V1Pod): PodInfo {
+  const ips = (pod.status?.podIPs?.map((p) => p.ip).filter((ip): ip is string => !!ip) ?? []).slice();
+  const primary = pod.status?.podIP;
+  if (primary && !ips.includes(primary)) ips.unshift(primary);
+  return {
+    namespace: pod.metadata?.namespace ?? 'default',
+    name: pod.metadata?.name ?? '',
+    uid: pod.metadata?.uid ?? '',
+    ips,
+    phase: pod.status?.phase ?? 'Unknown',
+    hostNetwork: pod.spec?.hostNetwork === true,
+    createdMs: toMs(pod.metadata?.creationTimestamp),
+    deleting: pod.metadata?.deletionTimestamp !== undefined && pod.metadata?.deletionTimestamp !== null,
+    annotations: { ...(pod.metadata?.annotations ?? {}) },
+  };
+}
+
+function toNamespaceInfo(ns: V1Namespace): NamespaceInfo {
+  return { name: ns.metadata?.name ?? '', annotations: { ...(ns.metadata?.annotations ?? {}) } };
+}
+
+interface Informer {
+  readonly resource: 'pods' | 'namespaces';
+  state: InformerState;
+  everSynced: boolean;
+  listWatch: ListWatch<KubernetesObject> | undefined;
+  failures: number;
+  retryTimer: NodeJS.Timeout | undefined;
+}
+
+export class KubeWatcher {
+  private readonly api: CoreV1Api;
+  private readonly informers: { pods: Informer; namespaces: Informer };
+  private stopped = false;
+  private readonly syncWaiters: Array<() => void> = [];
+
+  constructor(
+    private readonly kc: KubeConfig,
+    private readonly index: PodIndex,
+    private readonly options: { node: string | undefined; log: Logger; metrics: Metrics; watchTimeoutSeconds?: number },
+  ) {
+    this.api = kc.makeApiClient(CoreV1Api);
+    const informer = (resource: Informer['resource']): Informer => ({ resource, state: 'syncing', everSynced: false, listWatch: undefined, failures: 0, retryTimer: undefined });
+    this.informers = { pods: informer('pods'), namespaces: informer('namespaces') };
+  }
+
+  start(): void {
+    const fieldSelector = this.options.node === undefined ? undefined : `spec.nodeName=${this.options.node}`;
+    // makeInformer drops the field selector from the watch; ListWatch built here passes it to both.
+    this.run(this.informers.pods, '/api/v1/pods', () => this.api.listPodForAllNamespaces({ fieldSelector }), fieldSelector, {
+      upsert: (o) => this.index.upsertPod(toPodInfo(o as V1Pod)),
+      remove: (o) => this.index.deletePod(o.metadata?.namespace ?? 'default', o.metadata?.name ?? ''),
+    });
+    this.run(this.informers.namespaces, '/api/v1/namespaces', () => this.api.listNamespace(), undefined, {
+      upsert: (o) => this.index.upsertNamespace(toNamespaceInfo(o as V1Namespace)),
+      remove: (o) => this.index.deleteNamespace(o.metadata?.name ?? ''),
+    });
+  }
+
+  /** Both informers have listed at least once. */
+  synced(): boolean {
+    return this.informers.pods.everSynced && this.informers.namespaces.everSynced;
+  }
+
+  whenSynced(): Promise<void> {
+    if (this.synced()) return Promise.resolve();
+    return new Promise((resolve) => this.syncWaiters.push(resolve));
+  }
+
+  states(): { pods: InformerState; namespaces: InformerState } {
+    return { pods: this.informers.pods.state, namespaces: this.informers.namespaces.state };
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    for (const inf of Object.values(this.informers)) {
+      if (inf.retryTimer) clearTimeout(inf.retryTimer);
+      await inf.listWatch?.stop();
+    }
+  }
+
+  private run(
+    inf: Informer,
+    path: string,
+    list: () => Promise<{ items: KubernetesObject[]; metadata?: { resourceVersion?: string } }>,
+    fieldSelector: string | undefined,
+    handlers: { upsert(o: KubernetesObject): void; remove(o: KubernetesObject): void },
+  ): void {
+    const { log, metrics } = this.options;
+    const listFn = async () => {
+      const result = await list();
+      // ListWatch applies the list right after this promise settles; mark synced after that.
+      setImmediate(() => this.markSynced(inf));
+      return result;
+    };
+    const lw = new ListWatch<KubernetesObject>(path, watchWithTimeout(this.kc, this.options.watchTimeoutSeconds ?? 300), listFn as never, false, undefined, fieldSelector);
+    inf.listWatch = lw;
+    const guard = (fn: (o: KubernetesObject) => void) => (o: KubernetesObject) => {
+      try {
+        fn(o);
+      } catch (err) {
+        log.error('informer handler failed', { resource: inf.resource, object: `${o.metadata?.namespace ?? ''}/${o.metadata?.name ?? ''}`, error: (err as Error).message });
+      }
+    };
+    lw.on('add', guard(handlers.upsert));
+    lw.on('update', guard(handlers.upsert));
+    lw.on('delete', guard(handlers.remove));
+    lw.on('error', (err: unknown) => {
+      if (this.stopped) return;
+      inf.failures += 1;
+      inf.state = inf.everSynced ? 'reconnecting' : 'syncing';
+      metrics.informerSynced.set({ resource: inf.resource }, 0);
+      metrics.informerRestarts.inc({ resource: inf.resource });
+      // ListWatch does not restart after an error: back off (jittered, capped at 30 s) and start again.
+      const delay = Math.min(30_000, 250 * 2 ** Math.min(inf.failures - 1, 7)) * (0.5 + Math.random());
+      log.warn('kubernetes watch failed, retrying', { resource: inf.resource, error: describe(err), retryInMs: Math.round(delay) });
+      inf.retryTimer = setTimeout(() => {
+        inf.retryTimer = undefined;
+        if (!this.stopped) lw.start().catch(() => undefined);
+      }, delay);
+      inf.retryTimer.unref();
+    });
+    lw.on('connect', () => {
+      if (inf.everSynced && inf.state !== 'watching') {
+        inf.state = 'watching';
+        inf.failures = 0;
+        metrics.informerSynced.set({ resource: inf.resource }, 1);
+        log.info('kubernetes watch resumed', { resource: inf.resource });
+      }
+    });
+    lw.start().catch(() => undefined);
+  }
+
+  private markSynced(inf: Informer): void {
+    if (this.stopped) return;
+    const first = !inf.everSynced;
+    inf.everSynced = true;
+    inf.state = 'watching';
+    inf.failures = 0;
+    this.options.metrics.informerSynced.set({ resource: inf.resource }, 1);
+    if (first) this.options.log.info('informer synced', { resource: inf.resource, node: this.options.node });
+    if (this.synced()) for (const w of this.syncWaiters.splice(0)) w();
+  }
+}
+
+function describe(err: unknown): string {
+  const e = err as { statusCode?: number; code?: string | number; message?: string };
+  return [e.statusCode ?? e.code, e.message ?? String(err)].filter((x) => x !== undefined).join(' ');
+}

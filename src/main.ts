@@ -1,0 +1,233 @@
+/**
+ * Wiring only: config -> dependencies -> iptables -> informers -> listen. Shutdown in reverse.
+ */
+import type http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { CredentialCache, cacheKey } from './aws/credential-cache.js';
+import type { RoleAssumer } from './aws/sts.js';
+import { createStsAssumer } from './aws/sts.js';
+import type { Config } from './config.js';
+import { describeConfig } from './config.js';
+import { ConfigError, PodiamError } from './errors.js';
+import { CredentialRoutes } from './imds/credentials.js';
+import { renderCredentials } from './imds/format.js';
+import { Passthrough, baseArnFromIamInfo } from './imds/passthrough.js';
+import type { IptablesRule } from './iptables.js';
+import { createIptablesRule } from './iptables.js';
+import { EventRecorder } from './kube/events.js';
+import { PodIndex } from './kube/pod-index.js';
+import { KubeWatcher, createKubeConfig } from './kube/pods.js';
+import type { Logger } from './log.js';
+import type { Metrics } from './metrics.js';
+import { createMetrics } from './metrics.js';
+import type { PodInfo, RolePolicy } from './roles.js';
+import { resolveRole, toRoleArn } from './roles.js';
+import type { Health } from './server.js';
+import { createMetricsServer, createServer } from './server.js';
+
+export interface Podiam {
+  /** The address the metadata server listens on. */
+  readonly address: AddressInfo;
+  readonly metrics: Metrics;
+  /** Stop accepting, finish in-flight requests, remove the iptables rule, stop watching. */
+  shutdown(reason: string): Promise<void>;
+}
+
+export async function start(config: Config, log: Logger): Promise<Podiam> {
+  const metrics = createMetrics();
+  log.info('podiam starting', { config: describeConfig(config) });
+
+  const passthrough = new Passthrough({ host: config.metadataHost, port: config.metadataPort, timeoutMs: config.metadataTimeoutMs });
+  const policy = await rolePolicy(config, passthrough, log);
+
+  const sts = instrument(createStsAssumer({ region: config.stsRegion, sessionTtlSeconds: config.sessionTtlSeconds, attemptTimeoutMs: config.stsTimeoutMs }), metrics);
+  const index = new PodIndex();
+  const cache = new CredentialCache({
+    assumer: sts,
+    render: renderCredentials,
+    isWanted: (request) => {
+      const key = cacheKey(request);
+      for (const pod of index.allPods()) if (wantedKey(pod, index, policy) === key) return true;
+      return false;
+    },
+    events: {
+      issued: (c, cause) => {
+        metrics.credentialsIssued.inc({ cause });
+        metrics.cachedRoles.set(cache.size());
+        // The audit line: who got which role until when. Never the secret or the token.
+        log.info('credentials issued', { pod: c.request.pod, roleArn: c.request.roleArn, sessionName: c.request.sessionName, accessKeyId: c.accessKeyId, expiration: new Date(c.expirationMs).toISOString(), cause });
+      },
+      failed: (request, cause, err, retryInMs) => {
+        metrics.refreshFailures.inc({ cause });
+        log.warn('could not get credentials', { pod: request.pod, roleArn: request.roleArn, cause, error: err.message, retryInMs });
+      },
+      lookup: (result) => metrics.cacheLookups.inc({ result }),
+    },
+  });
+
+  const kc = createKubeConfig(config);
+  const watcher = new KubeWatcher(kc, index, { node: config.node, log, metrics });
+  const events = config.events ? new EventRecorder(kc, { log, metrics, component: 'podiam', host: config.node }) : undefined;
+  index.onPodServable((pod) => {
+    metrics.podsIndexed.set(index.ipCount());
+    // Prefetch: a new pod's first request should find its credentials already in memory.
+    try {
+      cache.prefetch(resolveRole(pod, index.namespace(pod.namespace), policy));
+    } catch {
+      // Denials are reported when the pod asks.
+    }
+  });
+
+  const routes = new CredentialRoutes({
+    pods: { synced: () => watcher.synced(), waitFor: (ip, ms) => index.waitFor(ip, ms), namespace: (n) => index.namespace(n) },
+    cache,
+    policy,
+    podWaitMs: config.podWaitMs,
+    onPodWait: (outcome) => metrics.podWaits.inc({ outcome }),
+    onDenied: (pod, err) => {
+      if (err instanceof PodiamError) {
+        log.info('credentials denied', { pod: `${pod.namespace}/${pod.name}`, code: err.code, reason: err.message });
+        events?.denied(pod, err.code, err.message);
+      }
+    },
+  });
+
+  let rule: IptablesRule | undefined;
+  const health = (): Health => {
+    const kube = watcher.states();
+    const iptables = rule?.state();
+    const ready = watcher.synced() && (iptables === undefined || iptables === 'present');
+    return { ready, pods: kube.pods, namespaces: kube.namespaces, ...(iptables === undefined ? {} : { iptables }) };
+  };
+
+  const server = createServer({
+    credentials: routes,
+    passthrough,
+    metrics,
+    log,
+    health,
+    serveMetrics: config.metricsPort === config.appPort,
+    debugStore: config.debug ? () => ({ pods: index.snapshot(), credentials: cache.snapshot(), informers: watcher.states() }) : undefined,
+  });
+  const metricsServer = config.metricsPort === config.appPort ? undefined : createMetricsServer(metrics, health);
+
+  // kube2iam listens on every interface (#152): podiam only on --host-ip when given.
+  const address = await listen(server, config.appPort, config.hostIp);
+  if (metricsServer) await listen(metricsServer, config.metricsPort, config.hostIp);
+
+  if (config.iptables) {
+    rule = createIptablesRule(config, { log, metrics });
+    try {
+      await rule.ensure();
+    } catch (err) {
+      await closeServer(server, 0);
+      if (metricsServer) await closeServer(metricsServer, 0);
+      throw err;
+    }
+    rule.startReconcile(config.iptablesReconcileMs);
+  }
+
+  watcher.start();
+  log.info('podiam listening', { address: `${address.address}:${address.port}`, node: config.node ?? '(all nodes)', metadata: passthrough.target });
+
+  let stopping: Promise<void> | undefined;
+  return {
+    address,
+    metrics,
+    shutdown(reason: string) {
+      stopping ??= (async () => {
+        log.info('podiam shutting down', { reason });
+        // Reverse order: stop intercepting first, so pods fall back to the real IMDS path
+        // immediately, then drain in-flight requests, then stop watching.
+        if (rule) await rule.remove().catch((err: Error) => log.error('could not remove iptables rule', { error: err.message }));
+        await closeServer(server, 10_000);
+        if (metricsServer) await closeServer(metricsServer, 1_000);
+        await watcher.stop();
+        cache.stop();
+        sts.destroy();
+        passthrough.close();
+        events?.stop();
+        log.info('podiam stopped');
+      })();
+      return stopping;
+    },
+  };
+}
+
+async function rolePolicy(config: Config, passthrough: Passthrough, log: Logger): Promise<RolePolicy> {
+  let baseRoleArn = config.baseRoleArn;
+  if (config.autoDiscoverBaseArn) {
+    let info: string;
+    try {
+      info = await passthrough.fetch('/latest/meta-data/iam/info');
+    } catch (err) {
+      throw new ConfigError('--auto-discover-base-arn', `could not read iam/info from ${passthrough.target}: ${(err as Error).message}`);
+    }
+    baseRoleArn = baseArnFromIamInfo(info);
+    if (baseRoleArn === undefined) throw new ConfigError('--auto-discover-base-arn', `iam/info from ${passthrough.target} has no instance-profile ARN; set --base-role-arn instead`);
+    log.info('discovered base role ARN', { baseRoleArn });
+  }
+  if (config.defaultRole !== undefined && toRoleArn(config.defaultRole, baseRoleArn) === undefined) {
+    throw new ConfigError('--default-role', `${JSON.stringify(config.defaultRole)} is a role name but no base ARN is set: add --base-role-arn, e.g. --base-role-arn=arn:aws:iam::123456789012:role/, or give a full ARN`);
+  }
+  return Object.freeze({
+    baseRoleArn,
+    defaultRole: config.defaultRole,
+    roleKey: config.roleKey,
+    externalIdKey: config.externalIdKey,
+    sessionNameKey: config.sessionNameKey,
+    namespaceKey: config.namespaceKey,
+    namespaceRestrictions: config.namespaceRestrictions,
+    namespaceRestrictionFormat: config.namespaceRestrictionFormat,
+  });
+}
+
+function wantedKey(pod: PodInfo, index: PodIndex, policy: RolePolicy): string | undefined {
+  try {
+    return cacheKey(resolveRole(pod, index.namespace(pod.namespace), policy));
+  } catch {
+    return undefined;
+  }
+}
+
+function instrument(sts: RoleAssumer & { destroy(): void }, metrics: Metrics): RoleAssumer & { destroy(): void } {
+  return {
+    async assume(request) {
+      const end = metrics.stsSeconds.startTimer();
+      try {
+        const creds = await sts.assume(request);
+        metrics.stsCalls.inc({ outcome: 'success' });
+        return creds;
+      } catch (err) {
+        metrics.stsCalls.inc({ outcome: (err as { stsCode?: string }).stsCode ?? 'error' });
+        throw err;
+      } finally {
+        end();
+      }
+    },
+    destroy: () => sts.destroy(),
+  };
+}
+
+function listen(server: http.Server, port: number, host: string | undefined): Promise<AddressInfo> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen({ port, host: host ?? '0.0.0.0' }, () => {
+      server.off('error', reject);
+      resolve(server.address() as AddressInfo);
+    });
+  });
+}
+
+/** Stop accepting; let in-flight requests finish (idle keep-alive sockets close now); force after graceMs. */
+function closeServer(server: http.Server, graceMs: number): Promise<void> {
+  if (!server.listening) return Promise.resolve();
+  return new Promise((resolve) => {
+    const force = setTimeout(() => server.closeAllConnections(), graceMs);
+    server.close(() => {
+      clearTimeout(force);
+      resolve();
+    });
+    server.closeIdleConnections();
+  });
+}

@@ -1,0 +1,223 @@
+/**
+ * Builds (does not start) podiam's HTTP server: path safety, routes, timeouts, and the one
+ * place where errors become HTTP answers.
+ */
+import http from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { BadRequest, PathRefused, PodiamError, toHttpResponse } from './errors.js';
+import type { CredentialRoutes } from './imds/credentials.js';
+import type { Passthrough } from './imds/passthrough.js';
+import type { Logger } from './log.js';
+import type { Metrics } from './metrics.js';
+
+export interface Health {
+  readonly ready: boolean;
+  readonly [part: string]: unknown;
+}
+
+export interface ServerDeps {
+  readonly credentials: CredentialRoutes;
+  readonly passthrough: Passthrough;
+  readonly metrics: Metrics;
+  readonly log: Logger;
+  readonly health: () => Health;
+  /** Serve /metrics on this server (when --metrics-port equals --app-port). */
+  readonly serveMetrics: boolean;
+  /** --debug: serve /debug/store. */
+  readonly debugStore?: () => unknown;
+}
+
+const MAX_PATH = 1024;
+const MAX_BODY = 64 * 1024;
+const TEXT = 'text/plain';
+
+/** Routes, for metrics labels; bounded, so label cardinality is too. */
+type Route = 'credentials' | 'role-name' | 'iam-info' | 'iam' | 'token' | 'proxy' | 'refused' | 'health' | 'metrics' | 'debug' | 'invalid';
+
+/** The metadata version segment: latest, 1.0 or a date (EC2 serves all of them). */
+const VERSION = '(?:latest|1\\.0|\\d{4}-\\d{2}-\\d{2})';
+// Case-insensitive on purpose: whatever the real IMDS would do with IAM/ or Identity-Credentials/,
+// those paths never reach it from a pod.
+const IAM_PATH = new RegExp(`^/${VERSION}/meta-data/iam(?:/(.*))?$`, 'i');
+const IDENTITY_PATH = new RegExp(`^/${VERSION}/meta-data/identity-credentials(?:/.*)?$`, 'i');
+const TOKEN_PATH = /^\/latest\/api\/token$/;
+
+/**
+ * Security-relevant: the decision is taken on the decoded path, and a path that could mean
+ * something else upstream (dot segments, encoded or doubled slashes, backslashes, control
+ * characters) is refused, so no spelling of a refused path reaches the real service.
+ */
+export function safePath(rawUrl: string): { path: string; decoded: string } {
+  const q = rawUrl.indexOf('?');
+  const path = q === -1 ? rawUrl : rawUrl.slice(0, q);
+  if (path.length > MAX_PATH) throw new BadRequest(414, `path longer than ${MAX_PATH} bytes`);
+  if (!path.startsWith('/')) throw new BadRequest(400, 'path must start with /');
+  let decoded: string;
+  try {
+    decoded = decodeURIComponent(path);
+  } catch {
+    throw new BadRequest(400, 'path has invalid percent-encoding');
+  }
+  if (/[\\\u0000-\u001f\u007f]/.test(decoded) || decoded.includes('//') || /%2f|%5c/i.test(path) || /(^|\/)\.{1,2}(\/|$)/.test(decoded)) {
+    throw new BadRequest(400, 'path has dot segments, doubled or encoded slashes, or control characters');
+  }
+  return { path, decoded };
+}
+
+export function createServer(deps: ServerDeps): http.Server {
+  const { credentials, passthrough, metrics, log } = deps;
+  const debugOn = (): boolean => log.isDebugEnabled();
+
+  const send = (res: ServerResponse, status: number, body: string | Buffer, contentType = TEXT): void => {
+    res.writeHead(status, { 'Content-Type': contentType, 'Content-Length': Buffer.byteLength(body), Server: 'EC2ws' });
+    res.end(body);
+  };
+
+  const fail = (req: IncomingMessage, res: ServerResponse, route: Route, err: unknown): void => {
+    const answer = toHttpResponse(err);
+    if (!(err instanceof PodiamError)) log.error('unexpected error', { route, error: (err as Error)?.stack ?? String(err) });
+    else if (debugOn()) log.debug('request denied', { route, ip: remoteIp(req), status: answer.status, code: answer.code, reason: (err as Error).message });
+    if (answer.status === 403 || answer.status === 404) metrics.denials.inc({ code: answer.code });
+    if (res.headersSent) {
+      res.destroy();
+      return;
+    }
+    send(res, answer.status, answer.body);
+  };
+
+  const handle = async (req: IncomingMessage, res: ServerResponse): Promise<Route> => {
+    const method = req.method ?? 'GET';
+    const { path, decoded } = safePath(req.url ?? '/');
+    const podIp = remoteIp(req);
+
+    const iam = IAM_PATH.exec(decoded);
+    if (iam !== null) {
+      if (method !== 'GET' && method !== 'HEAD') throw new BadRequest(405, `${method} is not allowed on ${decoded}`);
+      const rest = iam[1] ?? '';
+      const parts = /^security-credentials(?:\/([^/]*))?\/?$/i.exec(rest);
+      if (parts !== null && (parts[1] === undefined || parts[1] === '')) {
+        send(res, 200, await credentials.roleName(podIp));
+        return 'role-name';
+      }
+      if (parts !== null) {
+        const answer = await credentials.credentials(podIp, parts[1]!);
+        send(res, 200, answer.body);
+        if (debugOn()) log.debug('credentials served', { pod: `${answer.pod.namespace}/${answer.pod.name}`, ip: podIp, roleArn: answer.role.roleArn });
+        return 'credentials';
+      }
+      if (/^info\/?$/i.test(rest)) {
+        send(res, 200, await credentials.iamInfo(podIp));
+        return 'iam-info';
+      }
+      if (rest === '') {
+        send(res, 200, 'info\nsecurity-credentials/');
+        return 'iam';
+      }
+      throw new BadRequest(404, `${decoded} not found`);
+    }
+    if (IDENTITY_PATH.test(decoded)) throw new PathRefused(decoded, "identity-credentials are the node's own");
+
+    switch (decoded) {
+      case '/healthz':
+        send(res, 200, 'ok\n');
+        return 'health';
+      case '/readyz': {
+        const health = deps.health();
+        send(res, health.ready ? 200 : 503, JSON.stringify(health) + '\n', 'application/json');
+        return 'health';
+      }
+      case '/metrics':
+        if (!deps.serveMetrics) break;
+        send(res, 200, await metrics.registry.metrics(), metrics.registry.contentType);
+        return 'metrics';
+      case '/debug/store':
+        if (deps.debugStore === undefined) break;
+        send(res, 200, JSON.stringify(deps.debugStore(), null, 2) + '\n', 'application/json');
+        return 'debug';
+    }
+
+    const length = Number(req.headers['content-length'] ?? 0);
+    if (!(length <= MAX_BODY)) throw new BadRequest(413, `request body larger than ${MAX_BODY} bytes`);
+    if (req.headers['transfer-encoding'] !== undefined) throw new BadRequest(411, 'chunked request bodies are not accepted');
+
+    let route: Route = 'proxy';
+    if (TOKEN_PATH.test(decoded)) {
+      // EC2 refuses token requests that came through a proxy (they carry X-Forwarded-For);
+      // podiam keeps that protection for pods instead of hiding the header.
+      if (method === 'PUT' && req.headers['x-forwarded-for'] !== undefined) throw new BadRequest(403, 'token requests with X-Forwarded-For are refused (as EC2 does)');
+      route = 'token';
+    }
+    await new Promise<void>((resolve) => {
+      passthrough.forward(req, res, path, (err) => {
+        fail(req, res, route, err);
+        resolve();
+      });
+      res.on('close', () => resolve());
+    });
+    return route;
+  };
+
+  const server = http.createServer(
+    {
+      // Slowloris and oversized input are bounded by the server, before any handler runs.
+      requestTimeout: 10_000,
+      headersTimeout: 5_000,
+      maxHeaderSize: 16 * 1024,
+      keepAliveTimeout: 65_000,
+    },
+    (req, res) => {
+      const started = performance.now();
+      handle(req, res).then(
+        (route) => observe(route, res.statusCode),
+        (err: unknown) => {
+          const route: Route = err instanceof PathRefused ? 'refused' : err instanceof BadRequest ? 'invalid' : 'credentials';
+          fail(req, res, route, err);
+          observe(route, res.statusCode);
+        },
+      );
+      function observe(route: Route, code: number): void {
+        metrics.requests.inc({ route, code });
+        metrics.requestSeconds.observe({ route }, (performance.now() - started) / 1000);
+      }
+    },
+  );
+  server.on('clientError', (err: Error & { code?: string }, socket) => {
+    if (socket.writable) socket.end(err.code === 'HPE_HEADER_OVERFLOW' ? 'HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\n\r\n' : 'HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n');
+    else socket.destroy();
+  });
+  return server;
+}
+
+/** The caller is the TCP peer. Headers (X-Forwarded-For and friends) never change who it is. */
+export function remoteIp(req: IncomingMessage): string {
+  const ip = req.socket.remoteAddress ?? '';
+  return ip.startsWith('::ffff:') ? ip.slice(7) : ip;
+}
+
+/** A small server for /metrics alone, when --metrics-port differs from --app-port. */
+export function createMetricsServer(metrics: Metrics, health: () => Health): http.Server {
+  return http.createServer((req, res) => {
+    const path = (req.url ?? '/').split('?')[0];
+    if (path === '/metrics') {
+      metrics.registry.metrics().then(
+        (body) => {
+          res.writeHead(200, { 'Content-Type': metrics.registry.contentType });
+          res.end(body);
+        },
+        () => {
+          res.writeHead(500);
+          res.end();
+        },
+      );
+    } else if (path === '/healthz') {
+      res.end('ok\n');
+    } else if (path === '/readyz') {
+      const h = health();
+      res.writeHead(h.ready ? 200 : 503, { 'Content-Type': 'application/json' });
+      res.end(JSON.stringify(h) + '\n');
+    } else {
+      res.writeHead(404);
+      res.end('not found\n');
+    }
+  });
+}
