@@ -23,6 +23,7 @@ export function awsTestEnv(stsUrl: string): NodeJS.ProcessEnv {
     AWS_REGION: 'us-east-1',
     AWS_ENDPOINT_URL_STS: stsUrl,
     AWS_EC2_METADATA_DISABLED: 'true',
+    AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true',
     AWS_CONFIG_FILE: '/dev/null',
     AWS_SHARED_CREDENTIALS_FILE: '/dev/null',
   };
