@@ -164,6 +164,8 @@ export function createServer(deps: ServerDeps): http.Server {
       headersTimeout: 5_000,
       maxHeaderSize: 16 * 1024,
       keepAliveTimeout: 65_000,
+      // How often those timeouts are enforced (Node's default is every 30 s).
+      connectionsCheckingInterval: 1_000,
     },
     (req, res) => {
       const started = performance.now();

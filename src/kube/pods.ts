@@ -35,12 +35,23 @@ export function createKubeConfig(config: Config): KubeConfig {
   return kc;
 }
 
-/** The watch as ListWatch uses it, plus server-side timeouts (so a dead connection cannot hang forever) and bookmarks. */
-function watchWithTimeout(kc: KubeConfig, timeoutSeconds: number) {
+/**
+ * The watch as ListWatch uses it, plus server-side timeouts (so a dead connection cannot hang
+ * forever), bookmarks, and a signal when the watch stream is really open (ListWatch's own
+ * 'connect' fires before the request is made).
+ */
+function watchWithTimeout(kc: KubeConfig, timeoutSeconds: number, onOpen: () => void) {
   const inner = new Watch(kc);
   return {
-    watch: (path: string, query: Record<string, unknown>, cb: (phase: string, obj: unknown, watchObj?: unknown) => void, done: (err: unknown) => void) =>
-      inner.watch(path, { ...query, timeoutSeconds, allowWatchBookmarks: true }, cb, done),
+    watch: async (path: string, query: Record<string, unknown>, cb: (phase: string, obj: unknown, watchObj?: unknown) => void, done: (err: unknown) => void) => {
+      let failed = false;
+      const controller = await inner.watch(path, { ...query, timeoutSeconds, allowWatchBookmarks: true }, cb, (err: unknown) => {
+        if (err) failed = true;
+        done(err);
+      });
+      if (!failed) onOpen();
+      return controller;
+    },
   } as unknown as Watch;
 }
 
@@ -145,7 +156,14 @@ export class KubeWatcher {
       setImmediate(() => this.markSynced(inf));
       return result;
     };
-    const lw = new ListWatch<KubernetesObject>(path, watchWithTimeout(this.kc, this.options.watchTimeoutSeconds ?? 300), listFn as never, false, undefined, fieldSelector);
+    const onOpen = (): void => {
+      if (!inf.everSynced || inf.state === 'watching' || this.stopped) return;
+      inf.state = 'watching';
+      inf.failures = 0;
+      metrics.informerSynced.set({ resource: inf.resource }, 1);
+      log.info('kubernetes watch resumed', { resource: inf.resource });
+    };
+    const lw = new ListWatch<KubernetesObject>(path, watchWithTimeout(this.kc, this.options.watchTimeoutSeconds ?? 300, onOpen), listFn as never, false, undefined, fieldSelector);
     inf.listWatch = lw;
     const guard = (fn: (o: KubernetesObject) => void) => (o: KubernetesObject) => {
       try {
@@ -171,14 +189,6 @@ export class KubeWatcher {
         if (!this.stopped) lw.start().catch(() => undefined);
       }, delay);
       inf.retryTimer.unref();
-    });
-    lw.on('connect', () => {
-      if (inf.everSynced && inf.state !== 'watching') {
-        inf.state = 'watching';
-        inf.failures = 0;
-        metrics.informerSynced.set({ resource: inf.resource }, 1);
-        log.info('kubernetes watch resumed', { resource: inf.resource });
-      }
     });
     lw.start().catch(() => undefined);
   }
