@@ -1,0 +1,50 @@
+# syntax=docker/dockerfile:1
+# podiam: the node agent image (see manifests/ for the DaemonSet that runs it).
+#
+#   docker build -t ghcr.io/podiam/podiam:0.1.0 .
+#
+# Two stages. "build" installs every dependency (TypeScript is a dev dependency) and compiles
+# src/ to dist/src. The runtime stage starts again from the same slim base and gets only the
+# production dependencies, dist/src and package.json (cli.js reads its --version from it):
+# no compiler, no test code, no build context secrets. .dockerignore is an allowlist, so the
+# context holds nothing but package*.json, tsconfig*.json and src/.
+
+FROM node:22-bookworm-slim AS build
+WORKDIR /app
+COPY package.json package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY tsconfig.json tsconfig.build.json ./
+COPY src ./src
+RUN npm run build
+
+FROM node:22-bookworm-slim
+
+# iptables: --iptables installs podiam's DNAT rule with the iptables command. Debian's default
+# backend is iptables-nft; it is set explicitly because it talks netlink and so needs only
+# CAP_NET_ADMIN, the one capability the DaemonSet grants (iptables-legacy opens a raw socket and
+# would also need CAP_NET_RAW). Package versions are not pinned: Debian's security updates
+# replace them within a release, and a pin would break the build when they do.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends iptables \
+    && update-alternatives --set iptables /usr/sbin/iptables-nft \
+    && rm -rf /var/lib/apt/lists/*
+
+WORKDIR /app
+ENV NODE_ENV=production
+COPY package.json package-lock.json ./
+# Production dependencies only; no install scripts run. npm, npx, corepack and yarn are then
+# removed: nothing in the running agent needs a package manager.
+RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund \
+    && npm cache clean --force \
+    && rm -rf /usr/local/lib/node_modules/npm /usr/local/lib/node_modules/corepack \
+        /usr/local/bin/npm /usr/local/bin/npx /usr/local/bin/corepack \
+        /opt/yarn-* /usr/local/bin/yarn /usr/local/bin/yarnpkg
+COPY --from=build /app/dist/src ./dist/src
+
+# No USER: podiam runs as root (uid 0) on purpose. Changing the nat table needs CAP_NET_ADMIN,
+# and a non-root process gets no capabilities from the pod's securityContext unless the binary
+# carries file capabilities, which iptables here does not. The DaemonSet keeps root small:
+# every capability dropped but NET_ADMIN, no privilege escalation, a read-only root filesystem.
+EXPOSE 8181
+ENTRYPOINT ["node", "/app/dist/src/cli.js"]
