@@ -82,6 +82,8 @@ export function createServer(deps: ServerDeps): http.Server {
       res.destroy();
       return;
     }
+    // A refused request may still be sending its body: do not keep that connection.
+    if (err instanceof BadRequest) res.setHeader('Connection', 'close');
     send(res, answer.status, answer.body);
   };
 
@@ -184,7 +186,10 @@ export function createServer(deps: ServerDeps): http.Server {
     },
   );
   server.on('clientError', (err: Error & { code?: string }, socket) => {
-    if (socket.writable) socket.end(err.code === 'HPE_HEADER_OVERFLOW' ? 'HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\n\r\n' : 'HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n');
+    // Malformed, oversized or too slow: answer if we still can, then close both directions
+    // (a half-closed socket would stay open as long as the client keeps it so).
+    const status = err.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? '408 Request Timeout' : '400 Bad Request';
+    if (socket.writable) socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`, () => socket.destroy());
     else socket.destroy();
   });
   return server;
