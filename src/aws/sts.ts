@@ -25,6 +25,11 @@ export interface StsOptions {
   /** One attempt's budget; the SDK retries throttling and 5xx with jittered backoff. */
   readonly attemptTimeoutMs: number;
   readonly maxAttempts?: number;
+  /**
+   * AssumeRole calls in flight at once; the rest wait their turn. A node starting with 110
+   * pods must not open 110 connections to STS at once (and trip its rate limits).
+   */
+  readonly maxConcurrent?: number;
 }
 
 /** Errors where asking again later can help; the rest (AccessDenied, bad input) will not. */
@@ -65,38 +70,61 @@ export function createStsAssumer(options: StsOptions): RoleAssumer & { destroy()
   // A hard ceiling over all attempts, so a caller never waits on STS longer than this.
   const overallMs = options.attemptTimeoutMs * maxAttempts + 2000;
 
+  const limit = createLimiter(options.maxConcurrent ?? 16);
+
   return {
-    async assume(request: RoleRequest): Promise<AwsCredentials> {
-      let out;
-      try {
-        out = await client.send(
-          new AssumeRoleCommand({
-            RoleArn: request.roleArn,
-            RoleSessionName: request.sessionName,
-            ExternalId: request.externalId,
-            // Exactly the configured TTL: kube2iam asks for twice its flag (kube2iam #240).
-            DurationSeconds: options.sessionTtlSeconds,
-          }),
-          { abortSignal: AbortSignal.timeout(overallMs) },
-        );
-      } catch (err) {
-        throw classify(request.roleArn, err);
-      }
-      const c = out.Credentials;
-      if (!c?.AccessKeyId || !c.SecretAccessKey || !c.SessionToken || !c.Expiration) {
-        throw new StsError(request.roleArn, 'IncompleteResponse', true, 'STS answered without complete credentials', undefined);
-      }
-      return {
-        accessKeyId: c.AccessKeyId,
-        secretAccessKey: c.SecretAccessKey,
-        sessionToken: c.SessionToken,
-        expiration: new Date(c.Expiration),
-      };
-    },
+    assume: (request: RoleRequest) => limit(() => assumeOnce(request)),
     destroy() {
       client.destroy();
     },
   };
+
+  async function assumeOnce(request: RoleRequest): Promise<AwsCredentials> {
+    let out;
+    try {
+      out = await client.send(
+        new AssumeRoleCommand({
+          RoleArn: request.roleArn,
+          RoleSessionName: request.sessionName,
+          ExternalId: request.externalId,
+          // Exactly the configured TTL: kube2iam asks for twice its flag (kube2iam #240).
+          DurationSeconds: options.sessionTtlSeconds,
+        }),
+        { abortSignal: AbortSignal.timeout(overallMs) },
+      );
+    } catch (err) {
+      throw classify(request.roleArn, err);
+    }
+    const c = out.Credentials;
+    if (!c?.AccessKeyId || !c.SecretAccessKey || !c.SessionToken || !c.Expiration) {
+      throw new StsError(request.roleArn, 'IncompleteResponse', true, 'STS answered without complete credentials', undefined);
+    }
+    return {
+      accessKeyId: c.AccessKeyId,
+      secretAccessKey: c.SecretAccessKey,
+      sessionToken: c.SessionToken,
+      expiration: new Date(c.Expiration),
+    };
+  }
+}
+
+/** At most `max` tasks at once, first come first served. */
+function createLimiter(max: number): <T>(task: () => Promise<T>) => Promise<T> {
+  let running = 0;
+  const queue: Array<() => void> = [];
+  const next = (): void => {
+    running--;
+    queue.shift()?.();
+  };
+  return (task) =>
+    new Promise((resolve, reject) => {
+      const run = (): void => {
+        running++;
+        task().then(resolve, reject).finally(next);
+      };
+      if (running < max) run();
+      else queue.push(run);
+    });
 }
 
 function classify(roleArn: string, err: unknown): StsError {
