@@ -1,0 +1,535 @@
+/**
+ * The deployment artefacts, checked as an operator would use them, without a cluster or a Docker
+ * engine: every kustomization renders with `kubectl kustomize`; every rendered object validates
+ * against the Kubernetes schemas (kubernetes-models, and the prometheus-operator models for the
+ * PodMonitor) and has no field the API would reject as unknown (the field lists of
+ * @kubernetes/client-node's generated models); the DaemonSet's args, expanded as the kubelet
+ * expands them, parse with podiam's own parseConfig; the pod holds only NET_ADMIN; RBAC grants
+ * exactly what podiam uses. The Dockerfile lints clean with two linters and keeps its structure.
+ */
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import * as k8s from '@kubernetes/client-node';
+import { PodMonitor } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/PodMonitor';
+import { validate as dockerfileUtilsValidate } from 'dockerfile-utils';
+import { DaemonSet } from 'kubernetes-models/apps/v1/DaemonSet';
+import { ClusterRole } from 'kubernetes-models/rbac.authorization.k8s.io/v1/ClusterRole';
+import { ClusterRoleBinding } from 'kubernetes-models/rbac.authorization.k8s.io/v1/ClusterRoleBinding';
+import { ServiceAccount } from 'kubernetes-models/v1/ServiceAccount';
+import { parseAllDocuments } from 'yaml';
+import { parseConfig } from '../../src/config.js';
+import type { Config } from '../../src/config.js';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const MANIFESTS = path.join(ROOT, 'manifests');
+const VERSION = (JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
+const NAMESPACE = 'kube-system';
+const SAMPLE_HOST_IP = '10.0.1.23';
+const SAMPLE_NODE = 'ip-10-0-1-23.ec2.internal';
+
+// Loosely typed views of rendered YAML: the schema checks below are what make them trustworthy.
+type Obj = Record<string, any>;
+
+/** The kustomizations an operator applies, and the --host-interface each must give. */
+const TARGETS: ReadonlyArray<{ dir: string; hostInterface: string; podMonitor: boolean }> = [
+  { dir: 'manifests', hostInterface: 'docker0', podMonitor: false },
+  { dir: 'manifests/overlays/calico', hostInterface: 'cali+', podMonitor: false },
+  { dir: 'manifests/overlays/aws-vpc-cni', hostInterface: 'eni+', podMonitor: false },
+  { dir: 'manifests/overlays/bridge', hostInterface: 'cni0', podMonitor: false },
+  { dir: 'manifests/overlays/prometheus-operator', hostInterface: 'docker0', podMonitor: true },
+];
+
+// ---------------------------------------------------------------------------------------------
+// Rendering and validation helpers
+
+function kustomize(dir: string): Obj[] {
+  let out: string;
+  try {
+    // kubectl kustomize renders locally; an empty KUBECONFIG makes sure no cluster is asked.
+    out = execFileSync('kubectl', ['kustomize', dir], { encoding: 'utf8', env: { ...process.env, KUBECONFIG: '/dev/null' }, stdio: ['ignore', 'pipe', 'pipe'] });
+  } catch (err) {
+    const e = err as { code?: string; stderr?: string; message: string };
+    if (e.code === 'ENOENT') throw new Error('kubectl is not on PATH: these tests render the manifests with `kubectl kustomize`');
+    throw new Error(`kubectl kustomize ${dir} failed: ${e.stderr ?? e.message}`);
+  }
+  return parseAllDocuments(out).map((doc) => {
+    if (doc.errors.length > 0) throw new Error(`kubectl kustomize ${dir}: bad YAML: ${doc.errors[0]!.message}`);
+    return doc.toJS() as Obj;
+  });
+}
+
+interface Kind {
+  /** kubernetes-models class: JSON-schema validation (types, enums, required fields). */
+  readonly model: new (data: Obj) => { validate(): void };
+  /** @kubernetes/client-node model name: the field list for the unknown-field check. */
+  readonly clientModel?: string;
+  readonly namespaced: boolean;
+}
+
+const KINDS: Record<string, Kind> = {
+  'v1/ServiceAccount': { model: ServiceAccount as never, clientModel: 'V1ServiceAccount', namespaced: true },
+  'rbac.authorization.k8s.io/v1/ClusterRole': { model: ClusterRole as never, clientModel: 'V1ClusterRole', namespaced: false },
+  'rbac.authorization.k8s.io/v1/ClusterRoleBinding': { model: ClusterRoleBinding as never, clientModel: 'V1ClusterRoleBinding', namespaced: false },
+  'apps/v1/DaemonSet': { model: DaemonSet as never, clientModel: 'V1DaemonSet', namespaced: true },
+  // The CRD's own schema; client-node has no model for it, so the unknown-field walk stops at
+  // its ObjectMeta (a CRD's structural schema prunes unknown fields rather than refusing them).
+  'monitoring.coreos.com/v1/PodMonitor': { model: PodMonitor as never, namespaced: true },
+};
+
+function kindOf(obj: Obj): Kind {
+  const key = `${obj.apiVersion}/${obj.kind}`;
+  const kind = KINDS[key];
+  if (kind === undefined) throw new Error(`no schema for ${key}: add it to KINDS in this test`);
+  return kind;
+}
+
+/** Schema errors of one object, as text ('' when valid). */
+function schemaErrors(obj: Obj): string {
+  try {
+    new (kindOf(obj).model)(obj).validate();
+    return '';
+  } catch (err) {
+    return (err as Error).message;
+  }
+}
+
+interface AttributeTypes {
+  getAttributeTypeMap(): ReadonlyArray<{ baseName: string; type: string }>;
+}
+
+/**
+ * Paths of fields the Kubernetes API does not know. kubectl apply validates fields strictly on
+ * the server, so a misspelt field fails the operator's apply; the OpenAPI schemas above allow
+ * extra properties, so this walks the typed field lists of client-node's generated models.
+ */
+function unknownFields(value: unknown, type: string, at: string, out: string[] = []): string[] {
+  if (value === null || value === undefined) return out;
+  const array = /^Array<(.+)>$/.exec(type);
+  if (array !== null) {
+    if (Array.isArray(value)) value.forEach((v, i) => unknownFields(v, array[1]!, `${at}[${i}]`, out));
+    return out;
+  }
+  const map = /^\{ \[key: string\]: (.+); \}$/.exec(type);
+  if (map !== null) {
+    for (const [k, v] of Object.entries(value as Obj)) unknownFields(v, map[1]!, `${at}.${k}`, out);
+    return out;
+  }
+  const model = (k8s as unknown as Record<string, Partial<AttributeTypes> | undefined>)[type];
+  // Primitives, IntOrString and free-form objects have no field list.
+  if (typeof model?.getAttributeTypeMap !== 'function' || typeof value !== 'object' || Array.isArray(value)) return out;
+  const fields = new Map(model.getAttributeTypeMap().map((a) => [a.baseName, a.type]));
+  for (const [k, v] of Object.entries(value as Obj)) {
+    const t = fields.get(k);
+    if (t === undefined) out.push(`${at}.${k}`);
+    else unknownFields(v, t, `${at}.${k}`, out);
+  }
+  return out;
+}
+
+function strictErrors(obj: Obj): string[] {
+  const clientModel = kindOf(obj).clientModel;
+  if (clientModel !== undefined) return unknownFields(obj, clientModel, obj.kind as string);
+  // CRDs: at least the metadata is a core type.
+  const extra = Object.keys(obj).filter((k) => !['apiVersion', 'kind', 'metadata', 'spec'].includes(k));
+  return [...extra.map((k) => `${obj.kind}.${k}`), ...unknownFields(obj.metadata, 'V1ObjectMeta', `${obj.kind}.metadata`)];
+}
+
+function find(objs: readonly Obj[], kind: string): Obj {
+  const found = objs.filter((o) => o.kind === kind);
+  expect(found).toHaveLength(1);
+  return found[0]!;
+}
+
+function podiamContainer(ds: Obj): Obj {
+  const containers = ds.spec.template.spec.containers as Obj[];
+  expect(containers.map((c) => c.name)).toEqual(['podiam']);
+  return containers[0]!;
+}
+
+/** The container's environment as the kubelet would build it on a sample node. */
+function containerEnv(container: Obj): Record<string, string> {
+  const samples: Record<string, string> = { 'status.hostIP': SAMPLE_HOST_IP, 'spec.nodeName': SAMPLE_NODE };
+  const env: Record<string, string> = {};
+  for (const e of (container.env ?? []) as Obj[]) {
+    if (typeof e.value === 'string') env[e.name] = expand(e.value, env);
+    else if (e.valueFrom?.fieldRef?.fieldPath in samples) env[e.name] = samples[e.valueFrom.fieldRef.fieldPath]!;
+    else throw new Error(`env ${e.name}: no sample value for ${JSON.stringify(e.valueFrom)}`);
+  }
+  return env;
+}
+
+/** Kubernetes' $(VAR) expansion in command, args and env values; $$ escapes. */
+function expand(text: string, env: Record<string, string>): string {
+  return text.replace(/\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)/g, (whole, name: string | undefined) => {
+    if (name === undefined) return '$';
+    return env[name] ?? whole;
+  });
+}
+
+/** The DaemonSet's args as podiam receives them, and the config podiam makes of them. */
+function podiamConfig(ds: Obj): { args: string[]; config: Config } {
+  const container = podiamContainer(ds);
+  expect(container.command).toBeUndefined(); // the image's ENTRYPOINT runs podiam
+  const env = containerEnv(container);
+  const args = (container.args as string[]).map((a) => expand(a, env));
+  for (const a of args) expect(a).not.toMatch(/\$\(/); // every $(VAR) names a variable of the container
+  const request = parseConfig(args, env);
+  if (request.kind !== 'run') throw new Error(`the args ask for ${request.kind}, not a run`);
+  return { args, config: request.config };
+}
+
+function portNumber(container: Obj, port: number | string): number {
+  if (typeof port === 'number') return port;
+  const named = ((container.ports ?? []) as Obj[]).find((p) => p.name === port);
+  if (named === undefined) throw new Error(`no container port named ${port}`);
+  return named.containerPort as number;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+const rendered = new Map<string, Obj[]>();
+beforeAll(() => {
+  for (const t of TARGETS) rendered.set(t.dir, kustomize(path.join(ROOT, t.dir)));
+});
+const objsOf = (dir: string): Obj[] => rendered.get(dir)!;
+
+describe('the checkers themselves', () => {
+  test('schema validation rejects a wrong type and a missing required field', () => {
+    const ds = structuredClone(find(kustomize(MANIFESTS), 'DaemonSet'));
+    expect(schemaErrors(ds)).toBe('');
+    ds.spec.template.spec.containers[0].ports[0].containerPort = '8181';
+    expect(schemaErrors(ds)).toMatch(/containerPort/);
+    const sa = { apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name: 'x' }, automountServiceAccountToken: 'yes' };
+    expect(schemaErrors(sa)).toMatch(/automountServiceAccountToken/);
+    const pm = { apiVersion: 'monitoring.coreos.com/v1', kind: 'PodMonitor', metadata: { name: 'x' }, spec: { podMetricsEndpoints: [{ port: 8181 }] } };
+    expect(schemaErrors(pm)).not.toBe('');
+  });
+
+  test('the unknown-field walk finds a misspelt field at any depth', () => {
+    const ds = structuredClone(find(kustomize(MANIFESTS), 'DaemonSet'));
+    expect(strictErrors(ds)).toEqual([]);
+    ds.spec.template.spec.hostNetwrk = true;
+    ds.spec.template.spec.containers[0].securityContext.capabilities.adds = ['NET_RAW'];
+    ds.spec.template.spec.containers[0].env[1].valueFrom.fieldRef.path = 'x';
+    expect(strictErrors(ds).sort()).toEqual([
+      'DaemonSet.spec.template.spec.containers[0].env[1].valueFrom.fieldRef.path',
+      'DaemonSet.spec.template.spec.containers[0].securityContext.capabilities.adds',
+      'DaemonSet.spec.template.spec.hostNetwrk',
+    ]);
+  });
+
+  test('$(VAR) expansion follows the kubelet: known names expand, $$ escapes, unknown names stay', () => {
+    expect(expand('--a=$(X) $$(X) $(Y)', { X: '1' })).toBe('--a=1 $(X) $(Y)');
+  });
+});
+
+describe.each(TARGETS)('kubectl kustomize $dir', ({ dir, hostInterface, podMonitor }) => {
+  test('renders exactly the expected objects', () => {
+    const kinds = objsOf(dir).map((o) => `${o.kind}/${o.metadata.name}`).sort();
+    const expected = ['ClusterRole/podiam', 'ClusterRoleBinding/podiam', 'DaemonSet/podiam', 'ServiceAccount/podiam'];
+    if (podMonitor) expected.push('PodMonitor/podiam');
+    expect(kinds).toEqual(expected.sort());
+  });
+
+  test('every object validates against its schema and has no unknown fields', () => {
+    for (const obj of objsOf(dir)) {
+      expect({ object: `${obj.kind}/${obj.metadata.name}`, errors: schemaErrors(obj) }).toEqual({ object: `${obj.kind}/${obj.metadata.name}`, errors: '' });
+      expect(strictErrors(obj)).toEqual([]);
+    }
+  });
+
+  test(`namespaced objects are in ${NAMESPACE}, cluster-scoped ones have no namespace`, () => {
+    for (const obj of objsOf(dir)) {
+      expect([obj.kind, obj.metadata.namespace]).toEqual([obj.kind, kindOf(obj).namespaced ? NAMESPACE : undefined]);
+    }
+  });
+
+  test(`the DaemonSet's args parse with podiam's parseConfig: --iptables, --host-interface=${hostInterface}`, () => {
+    const { args, config } = podiamConfig(find(objsOf(dir), 'DaemonSet'));
+    expect(args).toContain(`--host-interface=${hostInterface}`);
+    expect(config).toMatchObject({
+      iptables: true,
+      hostIp: SAMPLE_HOST_IP,
+      node: SAMPLE_NODE,
+      hostInterface,
+      appPort: 8181,
+      metricsPort: 8181,
+      metadataHost: '169.254.169.254',
+      metadataPort: 80,
+      logFormat: 'json',
+      events: true,
+    });
+  });
+
+  test('probes and the metrics scrape point at podiam’s own routes on its app port', () => {
+    const ds = find(objsOf(dir), 'DaemonSet');
+    const { config } = podiamConfig(ds);
+    const c = podiamContainer(ds);
+    expect(c.ports).toEqual([{ name: 'http', containerPort: config.appPort, protocol: 'TCP' }]);
+    expect(c.livenessProbe.httpGet.path).toBe('/healthz');
+    expect(c.readinessProbe.httpGet.path).toBe('/readyz');
+    for (const probe of [c.livenessProbe, c.readinessProbe]) {
+      expect(portNumber(c, probe.httpGet.port)).toBe(config.appPort);
+      expect(probe.httpGet.host).toBeUndefined(); // the pod IP, which is the node IP podiam listens on
+      expect(probe.httpGet.scheme ?? 'HTTP').toBe('HTTP');
+    }
+    expect(ds.spec.template.metadata.annotations).toEqual({
+      'prometheus.io/scrape': 'true',
+      'prometheus.io/port': String(config.metricsPort),
+      'prometheus.io/path': '/metrics',
+    });
+    if (podMonitor) {
+      const pm = find(objsOf(dir), 'PodMonitor');
+      expect(pm.spec.selector.matchLabels).toEqual(ds.spec.selector.matchLabels);
+      expect(pm.spec.podMetricsEndpoints).toHaveLength(1);
+      const ep = pm.spec.podMetricsEndpoints[0];
+      expect(portNumber(c, ep.port)).toBe(config.metricsPort);
+      expect(ep.path).toBe('/metrics');
+    }
+  });
+
+  test('the pod: host network, not privileged, root with NET_ADMIN and nothing else', () => {
+    const ds = find(objsOf(dir), 'DaemonSet');
+    const pod = ds.spec.template.spec;
+    const c = podiamContainer(ds);
+    expect(pod.hostNetwork).toBe(true);
+    expect(pod.dnsPolicy).toBe('ClusterFirstWithHostNet');
+    expect(pod.hostPID).toBeUndefined();
+    expect(pod.hostIPC).toBeUndefined();
+    expect(pod.initContainers).toBeUndefined();
+    expect(c.securityContext).toEqual({
+      privileged: false,
+      allowPrivilegeEscalation: false,
+      readOnlyRootFilesystem: true,
+      runAsUser: 0,
+      runAsNonRoot: false,
+      capabilities: { drop: ['ALL'], add: ['NET_ADMIN'] },
+    });
+    expect(pod.securityContext).toEqual({ seccompProfile: { type: 'RuntimeDefault' } });
+    // The only host path is the iptables lock: no runtime socket, no host filesystem.
+    expect(pod.volumes).toEqual([{ name: 'xtables-lock', hostPath: { path: '/run/xtables.lock', type: 'FileOrCreate' } }]);
+    expect(c.volumeMounts).toEqual([{ name: 'xtables-lock', mountPath: '/run/xtables.lock' }]);
+  });
+
+  test('the DaemonSet runs on every node, survives pressure and rolls one node batch at a time', () => {
+    const ds = find(objsOf(dir), 'DaemonSet');
+    const pod = ds.spec.template.spec;
+    const c = podiamContainer(ds);
+    expect(pod.priorityClassName).toBe('system-node-critical');
+    expect(pod.tolerations).toContainEqual({ operator: 'Exists' });
+    expect(pod.nodeSelector).toEqual({ 'kubernetes.io/os': 'linux' });
+    expect(ds.spec.updateStrategy.type).toBe('RollingUpdate');
+    expect(ds.spec.updateStrategy.rollingUpdate.maxUnavailable).toBeDefined();
+    expect(ds.spec.updateStrategy.rollingUpdate.maxSurge).toBe(0); // old and new pod would both bind the node's :8181
+    // podiam's shutdown removes the rule and drains for up to 10 s.
+    expect(pod.terminationGracePeriodSeconds).toBeGreaterThanOrEqual(15);
+    for (const kind of ['requests', 'limits']) {
+      expect(Object.keys(c.resources[kind]).sort()).toEqual(['cpu', 'memory']);
+    }
+    expect(c.image).toBe(`ghcr.io/podiam/podiam:${VERSION}`);
+    expect(ds.spec.selector.matchLabels).toEqual({ 'app.kubernetes.io/name': 'podiam' });
+    expect(ds.spec.template.metadata.labels).toMatchObject(ds.spec.selector.matchLabels);
+  });
+
+  test('RBAC: exactly pods and namespaces get/list/watch, events create/patch, bound to the pod’s service account', () => {
+    const objs = objsOf(dir);
+    const role = find(objs, 'ClusterRole');
+    const grants = (role.rules as Obj[]).flatMap((r) => {
+      expect(r.resourceNames).toBeUndefined();
+      expect(r.nonResourceURLs).toBeUndefined();
+      return (r.apiGroups as string[]).flatMap((g) => (r.resources as string[]).flatMap((res) => (r.verbs as string[]).map((v) => `${g}/${res}:${v}`)));
+    });
+    expect(grants.sort()).toEqual(
+      ['/pods:get', '/pods:list', '/pods:watch', '/namespaces:get', '/namespaces:list', '/namespaces:watch', '/events:create', '/events:patch'].sort(),
+    );
+    expect(grants.join(' ')).not.toMatch(/\*|secrets/);
+    const sa = find(objs, 'ServiceAccount');
+    const binding = find(objs, 'ClusterRoleBinding');
+    expect(binding.roleRef).toEqual({ apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: role.metadata.name });
+    expect(binding.subjects).toEqual([{ kind: 'ServiceAccount', name: sa.metadata.name, namespace: sa.metadata.namespace }]);
+    expect(find(objs, 'DaemonSet').spec.template.spec.serviceAccountName).toBe(sa.metadata.name);
+  });
+});
+
+test('the CNI overlays change nothing but HOST_INTERFACE', () => {
+  const base = objsOf('manifests');
+  for (const t of TARGETS.filter((x) => x.dir.includes('/overlays/') && !x.podMonitor)) {
+    const overlay = structuredClone(objsOf(t.dir));
+    const env = podiamContainer(find(overlay, 'DaemonSet')).env as Obj[];
+    env.find((e) => e.name === 'HOST_INTERFACE')!.value = 'docker0';
+    expect(overlay).toEqual(base);
+  }
+});
+
+test('an operator’s own kustomization (the README’s example): CNI overlay + PodMonitor component + extra flags', () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'podiam-kustomize-'));
+  try {
+    // kustomize takes relative paths only.
+    const rel = (p: string): string => path.relative(dir, path.join(MANIFESTS, p));
+    writeFileSync(
+      path.join(dir, 'kustomization.yaml'),
+      [
+        'apiVersion: kustomize.config.k8s.io/v1beta1',
+        'kind: Kustomization',
+        'resources:',
+        `  - ${rel('overlays/calico')}`,
+        'components:',
+        `  - ${rel('components/prometheus-operator')}`,
+        'patches:',
+        '  - target: {kind: DaemonSet, name: podiam}',
+        '    patch: |-',
+        '      - op: add',
+        '        path: /spec/template/spec/containers/0/args/-',
+        '        value: --base-role-arn=arn:aws:iam::123456789012:role/',
+        '      - op: add',
+        '        path: /spec/template/spec/containers/0/args/-',
+        '        value: --namespace-restrictions',
+        '      - op: add',
+        '        path: /spec/template/spec/containers/0/args/-',
+        '        value: --sts-region=eu-west-1',
+        '',
+      ].join('\n'),
+    );
+    const objs = kustomize(dir);
+    expect(objs.map((o) => o.kind).sort()).toEqual(['ClusterRole', 'ClusterRoleBinding', 'DaemonSet', 'PodMonitor', 'ServiceAccount']);
+    expect(podiamConfig(find(objs, 'DaemonSet')).config).toMatchObject({
+      hostInterface: 'cali+',
+      iptables: true,
+      baseRoleArn: 'arn:aws:iam::123456789012:role/',
+      namespaceRestrictions: true,
+      stsRegion: 'eu-west-1',
+    });
+    for (const obj of objs) {
+      expect(schemaErrors(obj)).toBe('');
+      expect(strictErrors(obj)).toEqual([]);
+    }
+    expect(find(objs, 'PodMonitor').metadata.namespace).toBe(NAMESPACE);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+// ---------------------------------------------------------------------------------------------
+// The Dockerfile
+
+interface Instruction {
+  readonly keyword: string;
+  readonly args: string;
+  readonly line: number;
+}
+
+/** Instructions per stage: comments dropped, continuation lines joined. */
+function dockerfileStages(text: string): Instruction[][] {
+  const stages: Instruction[][] = [];
+  const lines = text.split('\n');
+  for (let i = 0; i < lines.length; i++) {
+    if (/^\s*(#|$)/.test(lines[i]!)) continue;
+    const start = i;
+    let full = lines[i]!;
+    while (full.endsWith('\\') && i + 1 < lines.length) {
+      i++;
+      if (/^\s*#/.test(lines[i]!)) continue;
+      full = full.slice(0, -1) + ' ' + lines[i]!.trim();
+    }
+    const m = /^\s*(\w+)\s+(.*)$/.exec(full);
+    if (m === null) throw new Error(`Dockerfile line ${start + 1}: not an instruction`);
+    const ins = { keyword: m[1]!.toUpperCase(), args: m[2]!.replace(/\s+/g, ' ').trim(), line: start + 1 };
+    if (ins.keyword === 'FROM') stages.push([]);
+    if (stages.length === 0) throw new Error(`Dockerfile line ${start + 1}: ${ins.keyword} before FROM`);
+    stages[stages.length - 1]!.push(ins);
+  }
+  return stages;
+}
+
+describe('Dockerfile', () => {
+  const dockerfile = readFileSync(path.join(ROOT, 'Dockerfile'), 'utf8');
+  const stages = dockerfileStages(dockerfile);
+  const build = stages[0]!;
+  const runtime = stages[stages.length - 1]!;
+  const runs = (stage: Instruction[]): string[] => stage.filter((i) => i.keyword === 'RUN').map((i) => i.args);
+
+  test('lints clean with dockerfile-utils (the validator of the Docker language server)', () => {
+    const problems = dockerfileUtilsValidate(dockerfile).map((d) => `line ${d.range.start.line + 1}: ${d.message}`);
+    expect(problems).toEqual([]);
+  });
+
+  test('lints clean with dockerfilelint', () => {
+    const bin = path.join(ROOT, 'node_modules/dockerfilelint/bin/dockerfilelint');
+    let out: string;
+    try {
+      out = execFileSync(process.execPath, [bin, '-j', 'Dockerfile'], { cwd: ROOT, encoding: 'utf8' });
+    } catch (err) {
+      out = (err as { stdout?: string }).stdout ?? ''; // it exits with the issue count
+    }
+    const report = JSON.parse(out) as { totalIssues: number; files: Array<{ issues: Array<{ line: number; title: string }> }> };
+    expect(report.files.flatMap((f) => f.issues.map((i) => `line ${i.line}: ${i.title}`))).toEqual([]);
+    expect(report.totalIssues).toBe(0);
+  });
+
+  test('is multi-stage on node:22 slim: a build stage, and a runtime stage FROM the same base', () => {
+    expect(stages.length).toBe(2);
+    expect(build[0]!.args).toBe('node:22-bookworm-slim AS build');
+    expect(runtime[0]!.args).toMatch(/^node:22[\w.-]*-slim$/);
+  });
+
+  test('the build stage installs all dependencies and builds', () => {
+    expect(runs(build)).toEqual(['npm ci --no-audit --no-fund', 'npm run build']);
+  });
+
+  test('the runtime stage: iptables from apt, production dependencies only, dist/src, no package manager', () => {
+    const apt = runs(runtime).find((r) => r.includes('apt-get install'));
+    expect(apt).toMatch(/^apt-get update && apt-get install -y --no-install-recommends iptables && /);
+    expect(apt).toMatch(/rm -rf \/var\/lib\/apt\/lists\/\*$/);
+    const npm = runs(runtime).filter((r) => /\bnpm\b/.test(r));
+    expect(npm).toHaveLength(1);
+    expect(npm[0]).toMatch(/^npm ci --omit=dev --ignore-scripts\b/);
+    expect(npm[0]).toMatch(/rm -rf \/usr\/local\/lib\/node_modules\/npm\b/);
+    expect(runs(runtime).join(' ')).not.toMatch(/npm run build|tsc|apt-get install.*\b(gcc|g\+\+|make|python3?|build-essential|git|curl)\b/);
+    const copies = runtime.filter((i) => i.keyword === 'COPY' || i.keyword === 'ADD').map((i) => `${i.keyword} ${i.args}`);
+    expect(copies).toEqual(['COPY package.json package-lock.json ./', 'COPY --from=build /app/dist/src ./dist/src']);
+    expect(runtime.find((i) => i.keyword === 'WORKDIR')?.args).toBe('/app');
+  });
+
+  test('ENTRYPOINT runs dist/src/cli.js, which the build emits, as root (iptables needs NET_ADMIN)', () => {
+    const entrypoints = runtime.filter((i) => i.keyword === 'ENTRYPOINT');
+    expect(entrypoints).toHaveLength(1);
+    expect(JSON.parse(entrypoints[0]!.args)).toEqual(['node', '/app/dist/src/cli.js']);
+    expect(runtime.find((i) => i.keyword === 'CMD')).toBeUndefined();
+    expect(runtime.filter((i) => i.keyword === 'USER')).toEqual([]);
+    expect(dockerfile).toMatch(/No USER: podiam runs as root/);
+    // tsc -p tsconfig.build.json with rootDir "." and outDir "dist" puts src/cli.ts at dist/src/cli.js.
+    const tsconfig = JSON.parse(readFileSync(path.join(ROOT, 'tsconfig.json'), 'utf8')) as { compilerOptions: { rootDir: string; outDir: string } };
+    const buildTsconfig = JSON.parse(readFileSync(path.join(ROOT, 'tsconfig.build.json'), 'utf8')) as { extends?: string; compilerOptions?: { rootDir?: string; outDir?: string } };
+    expect(buildTsconfig.extends).toBe('./tsconfig.json');
+    expect(buildTsconfig.compilerOptions?.rootDir ?? tsconfig.compilerOptions.rootDir).toBe('.');
+    expect(buildTsconfig.compilerOptions?.outDir ?? tsconfig.compilerOptions.outDir).toBe('dist');
+    expect(existsSync(path.join(ROOT, 'src/cli.ts'))).toBe(true);
+    expect(runtime.find((i) => i.keyword === 'EXPOSE')?.args).toBe('8181');
+  });
+
+  test('no secrets: no .npmrc, .env or key files copied, no credentials in ARG or ENV', () => {
+    for (const ins of stages.flat()) {
+      if (ins.keyword === 'COPY' || ins.keyword === 'ADD') expect(ins.args).not.toMatch(/\.npmrc|\.env\b|\.pem|id_rsa|credentials|secret/i);
+      if (ins.keyword === 'ARG' || ins.keyword === 'ENV') expect(ins.args).not.toMatch(/token|secret|password|key/i);
+      expect(ins.keyword).not.toBe('ADD');
+    }
+  });
+
+  test('.dockerignore is an allowlist holding exactly what the Dockerfile copies from the context', () => {
+    const patterns = readFileSync(path.join(ROOT, '.dockerignore'), 'utf8')
+      .split('\n')
+      .map((l) => l.trim())
+      .filter((l) => l !== '' && !l.startsWith('#'));
+    expect(patterns[0]).toBe('*');
+    const allowed = patterns.filter((p) => p.startsWith('!')).map((p) => p.slice(1).replace(/\/$/, ''));
+    const copied = stages
+      .flat()
+      .filter((i) => i.keyword === 'COPY' && !i.args.startsWith('--from='))
+      .flatMap((i) => i.args.split(' ').slice(0, -1));
+    expect([...new Set(copied)].sort()).toEqual([...allowed].sort());
+    for (const never of ['node_modules', 'dist', '.git', 'test', '.npmrc', '.env']) expect(allowed).not.toContain(never);
+  });
+});
