@@ -378,6 +378,9 @@ test('an operator’s own kustomization (the README’s example): CNI overlay + 
         `  - ${rel('overlays/calico')}`,
         'components:',
         `  - ${rel('components/prometheus-operator')}`,
+        'images:',
+        '  - name: ghcr.io/podiam/podiam',
+        '    newTag: 0.1.0-test',
         'patches:',
         '  - target: {kind: DaemonSet, name: podiam}',
         '    patch: |-',
@@ -402,6 +405,7 @@ test('an operator’s own kustomization (the README’s example): CNI overlay + 
       namespaceRestrictions: true,
       stsRegion: 'eu-west-1',
     });
+    expect(podiamContainer(find(objs, 'DaemonSet')).image).toBe('ghcr.io/podiam/podiam:0.1.0-test');
     for (const obj of objs) {
       expect(schemaErrors(obj)).toBe('');
       expect(strictErrors(obj)).toEqual([]);
