@@ -87,7 +87,8 @@ export function createServer(deps: ServerDeps): http.Server {
     send(res, answer.status, answer.body);
   };
 
-  const handle = async (req: IncomingMessage, res: ServerResponse): Promise<Route> => {
+  /** Answers the request; `at.route` always names the route reached, for metrics and logs. */
+  const handle = async (req: IncomingMessage, res: ServerResponse, at: { route: Route }): Promise<Route> => {
     const method = req.method ?? 'GET';
     const { path, decoded } = safePath(req.url ?? '/');
     const podIp = remoteIp(req);
@@ -98,16 +99,19 @@ export function createServer(deps: ServerDeps): http.Server {
       const rest = iam[1] ?? '';
       const parts = /^security-credentials(?:\/([^/]*))?\/?$/i.exec(rest);
       if (parts !== null && (parts[1] === undefined || parts[1] === '')) {
+        at.route = 'role-name';
         send(res, 200, await credentials.roleName(podIp));
         return 'role-name';
       }
       if (parts !== null) {
+        at.route = 'credentials';
         const answer = await credentials.credentials(podIp, parts[1]!);
         send(res, 200, answer.body);
         if (debugOn()) log.debug('credentials served', { pod: `${answer.pod.namespace}/${answer.pod.name}`, ip: podIp, roleArn: answer.role.roleArn });
         return 'credentials';
       }
       if (/^info\/?$/i.test(rest)) {
+        at.route = 'iam-info';
         send(res, 200, await credentials.iamInfo(podIp));
         return 'iam-info';
       }
@@ -171,17 +175,21 @@ export function createServer(deps: ServerDeps): http.Server {
     },
     (req, res) => {
       const started = performance.now();
-      handle(req, res).then(
+      const at: { route: Route } = { route: 'invalid' };
+      handle(req, res, at).then(
         (route) => observe(route, res.statusCode),
         (err: unknown) => {
-          const route: Route = err instanceof PathRefused ? 'refused' : err instanceof BadRequest ? 'invalid' : 'credentials';
+          const route: Route = err instanceof PathRefused ? 'refused' : err instanceof BadRequest ? 'invalid' : at.route;
           fail(req, res, route, err);
           observe(route, res.statusCode);
         },
       );
       function observe(route: Route, code: number): void {
+        const seconds = (performance.now() - started) / 1000;
         metrics.requests.inc({ route, code });
-        metrics.requestSeconds.observe({ route }, (performance.now() - started) / 1000);
+        metrics.requestSeconds.observe({ route }, seconds);
+        // Requests are logged at debug only: the hot path never logs at info.
+        if (debugOn()) log.debug('request', { method: req.method, path: req.url?.slice(0, 256), ip: remoteIp(req), route, status: code, ms: Math.round(seconds * 10_000) / 10 });
       }
     },
   );
