@@ -1,0 +1,687 @@
+/**
+ * The node lab: a Kubernetes node simulated in network namespaces, so podiam's DNAT rule can be
+ * tested for real, with real AWS clients, without touching the machine's own network.
+ *
+ *   node ns (<id>-node)                                  pod ns (<id>-<pod>), one per pod
+ *   lo: 192.0.2.1/32, 169.254.169.254/32                 eth0: 192.0.2.1x/32
+ *   ├─ fake IMDS        169.254.169.254:80               default via 192.0.2.1 dev eth0 onlink
+ *   ├─ moto_server (STS) 192.0.2.1:5000
+ *   ├─ kube test server  127.0.0.1:8080                  outsider ns (<id>-outsider)
+ *   ├─ podiam            192.0.2.1:8181 (--iptables)     eth0: 192.0.2.200/32, same routes,
+ *   ├─ cali-<pod> ── veth ── eth0 in each pod ns         but on a non-matching node interface
+ *   └─ veth-out0  ── veth ── eth0 in the outsider ns
+ *
+ * Rules this module keeps (the machine is a cloud VM):
+ *  - nothing runs in, and no command changes, the root network namespace: every command goes
+ *    through `ip netns exec <lab ns>` or `ip -n <lab ns>`; interfaces are created directly in lab
+ *    namespaces, never in the root one;
+ *  - 169.254.169.254 exists only on the lab node's `lo`, so nothing here can reach the host's
+ *    real metadata service;
+ *  - namespaces are named `pdmlab-<pid>-<n>-…` and everything is removed by destroy(), by an
+ *    exit hook if destroy() never ran, and, for labs whose process is gone, by the next lab
+ *    (removeLeftovers()).
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { ROOT } from './podiam-process.js';
+
+export const LAB_PREFIX = 'pdmlab';
+export const NODE_IP = '192.0.2.1';
+export const METADATA_IP = '169.254.169.254';
+export const NODE_NAME = 'lab-node';
+export const ACCOUNT = '123456789012';
+export const BASE_ROLE_ARN = `arn:aws:iam::${ACCOUNT}:role/`;
+export const MOTO_PORT = 5000;
+export const KUBE_PORT = 8080;
+export const APP_PORT = 8181;
+export const OUTSIDER_IP = '192.0.2.200';
+export const OUTSIDER_IFACE = 'veth-out0';
+/** A PATH with the usual system directories, for commands run inside the lab. */
+export const SYSTEM_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+/** AWS CLI v2 (Debian's awscli). Not the `aws` first on PATH, which may be a pip v1. */
+export const AWS_CLI = '/usr/bin/aws';
+
+export interface LabPodSpec {
+  /** Pod name (also the Kubernetes pod name): lower-case letters, digits and '-'. */
+  readonly name: string;
+  /** The `iam.amazonaws.com/role` annotation; none when undefined. */
+  readonly role?: string;
+  /** Kubernetes namespace. Default `default`. */
+  readonly namespace?: string;
+}
+
+export interface LabPod extends Required<Pick<LabPodSpec, 'name' | 'namespace'>> {
+  readonly role: string | undefined;
+  /** The pod's network namespace. */
+  readonly netns: string;
+  readonly ip: string;
+  /** The node-side end of the pod's veth (matches `--host-interface=cali+`). */
+  readonly hostIface: string;
+}
+
+export interface LabPeer {
+  readonly name: string;
+  readonly netns: string;
+  readonly ip: string;
+  readonly hostIface: string;
+}
+
+export interface LabOptions {
+  readonly pods: readonly LabPodSpec[];
+  /** Progress lines (what is being built). */
+  readonly log?: (line: string) => void;
+}
+
+export interface ExecResult {
+  readonly code: number;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+export interface ExecOptions {
+  /** The whole environment of the command (nothing is inherited). Default: PATH only. */
+  readonly env?: NodeJS.ProcessEnv;
+  readonly timeoutMs?: number;
+  readonly cwd?: string;
+}
+
+export interface HttpAnswer {
+  readonly status: number;
+  readonly body: string;
+}
+
+/** Commands the lab needs, and where they come from. */
+const REQUIRED_TOOLS: ReadonlyArray<[string, string]> = [
+  ['ip', 'apt-get install -y iproute2'],
+  ['iptables', 'apt-get install -y iptables'],
+  ['iptables-save', 'apt-get install -y iptables'],
+  ['curl', 'apt-get install -y curl'],
+  ['moto_server', 'pip install "moto[server]" (moto 5.x)'],
+  [AWS_CLI, 'apt-get install -y awscli (the AWS CLI v2 the pods use)'],
+];
+
+/** Where `name` is on PATH (or the system directories), or undefined. */
+export function which(name: string): string | undefined {
+  const dirs = `${process.env.PATH ?? ''}:${SYSTEM_PATH}`.split(':').filter(Boolean);
+  for (const dir of dirs) {
+    const p = path.join(dir, name);
+    if (existsSync(p)) return p;
+  }
+  return undefined;
+}
+
+/**
+ * Why this machine cannot run the lab, or undefined if it can. The message says what to do:
+ * tests call it and fail with it (they never skip silently).
+ */
+export function labPrerequisites(extra: ReadonlyArray<[string, string]> = []): string | undefined {
+  const problems: string[] = [];
+  if (process.platform !== 'linux') problems.push(`the lab needs Linux network namespaces (this is ${process.platform})`);
+  if (process.getuid?.() !== 0) {
+    problems.push(
+      'the lab needs root (it creates network namespaces, veth pairs and iptables rules inside them): ' +
+        'run `sudo npm test` / `sudo npm run demo`, or only the tests that need no root: `npm run test:unit`',
+    );
+  }
+  for (const [tool, install] of [...REQUIRED_TOOLS, ...extra]) {
+    if ((tool.startsWith('/') ? existsSync(tool) : which(tool)) === undefined) problems.push(`${tool} is missing: ${install}`);
+  }
+  if (pythonWithBotocore() === undefined) problems.push('no python3 with botocore on PATH: pip install botocore');
+  for (const f of ['dist/src/cli.js', 'dist/test/support/imds-server-cli.js', 'dist/test/support/kube-api-server-cli.js', 'dist/scripts/lab/whoami-sdk.js']) {
+    if (!existsSync(path.join(ROOT, f))) problems.push(`${f} is missing: run \`npm run build\` first`);
+  }
+  return problems.length === 0 ? undefined : `cannot build the node lab:\n  - ${problems.join('\n  - ')}`;
+}
+
+/** Runs a command to completion; never throws for a non-zero exit. */
+export function run(file: string, args: readonly string[], opts: ExecOptions = {}): Promise<ExecResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(file, args, {
+      env: opts.env ?? { PATH: SYSTEM_PATH },
+      cwd: opts.cwd ?? ROOT,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 30_000);
+    child.on('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code: code ?? (signal === 'SIGKILL' ? 137 : 128), stdout, stderr });
+    });
+  });
+}
+
+/** Runs a command and throws, with its stderr, when it fails. */
+async function must(file: string, args: readonly string[]): Promise<string> {
+  const r = await run(file, args);
+  if (r.code !== 0) throw new Error(`${file} ${args.join(' ')} failed (${r.code}): ${r.stderr.trim()}`);
+  return r.stdout;
+}
+
+function listNetns(): string[] {
+  const r = spawnSync('ip', ['netns', 'list'], { encoding: 'utf8', env: { PATH: SYSTEM_PATH } });
+  return (r.stdout ?? '')
+    .split('\n')
+    .map((l) => l.split(' ')[0]!)
+    .filter(Boolean);
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Lab ids of this process (this module instance) that are still in use (destroy() not run yet). */
+const liveLabs = new Set<string>();
+let labCounter = 0;
+
+/** Kills every process in a lab namespace (they are all the lab's own) and deletes it. Synchronous. */
+function deleteNetnsSync(ns: string): void {
+  const env = { PATH: SYSTEM_PATH };
+  for (let round = 0; round < 20; round++) {
+    const pids = (spawnSync('ip', ['netns', 'pids', ns], { encoding: 'utf8', env }).stdout ?? '')
+      .split('\n')
+      .map(Number)
+      .filter((p) => Number.isInteger(p) && p > 0 && p !== process.pid);
+    if (pids.length === 0) break;
+    for (const pid of pids) {
+      try {
+        process.kill(pid, round === 0 ? 'SIGTERM' : 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+    spawnSync('sleep', [round === 0 ? '0.2' : '0.05'], { env });
+  }
+  spawnSync('ip', ['netns', 'del', ns], { env, stdio: 'ignore' });
+}
+
+/**
+ * Removes what earlier labs left behind: namespaces named `pdmlab-<pid>-…` whose process is gone
+ * (or is this process, but whose lab is no longer live). Never touches a lab another live process owns.
+ * Returns the namespaces removed.
+ */
+export function removeLeftovers(): string[] {
+  const removed: string[] = [];
+  for (const ns of listNetns()) {
+    const m = new RegExp(`^${LAB_PREFIX}-(\\d+)-([a-z0-9]+)-`).exec(ns);
+    if (!m) continue;
+    const pid = Number(m[1]);
+    const id = `${LAB_PREFIX}-${m[1]}-${m[2]}`;
+    const leftover = pid === process.pid ? !liveLabs.has(id) : !alive(pid);
+    if (!leftover) continue;
+    deleteNetnsSync(ns);
+    removed.push(ns);
+  }
+  return removed;
+}
+
+function hostIfaceFor(pod: string, taken: Set<string>): string {
+  let name = `cali-${pod}`.slice(0, 15);
+  for (let i = 0; taken.has(name); i++) name = `cali${i}-${pod}`.slice(0, 15);
+  taken.add(name);
+  return name;
+}
+
+/** A process running inside a lab namespace. */
+export class LabProcess {
+  private out = '';
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  private done = false;
+
+  constructor(
+    readonly name: string,
+    readonly child: ChildProcess,
+  ) {
+    child.stdout?.on('data', (d: Buffer) => (this.out += d.toString()));
+    child.stderr?.on('data', (d: Buffer) => (this.out += d.toString()));
+    this.exited = new Promise((resolve) => {
+      child.on('error', (err) => {
+        this.out += `\n${name}: ${err.message}\n`;
+        this.done = true;
+        resolve({ code: 127, signal: null });
+      });
+      child.on('exit', (code, signal) => {
+        this.done = true;
+        resolve({ code, signal });
+      });
+    });
+  }
+
+  get pid(): number | undefined {
+    return this.child.pid;
+  }
+
+  get running(): boolean {
+    return !this.done;
+  }
+
+  /** Everything the process wrote (stdout and stderr, interleaved). */
+  output(): string {
+    return this.out;
+  }
+
+  /** Resolves when `re` matches the output; rejects when the process exits first or after timeoutMs. */
+  async waitFor(re: RegExp, timeoutMs = 15_000): Promise<RegExpMatchArray> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const m = re.exec(this.out);
+      if (m) return m;
+      if (this.done) throw new Error(`${this.name} exited before printing ${re}:\n${this.out}`);
+      if (Date.now() > deadline) throw new Error(`${this.name} did not print ${re} within ${timeoutMs} ms:\n${this.out}`);
+      await sleep(25);
+    }
+  }
+
+  /** Sends `signal`, waits for the exit (SIGKILL after timeoutMs). */
+  async stop(signal: NodeJS.Signals = 'SIGTERM', timeoutMs = 5_000): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+    if (this.done) return this.exited;
+    this.child.kill(signal);
+    const timer = setTimeout(() => this.child.kill('SIGKILL'), timeoutMs);
+    const r = await this.exited;
+    clearTimeout(timer);
+    return r;
+  }
+}
+
+/** podiam running in the lab's node namespace. */
+export class LabPodiam extends LabProcess {
+  constructor(
+    child: ChildProcess,
+    private readonly lab: Lab,
+    readonly args: readonly string[],
+  ) {
+    super('podiam', child);
+  }
+
+  /** GET a path on podiam itself (from the node namespace). */
+  get(urlPath: string): Promise<HttpAnswer> {
+    return this.lab.curl(this.lab.nodeNs, `http://${NODE_IP}:${APP_PORT}${urlPath}`);
+  }
+
+  /** Waits until /readyz answers 200 (informers synced and the rule installed). */
+  async waitReady(timeoutMs = 15_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      if (!this.running) throw new Error(`podiam exited before it was ready:\n${this.output()}`);
+      const r = await this.get('/readyz').catch(() => undefined);
+      if (r?.status === 200) return;
+      if (Date.now() > deadline) throw new Error(`podiam was not ready within ${timeoutMs} ms:\n${this.output()}`);
+      await sleep(100);
+    }
+  }
+
+  /** The sum of a Prometheus metric's samples whose labels include `labels`. */
+  async metric(name: string, labels: Record<string, string> = {}): Promise<number> {
+    const text = (await this.get('/metrics')).body;
+    let total = 0;
+    for (const line of text.split('\n')) {
+      const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$/.exec(line);
+      if (!m || m[1] !== name) continue;
+      if (Object.entries(labels).every(([k, v]) => (m[2] ?? '').includes(`${k}="${v}"`))) total += Number(m[3]);
+    }
+    return total;
+  }
+}
+
+export class Lab {
+  readonly nodeNs: string;
+  readonly pods: readonly LabPod[];
+  readonly outsider: LabPeer;
+  /** STS (moto), reachable from the node and from every pod. */
+  readonly motoUrl = `http://${NODE_IP}:${MOTO_PORT}`;
+  /** The Kubernetes test API server, reachable from the node namespace only. */
+  readonly kubeUrl = `http://127.0.0.1:${KUBE_PORT}`;
+  /** A scratch directory (fixture, empty HOME for clients); removed by destroy(). */
+  readonly dir: string;
+  private readonly processes: LabProcess[] = [];
+  private destroyed = false;
+  private readonly exitHook = (): void => this.destroySync();
+
+  private constructor(
+    readonly id: string,
+    pods: readonly LabPodSpec[],
+    private readonly say: (line: string) => void,
+  ) {
+    this.nodeNs = `${id}-node`;
+    const taken = new Set<string>();
+    this.pods = pods.map((p, i) => ({
+      name: p.name,
+      namespace: p.namespace ?? 'default',
+      role: p.role,
+      netns: `${id}-${p.name}`,
+      ip: `192.0.2.${10 + i}`,
+      hostIface: hostIfaceFor(p.name, taken),
+    }));
+    this.outsider = { name: 'outsider', netns: `${id}-outsider`, ip: OUTSIDER_IP, hostIface: OUTSIDER_IFACE };
+    this.dir = mkdtempSync(path.join(os.tmpdir(), `${id}-`));
+  }
+
+  /** Every namespace of this lab. */
+  get namespaces(): string[] {
+    return [this.nodeNs, ...this.pods.map((p) => p.netns), this.outsider.netns];
+  }
+
+  /**
+   * Builds the lab: namespaces, veths, routes, then the fake IMDS, moto and the Kubernetes test
+   * server in the node namespace (podiam is started separately: startPodiam()). Tears down
+   * whatever it built if anything fails.
+   */
+  static async create(opts: LabOptions): Promise<Lab> {
+    const problem = labPrerequisites();
+    if (problem) throw new Error(problem);
+    for (const p of opts.pods) {
+      if (!/^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$/.test(p.name) || p.name === 'node' || p.name === 'outsider') {
+        throw new Error(`lab pod name ${JSON.stringify(p.name)}: use lower-case letters, digits and '-' (not "node" or "outsider")`);
+      }
+    }
+    if (new Set(opts.pods.map((p) => p.name)).size !== opts.pods.length) throw new Error('lab pod names must be unique');
+    if (opts.pods.length > 180) throw new Error('at most 180 pods');
+    const removed = removeLeftovers();
+    const say = opts.log ?? ((): void => undefined);
+    if (removed.length > 0) say(`removed ${removed.length} namespace(s) left by an earlier lab: ${removed.join(', ')}`);
+
+    // pid (for leftover detection) plus a per-instance part that is unique even across jest's
+    // per-file module registries, which each have their own labCounter.
+    const id = `${LAB_PREFIX}-${process.pid}-${(Date.now() % 1_679_616).toString(36)}${++labCounter}`;
+    liveLabs.add(id);
+    const lab = new Lab(id, opts.pods, say);
+    process.on('exit', lab.exitHook);
+    try {
+      await lab.build();
+      return lab;
+    } catch (err) {
+      await lab.destroy();
+      throw err;
+    }
+  }
+
+  pod(name: string): LabPod {
+    const p = this.pods.find((x) => x.name === name);
+    if (!p) throw new Error(`no lab pod ${name}`);
+    return p;
+  }
+
+  private async build(): Promise<void> {
+    const ipn = (ns: string, ...args: string[]): Promise<string> => must('ip', ['-n', ns, ...args]);
+    const sysctl = (ns: string, ...settings: string[]): Promise<string> => must('ip', ['netns', 'exec', ns, 'sysctl', '-qw', ...settings]);
+
+    // The node: its IP and the metadata address live on lo (no dummy links).
+    await must('ip', ['netns', 'add', this.nodeNs]);
+    await ipn(this.nodeNs, 'link', 'set', 'lo', 'up');
+    await ipn(this.nodeNs, 'addr', 'add', `${NODE_IP}/32`, 'dev', 'lo');
+    await ipn(this.nodeNs, 'addr', 'add', `${METADATA_IP}/32`, 'dev', 'lo');
+    await sysctl(this.nodeNs, 'net.ipv4.conf.all.rp_filter=0', 'net.ipv4.conf.default.rp_filter=0', 'net.ipv4.ip_forward=1');
+
+    // Pods, Calico style: /32 on eth0, default via the node "onlink", proxy ARP on the node side.
+    const peers: LabPeer[] = [...this.pods, this.outsider];
+    await Promise.all(
+      peers.map(async (p) => {
+        await must('ip', ['netns', 'add', p.netns]);
+        await ipn(p.netns, 'link', 'set', 'lo', 'up');
+      }),
+    );
+    for (const p of peers) {
+      // Created inside the node namespace with the peer moved straight into the pod's: the root
+      // namespace never sees either end.
+      await ipn(this.nodeNs, 'link', 'add', p.hostIface, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', p.netns);
+    }
+    await Promise.all(
+      peers.map(async (p) => {
+        await sysctl(this.nodeNs, `net/ipv4/conf/${p.hostIface}/proxy_arp=1`, `net/ipv4/conf/${p.hostIface}/rp_filter=0`);
+        await ipn(this.nodeNs, 'link', 'set', p.hostIface, 'up');
+        await ipn(this.nodeNs, 'route', 'add', `${p.ip}/32`, 'dev', p.hostIface, 'scope', 'link');
+        await ipn(p.netns, 'addr', 'add', `${p.ip}/32`, 'dev', 'eth0');
+        await ipn(p.netns, 'link', 'set', 'eth0', 'up');
+        await ipn(p.netns, 'route', 'add', `${NODE_IP}/32`, 'dev', 'eth0', 'scope', 'link');
+        await ipn(p.netns, 'route', 'add', 'default', 'via', NODE_IP, 'dev', 'eth0', 'onlink');
+      }),
+    );
+    this.say(`node namespace ${this.nodeNs}: ${NODE_IP} and ${METADATA_IP} on lo`);
+    for (const p of this.pods) {
+      this.say(`pod ${p.namespace}/${p.name}: namespace ${p.netns}, ${p.ip} on eth0 <-> ${p.hostIface} on the node, role ${p.role ?? '(no annotation)'}`);
+    }
+    this.say(`outsider: namespace ${this.outsider.netns}, ${this.outsider.ip} on eth0 <-> ${this.outsider.hostIface} on the node (does not match cali+)`);
+
+    // Services on the node.
+    const fixture = path.join(this.dir, 'kube-fixture.json');
+    writeFileSync(fixture, JSON.stringify(this.kubeFixture(), null, 2));
+    const node = process.execPath;
+    const imds = this.spawnIn(this.nodeNs, 'fake-imds', [node, path.join(ROOT, 'dist/test/support/imds-server-cli.js'), '--host', METADATA_IP, '--port', '80'], { PATH: SYSTEM_PATH });
+    const kube = this.spawnIn(this.nodeNs, 'kube-api', [node, path.join(ROOT, 'dist/test/support/kube-api-server-cli.js'), '--host', '127.0.0.1', '--port', String(KUBE_PORT), '--fixture', fixture], { PATH: SYSTEM_PATH });
+    const moto = this.spawnIn(this.nodeNs, 'moto_server', [which('moto_server')!, '-H', NODE_IP, '-p', String(MOTO_PORT)], {
+      PATH: `${process.env.PATH ?? ''}:${SYSTEM_PATH}`,
+      HOME: process.env.HOME ?? '/root',
+      ...(process.env.PYENV_ROOT ? { PYENV_ROOT: process.env.PYENV_ROOT } : {}),
+      AWS_ACCESS_KEY_ID: 'testing',
+      AWS_SECRET_ACCESS_KEY: 'testing',
+      AWS_DEFAULT_REGION: 'us-east-1',
+      PYTHONUNBUFFERED: '1',
+    });
+    await Promise.all([imds.waitFor(/^ready /m), kube.waitFor(/^ready /m), this.waitForHttp(this.nodeNs, `${this.motoUrl}/moto-api/`, moto, 30_000)]);
+    this.say(`fake EC2 metadata service on ${METADATA_IP}:80 (node role: node-role), moto STS on ${this.motoUrl}, Kubernetes test API on ${this.kubeUrl} (node ${NODE_NAME})`);
+  }
+
+  private kubeFixture(): { namespaces: object[]; pods: object[] } {
+    const namespaces = [...new Set(['default', ...this.pods.map((p) => p.namespace)])].map((name) => ({ metadata: { name } }));
+    const pods = this.pods.map((p) => ({
+      metadata: { name: p.name, namespace: p.namespace, annotations: p.role === undefined ? {} : { 'iam.amazonaws.com/role': p.role } },
+      spec: { nodeName: NODE_NAME, containers: [{ name: 'app', image: 'app' }] },
+      status: { phase: 'Running', podIP: p.ip, podIPs: [{ ip: p.ip }] },
+    }));
+    return { namespaces, pods };
+  }
+
+  private async waitForHttp(ns: string, url: string, proc: LabProcess, timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const r = await this.curl(ns, url, { timeoutS: 1 }).catch(() => undefined);
+      if (r && r.status > 0 && r.status < 500) return;
+      if (!proc.running) throw new Error(`${proc.name} exited during startup:\n${proc.output()}`);
+      if (Date.now() > deadline) throw new Error(`${proc.name} did not answer ${url} within ${timeoutMs} ms:\n${proc.output()}`);
+      await sleep(100);
+    }
+  }
+
+  /** Starts a long-running process inside a lab namespace; destroy() stops it. */
+  spawnIn(ns: string, name: string, argv: readonly string[], env: NodeJS.ProcessEnv): LabProcess {
+    this.assertMine(ns);
+    const child = spawn('ip', ['netns', 'exec', ns, ...argv], { env, cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    const p = new LabProcess(name, child);
+    this.processes.push(p);
+    return p;
+  }
+
+  /**
+   * The environment podiam gets in the lab: static node credentials for STS (moto), and the SDK's
+   * own IMDS lookups off, so podiam never uses the node role itself.
+   */
+  podiamEnv(): NodeJS.ProcessEnv {
+    return {
+      PATH: SYSTEM_PATH,
+      AWS_ACCESS_KEY_ID: 'testing',
+      AWS_SECRET_ACCESS_KEY: 'testing',
+      AWS_REGION: 'us-east-1',
+      AWS_ENDPOINT_URL_STS: this.motoUrl,
+      AWS_EC2_METADATA_DISABLED: 'true',
+      AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true',
+      AWS_CONFIG_FILE: '/dev/null',
+      AWS_SHARED_CREDENTIALS_FILE: '/dev/null',
+    };
+  }
+
+  /** podiam's arguments in the lab (the DaemonSet's, for a Calico node). */
+  podiamArgs(extra: readonly string[] = []): string[] {
+    return [
+      '--iptables',
+      `--host-ip=${NODE_IP}`,
+      '--host-interface=cali+',
+      `--metadata-addr=${METADATA_IP}`,
+      `--node=${NODE_NAME}`,
+      `--api-server=${this.kubeUrl}`,
+      '--insecure',
+      `--base-role-arn=${BASE_ROLE_ARN}`,
+      ...extra,
+    ];
+  }
+
+  /**
+   * Starts podiam in the node namespace. `wait`: 'ready' (default) waits for /readyz, 'none'
+   * returns at once (e.g. to watch it fail).
+   */
+  async startPodiam(opts: { extraArgs?: readonly string[]; env?: NodeJS.ProcessEnv; wait?: 'ready' | 'none'; wrapper?: readonly string[] } = {}): Promise<LabPodiam> {
+    const args = this.podiamArgs(opts.extraArgs);
+    const argv = [...(opts.wrapper ?? []), process.execPath, path.join(ROOT, 'dist/src/cli.js'), ...args];
+    const child = spawn('ip', ['netns', 'exec', this.nodeNs, ...argv], { env: opts.env ?? this.podiamEnv(), cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    const p = new LabPodiam(child, this, args);
+    this.processes.push(p);
+    if ((opts.wait ?? 'ready') === 'ready') await p.waitReady();
+    return p;
+  }
+
+  /** Runs a command inside one of the lab's namespaces. */
+  exec(ns: string, argv: readonly string[], opts: ExecOptions = {}): Promise<ExecResult> {
+    this.assertMine(ns);
+    return run('ip', ['netns', 'exec', ns, ...argv], opts);
+  }
+
+  /**
+   * A pod's environment for AWS clients: no AWS_* variables at all, HOME an empty directory
+   * (so no ~/.aws), a system PATH. Whatever credentials a client finds, it found over IMDS.
+   */
+  cleanClientEnv(): NodeJS.ProcessEnv {
+    const home = mkdtempSync(path.join(this.dir, 'home-'));
+    return { PATH: SYSTEM_PATH, HOME: home, LANG: 'C.UTF-8' };
+  }
+
+  /** One HTTP request with curl inside `ns`; status 0 when the connection failed. */
+  async curl(ns: string, url: string, opts: { method?: string; headers?: Record<string, string>; timeoutS?: number } = {}): Promise<HttpAnswer> {
+    const args = ['curl', '-sS', '--max-time', String(opts.timeoutS ?? 5), '-o', '-', '-w', '\n%{http_code}', '-X', opts.method ?? 'GET'];
+    for (const [k, v] of Object.entries(opts.headers ?? {})) args.push('-H', `${k}: ${v}`);
+    args.push(url);
+    const r = await this.exec(ns, args);
+    const cut = r.stdout.lastIndexOf('\n');
+    const status = Number(r.stdout.slice(cut + 1)) || 0;
+    return { status, body: status === 0 ? r.stderr.trim() : r.stdout.slice(0, cut) };
+  }
+
+  /**
+   * `/usr/bin/aws <args>` (AWS CLI v2) inside `ns` with a clean environment (cleanClientEnv());
+   * the region is given on the command line, so the environment has no AWS_* variable at all.
+   */
+  awsCli(ns: string, args: readonly string[]): Promise<ExecResult> {
+    return this.exec(ns, [AWS_CLI, ...args, '--region', 'us-east-1', '--output', 'json'], { env: this.cleanClientEnv(), timeoutMs: 30_000 });
+  }
+
+  /** scripts/lab/whoami-botocore.py inside `ns` (clean environment): botocore's default chain, then GetCallerIdentity. */
+  botocoreWhoami(ns: string): Promise<ExecResult> {
+    const py = pythonWithBotocore();
+    if (py === undefined) throw new Error('no python3 with botocore on PATH (pip install botocore)');
+    return this.exec(ns, [py, path.join(ROOT, 'scripts/lab/whoami-botocore.py'), this.motoUrl], { env: this.cleanClientEnv(), timeoutMs: 30_000 });
+  }
+
+  /** dist/scripts/lab/whoami-sdk.js inside `ns` (clean environment): the AWS SDK for JavaScript v3 default chain. */
+  sdkWhoami(ns: string): Promise<ExecResult> {
+    return this.exec(ns, [process.execPath, path.join(ROOT, 'dist/scripts/lab/whoami-sdk.js'), this.motoUrl], { env: this.cleanClientEnv(), timeoutMs: 30_000 });
+  }
+
+  /**
+   * GetCallerIdentity at moto with credentials a pod was served (from the node namespace, with the
+   * credentials in env): proves they are real STS credentials for the expected role.
+   */
+  async callerArn(creds: { AccessKeyId: string; SecretAccessKey: string; Token: string }): Promise<string> {
+    const py = pythonWithBotocore();
+    if (py === undefined) throw new Error('no python3 with botocore on PATH (pip install botocore)');
+    const env = {
+      ...this.cleanClientEnv(),
+      AWS_ACCESS_KEY_ID: creds.AccessKeyId,
+      AWS_SECRET_ACCESS_KEY: creds.SecretAccessKey,
+      AWS_SESSION_TOKEN: creds.Token,
+      AWS_EC2_METADATA_DISABLED: 'true',
+    };
+    const r = await this.exec(this.nodeNs, [py, path.join(ROOT, 'scripts/lab/whoami-botocore.py'), this.motoUrl], { env, timeoutMs: 30_000 });
+    const out = JSON.parse(r.stdout.trim() || '{}') as { arn?: string; error?: string; message?: string };
+    if (out.arn === undefined) throw new Error(`GetCallerIdentity failed: ${out.error ?? r.code}: ${out.message ?? r.stderr}`);
+    return out.arn;
+  }
+
+  /** The node namespace's nat table, as `iptables-save -t nat` prints it. */
+  async natTable(): Promise<string> {
+    const r = await this.exec(this.nodeNs, ['iptables-save', '-t', 'nat']);
+    if (r.code !== 0) throw new Error(`iptables-save failed: ${r.stderr}`);
+    return r.stdout;
+  }
+
+  /** podiam's lines in the node's nat table: jumps to PODIAM and DNAT rules. */
+  async podiamRules(): Promise<{ chain: boolean; jumps: string[]; dnats: string[]; all: string[] }> {
+    const lines = (await this.natTable()).split('\n');
+    const all = lines.filter((l) => l.includes('PODIAM') || l.includes('podiam'));
+    return {
+      chain: lines.includes(':PODIAM - [0:0]') || lines.some((l) => l.startsWith(':PODIAM ')),
+      jumps: lines.filter((l) => l.startsWith('-A PREROUTING') && l.includes('-j PODIAM')),
+      dnats: lines.filter((l) => l.startsWith('-A PODIAM') && l.includes('-j DNAT')),
+      all,
+    };
+  }
+
+  /** Runs iptables in the node namespace. */
+  iptables(args: readonly string[]): Promise<ExecResult> {
+    return this.exec(this.nodeNs, ['iptables', '-w', '5', ...args]);
+  }
+
+  private assertMine(ns: string): void {
+    if (!this.namespaces.includes(ns)) throw new Error(`${ns} is not a namespace of lab ${this.id}`);
+  }
+
+  /** Stops every process (SIGTERM, then SIGKILL), deletes every namespace and the scratch directory. */
+  async destroy(): Promise<void> {
+    if (this.destroyed) return;
+    await Promise.all(this.processes.map((p) => p.stop('SIGTERM', 3_000).catch(() => undefined)));
+    this.destroySync();
+  }
+
+  /** The synchronous part of destroy(), also run from process 'exit' if destroy() never was. */
+  destroySync(): void {
+    if (this.destroyed) return;
+    this.destroyed = true;
+    for (const p of this.processes) {
+      if (p.running) p.child.kill('SIGKILL');
+    }
+    for (const ns of this.namespaces.reverse()) deleteNetnsSync(ns);
+    rmSync(this.dir, { recursive: true, force: true });
+    liveLabs.delete(this.id);
+    process.off('exit', this.exitHook);
+  }
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** For callers without a lab: `ip netns list` of this prefix (to assert teardown). */
+export function labNamespaces(): string[] {
+  return listNetns().filter((n) => n.startsWith(`${LAB_PREFIX}-`));
+}
+
+let python: string | null | undefined;
+/** The absolute path of a python3 (from PATH) that can import botocore, or undefined. */
+export function pythonWithBotocore(): string | undefined {
+  if (python === undefined) {
+    const r = spawnSync('python3', ['-c', 'import sys, botocore; print(sys.executable)'], { encoding: 'utf8', env: { ...process.env, PATH: `${process.env.PATH ?? ''}:${SYSTEM_PATH}` } });
+    python = r.status === 0 && r.stdout.trim().startsWith('/') ? r.stdout.trim() : null;
+  }
+  return python ?? undefined;
+}
