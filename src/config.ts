@@ -138,7 +138,10 @@ function splitArgs(argv: readonly string[]): Raw {
     }
     const name = m[1]!;
     const spec = byName.get(name);
-    if (!spec) throw new ConfigError(`--${name}`, 'unknown flag; see podiam --help');
+    if (!spec) {
+      const near = closestFlag(name);
+      throw new ConfigError(`--${name}`, `unknown flag${near ? `; did you mean --${near.name}? e.g. ${near.example}` : ', e.g. --app-port=8181'}; see podiam --help`);
+    }
     let value = m[2];
     if (value === undefined) {
       if (spec.type === 'bool') value = 'true';
@@ -296,6 +299,27 @@ export function parseHostPort(text: string): [string, number] | undefined {
   const port = m[3] === undefined ? 80 : Number(m[3]);
   if (port < 1 || port > 65535) return undefined;
   return [(m[1] ?? m[2])!, port];
+}
+
+/** The known flag nearest to a misspelt one (edit distance ≤ 3), for the error message. */
+function closestFlag(name: string): FlagSpec | undefined {
+  let best: FlagSpec | undefined;
+  let bestDistance = 4;
+  for (const f of FLAGS) {
+    const d = editDistance(name, f.name);
+    if (d < bestDistance) [best, bestDistance] = [f, d];
+  }
+  return best;
+}
+
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    for (let j = 1; j <= b.length; j++) row[j] = Math.min(prev[j]! + 1, row[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    prev = row;
+  }
+  return prev[b.length]!;
 }
 
 function nonEmpty(v: string | undefined): string | undefined {

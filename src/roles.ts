@@ -62,8 +62,10 @@ export function resolveRole(pod: PodInfo, namespace: NamespaceInfo | undefined, 
     throw new BadAnnotation(`pod ${ref}`, policy.roleKey, `${JSON.stringify(wanted)} is neither a role ARN (arn:aws:iam::<account>:role/<name>) nor a role name with --base-role-arn set`);
   }
 
-  // kube2iam: the default role is always allowed, whatever the namespace says.
-  if (policy.namespaceRestrictions && !fromDefault) {
+  // kube2iam: the default role is always allowed, whatever the namespace says (compared by ARN,
+  // so a pod that names it explicitly is allowed too).
+  const isDefaultRole = fromDefault || (policy.defaultRole !== undefined && roleArn === toRoleArn(policy.defaultRole, policy.baseRoleArn));
+  if (policy.namespaceRestrictions && !isDefaultRole) {
     const allowed = allowedRoles(namespace, pod.namespace, policy);
     if (!allowed.some((p) => p.test(roleArn))) {
       throw new RoleNotAllowed(ref, roleArn, pod.namespace, policy.namespaceKey);
@@ -102,8 +104,10 @@ function allowedRoles(namespace: NamespaceInfo | undefined, nsName: string, poli
   }
   return list.map((pattern: string) => {
     if (policy.namespaceRestrictionFormat === 'glob') return globToRegExp(pattern, policy.baseRoleArn);
+    // As kube2iam: an entry that is not an ARN is relative to the base role ARN.
+    const full = pattern.startsWith('arn:') || policy.baseRoleArn === undefined ? pattern : `${escapeRegExp(policy.baseRoleArn)}(?:${pattern.replace(/^\/+/, '')})`;
     try {
-      return new RegExp(`^(?:${pattern})$`);
+      return new RegExp(`^(?:${full})$`);
     } catch (err) {
       throw new BadAnnotation(`namespace ${nsName}`, policy.namespaceKey, `bad regexp ${JSON.stringify(pattern)}: ${(err as Error).message}`);
     }
@@ -116,11 +120,11 @@ function allowedRoles(namespace: NamespaceInfo | undefined, nsName: string, poli
  */
 export function globToRegExp(pattern: string, baseRoleArn: string | undefined): RegExp {
   const full = pattern.startsWith('arn:') || baseRoleArn === undefined ? pattern : baseRoleArn + pattern.replace(/^\/+/, '');
-  const body = full
-    .split('*')
-    .map((s) => s.replace(/[.+?^${}()|[\]\\]/g, '\\$&'))
-    .join('.*');
-  return new RegExp(`^${body}$`);
+  return new RegExp(`^${full.split('*').map(escapeRegExp).join('.*')}$`);
+}
+
+function escapeRegExp(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
 
 function externalIdOf(pod: PodInfo, key: string): string | undefined {

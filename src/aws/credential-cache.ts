@@ -55,6 +55,8 @@ export interface CredentialCacheOptions {
   /** Extra lead on top of minRemainingMs, room for refresh retries. */
   readonly refreshMarginMs?: number;
   readonly retryBaseMs?: number;
+  /** How long a request holding stale-but-valid credentials waits for fresh ones. */
+  readonly staleWaitMs?: number;
   readonly retryMaxMs?: number;
   readonly random?: () => number;
 }
@@ -88,6 +90,7 @@ export class CredentialCache {
   private readonly retryBaseMs: number;
   private readonly retryMaxMs: number;
   private readonly random: () => number;
+  private readonly staleWaitMs: number;
   private stopped = false;
 
   constructor(private readonly options: CredentialCacheOptions) {
@@ -97,6 +100,7 @@ export class CredentialCache {
     this.retryBaseMs = options.retryBaseMs ?? 1000;
     this.retryMaxMs = options.retryMaxMs ?? MINUTE;
     this.random = options.random ?? Math.random;
+    this.staleWaitMs = options.staleWaitMs ?? 250;
   }
 
   /** Credentials for the request: from memory when fresh, else one shared STS call. */
@@ -112,14 +116,31 @@ export class CredentialCache {
         return current;
       }
       if (remaining > EXPIRY_GUARD_MS) {
-        // Stale but valid (its refresh is due or failing): try for fresh ones, fall back to these.
+        // Stale but valid (its refresh is due or failing): try briefly for fresh ones, else serve
+        // these; a slow STS must not make the pod wait when valid credentials are at hand.
         this.options.events?.lookup?.('stale');
-        return this.fetch(entry, 'request').catch(() => current);
+        return this.freshOr(current, this.fetch(entry, 'request'));
       }
     }
     this.options.events?.lookup?.('miss');
     if (entry.inflight === undefined && entry.lastError !== undefined && now < entry.retryAtMs) throw entry.lastError;
     return this.fetch(entry, 'request');
+  }
+
+  private freshOr(current: IssuedCredentials, flight: Promise<IssuedCredentials>): Promise<IssuedCredentials> {
+    return new Promise((resolve) => {
+      const timer = this.clock.setTimeout(() => resolve(current), this.staleWaitMs);
+      flight.then(
+        (fresh) => {
+          this.clock.clearTimeout(timer);
+          resolve(fresh);
+        },
+        () => {
+          this.clock.clearTimeout(timer);
+          resolve(current);
+        },
+      );
+    });
   }
 
   /** Start fetching in the background (a pod with a role appeared). Never throws. */
@@ -166,7 +187,10 @@ export class CredentialCache {
   private fetch(entry: Entry, cause: IssueCause): Promise<IssuedCredentials> {
     if (entry.inflight !== undefined) return entry.inflight;
     const startedMs = this.clock.now();
-    const flight = this.options.assumer.assume(entry.request).then(
+    // Through a microtask, so even an assumer that throws synchronously only rejects the flight.
+    const flight = Promise.resolve()
+      .then(() => this.options.assumer.assume(entry.request))
+      .then(
       (creds) => this.install(entry, creds, startedMs, cause),
       (err: unknown) => {
         throw this.onFailure(entry, err, cause);
@@ -226,6 +250,9 @@ export class CredentialCache {
       this.schedule(entry, now + delay);
     } else if (current !== undefined) {
       this.schedule(entry, current.expirationMs - EXPIRY_GUARD_MS);
+    } else {
+      // Nothing to serve: retry in the background while a live pod wants it, else forget it.
+      this.schedule(entry, now + delay);
     }
     this.options.events?.failed?.(entry.request, cause, error, retryInMs);
     return error;
@@ -248,6 +275,12 @@ export class CredentialCache {
     if (current !== undefined && current.expirationMs - EXPIRY_GUARD_MS <= now) {
       // Expired: never served again. The entry goes unless a live pod still wants it.
       entry.current = undefined;
+    }
+    if (entry.current === undefined && entry.lastError !== undefined) {
+      // A failed fetch with nothing cached: only a live pod keeps it retrying.
+      if (this.options.isWanted?.(entry.request) ?? false) this.fetch(entry, 'refresh').catch(() => undefined);
+      else if (entry.inflight === undefined) this.entries.delete(entry.key);
+      return;
     }
     if (this.keepRefreshing(entry)) {
       this.fetch(entry, 'refresh').catch(() => undefined);

@@ -217,9 +217,8 @@ describe('resolveRole: namespace restrictions (glob)', () => {
     expect(resolveRole(pod(), ns('not json'), p).roleArn).toBe(`${BASE}fallback`);
   });
 
-  // BUG: kube2iam (mappings/mapper.go checkRoleForNamespace) allows the default role by ARN
-  // (`roleArn == r.defaultRoleARN`), so a pod that names the default role explicitly is allowed too;
-  // podiam only exempts pods *without* an annotation, although its comment claims kube2iam's rule.
+  // kube2iam (mappings/mapper.go checkRoleForNamespace) allows the default role by ARN
+  // (`roleArn == r.defaultRoleARN`), so a pod that names the default role explicitly is allowed too.
   it('a pod that names the default role explicitly is allowed too (kube2iam compatibility)', () => {
     const p = policy({ namespaceRestrictions: true, defaultRole: 'fallback' });
     expect(resolveRole(pod({ [ROLE_KEY]: 'fallback' }), ns('["app-*"]'), p).roleArn).toBe(`${BASE}fallback`);
@@ -265,16 +264,16 @@ describe('resolveRole: namespace restrictions (regexp)', () => {
   });
 
   it('alternation is anchored as a whole', () => {
-    const alt = `.*role/a|.*role/b`;
+    // Relative to the base ARN as a whole: base(a|b), not (base a)|b.
+    const alt = `a|b`;
     expect(resolve('a', [alt]).roleName).toBe('a');
     expect(resolve('b', [alt]).roleName).toBe('b');
     expect(thrown(() => resolve('ab', [alt]))).toBeInstanceOf(RoleNotAllowed);
     expect(thrown(() => resolve('ba', [alt]))).toBeInstanceOf(RoleNotAllowed);
   });
 
-  // BUG: a regexp entry that is not an ARN is matched against the full role ARN with ^...$, so
-  // "app-.*" can never match anything. kube2iam (and podiam's own glob mode) take a non-ARN entry
-  // relative to the base role ARN (iam.RoleARN(rolePattern)).
+  // kube2iam (and podiam's own glob mode) take a non-ARN entry relative to the base role ARN
+  // (iam.RoleARN(rolePattern)).
   it('a relative regexp is taken relative to the base role ARN, like a glob', () => {
     expect(resolve('app-a', ['app-.*']).roleArn).toBe(`${BASE}app-a`);
   });
