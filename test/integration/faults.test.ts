@@ -135,6 +135,24 @@ describe('API server trouble', () => {
     await waitFor(async () => (await podiam.get(CREDS, ip)).status === 404, 8000, 'pod deleted during the outage');
   });
 
+  test('before the informers have synced: /readyz and credential paths answer 503', async () => {
+    world.kube.setLatency(3000);
+    try {
+      const starting = await world.podiam([], { waitReady: false });
+      const ready = await starting.get('/readyz');
+      expect(ready.status).toBe(503);
+      expect(JSON.parse(ready.body)).toMatchObject({ ready: false, pods: 'syncing' });
+      const creds = await starting.get(CREDS, world.nextIp());
+      expect(creds.status).toBe(503);
+      expect(creds.body).toContain('NotReady');
+      world.kube.setLatency(0);
+      await waitFor(async () => (await starting.get('/readyz')).status === 200, 10_000, 'ready after sync');
+      await starting.stop();
+    } finally {
+      world.kube.setLatency(0);
+    }
+  });
+
   test('an API server restart is survived', async () => {
     const ip = world.nextIp();
     await world.kube.restart();
