@@ -41,6 +41,8 @@ export const OUTSIDER_IP = '192.0.2.200';
 export const OUTSIDER_IFACE = 'veth-out0';
 /** A PATH with the usual system directories, for commands run inside the lab. */
 export const SYSTEM_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+/** iproute2's `ip`, by absolute path: commands in the lab may run with any PATH (even none). */
+const IP = ['/usr/sbin/ip', '/sbin/ip', '/usr/bin/ip', '/bin/ip'].find((p) => existsSync(p)) ?? 'ip';
 /** AWS CLI v2 (Debian's awscli). Not the `aws` first on PATH, which may be a pip v1. */
 export const AWS_CLI = '/usr/bin/aws';
 
@@ -168,7 +170,7 @@ async function must(file: string, args: readonly string[]): Promise<string> {
 }
 
 function listNetns(): string[] {
-  const r = spawnSync('ip', ['netns', 'list'], { encoding: 'utf8', env: { PATH: SYSTEM_PATH } });
+  const r = spawnSync(IP, ['netns', 'list'], { encoding: 'utf8', env: { PATH: SYSTEM_PATH } });
   return (r.stdout ?? '')
     .split('\n')
     .map((l) => l.split(' ')[0]!)
@@ -192,7 +194,7 @@ let labCounter = 0;
 function deleteNetnsSync(ns: string): void {
   const env = { PATH: SYSTEM_PATH };
   for (let round = 0; round < 20; round++) {
-    const pids = (spawnSync('ip', ['netns', 'pids', ns], { encoding: 'utf8', env }).stdout ?? '')
+    const pids = (spawnSync(IP, ['netns', 'pids', ns], { encoding: 'utf8', env }).stdout ?? '')
       .split('\n')
       .map(Number)
       .filter((p) => Number.isInteger(p) && p > 0 && p !== process.pid);
@@ -206,7 +208,7 @@ function deleteNetnsSync(ns: string): void {
     }
     spawnSync('sleep', [round === 0 ? '0.2' : '0.05'], { env });
   }
-  spawnSync('ip', ['netns', 'del', ns], { env, stdio: 'ignore' });
+  spawnSync(IP, ['netns', 'del', ns], { env, stdio: 'ignore' });
 }
 
 /**
@@ -283,6 +285,19 @@ export class LabProcess {
       if (this.done) throw new Error(`${this.name} exited before printing ${re}:\n${this.out}`);
       if (Date.now() > deadline) throw new Error(`${this.name} did not print ${re} within ${timeoutMs} ms:\n${this.out}`);
       await sleep(25);
+    }
+  }
+
+  /** Waits for the process to exit on its own; rejects (leaving it running) after timeoutMs. */
+  async waitExit(timeoutMs = 15_000): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`${this.name} did not exit within ${timeoutMs} ms:\n${this.out}`)), timeoutMs);
+    });
+    try {
+      return await Promise.race([this.exited, timeout]);
+    } finally {
+      clearTimeout(timer);
     }
   }
 
@@ -416,11 +431,11 @@ export class Lab {
   }
 
   private async build(): Promise<void> {
-    const ipn = (ns: string, ...args: string[]): Promise<string> => must('ip', ['-n', ns, ...args]);
-    const sysctl = (ns: string, ...settings: string[]): Promise<string> => must('ip', ['netns', 'exec', ns, 'sysctl', '-qw', ...settings]);
+    const ipn = (ns: string, ...args: string[]): Promise<string> => must(IP, ['-n', ns, ...args]);
+    const sysctl = (ns: string, ...settings: string[]): Promise<string> => must(IP, ['netns', 'exec', ns, 'sysctl', '-qw', ...settings]);
 
     // The node: its IP and the metadata address live on lo (no dummy links).
-    await must('ip', ['netns', 'add', this.nodeNs]);
+    await must(IP, ['netns', 'add', this.nodeNs]);
     await ipn(this.nodeNs, 'link', 'set', 'lo', 'up');
     await ipn(this.nodeNs, 'addr', 'add', `${NODE_IP}/32`, 'dev', 'lo');
     await ipn(this.nodeNs, 'addr', 'add', `${METADATA_IP}/32`, 'dev', 'lo');
@@ -430,7 +445,7 @@ export class Lab {
     const peers: LabPeer[] = [...this.pods, this.outsider];
     await Promise.all(
       peers.map(async (p) => {
-        await must('ip', ['netns', 'add', p.netns]);
+        await must(IP, ['netns', 'add', p.netns]);
         await ipn(p.netns, 'link', 'set', 'lo', 'up');
       }),
     );
@@ -499,7 +514,7 @@ export class Lab {
   /** Starts a long-running process inside a lab namespace; destroy() stops it. */
   spawnIn(ns: string, name: string, argv: readonly string[], env: NodeJS.ProcessEnv): LabProcess {
     this.assertMine(ns);
-    const child = spawn('ip', ['netns', 'exec', ns, ...argv], { env, cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(IP, ['netns', 'exec', ns, ...argv], { env, cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
     const p = new LabProcess(name, child);
     this.processes.push(p);
     return p;
@@ -545,7 +560,7 @@ export class Lab {
   async startPodiam(opts: { extraArgs?: readonly string[]; env?: NodeJS.ProcessEnv; wait?: 'ready' | 'none'; wrapper?: readonly string[] } = {}): Promise<LabPodiam> {
     const args = this.podiamArgs(opts.extraArgs);
     const argv = [...(opts.wrapper ?? []), process.execPath, path.join(ROOT, 'dist/src/cli.js'), ...args];
-    const child = spawn('ip', ['netns', 'exec', this.nodeNs, ...argv], { env: opts.env ?? this.podiamEnv(), cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(IP, ['netns', 'exec', this.nodeNs, ...argv], { env: opts.env ?? this.podiamEnv(), cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
     const p = new LabPodiam(child, this, args);
     this.processes.push(p);
     if ((opts.wait ?? 'ready') === 'ready') await p.waitReady();
@@ -555,7 +570,7 @@ export class Lab {
   /** Runs a command inside one of the lab's namespaces. */
   exec(ns: string, argv: readonly string[], opts: ExecOptions = {}): Promise<ExecResult> {
     this.assertMine(ns);
-    return run('ip', ['netns', 'exec', ns, ...argv], opts);
+    return run(IP, ['netns', 'exec', ns, ...argv], opts);
   }
 
   /**
