@@ -7,16 +7,20 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
   const registry = new Registry();
   if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: registry, prefix: 'podiam_' });
   const r = [registry];
+  const requests = new Counter({ name: 'podiam_http_requests_total', help: 'Metadata requests by route and status code', labelNames: ['route', 'code'] as const, registers: r });
+  const requestSeconds = new Histogram({
+    name: 'podiam_http_request_duration_seconds',
+    help: 'Metadata request latency by route',
+    labelNames: ['route'] as const,
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+    registers: r,
+  });
   return {
     registry,
-    requests: new Counter({ name: 'podiam_http_requests_total', help: 'Metadata requests by route and status code', labelNames: ['route', 'code'] as const, registers: r }),
-    requestSeconds: new Histogram({
-      name: 'podiam_http_request_duration_seconds',
-      help: 'Metadata request latency by route',
-      labelNames: ['route'] as const,
-      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
-      registers: r,
-    }),
+    requests,
+    requestSeconds,
+    /** requests.inc({ route, code }) and requestSeconds.observe({ route }, seconds), cheaply: once per request. */
+    observeRequest: requestRecorder(requests, requestSeconds),
     stsCalls: new Counter({ name: 'podiam_sts_assume_role_total', help: 'STS AssumeRole calls by outcome', labelNames: ['outcome'] as const, registers: r }),
     stsSeconds: new Histogram({ name: 'podiam_sts_assume_role_duration_seconds', help: 'STS AssumeRole latency', buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10], registers: r }),
     cacheLookups: new Counter({ name: 'podiam_credential_cache_lookups_total', help: 'Credential cache lookups by result (hit, miss, stale)', labelNames: ['result'] as const, registers: r }),
@@ -31,5 +35,68 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
     iptablesRule: new Gauge({ name: 'podiam_iptables_rule_present', help: '1 when the DNAT rule is installed', registers: r }),
     iptablesRestores: new Counter({ name: 'podiam_iptables_rule_restores_total', help: 'Times the DNAT rule was found missing and restored', registers: r }),
     events: new Counter({ name: 'podiam_kube_events_total', help: 'Kubernetes Events recorded on pods, by outcome', labelNames: ['outcome'] as const, registers: r }),
+  };
+}
+
+/** prom-client's storage for one series, as its inc() and observe() update it (prom-client 15). */
+interface CounterSeries {
+  value: number;
+}
+interface HistogramSeries {
+  labels: Record<string, unknown>;
+  sum: number;
+  count: number;
+  bucketValues: Record<string, number>;
+}
+type Stored<T> = { hashMap: Record<string, T>; upperBounds?: readonly number[] };
+
+/**
+ * The per-request metrics without prom-client's per-call label validation and hashing (a
+ * measurable part of a cached credentials answer): each series is created through prom-client's
+ * own inc()/observe() the first time, then its stored value is updated in place with the same
+ * arithmetic. Whenever that series is no longer the one prom-client holds (reset(), remove()),
+ * or the value is not a finite number, the call goes through the public API again, so /metrics
+ * always shows exactly what inc() and observe() per request would.
+ */
+function requestRecorder(requests: Counter<'route' | 'code'>, seconds: Histogram<'route'>): (route: string, code: number, value: number) => void {
+  const counterStore = requests as unknown as Stored<CounterSeries>;
+  const histogramStore = seconds as unknown as Stored<HistogramSeries>;
+  const upperBounds = histogramStore.upperBounds ?? [];
+  const counters = new Map<string, Map<number, { hash: string; series: CounterSeries }>>();
+  const histograms = new Map<string, { hash: string; series: HistogramSeries }>();
+
+  return (route, code, value) => {
+    let byCode = counters.get(route);
+    if (byCode === undefined) counters.set(route, (byCode = new Map()));
+    const c = byCode.get(code);
+    if (c !== undefined && counterStore.hashMap[c.hash] === c.series) {
+      c.series.value += 1;
+    } else {
+      const result = requests.inc({ route, code }) as unknown as { labelHash?: string } | undefined;
+      const hash = result?.labelHash;
+      const series = hash === undefined ? undefined : counterStore.hashMap[hash];
+      if (hash !== undefined && series !== undefined) byCode.set(code, { hash, series });
+    }
+
+    const h = histograms.get(route);
+    if (h !== undefined && Number.isFinite(value) && histogramStore.hashMap[h.hash] === h.series) {
+      // prom-client's observe(): the first bound >= value, else none (+Inf is the count).
+      let bound = -1;
+      for (let i = 0; i < upperBounds.length; i++) {
+        if (value <= upperBounds[i]!) {
+          bound = upperBounds[i]!;
+          break;
+        }
+      }
+      const series = h.series;
+      series.sum += value;
+      series.count += 1;
+      if (Object.prototype.hasOwnProperty.call(series.bucketValues, bound)) series.bucketValues[bound]! += 1;
+    } else {
+      seconds.observe({ route }, value);
+      for (const [hash, series] of Object.entries(histogramStore.hashMap)) {
+        if (series.labels['route'] === route) histograms.set(route, { hash, series });
+      }
+    }
   };
 }

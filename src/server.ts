@@ -64,9 +64,47 @@ export function safePath(rawUrl: string): { path: string; decoded: string } {
   return { path, decoded };
 }
 
+/** What a request URL means, decided once per distinct URL (see parseUrl). */
+interface ParsedUrl {
+  readonly path: string;
+  readonly decoded: string;
+  /** The part after meta-data/iam/ ('' for meta-data/iam itself); undefined for other paths. */
+  readonly iamRest: string | undefined;
+  /** For .../security-credentials[/<role>]: the role asked for, '' for the listing; else undefined. */
+  readonly credentialRole: string | undefined;
+}
+
+/** Distinct URLs remembered; pods ask for the same few, and an unbounded set must not grow memory. */
+const PARSED_URLS_MAX = 512;
+
 export function createServer(deps: ServerDeps): http.Server {
   const { credentials, passthrough, metrics, log } = deps;
-  const debugOn = (): boolean => log.isDebugEnabled();
+  // winston's isDebugEnabled() walks the transports on every call; its answer only changes with the level.
+  let debugLevel: string | undefined;
+  let debugEnabled = false;
+  const debugOn = (): boolean => {
+    if (log.level !== debugLevel) {
+      debugLevel = log.level;
+      debugEnabled = log.isDebugEnabled();
+    }
+    return debugEnabled;
+  };
+
+  // safePath and the IAM route match, once per distinct URL: they are pure functions of it.
+  // A URL safePath refuses is never remembered, so it is refused (and counted) every time.
+  const parsedUrls = new Map<string, ParsedUrl>();
+  const parseUrl = (rawUrl: string): ParsedUrl => {
+    const known = parsedUrls.get(rawUrl);
+    if (known !== undefined) return known;
+    const { path, decoded } = safePath(rawUrl);
+    const iam = IAM_PATH.exec(decoded);
+    const iamRest = iam === null ? undefined : (iam[1] ?? '');
+    const parts = iamRest === undefined ? null : /^security-credentials(?:\/([^/]*))?\/?$/i.exec(iamRest);
+    const parsed: ParsedUrl = { path, decoded, iamRest, credentialRole: parts === null ? undefined : (parts[1] ?? '') };
+    if (parsedUrls.size >= PARSED_URLS_MAX) parsedUrls.clear();
+    parsedUrls.set(rawUrl, parsed);
+    return parsed;
+  };
 
   const send = (res: ServerResponse, status: number, body: string | Buffer, contentType = TEXT): void => {
     res.writeHead(status, { 'Content-Type': contentType, 'Content-Length': Buffer.byteLength(body), Server: 'EC2ws' });
@@ -90,22 +128,19 @@ export function createServer(deps: ServerDeps): http.Server {
   /** Answers the request; `at.route` always names the route reached, for metrics and logs. */
   const handle = async (req: IncomingMessage, res: ServerResponse, at: { route: Route }): Promise<Route> => {
     const method = req.method ?? 'GET';
-    const { path, decoded } = safePath(req.url ?? '/');
+    const { path, decoded, iamRest: rest, credentialRole } = parseUrl(req.url ?? '/');
     const podIp = remoteIp(req);
 
-    const iam = IAM_PATH.exec(decoded);
-    if (iam !== null) {
+    if (rest !== undefined) {
       if (method !== 'GET' && method !== 'HEAD') throw new BadRequest(405, `${method} is not allowed on ${decoded}`);
-      const rest = iam[1] ?? '';
-      const parts = /^security-credentials(?:\/([^/]*))?\/?$/i.exec(rest);
-      if (parts !== null && (parts[1] === undefined || parts[1] === '')) {
+      if (credentialRole === '') {
         at.route = 'role-name';
         send(res, 200, await credentials.roleName(podIp));
         return 'role-name';
       }
-      if (parts !== null) {
+      if (credentialRole !== undefined) {
         at.route = 'credentials';
-        const answer = await credentials.credentials(podIp, parts[1]!);
+        const answer = await credentials.credentials(podIp, credentialRole);
         send(res, 200, answer.body);
         if (debugOn()) log.debug('credentials served', { pod: `${answer.pod.namespace}/${answer.pod.name}`, ip: podIp, roleArn: answer.role.roleArn });
         return 'credentials';
@@ -186,8 +221,7 @@ export function createServer(deps: ServerDeps): http.Server {
       );
       function observe(route: Route, code: number): void {
         const seconds = (performance.now() - started) / 1000;
-        metrics.requests.inc({ route, code });
-        metrics.requestSeconds.observe({ route }, seconds);
+        metrics.observeRequest(route, code, seconds);
         // Requests are logged at debug only: the hot path never logs at info.
         if (debugOn()) log.debug('request', { method: req.method, path: req.url?.slice(0, 256), ip: remoteIp(req), route, status: code, ms: Math.round(seconds * 10_000) / 10 });
       }
