@@ -514,7 +514,8 @@ export class Lab {
   /** Starts a long-running process inside a lab namespace; destroy() stops it. */
   spawnIn(ns: string, name: string, argv: readonly string[], env: NodeJS.ProcessEnv): LabProcess {
     this.assertMine(ns);
-    const child = spawn(IP, ['netns', 'exec', ns, ...argv], { env, cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    // Own process group: a Ctrl-C at the terminal reaches the lab's owner, which tears down in order.
+    const child = spawn(IP, ['netns', 'exec', ns, ...argv], { env, cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
     const p = new LabProcess(name, child);
     this.processes.push(p);
     return p;
@@ -560,7 +561,7 @@ export class Lab {
   async startPodiam(opts: { extraArgs?: readonly string[]; env?: NodeJS.ProcessEnv; wait?: 'ready' | 'none'; wrapper?: readonly string[] } = {}): Promise<LabPodiam> {
     const args = this.podiamArgs(opts.extraArgs);
     const argv = [...(opts.wrapper ?? []), process.execPath, path.join(ROOT, 'dist/src/cli.js'), ...args];
-    const child = spawn(IP, ['netns', 'exec', this.nodeNs, ...argv], { env: opts.env ?? this.podiamEnv(), cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(IP, ['netns', 'exec', this.nodeNs, ...argv], { env: opts.env ?? this.podiamEnv(), cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
     const p = new LabPodiam(child, this, args);
     this.processes.push(p);
     if ((opts.wait ?? 'ready') === 'ready') await p.waitReady();

@@ -1,0 +1,208 @@
+/**
+ * `npm run demo`: builds the node lab (test/support/lab.ts) with three pods, runs podiam with
+ * --iptables, and from inside each pod asks 169.254.169.254 with curl (IMDSv1 and IMDSv2) and the
+ * AWS CLI, as an application would. Prints what it built, what each pod asked and what it got,
+ * checks every answer, and tears everything down. Exit 0 when every check passed.
+ *
+ *   node dist/scripts/lab/demo.js          (as root; scripts/demo.sh is the entry point)
+ */
+import type { Lab, LabPod, LabPodiam } from '../../test/support/lab.js';
+import { AWS_CLI, Lab as LabClass, METADATA_IP, NODE_IP, labPrerequisites } from '../../test/support/lab.js';
+
+const color = process.stdout.isTTY && process.env.NO_COLOR === undefined;
+const paint = (code: string) => (s: string) => (color ? `\x1b[${code}m${s}\x1b[0m` : s);
+const bold = paint('1');
+const dim = paint('2');
+const green = paint('32');
+const red = paint('31');
+const cyan = paint('36');
+
+const IMDS = `http://${METADATA_IP}`;
+const CREDS = `${IMDS}/latest/meta-data/iam/security-credentials/`;
+const started = Date.now();
+let passed = 0;
+let failed = 0;
+/** Set on Ctrl-C: nothing more is printed but the teardown. */
+let interrupted = false;
+
+function out(line = ''): void {
+  if (!interrupted) process.stdout.write(`${line}\n`);
+}
+function section(title: string): void {
+  out();
+  out(bold(title));
+}
+function command(cmd: string): void {
+  out(`  ${cyan('$')} ${cmd}`);
+}
+function answer(text: string, note?: string): void {
+  const lines = text.replace(/\n+$/, '').split('\n');
+  lines.forEach((l, i) => out(`    ${l}${i === lines.length - 1 && note ? `  ${dim(note)}` : ''}`));
+}
+function check(ok: boolean, what: string): void {
+  if (ok) passed++;
+  else failed++;
+  out(`  ${ok ? green('✓') : red('✗')} ${what}`);
+}
+function seconds(ms: number): string {
+  return `${(ms / 1000).toFixed(1)} s`;
+}
+
+/** Credentials JSON with the secret parts shortened: a demo prints no secrets in full. */
+function redact(body: string): string {
+  try {
+    const c = JSON.parse(body) as Record<string, string>;
+    for (const k of ['SecretAccessKey', 'Token']) if (typeof c[k] === 'string') c[k] = `${c[k]!.slice(0, 6)}…(${c[k]!.length} chars)`;
+    return JSON.stringify(c);
+  } catch {
+    return body;
+  }
+}
+
+/** Runs a shell command line inside the pod with a clean environment; returns stdout, stderr, code. */
+async function inPod(lab: Lab, ns: string, script: string): Promise<{ code: number; stdout: string; stderr: string }> {
+  return lab.exec(ns, ['sh', '-c', script], { env: lab.cleanClientEnv(), timeoutMs: 30_000 });
+}
+
+/** `curl -s URL` as shown; the demo also asks curl for the status code, shown as a note. */
+async function curlShown(lab: Lab, ns: string, shown: string, headersScript = ''): Promise<{ status: number; body: string }> {
+  command(shown);
+  const r = await inPod(lab, ns, `${headersScript}${shown} -w '\\n%{http_code}'`);
+  const cut = r.stdout.lastIndexOf('\n');
+  const status = Number(r.stdout.slice(cut + 1)) || 0;
+  const body = r.stdout.slice(0, Math.max(cut, 0));
+  answer(status === 0 ? r.stderr.trim() || '(no answer)' : redact(body.trim()), `(HTTP ${status})`);
+  return { status, body };
+}
+
+async function awsShown(lab: Lab, ns: string): Promise<{ code: number; stdout: string; stderr: string }> {
+  const args = `sts get-caller-identity --endpoint-url ${lab.motoUrl} --region us-east-1 --query Arn --output text`;
+  command(`aws ${args}`);
+  const r = await inPod(lab, ns, `${AWS_CLI} ${args}`);
+  answer((r.stdout.trim() || r.stderr.trim()) || '(nothing)', r.code === 0 ? undefined : `(exit ${r.code})`);
+  return r;
+}
+
+async function askAsPod(lab: Lab, pod: LabPod, otherRole: string | undefined): Promise<void> {
+  out();
+  out(`  ${bold(`── pod ${pod.namespace}/${pod.name}`)}  ${dim(`${pod.ip}, ${pod.role ? `annotated iam.amazonaws.com/role: ${pod.role}` : 'no role annotation'}`)}`);
+  const ns = pod.netns;
+  const list = await curlShown(lab, ns, `curl -s ${CREDS}`);
+  if (pod.role === undefined) {
+    check(list.status === 404 && /NoRoleForPod/.test(list.body), 'IMDSv1: 404 NoRoleForPod — no role to list');
+    const node = await curlShown(lab, ns, `curl -s ${CREDS}node-role`);
+    check(node.status === 404 && !node.body.includes('AccessKeyId'), "asking for the node's role by name: 404, no credentials");
+    const cli = await awsShown(lab, ns);
+    check(cli.code !== 0 && /Unable to locate credentials/.test(cli.stderr) && !cli.stdout.includes('assumed-role'), "AWS CLI: no credentials at all — not the node's role");
+    return;
+  }
+  check(list.status === 200 && list.body.trim() === pod.role, `IMDSv1: the role listing is ${pod.role}`);
+
+  const tokenCmd = `TOKEN=$(curl -s -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 300' ${IMDS}/latest/api/token)`;
+  command(tokenCmd);
+  const creds = await curlShown(lab, ns, `curl -s -H "X-aws-ec2-metadata-token: $TOKEN" ${CREDS}${pod.role}`, `${tokenCmd}; `);
+  let code = '';
+  try {
+    code = (JSON.parse(creds.body) as { Code?: string }).Code ?? '';
+  } catch {
+    // checked below
+  }
+  check(creds.status === 200 && code === 'Success', `IMDSv2: token from the metadata service, credentials for ${pod.role} from podiam`);
+
+  if (otherRole !== undefined) {
+    const steal = await curlShown(lab, ns, `curl -s ${CREDS}${otherRole}`);
+    check(steal.status === 403 && !steal.body.includes('AccessKeyId'), `asking for another pod's role (${otherRole}): 403, no credentials`);
+  }
+
+  const cli = await awsShown(lab, ns);
+  const want = `assumed-role/${pod.role}/${pod.namespace}.${pod.name}`;
+  check(cli.code === 0 && cli.stdout.includes(want), `AWS CLI (no credentials configured): STS says ${want}`);
+}
+
+async function main(): Promise<number> {
+  const problem = labPrerequisites();
+  if (problem) {
+    process.stderr.write(`demo: ${problem}\n`);
+    return 1;
+  }
+  out(bold('podiam demo: a Kubernetes node in network namespaces, the real iptables DNAT rule, real AWS clients'));
+  out(dim("Everything runs in network namespaces named pdmlab-<pid>-…; this machine's own network is not touched."));
+
+  section('1. Build the node');
+  let lab: Lab | undefined;
+  let podiam: LabPodiam | undefined;
+  const stop = (signal: NodeJS.Signals): void => {
+    out(`\n${signal}: tearing the lab down`);
+    interrupted = true;
+    void (lab?.destroy() ?? Promise.resolve()).finally(() => process.exit(130));
+  };
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+  try {
+    const t0 = Date.now();
+    lab = await LabClass.create({
+      pods: [
+        { name: 'app-a', role: 'app-a-role' },
+        { name: 'app-b', role: 'app-b-role', namespace: 'team-b' },
+        { name: 'plain' },
+      ],
+    });
+    out(`  node     ${lab.nodeNs}: ${NODE_IP} (node IP) and ${METADATA_IP} on lo`);
+    out(`           fake EC2 metadata service on ${METADATA_IP}:80 (the node's own role: node-role)`);
+    out(`           moto_server as STS on ${lab.motoUrl}; Kubernetes test API on ${lab.kubeUrl}`);
+    for (const p of lab.pods) {
+      out(`  pod      ${`${p.namespace}/${p.name}`.padEnd(14)} ${p.ip.padEnd(11)} eth0 ── ${p.hostIface.padEnd(11)} ${p.role ? `iam.amazonaws.com/role: ${p.role}` : '(no role annotation)'}`);
+    }
+    const o = lab.outsider;
+    out(`  outsider ${'(not a pod)'.padEnd(14)} ${o.ip.padEnd(11)} eth0 ── ${o.hostIface.padEnd(11)} ${dim('does not match cali+')}`);
+    out(dim(`  built in ${seconds(Date.now() - t0)}`));
+
+    section('2. Start podiam in the node namespace');
+    command(`podiam ${lab.podiamArgs().join(' ')}`);
+    const t1 = Date.now();
+    podiam = await lab.startPodiam();
+    out(dim(`  ready in ${seconds(Date.now() - t1)}; the rule it installed:`));
+    command('iptables-save -t nat | grep -i podiam');
+    const rules = await lab.podiamRules();
+    answer(rules.all.join('\n'));
+    check(rules.jumps.length === 1 && rules.dnats.length === 1, 'one jump in PREROUTING, one DNAT for cali+ in the PODIAM chain');
+
+    section(`3. Ask ${METADATA_IP} from inside each pod ${dim('(no AWS credentials configured: empty HOME, no AWS_* variables)')}`);
+    const [a, b, plain] = lab.pods as [LabPod, LabPod, LabPod];
+    await askAsPod(lab, a, undefined);
+    await askAsPod(lab, b, a.role);
+    await askAsPod(lab, plain, undefined);
+
+    out();
+    out(`  ${bold('── outsider')}  ${dim(`${o.ip}, on ${o.hostIface}: not a pod interface, so not intercepted`)}`);
+    const outsider = await curlShown(lab, o.netns, `curl -s ${CREDS}`);
+    check(outsider.status === 200 && outsider.body.trim() === 'node-role', "answered by the node's metadata service itself (node-role): the rule matches only -i cali+");
+
+    section('4. Stop podiam (SIGTERM)');
+    command(`kill -TERM ${podiam.pid}`);
+    const exit = await podiam.stop('SIGTERM');
+    answer(`podiam exited with code ${exit.code ?? exit.signal}`);
+    const after = await lab.podiamRules();
+    command('iptables-save -t nat | grep -ci podiam');
+    answer(String(after.all.length));
+    check(exit.code === 0 && after.all.length === 0, `podiam exited ${exit.code ?? exit.signal} and removed its chain and jump`);
+  } catch (err) {
+    failed++;
+    out(red(`\ndemo failed: ${(err as Error).message}`));
+    if (podiam) out(dim(`podiam's log:\n${podiam.output()}`));
+  } finally {
+    await lab?.destroy();
+  }
+  out();
+  const summary = `${passed} checks passed, ${failed} failed, in ${seconds(Date.now() - started)}; the lab is torn down.`;
+  out(failed === 0 ? green(bold(summary)) : red(bold(summary)));
+  return failed === 0 ? 0 : 1;
+}
+
+main().then(
+  (code) => process.exit(code),
+  (err: Error) => {
+    process.stderr.write(`demo: ${err.stack ?? err.message}\n`);
+    process.exit(1);
+  },
+);
