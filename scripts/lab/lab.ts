@@ -76,7 +76,9 @@ async function up(argv: string[]): Promise<number> {
       const relay = (d: Buffer): void => void process.stdout.write(d.toString().replace(/^(?=.)/gm, 'podiam| '));
       podiam.child.stdout?.on('data', relay);
       podiam.child.stderr?.on('data', relay);
-      void podiam.exited.then((e) => process.stdout.write(`lab: podiam exited (${e.code ?? e.signal}); the lab stays up until Ctrl-C\n`));
+      void podiam.exited.then((e) => {
+        if (!stopping) process.stdout.write(`lab: podiam exited (${e.code ?? e.signal}); the lab stays up until Ctrl-C\n`);
+      });
     } catch (err) {
       process.stdout.write(`lab: podiam did not start: ${(err as Error).message}\n`);
     }
