@@ -22,7 +22,11 @@ export interface ExecResult {
 export type ExecRunner = (file: string, args: readonly string[]) => Promise<ExecResult>;
 
 export const execaRunner: ExecRunner = async (file, args) => {
-  const r = await execa(file, args, { reject: false, timeout: 10_000, stdin: 'ignore' });
+  // cleanup: false — execa's default registers a signal-exit SIGTERM hook per running child; with
+  // cli.ts's signal handling, a SIGTERM that arrived mid-command re-raised itself and exited 1
+  // before remove() ran, leaving the rule behind. An iptables call is short and is best left to
+  // finish its commit anyway.
+  const r = await execa(file, args, { reject: false, timeout: 10_000, stdin: 'ignore', cleanup: false });
   if (r.failed && r.exitCode === undefined) {
     const err = new Error(r.shortMessage ?? `${file} could not run`) as Error & { code?: string };
     err.code = (r as { code?: string }).code;
@@ -114,17 +118,27 @@ export class Iptables implements IptablesRule {
   }
 
   startReconcile(intervalMs: number): void {
+    // At most one reconcile queued or running: when iptables is slower than the interval (a huge
+    // nat table, a contended xtables lock), skip ticks rather than pile up a backlog that
+    // remove() on SIGTERM would have to wait behind.
+    let pending = false;
     this.timer = setInterval(() => {
+      if (pending) return;
+      pending = true;
       this.serial(async () => {
         if (this.current === 'removed') return;
         if (await this.check()) return this.set('present');
         this.log.warn('iptables rule missing, restoring it', { chain: this.spec.chain });
         await this.install();
         this.metrics.iptablesRestores.inc();
-      }).catch((err: Error) => {
-        this.set('error');
-        this.log.error('iptables reconcile failed', { error: err.message });
-      });
+      })
+        .catch((err: Error) => {
+          this.set('error');
+          this.log.error('iptables reconcile failed', { error: err.message });
+        })
+        .finally(() => {
+          pending = false;
+        });
     }, intervalMs);
     this.timer.unref();
   }
