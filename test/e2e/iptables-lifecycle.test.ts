@@ -6,8 +6,10 @@
  *
  * Needs root (it fails, with the reason, when not root).
  */
+import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
 import type { LabPodiam } from '../support/lab.js';
-import { Lab, METADATA_IP, sleep } from '../support/lab.js';
+import { Lab, METADATA_IP, SYSTEM_PATH, sleep, which } from '../support/lab.js';
 
 const CREDS = `http://${METADATA_IP}/latest/meta-data/iam/security-credentials/`;
 
@@ -120,6 +122,43 @@ test('restarting podiam does not duplicate the rule: exactly one jump and one DN
   rules = await lab.podiamRules();
   expect([rules.jumps.length, rules.dnats.length]).toEqual([1, 1]);
   expect(await third.metric('podiam_iptables_rule_restores_total')).toBe(0);
+}, 40_000);
+
+/** Pids whose parent is `pid` (from /proc; read-only). */
+function childrenOf(pid: number): number[] {
+  const kids: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      if (ppid === pid) kids.push(Number(entry));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return kids;
+}
+
+test('SIGTERM while a slow reconcile is running still removes the rule, promptly, and exits 0', async () => {
+  // An iptables that takes 0.5 s per call (as iptables-nft does on a node with a huge nat table):
+  // a reconcile (two checks) outlasts the 500 ms interval.
+  writeFileSync(path.join(lab.dir, 'iptables'), `#!/bin/sh\nsleep 0.5\nexec ${which('iptables')} "$@"\n`, { mode: 0o755 });
+  const env = { ...lab.podiamEnv(), PATH: `${lab.dir}:${SYSTEM_PATH}` };
+  const p = await lab.startPodiam({ extraArgs: ['--log-format=json', '--iptables-reconcile-interval=500ms'], env });
+  running.push(p);
+  await sleep(6_000);
+  // Signal exactly while an iptables call is running.
+  for (let i = 0; i < 100 && childrenOf(p.pid!).length === 0; i++) await sleep(20);
+  expect(childrenOf(p.pid!).length).toBeGreaterThan(0);
+  const t0 = Date.now();
+  const exit = await p.stop('SIGTERM', 30_000);
+  const took = Date.now() - t0;
+  expect(exit).toEqual({ code: 0, signal: null });
+  expect((await lab.podiamRules()).all).toEqual([]);
+  expect(p.output()).toContain('iptables rule removed');
+  // One reconcile in flight (≤ 1 s) and the removal (4 calls, 2 s): not a backlog of skipped ticks.
+  expect(took).toBeLessThan(4_500);
 }, 40_000);
 
 test('--iptables without the iptables binary: exits non-zero saying it was not found', async () => {
