@@ -147,7 +147,7 @@ test('SIGTERM while a slow reconcile is running still removes the rule, promptly
   const env = { ...lab.podiamEnv(), PATH: `${lab.dir}:${SYSTEM_PATH}` };
   const p = await lab.startPodiam({ extraArgs: ['--log-format=json', '--iptables-reconcile-interval=500ms'], env });
   running.push(p);
-  await sleep(6_000);
+  await sleep(4_000); // long enough for a backlog of ticks to build up, were they queued
   // Signal exactly while an iptables call is running.
   for (let i = 0; i < 100 && childrenOf(p.pid!).length === 0; i++) await sleep(20);
   expect(childrenOf(p.pid!).length).toBeGreaterThan(0);
