@@ -162,6 +162,35 @@ const median = (xs) => {
 };
 
 /**
+ * Waits (bounded) for the machine to be quiet before a measured run: the 2 CPUs may be shared
+ * with other work, which shows up as busy time while none of ours is loaded. Gives the busy
+ * percentage (of one CPU) seen last.
+ */
+async function quiet(maxWaitMs = QUICK ? 3000 : 45_000) {
+  const t0 = performance.now();
+  for (;;) {
+    const b0 = machineBusyMs();
+    await sleep(1000);
+    const busyPct = Math.round((machineBusyMs() - b0) / 10);
+    if (busyPct < 20 || performance.now() - t0 > maxWaitMs) return busyPct;
+  }
+}
+
+/** A measured run after a quiet gate; a run disturbed by other work (rest of machine > 40% of a CPU) is redone, twice at most, and the quietest kept. */
+async function quietRun(run) {
+  let best;
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const before = await quiet();
+    const r = await run();
+    r.busyBeforePct = before;
+    r.attempts = attempt + 1;
+    if (best === undefined || r.restCpuPct < best.restCpuPct) best = r;
+    if (r.restCpuPct <= 40) break;
+  }
+  return best;
+}
+
+/**
  * Runs two loads in alternation, T.rounds times each (A B, B A, A B, ...), and gives each side's
  * median of every number: the machine is shared and noisy, and alternation keeps drift off the ratio.
  */
@@ -170,11 +199,11 @@ async function paired(a, b) {
   const runsB = [];
   for (let i = 0; i < T.rounds; i++) {
     if (i % 2 === 0) {
-      runsA.push(await a());
-      runsB.push(await b());
+      runsA.push(await quietRun(a));
+      runsB.push(await quietRun(b));
     } else {
-      runsB.push(await b());
-      runsA.push(await a());
+      runsB.push(await quietRun(b));
+      runsA.push(await quietRun(a));
     }
   }
   const med = (runs) => {
@@ -182,7 +211,7 @@ async function paired(a, b) {
     for (const k of ['rps', 'p50', 'p90', 'p99', 'max', 'serverCpuPct', 'serverUsPerReq', 'loadgenCpuPct', 'restCpuPct', 'unexpected', 'errors']) {
       if (typeof runs[0][k] === 'number') out[k] = Math.round(median(runs.map((r) => r[k])) * 1000) / 1000;
     }
-    out.rounds = runs.map((r) => ({ rps: r.rps, p50: r.p50, p99: r.p99, serverUsPerReq: r.serverUsPerReq, restCpuPct: r.restCpuPct }));
+    out.rounds = runs.map((r) => ({ rps: r.rps, p50: r.p50, p99: r.p99, serverUsPerReq: r.serverUsPerReq, restCpuPct: r.restCpuPct, attempts: r.attempts }));
     return out;
   };
   return [med(runsA), med(runsB)];
@@ -343,9 +372,17 @@ async function cached() {
       () => measure(p.child.pid, { ...load, port: p.port, path: CRED_PATH('bench-cached') }),
       () => measure(bare.pid, { ...load, port: bare.port, path: CRED_PATH('bench-cached') }),
     );
-    const row = { connections, podiam: pod, bare: base, rpsRatio: Math.round((pod.rps / base.rps) * 100) / 100, p99Ratio: Math.round((pod.p99 / base.p99) * 100) / 100 };
+    const row = {
+      connections,
+      podiam: pod,
+      bare: base,
+      rpsRatio: Math.round((pod.rps / base.rps) * 100) / 100,
+      p99Ratio: Math.round((pod.p99 / base.p99) * 100) / 100,
+      // The req/s ratio each would reach alone on the same CPU: bare's CPU per request over podiam's.
+      cpuRatio: Math.round((base.serverUsPerReq / pod.serverUsPerReq) * 100) / 100,
+    };
     rows.push(row);
-    log(`  c=${String(connections).padStart(3)}  podiam ${pod.rps} req/s p50 ${pod.p50} p99 ${pod.p99} ms (cpu ${pod.serverCpuPct}%, ${pod.serverUsPerReq} µs/req)  |  bare ${base.rps} req/s p50 ${base.p50} p99 ${base.p99} ms (cpu ${base.serverCpuPct}%, ${base.serverUsPerReq} µs/req)  |  ratio ${row.rpsRatio}  (rest of machine ${pod.restCpuPct}%/${base.restCpuPct}%)`);
+    log(`  c=${String(connections).padStart(3)}  podiam ${pod.rps} req/s p50 ${pod.p50} p99 ${pod.p99} ms (cpu ${pod.serverCpuPct}%, ${pod.serverUsPerReq} µs/req)  |  bare ${base.rps} req/s p50 ${base.p50} p99 ${base.p99} ms (cpu ${base.serverCpuPct}%, ${base.serverUsPerReq} µs/req)  |  ratio ${row.rpsRatio} (by CPU/req ${row.cpuRatio})  (rest of machine ${pod.restCpuPct}%/${base.restCpuPct}%)`);
   }
   const ac = {
     podiam: await autocannon(`http://127.0.0.1:${p.port}${CRED_PATH('bench-localhost')}`, 32, T.autocannonS),
@@ -378,6 +415,7 @@ async function first() {
       latencies.push(performance.now() - t0);
       if (r.status !== 200) bad++;
     };
+    const busyBeforePct = await quiet();
     if (mode === 'prefetched') {
       for (let i = 0; i < T.firstPods; i++) {
         const role = `first-${mode}-${i}`;
@@ -409,6 +447,7 @@ async function first() {
       ...percentiles(latencies),
       non200: bad,
       prefetchWaitMs,
+      busyBeforePct,
       issuedByCause: { request: d.issuedRequest, prefetch: d.issuedPrefetch, refresh: d.issuedRefresh },
       stsCalls: perRole.reduce((a, b) => a + b, 0),
       stsCallsPerRoleMax: Math.max(...perRole),
@@ -601,11 +640,15 @@ async function profile() {
     const podIp = ip(0, 0);
     kube.createPod(realisticPod({ name: 'prof-0', node: NODE, ip: podIp, role: 'bench-prof' }));
     const sub = path.join(dir, kind);
+    // Passthrough with upstream keep-alive (see passthrough()), so the profile shows the steady state.
+    const keepAlive = imds.server.keepAliveTimeout;
+    if (kind === 'passthrough') imds.server.keepAliveTimeout = 65_000;
     const p = await startPodiam(kube, { nodeFlags: ['--cpu-prof', `--cpu-prof-dir=${sub}`] });
     await p.get(CRED_PATH('bench-prof'), podIp);
     const load = kind === 'cached' ? { localAddresses: [podIp], path: CRED_PATH('bench-prof') } : { path: '/latest/meta-data/instance-id' };
     const r = await measure(p.child.pid, { connections: 32, port: p.port, ...load });
     imds.requests.length = 0;
+    imds.server.keepAliveTimeout = keepAlive;
     await stopPodiam(p);
     await kube.stop();
     await sleep(500);
@@ -633,8 +676,8 @@ function markdown(r) {
   for (const [name, v] of Object.entries(r.scenarios)) if (v.error !== undefined) L.push(`**${name} failed:** ${v.error}`, '');
   if (s.cached) {
     L.push(`## Cached credentials (${s.cached.bodyBytes}-byte body)`, '');
-    L.push('| connections | podiam req/s | p50 ms | p99 ms | podiam µs CPU/req | bare req/s | p50 ms | p99 ms | bare µs CPU/req | req/s ratio | p99 ratio |', '|---|---|---|---|---|---|---|---|---|---|---|');
-    for (const x of s.cached.rows) L.push(`| ${x.connections} | ${x.podiam.rps} | ${x.podiam.p50} | ${x.podiam.p99} | ${x.podiam.serverUsPerReq} | ${x.bare.rps} | ${x.bare.p50} | ${x.bare.p99} | ${x.bare.serverUsPerReq} | ${x.rpsRatio} | ${x.p99Ratio} |`);
+    L.push('| connections | podiam req/s | p50 ms | p99 ms | podiam µs CPU/req | bare req/s | p50 ms | p99 ms | bare µs CPU/req | req/s ratio | CPU/req ratio | p99 ratio |', '|---|---|---|---|---|---|---|---|---|---|---|---|');
+    for (const x of s.cached.rows) L.push(`| ${x.connections} | ${x.podiam.rps} | ${x.podiam.p50} | ${x.podiam.p99} | ${x.podiam.serverUsPerReq} | ${x.bare.rps} | ${x.bare.p50} | ${x.bare.p99} | ${x.bare.serverUsPerReq} | ${x.rpsRatio} | ${x.cpuRatio} | ${x.p99Ratio} |`);
     const ac = s.cached.autocannon32;
     L.push('', `autocannon cross-check, 32 connections: podiam ${ac.podiam.rps} req/s, bare ${ac.bare.rps} req/s, ratio ${ac.ratio}.`, '');
   }
@@ -680,6 +723,8 @@ function markdown(r) {
     for (const [kind, x] of Object.entries(s.profile)) {
       L.push(`${kind} (${x.rps} req/s under the profiler, idle ${x.idlePct}%, \`${x.file}\`):`, '');
       for (const f of x.self.slice(0, 12)) L.push(`- ${f.pct}% ${f.fn}`);
+      L.push('', 'podiam functions, inclusive:', '');
+      for (const f of x.podiamInclusive.slice(0, 8)) L.push(`- ${f.pct}% ${f.fn}`);
       L.push('');
     }
   }
