@@ -31,6 +31,27 @@ async function main(argv: readonly string[]): Promise<number> {
   }
   const { config } = request;
   const log = createLogger({ format: config.logFormat, level: config.logLevel });
+  // A background task that fails must not take the node's credentials down with it: log it.
+  process.on('unhandledRejection', (reason) => {
+    log.error('unhandled rejection in a background task', { error: reason instanceof Error ? reason.message : String(reason) });
+  });
+
+  // Signals are taken from the start: a SIGTERM while starting (after the iptables rule went in,
+  // say) must still shut down cleanly, once start-up has got far enough to know what to undo.
+  let signalled: NodeJS.Signals | undefined;
+  let onSignal: (signal: NodeJS.Signals) => void = (signal) => {
+    signalled = signal;
+  };
+  let second = false;
+  const handler = (signal: NodeJS.Signals): void => {
+    // A second signal while draining exits at once.
+    if (second) process.exit(1);
+    second = true;
+    onSignal(signal);
+  };
+  process.on('SIGTERM', handler);
+  process.on('SIGINT', handler);
+
   let podiam;
   try {
     // Loaded only now: flag errors, --help and --version answer without loading the SDKs.
@@ -44,12 +65,7 @@ async function main(argv: readonly string[]): Promise<number> {
   }
   const running = podiam;
   return new Promise<number>((resolve) => {
-    const stop = (signal: NodeJS.Signals): void => {
-      process.removeAllListeners('SIGTERM');
-      process.removeAllListeners('SIGINT');
-      // A second signal while draining exits at once.
-      process.once('SIGTERM', () => process.exit(1));
-      process.once('SIGINT', () => process.exit(1));
+    onSignal = (signal) =>
       running.shutdown(signal).then(
         () => resolve(0),
         (err: Error) => {
@@ -57,9 +73,7 @@ async function main(argv: readonly string[]): Promise<number> {
           resolve(1);
         },
       );
-    };
-    process.once('SIGTERM', stop);
-    process.once('SIGINT', stop);
+    if (signalled !== undefined) onSignal(signalled);
   });
 }
 

@@ -102,7 +102,7 @@ export const FLAGS: readonly FlagSpec[] = [
   { name: 'backoff-max-interval', type: 'duration', default: '1s', example: '--backoff-max-interval=1s', help: 'kube2iam compatibility', compat: 'ignored: see --pod-wait' },
   { name: 'backoff-max-elapsed-time', type: 'duration', default: '2s', example: '--backoff-max-elapsed-time=2s', help: 'kube2iam compatibility', compat: 'ignored: see --pod-wait' },
   { name: 'cache-resync-period', type: 'duration', default: '30m', example: '--cache-resync-period=30m', help: 'kube2iam compatibility', compat: 'ignored: the watch keeps the cache current' },
-  { name: 'resolve-duplicate-cache-ips', type: 'bool', default: 'false', example: '--resolve-duplicate-cache-ips', help: 'kube2iam compatibility', compat: 'always on: the newest running pod wins' },
+  { name: 'resolve-duplicate-cache-ips', type: 'bool', default: 'false', example: '--resolve-duplicate-cache-ips', help: 'kube2iam compatibility', compat: 'always on: the newest live pod wins a shared IP' },
   { name: 'use-regional-sts-endpoint', type: 'bool', default: 'false', example: '--use-regional-sts-endpoint', help: 'kube2iam compatibility', compat: 'use --sts-region or AWS_REGION' },
 ];
 
@@ -252,6 +252,7 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pr
   const iptables = bool('iptables');
   if (iptables && hostIp === undefined) fail('host-ip', '--iptables needs --host-ip (or HOST_IP) to DNAT to');
   if (iptables && isIP(metadataHost) !== 4) fail('metadata-addr', '--iptables needs an IPv4 metadata address to intercept');
+  if (iptables && isIP(hostIp!) !== 4) fail('host-ip', `--iptables needs an IPv4 --host-ip to DNAT to (got ${hostIp})`);
 
   const sessionTtlMs = duration('iam-role-session-ttl', 15 * 60_000, 12 * 3_600_000);
   if (sessionTtlMs % 1000 !== 0) fail('iam-role-session-ttl', 'must be whole seconds');

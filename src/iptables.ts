@@ -153,6 +153,11 @@ export class Iptables implements IptablesRule {
       }
       await this.run(['-t', 'nat', '-F', this.spec.chain]);
       await this.run(['-t', 'nat', '-X', this.spec.chain]);
+      // Say "removed" only when it is: a held xtables lock can make the deletes fail.
+      if ((await this.run(['-t', 'nat', '-C', 'PREROUTING', ...this.spec.jump])).exitCode === 0) {
+        this.set('error');
+        throw new IptablesError(`the jump to ${this.spec.chain} is still in nat PREROUTING after removal; delete it by hand: iptables -t nat -D PREROUTING ${this.spec.jump.map((a) => (a.includes(' ') ? `"${a}"` : a)).join(' ')}`);
+      }
       this.set('removed');
       this.log.info('iptables rule removed', { chain: this.spec.chain });
     });

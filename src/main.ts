@@ -20,8 +20,8 @@ import { KubeWatcher, createKubeConfig } from './kube/pods.js';
 import type { Logger } from './log.js';
 import type { Metrics } from './metrics.js';
 import { createMetrics } from './metrics.js';
-import type { PodInfo, RolePolicy } from './roles.js';
-import { resolveRole, toRoleArn } from './roles.js';
+import type { RolePolicy } from './roles.js';
+import { RoleResolver, toRoleArn } from './roles.js';
 import type { Health } from './server.js';
 import { createMetricsServer, createServer } from './server.js';
 
@@ -34,11 +34,18 @@ export interface Podiam {
 }
 
 export async function start(config: Config, log: Logger): Promise<Podiam> {
-  const metrics = createMetrics();
+  // The gauges read the index and the cache at scrape time (both exist before anything listens).
+  const metrics = createMetrics({ podsIndexed: () => index.ipCount(), cacheEntries: () => cache.size() });
   log.info('podiam starting', { config: describeConfig(config) });
 
   const passthrough = new Passthrough({ host: config.metadataHost, port: config.metadataPort, timeoutMs: config.metadataTimeoutMs });
   const policy = await rolePolicy(config, passthrough, log);
+  const roles = new RoleResolver(policy);
+  if (config.sessionTtlSeconds < 1800) {
+    // Refresh happens at half-life for short sessions, so served credentials have under 15 min
+    // left and botocore re-reads them on every call (cheap here, from memory, but noisy).
+    log.warn('--iam-role-session-ttl under 30m: credentials will be served with less than 15 minutes left, and SDKs will refresh them often', { sessionTtlSeconds: config.sessionTtlSeconds });
+  }
 
   const sts = instrument(createStsAssumer({ region: config.stsRegion, sessionTtlSeconds: config.sessionTtlSeconds, attemptTimeoutMs: config.stsTimeoutMs }), metrics);
   const index = new PodIndex();
@@ -47,19 +54,21 @@ export async function start(config: Config, log: Logger): Promise<Podiam> {
     render: renderCredentials,
     isWanted: (request) => {
       const key = cacheKey(request);
-      for (const pod of index.allPods()) if (wantedKey(pod, index, policy) === key) return true;
+      for (const pod of index.allPods()) {
+        const role = roles.resolve(pod, index.namespace(pod.namespace));
+        if (!(role instanceof Error) && cacheKey(role) === key) return true;
+      }
       return false;
     },
     events: {
       issued: (c, cause) => {
         metrics.credentialsIssued.inc({ cause });
-        metrics.cachedRoles.set(cache.size());
         // The audit line: who got which role until when. Never the secret or the token.
         log.info('credentials issued', { pod: c.request.pod, roleArn: c.request.roleArn, sessionName: c.request.sessionName, accessKeyId: c.accessKeyId, expiration: new Date(c.expirationMs).toISOString(), cause });
       },
       failed: (request, cause, err, retryInMs) => {
         metrics.refreshFailures.inc({ cause });
-        log.warn('could not get credentials', { pod: request.pod, roleArn: request.roleArn, cause, error: err.message, retryInMs });
+        log.warn('could not get credentials', { pod: request.pod, roleArn: request.roleArn, cause, error: err.message, detail: (err as { detail?: string }).detail, retryInMs });
       },
       lookup: (result) => metrics.cacheLookups.inc({ result }),
     },
@@ -69,19 +78,16 @@ export async function start(config: Config, log: Logger): Promise<Podiam> {
   const watcher = new KubeWatcher(kc, index, { node: config.node, log, metrics });
   const events = config.events ? new EventRecorder(kc, { log, metrics, component: 'podiam', host: config.node }) : undefined;
   index.onPodServable((pod) => {
-    metrics.podsIndexed.set(index.ipCount());
     // Prefetch: a new pod's first request should find its credentials already in memory.
-    try {
-      cache.prefetch(resolveRole(pod, index.namespace(pod.namespace), policy));
-    } catch {
-      // Denials are reported when the pod asks.
-    }
+    // Denials are reported when the pod asks.
+    const role = roles.resolve(pod, index.namespace(pod.namespace));
+    if (!(role instanceof Error)) cache.prefetch(role);
   });
 
   const routes = new CredentialRoutes({
     pods: { synced: () => watcher.synced(), waitFor: (ip, ms) => index.waitFor(ip, ms), namespace: (n) => index.namespace(n) },
     cache,
-    policy,
+    roles,
     podWaitMs: config.podWaitMs,
     onPodWait: (outcome) => metrics.podWaits.inc({ outcome }),
     onDenied: (pod, err) => {
@@ -182,14 +188,6 @@ async function rolePolicy(config: Config, passthrough: Passthrough, log: Logger)
   });
 }
 
-function wantedKey(pod: PodInfo, index: PodIndex, policy: RolePolicy): string | undefined {
-  try {
-    return cacheKey(resolveRole(pod, index.namespace(pod.namespace), policy));
-  } catch {
-    return undefined;
-  }
-}
-
 function instrument(sts: RoleAssumer & { destroy(): void }, metrics: Metrics): RoleAssumer & { destroy(): void } {
   return {
     async assume(request) {
@@ -219,13 +217,18 @@ function listen(server: http.Server, port: number, host: string | undefined): Pr
   });
 }
 
-/** Stop accepting; let in-flight requests finish (idle keep-alive sockets close now); force after graceMs. */
+/**
+ * Stop accepting; let in-flight requests finish; force after graceMs. Keep-alive connections are
+ * closed as soon as they go idle (a finished response would otherwise keep one open until forced).
+ */
 function closeServer(server: http.Server, graceMs: number): Promise<void> {
   if (!server.listening) return Promise.resolve();
   return new Promise((resolve) => {
     const force = setTimeout(() => server.closeAllConnections(), graceMs);
+    const idle = setInterval(() => server.closeIdleConnections(), 50);
     server.close(() => {
       clearTimeout(force);
+      clearInterval(idle);
       resolve();
     });
     server.closeIdleConnections();

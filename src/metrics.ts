@@ -3,7 +3,14 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 
 export type Metrics = ReturnType<typeof createMetrics>;
 
-export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
+export interface MetricsOptions {
+  readonly defaultMetrics?: boolean;
+  /** Read at scrape time, so these gauges are never stale. */
+  readonly podsIndexed?: () => number;
+  readonly cacheEntries?: () => number;
+}
+
+export function createMetrics(options: MetricsOptions = {}) {
   const registry = new Registry();
   if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: registry, prefix: 'podiam_' });
   const r = [registry];
@@ -26,8 +33,22 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
     cacheLookups: new Counter({ name: 'podiam_credential_cache_lookups_total', help: 'Credential cache lookups by result (hit, miss, stale)', labelNames: ['result'] as const, registers: r }),
     credentialsIssued: new Counter({ name: 'podiam_credentials_issued_total', help: 'Credentials obtained from STS by cause (request, prefetch, refresh)', labelNames: ['cause'] as const, registers: r }),
     refreshFailures: new Counter({ name: 'podiam_credential_refresh_failures_total', help: 'Failed credential fetches by cause', labelNames: ['cause'] as const, registers: r }),
-    cachedRoles: new Gauge({ name: 'podiam_credential_cache_entries', help: 'Credential cache entries', registers: r }),
-    podsIndexed: new Gauge({ name: 'podiam_pods_indexed', help: 'Pod IPs in the index', registers: r }),
+    cachedRoles: new Gauge({
+      name: 'podiam_credential_cache_entries',
+      help: 'Credential cache entries',
+      registers: r,
+      collect() {
+        if (options.cacheEntries) this.set(options.cacheEntries());
+      },
+    }),
+    podsIndexed: new Gauge({
+      name: 'podiam_pods_indexed',
+      help: 'Pod IPs in the index',
+      registers: r,
+      collect() {
+        if (options.podsIndexed) this.set(options.podsIndexed());
+      },
+    }),
     podWaits: new Counter({ name: 'podiam_pod_wait_total', help: 'Requests from an IP not yet known, by outcome (found, timeout)', labelNames: ['outcome'] as const, registers: r }),
     informerSynced: new Gauge({ name: 'podiam_informer_synced', help: '1 when the informer has listed and is watching', labelNames: ['resource'] as const, registers: r }),
     informerRestarts: new Counter({ name: 'podiam_informer_restarts_total', help: 'Informer restarts after watch or list errors', labelNames: ['resource'] as const, registers: r }),

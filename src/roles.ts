@@ -49,7 +49,12 @@ export function podRef(pod: { namespace: string; name: string }): string {
   return `${pod.namespace}/${pod.name}`;
 }
 
-export function resolveRole(pod: PodInfo, namespace: NamespaceInfo | undefined, policy: RolePolicy): RoleRequest {
+export function resolveRole(
+  pod: PodInfo,
+  namespace: NamespaceInfo | undefined,
+  policy: RolePolicy,
+  allowed: (namespace: NamespaceInfo | undefined, nsName: string, policy: RolePolicy) => RoleMatcher[] = allowedRoles,
+): RoleRequest {
   const ref = podRef(pod);
   const annotated = pod.annotations[policy.roleKey]?.trim();
   const fromDefault = annotated === undefined || annotated === '';
@@ -66,8 +71,7 @@ export function resolveRole(pod: PodInfo, namespace: NamespaceInfo | undefined, 
   // so a pod that names it explicitly is allowed too).
   const isDefaultRole = fromDefault || (policy.defaultRole !== undefined && roleArn === toRoleArn(policy.defaultRole, policy.baseRoleArn));
   if (policy.namespaceRestrictions && !isDefaultRole) {
-    const allowed = allowedRoles(namespace, pod.namespace, policy);
-    if (!allowed.some((p) => p.test(roleArn))) {
+    if (!allowed(namespace, pod.namespace, policy).some((p) => p.test(roleArn))) {
       throw new RoleNotAllowed(ref, roleArn, pod.namespace, policy.namespaceKey);
     }
   }
@@ -90,37 +94,143 @@ export function toRoleArn(value: string, baseRoleArn: string | undefined): strin
   return baseRoleArn + name;
 }
 
-function allowedRoles(namespace: NamespaceInfo | undefined, nsName: string, policy: RolePolicy): RegExp[] {
+/**
+ * resolveRole with memory, for the request path and the informer callbacks: one result per pod
+ * object and one compiled allowed-roles list per namespace object (the informers replace these
+ * objects on every change, never mutate them). Denials are returned, not thrown.
+ */
+export class RoleResolver {
+  private readonly byPod = new WeakMap<PodInfo, { ns: NamespaceInfo | undefined; result: RoleRequest | Error }>();
+  private readonly byNamespace = new WeakMap<NamespaceInfo, RoleMatcher[] | Error>();
+
+  constructor(readonly policy: RolePolicy) {}
+
+  resolve(pod: PodInfo, namespace: NamespaceInfo | undefined): RoleRequest | Error {
+    const memo = this.byPod.get(pod);
+    if (memo !== undefined && memo.ns === namespace) return memo.result;
+    let result: RoleRequest | Error;
+    try {
+      result = resolveRole(pod, namespace, this.policy, (ns, nsName, policy) => this.allowed(ns, nsName, policy));
+    } catch (err) {
+      result = err as Error;
+    }
+    this.byPod.set(pod, { ns: namespace, result });
+    return result;
+  }
+
+  private allowed(ns: NamespaceInfo | undefined, nsName: string, policy: RolePolicy): RoleMatcher[] {
+    if (ns === undefined) return [];
+    let compiled = this.byNamespace.get(ns);
+    if (compiled === undefined) {
+      try {
+        compiled = allowedRoles(ns, nsName, policy);
+      } catch (err) {
+        compiled = err as Error;
+      }
+      this.byNamespace.set(ns, compiled);
+    }
+    if (compiled instanceof Error) throw compiled;
+    return compiled;
+  }
+}
+
+/** One allowed-roles entry, ready to test role ARNs. */
+export interface RoleMatcher {
+  test(roleArn: string): boolean;
+}
+
+/** The namespace's allowed-roles, parsed and compiled; a BadAnnotation when it cannot be used. */
+export function allowedRoles(namespace: NamespaceInfo | undefined, nsName: string, policy: RolePolicy): RoleMatcher[] {
   const raw = namespace?.annotations[policy.namespaceKey];
   if (raw === undefined || raw.trim() === '') return [];
+  const bad = (why: string) => new BadAnnotation(`namespace ${nsName}`, policy.namespaceKey, why);
   let list: unknown;
   try {
     list = JSON.parse(raw);
   } catch (err) {
-    throw new BadAnnotation(`namespace ${nsName}`, policy.namespaceKey, `not valid JSON (${(err as Error).message}); expected e.g. ["app-*"]`);
+    throw bad(`not valid JSON (${(err as Error).message}); expected e.g. ["app-*"]`);
   }
-  if (!Array.isArray(list) || !list.every((x) => typeof x === 'string')) {
-    throw new BadAnnotation(`namespace ${nsName}`, policy.namespaceKey, 'must be a JSON array of strings, e.g. ["app-*"]');
-  }
+  if (!Array.isArray(list) || !list.every((x) => typeof x === 'string')) throw bad('must be a JSON array of strings, e.g. ["app-*"]');
   return list.map((pattern: string) => {
+    if (pattern.length > MAX_PATTERN) throw bad(`entry longer than ${MAX_PATTERN} characters`);
     if (policy.namespaceRestrictionFormat === 'glob') return globToRegExp(pattern, policy.baseRoleArn);
+    // Security-relevant: JavaScript regexps backtrack, and the annotation is written by namespace
+    // users; a quantified group with alternation or a quantifier inside ((a|a)*, (a+)+) can stall
+    // the event loop for seconds on one role ARN, so such entries are refused.
+    if (slowRegexp(pattern)) {
+      throw bad(`regexp ${JSON.stringify(pattern)} quantifies a group that holds alternation or a quantifier, has more than four * or +, or uses backreferences or lookaround (slow to match); write e.g. "app-(web|api)" or use glob`);
+    }
     // As kube2iam: an entry that is not an ARN is relative to the base role ARN.
     const full = pattern.startsWith('arn:') || policy.baseRoleArn === undefined ? pattern : `${escapeRegExp(policy.baseRoleArn)}(?:${pattern.replace(/^\/+/, '')})`;
     try {
       return new RegExp(`^(?:${full})$`);
     } catch (err) {
-      throw new BadAnnotation(`namespace ${nsName}`, policy.namespaceKey, `bad regexp ${JSON.stringify(pattern)}: ${(err as Error).message}`);
+      throw bad(`bad regexp ${JSON.stringify(pattern)}: ${(err as Error).message}`);
     }
   });
+}
+
+const MAX_PATTERN = 512;
+
+/**
+ * True when a regexp can backtrack catastrophically: a quantified group that holds alternation,
+ * a quantifier or another group ((a|a)*, (a+)+, ((a))*), more than four unbounded quantifiers,
+ * or backreferences and lookaround.
+ */
+export function slowRegexp(pattern: string): boolean {
+  if (/\\[1-9k]|\(\?<?[=!]/.test(pattern)) return true;
+  const groups: Array<{ risky: boolean }> = [];
+  // Chained unbounded quantifiers (.*a.*b.*c.*d.*) backtrack polynomially: allow a few.
+  let unbounded = 0;
+  for (let i = 0; i < pattern.length; i++) {
+    const c = pattern[i]!;
+    if ((c === '*' || c === '+') && ++unbounded > 4) return true;
+    if (c === '\\') {
+      i++;
+    } else if (c === '[') {
+      // Skip a character class: its | * + are literals.
+      for (i++; i < pattern.length && pattern[i] !== ']'; i++) if (pattern[i] === '\\') i++;
+    } else if (c === '(') {
+      if (groups.length > 0) groups[groups.length - 1]!.risky = true;
+      groups.push({ risky: false });
+    } else if (c === ')') {
+      const group = groups.pop();
+      const next = pattern[i + 1];
+      if (group?.risky && (next === '*' || next === '+' || next === '?' || next === '{')) return true;
+      if (group?.risky && groups.length > 0) groups[groups.length - 1]!.risky = true;
+    } else if (groups.length > 0 && (c === '|' || c === '*' || c === '+' || c === '?' || c === '{')) {
+      // A '?' right after '(' is a group modifier ((?:...)), not a quantifier.
+      if (!(c === '?' && pattern[i - 1] === '(')) groups[groups.length - 1]!.risky = true;
+    }
+  }
+  return false;
 }
 
 /**
  * kube2iam's glob (ryanuber/go-glob): `*` matches any run of characters, `/` included.
  * A pattern that is not an ARN is taken relative to the base role ARN, as kube2iam does.
+ * Matched without backtracking regexps: `*a*a*a*b` stays linear-ish, whatever the ARN.
  */
-export function globToRegExp(pattern: string, baseRoleArn: string | undefined): RegExp {
+export function globToRegExp(pattern: string, baseRoleArn: string | undefined): RoleMatcher {
   const full = pattern.startsWith('arn:') || baseRoleArn === undefined ? pattern : baseRoleArn + pattern.replace(/^\/+/, '');
-  return new RegExp(`^${full.split('*').map(escapeRegExp).join('.*')}$`);
+  const parts = full.split('*');
+  return {
+    test(text: string): boolean {
+      if (parts.length === 1) return text === full;
+      const first = parts[0]!;
+      const last = parts[parts.length - 1]!;
+      if (text.length < first.length + last.length || !text.startsWith(first) || !text.endsWith(last)) return false;
+      // Greedy left-to-right: each middle part at its earliest position is always a valid choice.
+      let at = first.length;
+      const end = text.length - last.length;
+      for (let i = 1; i < parts.length - 1; i++) {
+        const found = text.indexOf(parts[i]!, at);
+        if (found === -1 || found + parts[i]!.length > end) return false;
+        at = found + parts[i]!.length;
+      }
+      return true;
+    },
+  };
 }
 
 function escapeRegExp(s: string): string {

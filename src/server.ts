@@ -7,6 +7,8 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { BadRequest, PathRefused, PodiamError, toHttpResponse } from './errors.js';
 import type { CredentialRoutes } from './imds/credentials.js';
 import type { Passthrough } from './imds/passthrough.js';
+import { TOKEN_HEADER, TTL_HEADER } from './imds/passthrough.js';
+import { TokenBroker } from './imds/tokens.js';
 import type { Logger } from './log.js';
 import type { Metrics } from './metrics.js';
 
@@ -23,8 +25,9 @@ export interface ServerDeps {
   readonly health: () => Health;
   /** Serve /metrics on this server (when --metrics-port equals --app-port). */
   readonly serveMetrics: boolean;
-  /** --debug: serve /debug/store. */
+  /** --debug: serve /debug/store (to loopback callers only: pods never see the index). */
   readonly debugStore?: () => unknown;
+  readonly tokens?: TokenBroker;
 }
 
 const MAX_PATH = 1024;
@@ -40,6 +43,9 @@ const VERSION = '(?:latest|1\\.0|\\d{4}-\\d{2}-\\d{2})';
 // those paths never reach it from a pod.
 const IAM_PATH = new RegExp(`^/${VERSION}/meta-data/iam(?:/(.*))?$`, 'i');
 const IDENTITY_PATH = new RegExp(`^/${VERSION}/meta-data/identity-credentials(?:/.*)?$`, 'i');
+// The node's signed identity: with it a pod could authenticate as the node (Vault's and SPIRE's
+// AWS attestors accept it). The unsigned document (region, account) stays available.
+const SIGNED_IDENTITY_PATH = new RegExp(`^/${VERSION}/dynamic/instance-identity/(?:pkcs7|signature|rsa2048)/?$`, 'i');
 const TOKEN_PATH = /^\/latest\/api\/token$/;
 
 /**
@@ -52,6 +58,8 @@ export function safePath(rawUrl: string): { path: string; decoded: string } {
   const path = q === -1 ? rawUrl : rawUrl.slice(0, q);
   if (path.length > MAX_PATH) throw new BadRequest(414, `path longer than ${MAX_PATH} bytes`);
   if (!path.startsWith('/')) throw new BadRequest(400, 'path must start with /');
+  // http-proxy cuts the upstream path at '#': refuse it, so the path judged is the path sent.
+  if (path.includes('#')) throw new BadRequest(400, 'path must not contain #');
   let decoded: string;
   try {
     decoded = decodeURIComponent(path);
@@ -79,6 +87,7 @@ const PARSED_URLS_MAX = 512;
 
 export function createServer(deps: ServerDeps): http.Server {
   const { credentials, passthrough, metrics, log } = deps;
+  const tokens = deps.tokens ?? new TokenBroker();
   // winston's isDebugEnabled() walks the transports on every call; its answer only changes with the level.
   let debugLevel: string | undefined;
   let debugEnabled = false;
@@ -157,6 +166,7 @@ export function createServer(deps: ServerDeps): http.Server {
       throw new BadRequest(404, `${decoded} not found`);
     }
     if (IDENTITY_PATH.test(decoded)) throw new PathRefused(decoded, "identity-credentials are the node's own");
+    if (SIGNED_IDENTITY_PATH.test(decoded)) throw new PathRefused(decoded, "the signed instance identity is the node's own");
 
     switch (decoded) {
       case '/healthz':
@@ -172,7 +182,7 @@ export function createServer(deps: ServerDeps): http.Server {
         send(res, 200, await metrics.registry.metrics(), metrics.registry.contentType);
         return 'metrics';
       case '/debug/store':
-        if (deps.debugStore === undefined) break;
+        if (deps.debugStore === undefined || !isLoopback(podIp)) break;
         send(res, 200, JSON.stringify(deps.debugStore(), null, 2) + '\n', 'application/json');
         return 'debug';
     }
@@ -181,21 +191,47 @@ export function createServer(deps: ServerDeps): http.Server {
     if (!(length <= MAX_BODY)) throw new BadRequest(413, `request body larger than ${MAX_BODY} bytes`);
     if (req.headers['transfer-encoding'] !== undefined) throw new BadRequest(411, 'chunked request bodies are not accepted');
 
-    let route: Route = 'proxy';
-    if (TOKEN_PATH.test(decoded)) {
+    if (method === 'PUT' && TOKEN_PATH.test(decoded)) {
+      at.route = 'token';
       // EC2 refuses token requests that came through a proxy (they carry X-Forwarded-For);
       // podiam keeps that protection for pods instead of hiding the header.
-      if (method === 'PUT' && req.headers['x-forwarded-for'] !== undefined) throw new BadRequest(403, 'token requests with X-Forwarded-For are refused (as EC2 does)');
-      route = 'token';
+      if (req.headers['x-forwarded-for'] !== undefined) throw new BadRequest(403, 'token requests with X-Forwarded-For are refused (as EC2 does)');
+      const ttl = req.headers[TTL_HEADER];
+      const upstream = await passthrough.token(typeof ttl === 'string' ? ttl : undefined);
+      if (upstream.status !== 200) {
+        // EC2's own refusal (400 bad TTL, 403, 405...) reaches the SDK as is: it decides v1 fallback on it.
+        send(res, upstream.status, upstream.body);
+        return 'token';
+      }
+      const seconds = upstream.ttl ?? (typeof ttl === 'string' ? ttl : '21600');
+      const podToken = tokens.wrap(upstream.body, Number(seconds), podIp);
+      res.writeHead(200, { 'Content-Type': TEXT, 'Content-Length': podToken.length, [TTL_HEADER]: seconds, Server: 'EC2ws' });
+      res.end(podToken);
+      return 'token';
     }
+
+    // A pod's token stands for a real one only for that pod; anything else is EC2's 401.
+    const podToken = req.headers[TOKEN_HEADER];
+    let upstreamToken: string | undefined;
+    if (podToken !== undefined) {
+      upstreamToken = typeof podToken === 'string' ? tokens.unwrap(podToken, podIp) : undefined;
+      if (upstreamToken === undefined) throw new BadRequest(401, 'the IMDSv2 token is invalid or expired; PUT /latest/api/token for a new one');
+    }
+    at.route = 'proxy';
     await new Promise<void>((resolve) => {
-      passthrough.forward(req, res, path, (err) => {
-        fail(req, res, route, err);
-        resolve();
-      });
+      passthrough.forward(
+        req,
+        res,
+        path,
+        (err) => {
+          fail(req, res, 'proxy', err);
+          resolve();
+        },
+        upstreamToken,
+      );
       res.on('close', () => resolve());
     });
-    return route;
+    return 'proxy';
   };
 
   const server = http.createServer(
@@ -235,6 +271,10 @@ export function createServer(deps: ServerDeps): http.Server {
     else socket.destroy();
   });
   return server;
+}
+
+function isLoopback(ip: string): boolean {
+  return ip.startsWith('127.') || ip === '::1';
 }
 
 /** The caller is the TCP peer. Headers (X-Forwarded-For and friends) never change who it is. */

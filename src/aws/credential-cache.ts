@@ -65,6 +65,8 @@ interface Entry {
   readonly key: string;
   readonly request: RoleRequest;
   current: IssuedCredentials | undefined;
+  /** When `current` is due for refresh: until then it is served without a second thought. */
+  refreshAtMs: number;
   inflight: Promise<IssuedCredentials> | undefined;
   timer: TimerHandle | undefined;
   usedSinceIssue: boolean;
@@ -111,7 +113,10 @@ export class CredentialCache {
     const current = entry.current;
     if (current !== undefined) {
       const remaining = current.expirationMs - now;
-      if (remaining >= this.minRemainingMs || (entry.inflight === undefined && now < entry.retryAtMs && remaining > EXPIRY_GUARD_MS)) {
+      // Served from memory until its refresh is due, and while more than minRemainingMs is left
+      // (the background refresh is at work then). Not "15 min left" alone: short sessions never have that.
+      const fresh = now < entry.refreshAtMs || remaining >= this.minRemainingMs;
+      if (fresh || (entry.inflight === undefined && now < entry.retryAtMs && remaining > EXPIRY_GUARD_MS)) {
         this.options.events?.lookup?.('hit');
         return current;
       }
@@ -147,7 +152,7 @@ export class CredentialCache {
   prefetch(request: RoleRequest): void {
     const entry = this.entry(request);
     const current = entry.current;
-    if (current !== undefined && current.expirationMs - this.clock.now() >= this.minRemainingMs) return;
+    if (current !== undefined && this.clock.now() < entry.refreshAtMs) return;
     if (entry.inflight !== undefined || this.clock.now() < entry.retryAtMs) return;
     this.fetch(entry, 'prefetch').catch(() => undefined);
   }
@@ -178,7 +183,7 @@ export class CredentialCache {
     const key = cacheKey(request);
     let e = this.entries.get(key);
     if (e === undefined) {
-      e = { key, request, current: undefined, inflight: undefined, timer: undefined, usedSinceIssue: false, failures: 0, lastError: undefined, retryAtMs: 0 };
+      e = { key, request, current: undefined, refreshAtMs: 0, inflight: undefined, timer: undefined, usedSinceIssue: false, failures: 0, lastError: undefined, retryAtMs: 0 };
       this.entries.set(key, e);
     }
     return e;
@@ -213,12 +218,13 @@ export class CredentialCache {
       body: this.options.render(creds, issuedMs),
     };
     entry.current = issued;
+    entry.refreshAtMs = this.refreshAtMs(issued);
     entry.usedSinceIssue = cause === 'request';
     entry.failures = 0;
     entry.lastError = undefined;
     entry.retryAtMs = 0;
     this.options.events?.issued?.(issued, cause);
-    this.schedule(entry, this.refreshAtMs(issued));
+    this.schedule(entry, entry.refreshAtMs);
     return issued;
   }
 

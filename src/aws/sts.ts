@@ -54,6 +54,8 @@ export class StsError extends StsUnavailable {
     readonly retryable: boolean,
     reason: string,
     cause: unknown,
+    /** STS's own words, for the logs only: they can name the node's role and instance. */
+    readonly detail?: string,
   ) {
     super(roleArn, reason, { cause });
   }
@@ -133,5 +135,5 @@ function classify(roleArn: string, err: unknown): StsError {
   const status = e.$metadata?.httpStatusCode;
   const retryable = RETRYABLE_CODES.has(code) || e.$fault === 'server' || status === undefined || status >= 500 || status === 429;
   const where = status === undefined ? 'no answer from STS' : `STS answered ${status}`;
-  return new StsError(roleArn, code, retryable, `${code} (${where}): ${(e.message ?? String(err)).slice(0, 300)}`, err);
+  return new StsError(roleArn, code, retryable, `${code} (${where})`, err, (e.message ?? String(err)).slice(0, 300));
 }

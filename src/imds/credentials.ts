@@ -4,8 +4,8 @@
  */
 import type { CredentialCache } from '../aws/credential-cache.js';
 import { NotReady, PodNotFound, RoleMismatch } from '../errors.js';
-import type { NamespaceInfo, PodInfo, RolePolicy, RoleRequest } from '../roles.js';
-import { podRef, resolveRole } from '../roles.js';
+import type { NamespaceInfo, PodInfo, RoleRequest, RoleResolver } from '../roles.js';
+import { podRef } from '../roles.js';
 import { renderIamInfo } from './format.js';
 
 export interface PodDirectory {
@@ -17,7 +17,7 @@ export interface PodDirectory {
 export interface CredentialRoutesOptions {
   readonly pods: PodDirectory;
   readonly cache: Pick<CredentialCache, 'get'>;
-  readonly policy: RolePolicy;
+  readonly roles: Pick<RoleResolver, 'resolve'>;
   readonly podWaitMs: number;
   readonly onPodWait?: (outcome: 'found' | 'timeout') => void;
   /** A denial that the pod's owner should hear about (Kubernetes Event). */
@@ -31,9 +31,6 @@ export interface CredentialAnswer {
 }
 
 export class CredentialRoutes {
-  /** Role resolution memoised per pod object and namespace object (both replaced on change). */
-  private readonly resolved = new WeakMap<PodInfo, { ns: NamespaceInfo | undefined; result: RoleRequest | Error }>();
-
   constructor(private readonly options: CredentialRoutesOptions) {}
 
   /** GET .../security-credentials/ -> the pod's role name. */
@@ -71,20 +68,9 @@ export class CredentialRoutes {
   }
 
   private roleOf(pod: PodInfo): RoleRequest {
-    const ns = this.options.pods.namespace(pod.namespace);
-    let memo = this.resolved.get(pod);
-    if (memo === undefined || memo.ns !== ns) {
-      let result: RoleRequest | Error;
-      try {
-        result = resolveRole(pod, ns, this.options.policy);
-      } catch (err) {
-        result = err as Error;
-      }
-      memo = { ns, result };
-      this.resolved.set(pod, memo);
-    }
-    if (memo.result instanceof Error) throw this.denied(pod, memo.result);
-    return memo.result;
+    const result = this.options.roles.resolve(pod, this.options.pods.namespace(pod.namespace));
+    if (result instanceof Error) throw this.denied(pod, result);
+    return result;
   }
 
   private denied(pod: PodInfo, err: Error): Error {

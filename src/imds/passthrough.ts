@@ -13,6 +13,9 @@ export interface PassthroughOptions {
   readonly timeoutMs: number;
 }
 
+export const TOKEN_HEADER = 'x-aws-ec2-metadata-token';
+export const TTL_HEADER = 'x-aws-ec2-metadata-token-ttl-seconds';
+
 /** Headers a pod may not pass upstream: EC2 refuses token PUTs that carry X-Forwarded-For. */
 const STRIPPED = ['x-forwarded-for', 'x-forwarded-host', 'x-forwarded-proto', 'x-forwarded-port', 'forwarded', 'x-real-ip'];
 
@@ -39,10 +42,14 @@ export class Passthrough {
     });
   }
 
-  /** Forwards the request; on failure calls onError with a 502 naming the reason. */
-  forward(req: IncomingMessage, res: ServerResponse, path: string, onError: (err: UpstreamUnavailable) => void): void {
+  /**
+   * Forwards the request; on failure calls onError with a 502 naming the reason.
+   * `upstreamToken` replaces the pod's IMDSv2 token header (see tokens.ts).
+   */
+  forward(req: IncomingMessage, res: ServerResponse, path: string, onError: (err: UpstreamUnavailable) => void, upstreamToken?: string): void {
     const started = performance.now();
     req.url = path;
+    if (upstreamToken !== undefined) req.headers[TOKEN_HEADER] = upstreamToken;
     this.proxy.web(req, res, {}, (err: Error & { code?: string }) => {
       const elapsed = Math.round(performance.now() - started);
       const reason =
@@ -54,15 +61,27 @@ export class Passthrough {
   }
 
   /**
+   * A token PUT to the real metadata service with only the TTL header the pod sent (EC2 checks
+   * it: 400 when missing or out of range). Resolves with EC2's answer, whatever its status.
+   */
+  token(ttlHeader: string | undefined): Promise<{ status: number; body: string; ttl: string | undefined }> {
+    return this.request('PUT', '/latest/api/token', ttlHeader === undefined ? {} : { [TTL_HEADER]: ttlHeader }).then((r) => ({
+      status: r.status,
+      body: r.body,
+      ttl: r.ttl,
+    }));
+  }
+
+  /**
    * A GET of one metadata path from podiam itself (used for --auto-discover-base-arn), with an
    * IMDSv2 token when the service gives one and IMDSv1 otherwise, as the SDKs do.
    */
   async fetch(path: string): Promise<string> {
-    const token = await this.request('PUT', '/latest/api/token', { 'x-aws-ec2-metadata-token-ttl-seconds': '60' }).then(
+    const token = await this.request('PUT', '/latest/api/token', { [TTL_HEADER]: '60' }).then(
       (r) => (r.status === 200 ? r.body : undefined),
       () => undefined,
     );
-    const r = await this.request('GET', path, token ? { 'x-aws-ec2-metadata-token': token } : {});
+    const r = await this.request('GET', path, token ? { [TOKEN_HEADER]: token } : {});
     if (r.status !== 200) throw new UpstreamUnavailable(`GET ${path} answered ${r.status}`);
     return r.body;
   }
@@ -72,17 +91,20 @@ export class Passthrough {
     this.agent.destroy();
   }
 
-  private request(method: string, path: string, headers: Record<string, string>): Promise<{ status: number; body: string }> {
+  private request(method: string, path: string, headers: Record<string, string>): Promise<{ status: number; body: string; ttl: string | undefined }> {
     return new Promise((resolve, reject) => {
+      // A bodiless PUT says so (no chunked encoding towards the metadata service).
+      const sent = method === 'PUT' ? { ...headers, 'content-length': '0' } : headers;
       const req = http.request(
-        { host: this.options.host, port: this.options.port, method, path, headers, agent: this.agent, timeout: this.options.timeoutMs },
+        { host: this.options.host, port: this.options.port, method, path, headers: sent, agent: this.agent, timeout: this.options.timeoutMs },
         (res) => {
           let body = '';
           res.setEncoding('utf8');
           res.on('data', (c: string) => {
             if (body.length < 65536) body += c;
           });
-          res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+          const ttl = res.headers[TTL_HEADER];
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body, ttl: typeof ttl === 'string' ? ttl : undefined }));
           res.on('error', reject);
         },
       );

@@ -14,13 +14,16 @@ export function isServable(pod: PodInfo): boolean {
   return !pod.hostNetwork && pod.phase !== 'Succeeded' && pod.phase !== 'Failed' && pod.ips.length > 0;
 }
 
-/** When two live pods claim one IP, prefer Running, then not terminating, then the newest. */
+/**
+ * When two live pods claim one IP: a CNI hands an IP out only after the last holder's sandbox
+ * is gone, so the later claimant owns it and the other's status is lagging (kube2iam #244).
+ * Not terminating first, then the newest, then Running (creation times have second precision).
+ */
 function better(a: PodInfo, b: PodInfo): boolean {
-  const running = Number(a.phase === 'Running') - Number(b.phase === 'Running');
-  if (running !== 0) return running > 0;
   const alive = Number(!a.deleting) - Number(!b.deleting);
   if (alive !== 0) return alive > 0;
-  return a.createdMs > b.createdMs;
+  if (a.createdMs !== b.createdMs) return a.createdMs > b.createdMs;
+  return a.phase === 'Running' && b.phase !== 'Running';
 }
 
 export class PodIndex {

@@ -45,12 +45,22 @@ function watchWithTimeout(kc: KubeConfig, timeoutSeconds: number, onOpen: () => 
   return {
     watch: async (path: string, query: Record<string, unknown>, cb: (phase: string, obj: unknown, watchObj?: unknown) => void, done: (err: unknown) => void) => {
       let failed = false;
-      const controller = await inner.watch(path, { ...query, timeoutSeconds, allowWatchBookmarks: true }, cb, (err: unknown) => {
-        if (err) failed = true;
+      try {
+        const controller = await inner.watch(path, { ...query, timeoutSeconds, allowWatchBookmarks: true }, cb, (err: unknown) => {
+          if (err) failed = true;
+          done(err);
+        });
+        if (!failed) onOpen();
+        return controller;
+      } catch (err) {
+        // Watch.watch prepares auth outside its own try: an exec/OIDC plugin failure would be an
+        // unhandled rejection (ListWatch restarts the watch without awaiting it). Report it as a
+        // failed watch instead, so the informer backs off and retries.
         done(err);
-      });
-      if (!failed) onOpen();
-      return controller;
+        const aborted = new AbortController();
+        aborted.abort();
+        return aborted;
+      }
     },
   } as unknown as Watch;
 }

@@ -29,6 +29,7 @@ const BAD: Array<[string[], string]> = [
   [['--log-level=loud'], '--log-level'],
   [['--iptables=maybe'], '--iptables'],
   [['--iptables', '--node=n'], '--host-ip'],
+  [['--iptables', '--host-ip=fd00::1'], '--host-ip'],
   [['--api-server=http://127.0.0.1:1'], '--api-server'],
   [['--api-server=not a url', '--insecure'], '--api-server'],
   [['--auto-discover-base-arn', '--base-role-arn=arn:aws:iam::123456789012:role/'], '--auto-discover-base-arn'],

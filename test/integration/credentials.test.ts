@@ -128,6 +128,16 @@ test('iam/info answers for the pod role, never the node instance profile', async
   expect(r.body).not.toContain(INSTANCE_PROFILE_ID);
 });
 
+test("the node's signed identity is refused; its unsigned document is served", async () => {
+  const ip = world.nextIp();
+  world.pod('signed', { ip, role: 'signed-role' });
+  for (const kind of ['pkcs7', 'signature', 'rsa2048']) {
+    expect((await podiam.get(`/latest/dynamic/instance-identity/${kind}`, ip)).status).toBe(403);
+  }
+  expect((await podiam.get('/latest/dynamic/instance-identity/document', ip)).status).toBe(200);
+  expect((await podiam.get('/latest/meta-data/iam/info#/x', ip)).status).toBe(400);
+});
+
 test('node identity credentials are refused, in any spelling', async () => {
   const ip = world.nextIp();
   world.pod('ident', { ip, role: 'ident-role' });
@@ -226,6 +236,16 @@ test('other metadata paths and the IMDSv2 token flow reach the real metadata ser
   expect(withToken.status).toBe(200);
   const bad = await podiam.request('/latest/meta-data/placement/region', { fromIp: ip, headers: { 'x-aws-ec2-metadata-token': 'nope' } });
   expect(bad.status).toBe(401);
+  // The pod holds podiam's token, not the metadata service's: useless against the real IMDS
+  // (should the rule ever be missing), and useless from another pod.
+  const upstreamSaw = world.imds.requests.filter((q) => q.method === 'GET' && q.path === '/latest/meta-data/placement/region').at(-1)!;
+  expect(upstreamSaw.headers['x-aws-ec2-metadata-token']).toBeDefined();
+  expect(upstreamSaw.headers['x-aws-ec2-metadata-token']).not.toBe(token.body);
+  const direct = await fetch(`${world.imds.url}/latest/meta-data/placement/region`, { headers: { 'x-aws-ec2-metadata-token': token.body } });
+  expect(direct.status).toBe(401);
+  const otherPod = world.nextIp();
+  world.pod('token-thief', { ip: otherPod, role: 'thief-role' });
+  expect((await podiam.request('/latest/meta-data/placement/region', { fromIp: otherPod, headers: { 'x-aws-ec2-metadata-token': token.body } })).status).toBe(401);
   // Token errors pass through as EC2 gives them, so SDKs fall back as they would on EC2.
   expect((await podiam.request('/latest/api/token', { fromIp: ip, method: 'PUT' })).status).toBe(400);
   expect((await podiam.request('/2021-03-23/api/token', { fromIp: ip, method: 'PUT', headers: { 'x-aws-ec2-metadata-token-ttl-seconds': '60' } })).status).toBe(403);

@@ -176,8 +176,11 @@ describe('malformed annotations: a clear denial, and a log line naming the objec
     expect(r.status).toBe(403);
     expect(r.body).toContain('BadAnnotation');
     expect(r.body).toContain(annotation);
-    const line = podiam.logLines().find((l) => l.message === 'credentials denied' && l.pod === `default/${name}`);
-    expect(line?.reason).toContain(`pod default/${name}: annotation ${annotation} is invalid`);
+    // The log line travels through a pipe: it may land just after the answer.
+    const deadline = Date.now() + 3000;
+    const find = () => podiam.logLines().find((l) => l.message === 'credentials denied' && l.pod === `default/${name}`);
+    while (find() === undefined && Date.now() < deadline) await new Promise((r) => setTimeout(r, 25));
+    expect(find()?.reason).toContain(`pod default/${name}: annotation ${annotation} is invalid`);
   });
 
   test('a bad regexp in allowed-roles denies and names the namespace', async () => {

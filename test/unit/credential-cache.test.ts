@@ -263,6 +263,23 @@ describe('CredentialCache: refresh timing', () => {
   });
 });
 
+describe('CredentialCache: short sessions', () => {
+  it('15-minute sessions: one STS call per refresh period (half-life), not one per request', async () => {
+    const { cache, assumer, clock } = setup();
+    assumer.ttlMs = 15 * MINUTE;
+    // One request a second for two hours.
+    for (let t = 0; t < 2 * HOUR; t += SECOND) {
+      const c = await cache.get(request());
+      expect(c.expirationMs - clock.now()).toBeGreaterThan(0);
+      await clock.advance(SECOND);
+    }
+    // A refresh every 7.5 minutes: 16 in two hours, plus the first fetch.
+    expect(assumer.count).toBeGreaterThanOrEqual(16);
+    expect(assumer.count).toBeLessThanOrEqual(18);
+    cache.stop();
+  });
+});
+
 describe('CredentialCache: STS failures', () => {
   it('a failed refresh keeps serving still-valid credentials and retries with backoff (no storm)', async () => {
     const { cache, assumer, clock, failed } = setup();

@@ -92,10 +92,26 @@ describe('PodIndex lookup', () => {
     expect(index2.lookup('10.0.0.1')).toBe(newer);
   });
 
-  it('Running beats a newer Pending pod', () => {
+  it('a newer Pending pod (the IP was reused) beats an older Running one whose status lags', () => {
+    const index = new PodIndex();
+    const pending = pod('pend', '10.0.0.1', { createdMs: 2000, phase: 'Pending' });
+    index.upsertPod(pending);
+    index.upsertPod(pod('run', '10.0.0.1', { createdMs: 1000 }));
+    expect(index.lookup('10.0.0.1')).toBe(pending);
+  });
+
+  it('a terminating Running pod gives way to the new Pending pod that has its IP', () => {
+    const index = new PodIndex();
+    const pending = pod('pend', '10.0.0.1', { createdMs: 2000, phase: 'Pending' });
+    index.upsertPod(pod('old', '10.0.0.1', { createdMs: 1000, deleting: true }));
+    index.upsertPod(pending);
+    expect(index.lookup('10.0.0.1')).toBe(pending);
+  });
+
+  it('same creation second: Running beats Pending', () => {
     const index = new PodIndex();
     const running = pod('run', '10.0.0.1', { createdMs: 1000 });
-    index.upsertPod(pod('pend', '10.0.0.1', { createdMs: 2000, phase: 'Pending' }));
+    index.upsertPod(pod('pend', '10.0.0.1', { createdMs: 1000, phase: 'Pending' }));
     index.upsertPod(running);
     expect(index.lookup('10.0.0.1')).toBe(running);
   });
