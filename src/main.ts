@@ -113,6 +113,7 @@ export async function start(config: Config, log: Logger): Promise<Podiam> {
     log,
     health,
     serveMetrics: config.metricsPort === config.appPort,
+    hostIp: config.hostIp,
     debugStore: config.debug ? () => ({ pods: index.snapshot(), credentials: cache.snapshot(), informers: watcher.states() }) : undefined,
   });
   const metricsServer = config.metricsPort === config.appPort ? undefined : createMetricsServer(metrics, health);

@@ -25,8 +25,9 @@ export interface ServerDeps {
   readonly health: () => Health;
   /** Serve /metrics on this server (when --metrics-port equals --app-port). */
   readonly serveMetrics: boolean;
-  /** --debug: serve /debug/store (to loopback callers only: pods never see the index). */
+  /** --debug: serve /debug/store, to the node itself only (loopback or --host-ip): pods never see the index. */
   readonly debugStore?: () => unknown;
+  readonly hostIp?: string;
   readonly tokens?: TokenBroker;
 }
 
@@ -182,7 +183,7 @@ export function createServer(deps: ServerDeps): http.Server {
         send(res, 200, await metrics.registry.metrics(), metrics.registry.contentType);
         return 'metrics';
       case '/debug/store':
-        if (deps.debugStore === undefined || !isLoopback(podIp)) break;
+        if (deps.debugStore === undefined || !(isLoopback(podIp) || podIp === deps.hostIp)) break;
         send(res, 200, JSON.stringify(deps.debugStore(), null, 2) + '\n', 'application/json');
         return 'debug';
     }

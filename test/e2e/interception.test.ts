@@ -90,6 +90,11 @@ test('curl, IMDSv2: token PUT (forwarded to the metadata service), then GETs wit
   // Other metadata paths reach the node's metadata service through podiam, token and all.
   expect(await lab.curl(ns, `${IMDS}/latest/meta-data/instance-id`, { headers })).toEqual({ status: 200, body: 'i-0123456789abcdef0' });
   expect((await lab.curl(ns, `${IMDS}/latest/meta-data/instance-id`, { headers: { 'X-aws-ec2-metadata-token': 'not-a-token' } })).status).toBe(401);
+  // The pod's token is podiam's, not the metadata service's: where podiam does not intercept
+  // (here, from the outsider's interface), it opens nothing, the node's credentials least of all.
+  const direct = await lab.curl(lab.outsider.netns, `${IMDS}/latest/meta-data/iam/security-credentials/node-role`, { headers });
+  expect(direct.status).toBe(401);
+  for (const s of NODE_CREDENTIAL_STRINGS) expect(direct.body).not.toContain(s);
 });
 
 test('the AWS CLI v2 with no credentials configured gets the annotated role over IMDS', async () => {
