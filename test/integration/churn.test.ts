@@ -11,6 +11,7 @@
  */
 import http from 'node:http';
 import type { PodiamProcess } from '../support/podiam-process.js';
+import { sleep } from '../support/wait.js';
 import { World } from '../support/world.js';
 
 const CREDS = '/latest/meta-data/iam/security-credentials/';
@@ -37,7 +38,6 @@ afterAll(async () => {
   await world?.stop();
 });
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const between = (a: number, b: number) => a + Math.floor(Math.random() * (b - a));
 
 test(`${REQUESTS} requests under pod churn on ${IPS} reused IPs: never another pod's role`, async () => {

@@ -5,6 +5,7 @@
  */
 import { NODE_CREDENTIAL_STRINGS, INSTANCE_PROFILE_ID } from '../support/imds-server.js';
 import type { PodiamProcess } from '../support/podiam-process.js';
+import { waitFor } from '../support/wait.js';
 import { ACCOUNT, BASE_ARN, World } from '../support/world.js';
 
 const CREDS = '/latest/meta-data/iam/security-credentials/';
@@ -375,12 +376,3 @@ test('no secret of any credentials, and no node credential, appears in any log',
     expect(Object.keys(line).sort()).toEqual(['accessKeyId', 'cause', 'expiration', 'level', 'message', 'pod', 'roleArn', 'sessionName', 'timestamp']);
   }
 });
-
-async function waitFor(check: () => Promise<boolean>, ms = 5000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (Date.now() < deadline) {
-    if (await check()) return;
-    await new Promise((r) => setTimeout(r, 25));
-  }
-  throw new Error('condition not met in time');
-}

@@ -4,6 +4,7 @@
  */
 import { FakeImds } from '../support/imds-server.js';
 import type { PodiamProcess } from '../support/podiam-process.js';
+import { sleep, waitFor } from '../support/wait.js';
 import { BASE_ARN, World } from '../support/world.js';
 
 const CREDS = '/latest/meta-data/iam/security-credentials/';
@@ -19,16 +20,7 @@ afterAll(async () => {
   await world?.stop();
 });
 
-async function waitFor(check: () => Promise<boolean> | boolean, ms = 8000, what = 'condition'): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (Date.now() < deadline) {
-    if (await check()) return;
-    await new Promise((r) => setTimeout(r, 25));
-  }
-  throw new Error(`${what} not met within ${ms} ms`);
-}
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe('STS trouble', () => {
   afterEach(() => world.sts.reset());
