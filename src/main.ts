@@ -79,7 +79,9 @@ export async function start(config: Config, log: Logger): Promise<Podiam> {
   const events = config.events ? new EventRecorder(kc, { log, metrics, component: 'podiam', host: config.node }) : undefined;
   index.onPodServable((pod) => {
     // Prefetch: a new pod's first request should find its credentials already in memory.
-    // Denials are reported when the pod asks.
+    // Denials are reported when the pod asks. Only for this node's pods: watching the whole
+    // cluster (no --node), prefetching would assume every role of every pod.
+    if (config.node === undefined) return;
     const role = roles.resolve(pod, index.namespace(pod.namespace));
     if (!(role instanceof Error)) cache.prefetch(role);
   });

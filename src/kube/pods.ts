@@ -10,6 +10,9 @@ import type { Metrics } from '../metrics.js';
 import type { NamespaceInfo, PodInfo } from '../roles.js';
 import type { PodIndex } from './pod-index.js';
 
+/** Objects per list page (the API server's own default chunking is 500). */
+const LIST_PAGE = 500;
+
 export type InformerState = 'syncing' | 'watching' | 'reconnecting';
 
 export function createKubeConfig(config: Config): KubeConfig {
@@ -40,10 +43,11 @@ export function createKubeConfig(config: Config): KubeConfig {
  * forever), bookmarks, and a signal when the watch stream is really open (ListWatch's own
  * 'connect' fires before the request is made).
  */
-function watchWithTimeout(kc: KubeConfig, timeoutSeconds: number, onOpen: () => void) {
+function watchWithTimeout(kc: KubeConfig, timeoutSeconds: number, onOpen: () => void, slim: (o: KubernetesObject) => KubernetesObject) {
   const inner = new Watch(kc);
   return {
-    watch: async (path: string, query: Record<string, unknown>, cb: (phase: string, obj: unknown, watchObj?: unknown) => void, done: (err: unknown) => void) => {
+    watch: async (path: string, query: Record<string, unknown>, callback: (phase: string, obj: unknown, watchObj?: unknown) => void, done: (err: unknown) => void) => {
+      const cb = (phase: string, obj: unknown): void => callback(phase, phase === 'ERROR' || phase === 'BOOKMARK' ? obj : slim(obj as KubernetesObject));
       let failed = false;
       try {
         const controller = await inner.watch(path, { ...query, timeoutSeconds, allowWatchBookmarks: true }, cb, (err: unknown) => {
@@ -88,6 +92,30 @@ export function toPodInfo(pod: V1Pod): PodInfo {
   };
 }
 
+/**
+ * What the informer's own store keeps of each object: only the fields podiam reads (and the
+ * resourceVersion ListWatch compares). A pod is ~6 KB of JSON, mostly container specs; watching
+ * 10,000 pods cluster-wide, the full objects alone would be hundreds of MB.
+ */
+export function slimObject(o: KubernetesObject): KubernetesObject {
+  const m = o.metadata ?? {};
+  const pod = o as V1Pod;
+  const slimmed: V1Pod = {
+    metadata: {
+      name: m.name,
+      namespace: m.namespace,
+      uid: m.uid,
+      resourceVersion: m.resourceVersion,
+      creationTimestamp: m.creationTimestamp,
+      deletionTimestamp: m.deletionTimestamp,
+      annotations: m.annotations,
+    },
+  };
+  if (pod.spec !== undefined) slimmed.spec = { nodeName: pod.spec.nodeName, hostNetwork: pod.spec.hostNetwork, containers: [] };
+  if (pod.status !== undefined) slimmed.status = { phase: pod.status.phase, podIP: pod.status.podIP, podIPs: pod.status.podIPs };
+  return slimmed as KubernetesObject;
+}
+
 function toNamespaceInfo(ns: V1Namespace): NamespaceInfo {
   return { name: ns.metadata?.name ?? '', annotations: { ...(ns.metadata?.annotations ?? {}) } };
 }
@@ -120,11 +148,11 @@ export class KubeWatcher {
   start(): void {
     const fieldSelector = this.options.node === undefined ? undefined : `spec.nodeName=${this.options.node}`;
     // makeInformer drops the field selector from the watch; ListWatch built here passes it to both.
-    this.run(this.informers.pods, '/api/v1/pods', () => this.api.listPodForAllNamespaces({ fieldSelector }), fieldSelector, {
+    this.run(this.informers.pods, '/api/v1/pods', (page) => this.api.listPodForAllNamespaces({ fieldSelector, limit: LIST_PAGE, _continue: page }), fieldSelector, {
       upsert: (o) => this.index.upsertPod(toPodInfo(o as V1Pod)),
       remove: (o) => this.index.deletePod(o.metadata?.namespace ?? 'default', o.metadata?.name ?? ''),
     });
-    this.run(this.informers.namespaces, '/api/v1/namespaces', () => this.api.listNamespace(), undefined, {
+    this.run(this.informers.namespaces, '/api/v1/namespaces', (page) => this.api.listNamespace({ limit: LIST_PAGE, _continue: page }), undefined, {
       upsert: (o) => this.index.upsertNamespace(toNamespaceInfo(o as V1Namespace)),
       remove: (o) => this.index.deleteNamespace(o.metadata?.name ?? ''),
     });
@@ -155,13 +183,22 @@ export class KubeWatcher {
   private run(
     inf: Informer,
     path: string,
-    list: () => Promise<{ items: KubernetesObject[]; metadata?: { resourceVersion?: string } }>,
+    list: (page: string | undefined) => Promise<{ items: KubernetesObject[]; metadata?: { resourceVersion?: string; _continue?: string } }>,
     fieldSelector: string | undefined,
     handlers: { upsert(o: KubernetesObject): void; remove(o: KubernetesObject): void },
   ): void {
     const { log, metrics } = this.options;
     const listFn = async () => {
-      const result = await list();
+      // In pages, slimmed as they come: a cluster-wide list never sits in memory whole.
+      const items: KubernetesObject[] = [];
+      let listed = await list(undefined);
+      items.push(...listed.items.map(slimObject));
+      const resourceVersion = listed.metadata?.resourceVersion;
+      while (listed.metadata?._continue) {
+        listed = await list(listed.metadata._continue);
+        for (const o of listed.items) items.push(slimObject(o));
+      }
+      const result = { metadata: { resourceVersion }, items };
       // ListWatch applies the list right after this promise settles; mark synced after that.
       setImmediate(() => this.markSynced(inf));
       return result;
@@ -173,7 +210,7 @@ export class KubeWatcher {
       metrics.informerSynced.set({ resource: inf.resource }, 1);
       log.info('kubernetes watch resumed', { resource: inf.resource });
     };
-    const lw = new ListWatch<KubernetesObject>(path, watchWithTimeout(this.kc, this.options.watchTimeoutSeconds ?? 300, onOpen), listFn as never, false, undefined, fieldSelector);
+    const lw = new ListWatch<KubernetesObject>(path, watchWithTimeout(this.kc, this.options.watchTimeoutSeconds ?? 300, onOpen, slimObject), listFn as never, false, undefined, fieldSelector);
     inf.listWatch = lw;
     const guard = (fn: (o: KubernetesObject) => void) => (o: KubernetesObject) => {
       try {

@@ -145,6 +145,24 @@ describe('API server trouble', () => {
     }
   });
 
+  test('a list in chunks (limit/continue): every page is read, the last pods are served', async () => {
+    const ips: string[] = [];
+    for (let i = 0; i < 1100; i++) {
+      const ip = world.nextIp();
+      ips.push(ip);
+      world.pod(`bulk-${i}`, { ip, role: `bulk-${i % 7}` });
+    }
+    const listsBefore = world.kube.requests.filter((r) => r.path === '/api/v1/pods' && r.query.watch === undefined).length;
+    const fresh = await world.podiam();
+    const lists = world.kube.requests.filter((r) => r.path === '/api/v1/pods' && r.query.watch === undefined).slice(listsBefore);
+    expect(lists.some((r) => r.query.limit === '500' && r.query.continue === undefined)).toBe(true);
+    expect(lists.filter((r) => r.query.continue !== undefined).length).toBeGreaterThanOrEqual(2);
+    expect((await fresh.get(CREDS, ips[ips.length - 1]!)).body).toBe(`bulk-${1099 % 7}`);
+    expect((await fresh.get(CREDS, ips[0]!)).body).toBe('bulk-0');
+    await fresh.stop();
+    for (let i = 0; i < 1100; i++) world.kube.deletePod('default', `bulk-${i}`);
+  });
+
   test('an API server restart is survived', async () => {
     const ip = world.nextIp();
     await world.kube.restart();

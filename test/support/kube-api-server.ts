@@ -460,6 +460,8 @@ export class KubeApiServer {
   private readonly sockets = new Set<Socket>();
   private readonly watchers = new Set<Watcher>();
   private readonly pendingTimers = new Set<NodeJS.Timeout>();
+  /** Snapshots behind continue tokens of chunked lists. */
+  private readonly listSnapshots = new Map<string, { rv: number; items: KubeObject[] }>();
 
   private rv = 0;
   /** Events with rv <= compactedRv are gone; watching from an RV below it is 410 Expired. */
@@ -553,6 +555,7 @@ export class KubeApiServer {
   compact(): void {
     this.history = [];
     this.compactedRv = this.rv;
+    this.listSnapshots.clear();
   }
 
   /** Abruptly destroy every open watch connection (no final event, no terminating chunk). */
@@ -905,18 +908,38 @@ export class KubeApiServer {
       });
 
     if (!watch) {
+      // Chunked lists (limit/continue), as the real server: every page comes from the snapshot
+      // taken for the first one, at that page's resourceVersion.
+      let snapshot: { rv: number; items: KubeObject[] } = { rv: this.rv, items: current };
+      const token = query['continue'];
+      if (token !== undefined && token !== '') {
+        const held = this.listSnapshots.get(token);
+        if (held === undefined) throw new HttpError(statusObject(410, 'The provided continue parameter is too old to display a consistent list result.', 'Expired'));
+        this.listSnapshots.delete(token);
+        snapshot = held;
+      }
+      const limit = Number(query['limit'] ?? 0);
+      let page = snapshot.items;
+      const meta: Record<string, unknown> = { resourceVersion: String(snapshot.rv) };
+      if (limit > 0 && page.length > limit) {
+        const next = randomUUID();
+        this.listSnapshots.set(next, { rv: snapshot.rv, items: page.slice(limit) });
+        page = page.slice(0, limit);
+        meta['continue'] = next;
+        meta['remainingItemCount'] = snapshot.items.length - limit;
+      }
       const items = this.omitListItemTypeMeta
-        ? current.map((o) => {
+        ? page.map((o) => {
             const item = clone(o);
             delete item.kind;
             delete item.apiVersion;
             return item;
           })
-        : current;
+        : page;
       this.sendJson(res, 200, {
         kind: KINDS[resource].listKind,
         apiVersion: 'v1',
-        metadata: { resourceVersion: String(this.rv) },
+        metadata: meta,
         items,
       });
       return;
