@@ -60,8 +60,17 @@ const results = { started: started.toISOString(), quick: QUICK, machine: machine
 
 function machine() {
   const cpu = os.cpus();
-  let kernel = os.release();
-  return { nproc: os.availableParallelism(), cpuModel: cpu[0]?.model ?? 'unknown', node: process.version, kernel, memGiB: Math.round(os.totalmem() / 2 ** 30) };
+  const git = (...args) => {
+    try {
+      return execFileSync('git', args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'ignore'] }).toString().trim();
+    } catch {
+      return undefined;
+    }
+  };
+  // What was measured: the commit, and whether src/ differed from it (the build is of the work tree).
+  const commit = git('rev-parse', '--short', 'HEAD');
+  const srcChanged = (git('status', '--porcelain', '--', 'src') ?? '').split('\n').filter(Boolean).length;
+  return { nproc: os.availableParallelism(), cpuModel: cpu[0]?.model ?? 'unknown', node: process.version, kernel: os.release(), memGiB: Math.round(os.totalmem() / 2 ** 30), commit, srcFilesChanged: srcChanged };
 }
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -671,7 +680,7 @@ function markdown(r) {
   const L = [];
   const m = r.machine;
   L.push(`# podiam bench ${r.started}${r.quick ? ' (BENCH_QUICK)' : ''}`, '');
-  L.push(`Machine: ${m.nproc} CPUs (${m.cpuModel}), ${m.memGiB} GiB, Node ${m.node}, Linux ${m.kernel}.`, '');
+  L.push(`Machine: ${m.nproc} CPUs (${m.cpuModel}), ${m.memGiB} GiB, Node ${m.node}, Linux ${m.kernel}. podiam at ${m.commit}${m.srcFilesChanged ? ` with ${m.srcFilesChanged} files in src/ changed in the work tree` : ''}.`, '');
   const s = Object.fromEntries(Object.entries(r.scenarios).filter(([, v]) => v.error === undefined));
   for (const [name, v] of Object.entries(r.scenarios)) if (v.error !== undefined) L.push(`**${name} failed:** ${v.error}`, '');
   if (s.cached) {
