@@ -103,6 +103,8 @@ export function createServer(deps: ServerDeps): http.Server {
   // safePath and the IAM route match, once per distinct URL: they are pure functions of it.
   // A URL safePath refuses is never remembered, so it is refused (and counted) every time.
   const parsedUrls = new Map<string, ParsedUrl>();
+  /** The remembered parse of a URL, if it was seen before (never throws). */
+  const lookupUrl = (rawUrl: string): ParsedUrl | undefined => parsedUrls.get(rawUrl);
   const parseUrl = (rawUrl: string): ParsedUrl => {
     const known = parsedUrls.get(rawUrl);
     if (known !== undefined) return known;
@@ -247,6 +249,25 @@ export function createServer(deps: ServerDeps): http.Server {
     },
     (req, res) => {
       const started = performance.now();
+      // The hot path, a pod asking for its credentials, without handle()'s own async frame: the
+      // same steps in the same order (parseUrl, remoteIp, method check, credentials, send, log).
+      const parsed = lookupUrl(req.url ?? '/');
+      if (parsed !== undefined && parsed.credentialRole !== undefined && parsed.credentialRole !== '' && (req.method === 'GET' || req.method === 'HEAD')) {
+        const podIp = remoteIp(req);
+        credentials.credentials(podIp, parsed.credentialRole).then(
+          (answer) => {
+            send(res, 200, answer.body);
+            if (debugOn()) log.debug('credentials served', { pod: `${answer.pod.namespace}/${answer.pod.name}`, ip: podIp, roleArn: answer.role.roleArn });
+            observe('credentials', res.statusCode);
+          },
+          (err: unknown) => {
+            const route: Route = err instanceof PathRefused ? 'refused' : err instanceof BadRequest ? 'invalid' : 'credentials';
+            fail(req, res, route, err);
+            observe(route, res.statusCode);
+          },
+        );
+        return;
+      }
       const at: { route: Route } = { route: 'invalid' };
       handle(req, res, at).then(
         (route) => observe(route, res.statusCode),
