@@ -714,7 +714,7 @@ function markdown(r) {
     if (s.memory10k) {
       const x = s.memory10k;
       L.push(`| ${x.pods} pods cluster-wide, at ready | ${x.atReady.rssMB} | ${x.atReady.hwmMB} | heap used ${x.atReady.heapUsedMB} MB; ${x.bytesPerPod} bytes of JSON a pod, ready after ${x.readyMs} ms |`);
-      L.push(`| ${x.pods} pods cluster-wide, after prefetch | ${x.after.rssMB} | ${x.after.hwmMB} | heap used ${x.after.heapUsedMB} MB; ${x.prefetched} credentials prefetched in ${x.prefetchMs ?? '(not settled)'} ms, ${x.failures} failed fetches |`);
+      L.push(`| ${x.pods} pods cluster-wide, settled | ${x.after.rssMB} | ${x.after.hwmMB} | heap used ${x.after.heapUsedMB} MB; ${x.prefetched} credentials prefetched (settled after ${x.prefetchMs ?? '(not settled)'} ms), ${x.failures} failed fetches |`);
     }
     L.push('');
   }
