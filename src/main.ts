@@ -87,7 +87,7 @@ export async function start(config: Config, log: Logger): Promise<Podiam> {
   });
 
   const routes = new CredentialRoutes({
-    pods: { synced: () => watcher.synced(), waitFor: (ip, ms) => index.waitFor(ip, ms), namespace: (n) => index.namespace(n) },
+    pods: { synced: () => watcher.synced(), lookup: (ip) => index.lookup(ip), waitFor: (ip, ms) => index.waitFor(ip, ms), namespace: (n) => index.namespace(n) },
     cache,
     roles,
     podWaitMs: config.podWaitMs,

@@ -254,6 +254,14 @@ export function createServer(deps: ServerDeps): http.Server {
       const parsed = lookupUrl(req.url ?? '/');
       if (parsed !== undefined && parsed.credentialRole !== undefined && parsed.credentialRole !== '' && (req.method === 'GET' || req.method === 'HEAD')) {
         const podIp = remoteIp(req);
+        const now = credentials.credentialsNow(podIp, parsed.credentialRole);
+        if (now !== undefined) {
+          // Known pod, its own role, fresh credentials in memory: answered in this tick.
+          send(res, 200, now.body);
+          if (debugOn()) log.debug('credentials served', { pod: `${now.pod.namespace}/${now.pod.name}`, ip: podIp, roleArn: now.role.roleArn });
+          observe('credentials', 200);
+          return;
+        }
         credentials.credentials(podIp, parsed.credentialRole).then(
           (answer) => {
             send(res, 200, answer.body);

@@ -148,6 +148,18 @@ export class CredentialCache {
     });
   }
 
+  /** Fresh credentials from memory, synchronously, or undefined (then use get()). Counts as a hit. */
+  peek(request: RoleRequest): IssuedCredentials | undefined {
+    const entry = this.entries.get(cacheKey(request));
+    const current = entry?.current;
+    if (entry === undefined || current === undefined) return undefined;
+    const now = this.clock.now();
+    if (!(now < entry.refreshAtMs || current.expirationMs - now >= this.minRemainingMs)) return undefined;
+    entry.usedSinceIssue = true;
+    this.options.events?.lookup?.('hit');
+    return current;
+  }
+
   /** Start fetching in the background (a pod with a role appeared). Never throws. */
   prefetch(request: RoleRequest): void {
     const entry = this.entry(request);

@@ -10,13 +10,14 @@ import { renderIamInfo } from './format.js';
 
 export interface PodDirectory {
   synced(): boolean;
+  lookup(podIp: string): PodInfo | undefined;
   waitFor(podIp: string, ms: number): Promise<PodInfo | undefined>;
   namespace(name: string): NamespaceInfo | undefined;
 }
 
 export interface CredentialRoutesOptions {
   readonly pods: PodDirectory;
-  readonly cache: Pick<CredentialCache, 'get'>;
+  readonly cache: Pick<CredentialCache, 'get' | 'peek'>;
   readonly roles: Pick<RoleResolver, 'resolve'>;
   readonly podWaitMs: number;
   readonly onPodWait?: (outcome: 'found' | 'timeout') => void;
@@ -46,6 +47,22 @@ export class CredentialRoutes {
     if (askedRole !== role.roleName) throw this.denied(pod, new RoleMismatch(podRef(pod), askedRole, role.roleName));
     const creds = await this.options.cache.get(role);
     return { pod, role, body: creds.body };
+  }
+
+  /**
+   * The common case answered synchronously: a known pod asking for its own role, whose
+   * credentials are fresh in memory. Anything else (unknown pod, denial, miss) is undefined,
+   * and the caller takes the full path above, which answers it and reports any denial.
+   */
+  credentialsNow(podIp: string, askedRole: string): CredentialAnswer | undefined {
+    const { pods, roles, cache } = this.options;
+    if (!pods.synced()) return undefined;
+    const pod = pods.lookup(podIp);
+    if (pod === undefined) return undefined;
+    const role = roles.resolve(pod, pods.namespace(pod.namespace));
+    if (role instanceof Error || role.roleName !== askedRole) return undefined;
+    const creds = cache.peek(role);
+    return creds === undefined ? undefined : { pod, role, body: creds.body };
   }
 
   /** GET .../iam/info -> the pod's role in EC2's iam/info shape, never the node's profile. */

@@ -27,7 +27,7 @@ export class Passthrough {
   constructor(private readonly options: PassthroughOptions) {
     const host = options.host.includes(':') ? `[${options.host}]` : options.host;
     this.target = `http://${host}:${options.port}`;
-    this.agent = new http.Agent({ keepAlive: true, maxSockets: 128, maxFreeSockets: 16, timeout: 30_000 });
+    this.agent = new http.Agent({ keepAlive: true, maxSockets: 128, maxFreeSockets: 128, timeout: 30_000 });
     this.proxy = httpProxy.createProxyServer({
       target: this.target,
       agent: this.agent,

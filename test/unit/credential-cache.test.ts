@@ -263,6 +263,21 @@ describe('CredentialCache: refresh timing', () => {
   });
 });
 
+describe('CredentialCache: peek (the synchronous hit path)', () => {
+  it('gives fresh credentials only, never calls STS, and leaves stale ones to get()', async () => {
+    const { cache, assumer, clock } = setup();
+    expect(cache.peek(request())).toBeUndefined();
+    const first = await cache.get(request());
+    expect(cache.peek(request())).toBe(first);
+    expect(cache.peek(request({ externalId: 'other-id' }))).toBeUndefined();
+    assumer.mode = 'hang';
+    await clock.advance(46 * MINUTE); // refresh due and hanging; 14 min left: stale
+    expect(cache.peek(request())).toBeUndefined();
+    expect(assumer.count).toBe(2);
+    cache.stop();
+  });
+});
+
 describe('CredentialCache: short sessions', () => {
   it('15-minute sessions: one STS call per refresh period (half-life), not one per request', async () => {
     const { cache, assumer, clock } = setup();
