@@ -70,7 +70,7 @@ export async function start(config: Config, log: Logger): Promise<Podiam> {
         metrics.refreshFailures.inc({ cause });
         log.warn('could not get credentials', { pod: request.pod, roleArn: request.roleArn, cause, error: err.message, detail: (err as { detail?: string }).detail, retryInMs });
       },
-      lookup: (result) => metrics.cacheLookups.inc({ result }),
+      lookup: (result) => metrics.countLookup(result),
     },
   });
 

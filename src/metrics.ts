@@ -10,10 +10,26 @@ export interface MetricsOptions {
   readonly cacheEntries?: () => number;
 }
 
+export type LookupResult = 'hit' | 'miss' | 'stale';
+
 export function createMetrics(options: MetricsOptions = {}) {
+  const pendingLookups: Record<LookupResult, number> = { hit: 0, miss: 0, stale: 0 };
+  const cacheLookups = new Counter({
+    name: 'podiam_credential_cache_lookups_total',
+    help: 'Credential cache lookups by result (hit, miss, stale)',
+    labelNames: ['result'] as const,
+    registers: [],
+    collect() {
+      for (const result of ['hit', 'miss', 'stale'] as const) {
+        if (pendingLookups[result] > 0) this.inc({ result }, pendingLookups[result]);
+        pendingLookups[result] = 0;
+      }
+    },
+  });
   const registry = new Registry();
   if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: registry, prefix: 'podiam_' });
   const r = [registry];
+  registry.registerMetric(cacheLookups);
   const requests = new Counter({ name: 'podiam_http_requests_total', help: 'Metadata requests by route and status code', labelNames: ['route', 'code'] as const, registers: r });
   const requestSeconds = new Histogram({
     name: 'podiam_http_request_duration_seconds',
@@ -30,7 +46,11 @@ export function createMetrics(options: MetricsOptions = {}) {
     observeRequest: requestRecorder(requests, requestSeconds),
     stsCalls: new Counter({ name: 'podiam_sts_assume_role_total', help: 'STS AssumeRole calls by outcome', labelNames: ['outcome'] as const, registers: r }),
     stsSeconds: new Histogram({ name: 'podiam_sts_assume_role_duration_seconds', help: 'STS AssumeRole latency', buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10], registers: r }),
-    cacheLookups: new Counter({ name: 'podiam_credential_cache_lookups_total', help: 'Credential cache lookups by result (hit, miss, stale)', labelNames: ['result'] as const, registers: r }),
+    cacheLookups,
+    /** One cache lookup, counted in a plain number on the hot path and added to the counter at scrape time. */
+    countLookup(result: LookupResult): void {
+      pendingLookups[result]++;
+    },
     credentialsIssued: new Counter({ name: 'podiam_credentials_issued_total', help: 'Credentials obtained from STS by cause (request, prefetch, refresh)', labelNames: ['cause'] as const, registers: r }),
     refreshFailures: new Counter({ name: 'podiam_credential_refresh_failures_total', help: 'Failed credential fetches by cause', labelNames: ['cause'] as const, registers: r }),
     cachedRoles: new Gauge({

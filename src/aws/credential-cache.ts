@@ -86,6 +86,8 @@ export function cacheKey(r: RoleRequest): string {
 
 export class CredentialCache {
   private readonly entries = new Map<string, Entry>();
+  /** The entry for a request object already seen (RoleResolver hands out the same object per pod): no key string per lookup. */
+  private readonly byRequest = new WeakMap<RoleRequest, Entry>();
   private readonly clock: Clock;
   private readonly minRemainingMs: number;
   private readonly refreshMarginMs: number;
@@ -150,7 +152,11 @@ export class CredentialCache {
 
   /** Fresh credentials from memory, synchronously, or undefined (then use get()). Counts as a hit. */
   peek(request: RoleRequest): IssuedCredentials | undefined {
-    const entry = this.entries.get(cacheKey(request));
+    let entry = this.byRequest.get(request);
+    if (entry === undefined || this.entries.get(entry.key) !== entry) {
+      entry = this.entries.get(cacheKey(request));
+      if (entry !== undefined) this.byRequest.set(request, entry);
+    }
     const current = entry?.current;
     if (entry === undefined || current === undefined) return undefined;
     const now = this.clock.now();
