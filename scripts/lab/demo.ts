@@ -107,7 +107,7 @@ async function askAsPod(lab: Lab, pod: LabPod, otherRole: string | undefined): P
   } catch {
     // checked below
   }
-  check(creds.status === 200 && code === 'Success', `IMDSv2: token from the metadata service, credentials for ${pod.role} from podiam`);
+  check(creds.status === 200 && code === 'Success', `IMDSv2: token (the metadata service's PUT, podiam's token), credentials for ${pod.role} from podiam`);
 
   if (otherRole !== undefined) {
     const steal = await curlShown(lab, ns, `curl -s ${CREDS}${otherRole}`);
