@@ -20,7 +20,7 @@ import { KubeWatcher, createKubeConfig } from './kube/pods.js';
 import type { Logger } from './log.js';
 import type { Metrics } from './metrics.js';
 import { createMetrics } from './metrics.js';
-import type { RolePolicy } from './roles.js';
+import type { PodInfo, RolePolicy } from './roles.js';
 import { RoleResolver, toRoleArn } from './roles.js';
 import type { Health } from './server.js';
 import { createMetricsServer, createServer } from './server.js';
@@ -41,6 +41,7 @@ export async function start(config: Config, log: Logger): Promise<Podiam> {
   const passthrough = new Passthrough({ host: config.metadataHost, port: config.metadataPort, timeoutMs: config.metadataTimeoutMs });
   const policy = await rolePolicy(config, passthrough, log);
   const roles = new RoleResolver(policy);
+  const roleOf = (pod: PodInfo) => roles.resolve(pod, index.namespace(pod.namespace));
   if (config.sessionTtlSeconds < 1800) {
     // Refresh happens at half-life for short sessions, so served credentials have under 15 min
     // left and botocore re-reads them on every call (cheap here, from memory, but noisy).
@@ -55,7 +56,7 @@ export async function start(config: Config, log: Logger): Promise<Podiam> {
     isWanted: (request) => {
       const key = cacheKey(request);
       for (const pod of index.allPods()) {
-        const role = roles.resolve(pod, index.namespace(pod.namespace));
+        const role = roleOf(pod);
         if (!(role instanceof Error) && cacheKey(role) === key) return true;
       }
       return false;
@@ -82,7 +83,7 @@ export async function start(config: Config, log: Logger): Promise<Podiam> {
     // Denials are reported when the pod asks. Only for this node's pods: watching the whole
     // cluster (no --node), prefetching would assume every role of every pod.
     if (config.node === undefined) return;
-    const role = roles.resolve(pod, index.namespace(pod.namespace));
+    const role = roleOf(pod);
     if (!(role instanceof Error)) cache.prefetch(role);
   });
 

@@ -5,7 +5,7 @@
 import http from 'node:http';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { BadRequest, PathRefused, PodiamError, toHttpResponse } from './errors.js';
-import type { CredentialRoutes } from './imds/credentials.js';
+import type { CredentialAnswer, CredentialRoutes } from './imds/credentials.js';
 import type { Passthrough } from './imds/passthrough.js';
 import { TOKEN_HEADER, TTL_HEADER } from './imds/passthrough.js';
 import { TokenBroker } from './imds/tokens.js';
@@ -103,8 +103,6 @@ export function createServer(deps: ServerDeps): http.Server {
   // safePath and the IAM route match, once per distinct URL: they are pure functions of it.
   // A URL safePath refuses is never remembered, so it is refused (and counted) every time.
   const parsedUrls = new Map<string, ParsedUrl>();
-  /** The remembered parse of a URL, if it was seen before (never throws). */
-  const lookupUrl = (rawUrl: string): ParsedUrl | undefined => parsedUrls.get(rawUrl);
   const parseUrl = (rawUrl: string): ParsedUrl => {
     const known = parsedUrls.get(rawUrl);
     if (known !== undefined) return known;
@@ -137,6 +135,11 @@ export function createServer(deps: ServerDeps): http.Server {
     send(res, answer.status, answer.body);
   };
 
+  const sendCredentials = (res: ServerResponse, answer: CredentialAnswer, podIp: string): void => {
+    send(res, 200, answer.body);
+    if (debugOn()) log.debug('credentials served', { pod: `${answer.pod.namespace}/${answer.pod.name}`, ip: podIp, roleArn: answer.role.roleArn });
+  };
+
   /** Answers the request; `at.route` always names the route reached, for metrics and logs. */
   const handle = async (req: IncomingMessage, res: ServerResponse, at: { route: Route }): Promise<Route> => {
     const method = req.method ?? 'GET';
@@ -152,9 +155,7 @@ export function createServer(deps: ServerDeps): http.Server {
       }
       if (credentialRole !== undefined) {
         at.route = 'credentials';
-        const answer = await credentials.credentials(podIp, credentialRole);
-        send(res, 200, answer.body);
-        if (debugOn()) log.debug('credentials served', { pod: `${answer.pod.namespace}/${answer.pod.name}`, ip: podIp, roleArn: answer.role.roleArn });
+        sendCredentials(res, await credentials.credentials(podIp, credentialRole), podIp);
         return 'credentials';
       }
       if (/^info\/?$/i.test(rest)) {
@@ -251,40 +252,35 @@ export function createServer(deps: ServerDeps): http.Server {
       const started = performance.now();
       // The hot path, a pod asking for its credentials, without handle()'s own async frame: the
       // same steps in the same order (parseUrl, remoteIp, method check, credentials, send, log).
-      const parsed = lookupUrl(req.url ?? '/');
+      const parsed = parsedUrls.get(req.url ?? '/');
       if (parsed !== undefined && parsed.credentialRole !== undefined && parsed.credentialRole !== '' && (req.method === 'GET' || req.method === 'HEAD')) {
         const podIp = remoteIp(req);
         const now = credentials.credentialsNow(podIp, parsed.credentialRole);
         if (now !== undefined) {
           // Known pod, its own role, fresh credentials in memory: answered in this tick.
-          send(res, 200, now.body);
-          if (debugOn()) log.debug('credentials served', { pod: `${now.pod.namespace}/${now.pod.name}`, ip: podIp, roleArn: now.role.roleArn });
+          sendCredentials(res, now, podIp);
           observe('credentials', 200);
           return;
         }
         credentials.credentials(podIp, parsed.credentialRole).then(
           (answer) => {
-            send(res, 200, answer.body);
-            if (debugOn()) log.debug('credentials served', { pod: `${answer.pod.namespace}/${answer.pod.name}`, ip: podIp, roleArn: answer.role.roleArn });
+            sendCredentials(res, answer, podIp);
             observe('credentials', res.statusCode);
           },
-          (err: unknown) => {
-            const route: Route = err instanceof PathRefused ? 'refused' : err instanceof BadRequest ? 'invalid' : 'credentials';
-            fail(req, res, route, err);
-            observe(route, res.statusCode);
-          },
+          (err: unknown) => failed(err, 'credentials'),
         );
         return;
       }
       const at: { route: Route } = { route: 'invalid' };
       handle(req, res, at).then(
         (route) => observe(route, res.statusCode),
-        (err: unknown) => {
-          const route: Route = err instanceof PathRefused ? 'refused' : err instanceof BadRequest ? 'invalid' : at.route;
-          fail(req, res, route, err);
-          observe(route, res.statusCode);
-        },
+        (err: unknown) => failed(err, at.route),
       );
+      function failed(err: unknown, reached: Route): void {
+        const route: Route = err instanceof PathRefused ? 'refused' : err instanceof BadRequest ? 'invalid' : reached;
+        fail(req, res, route, err);
+        observe(route, res.statusCode);
+      }
       function observe(route: Route, code: number): void {
         const seconds = (performance.now() - started) / 1000;
         metrics.observeRequest(route, code, seconds);

@@ -115,10 +115,7 @@ export class CredentialCache {
     const current = entry.current;
     if (current !== undefined) {
       const remaining = current.expirationMs - now;
-      // Served from memory until its refresh is due, and while more than minRemainingMs is left
-      // (the background refresh is at work then). Not "15 min left" alone: short sessions never have that.
-      const fresh = now < entry.refreshAtMs || remaining >= this.minRemainingMs;
-      if (fresh || (entry.inflight === undefined && now < entry.retryAtMs && remaining > EXPIRY_GUARD_MS)) {
+      if (this.isFresh(entry, current, now) || (entry.inflight === undefined && now < entry.retryAtMs && remaining > EXPIRY_GUARD_MS)) {
         this.options.events?.lookup?.('hit');
         return current;
       }
@@ -152,15 +149,9 @@ export class CredentialCache {
 
   /** Fresh credentials from memory, synchronously, or undefined (then use get()). Counts as a hit. */
   peek(request: RoleRequest): IssuedCredentials | undefined {
-    let entry = this.byRequest.get(request);
-    if (entry === undefined || this.entries.get(entry.key) !== entry) {
-      entry = this.entries.get(cacheKey(request));
-      if (entry !== undefined) this.byRequest.set(request, entry);
-    }
+    const entry = this.find(request);
     const current = entry?.current;
-    if (entry === undefined || current === undefined) return undefined;
-    const now = this.clock.now();
-    if (!(now < entry.refreshAtMs || current.expirationMs - now >= this.minRemainingMs)) return undefined;
+    if (entry === undefined || current === undefined || !this.isFresh(entry, current, this.clock.now())) return undefined;
     entry.usedSinceIssue = true;
     this.options.events?.lookup?.('hit');
     return current;
@@ -197,12 +188,30 @@ export class CredentialCache {
     for (const e of this.entries.values()) this.clearTimer(e);
   }
 
+  /**
+   * Served from memory until its refresh is due, and while more than minRemainingMs is left
+   * (the background refresh is at work then). Not "15 min left" alone: short sessions never have that.
+   */
+  private isFresh(entry: Entry, current: IssuedCredentials, now: number): boolean {
+    return now < entry.refreshAtMs || current.expirationMs - now >= this.minRemainingMs;
+  }
+
+  /** The live entry for a request: by request object when seen before, else by key. */
+  private find(request: RoleRequest): Entry | undefined {
+    const known = this.byRequest.get(request);
+    if (known !== undefined && this.entries.get(known.key) === known) return known;
+    const entry = this.entries.get(cacheKey(request));
+    if (entry !== undefined) this.byRequest.set(request, entry);
+    return entry;
+  }
+
   private entry(request: RoleRequest): Entry {
-    const key = cacheKey(request);
-    let e = this.entries.get(key);
+    let e = this.find(request);
     if (e === undefined) {
+      const key = cacheKey(request);
       e = { key, request, current: undefined, refreshAtMs: 0, inflight: undefined, timer: undefined, usedSinceIssue: false, failures: 0, lastError: undefined, retryAtMs: 0 };
       this.entries.set(key, e);
+      this.byRequest.set(request, e);
     }
     return e;
   }
@@ -214,11 +223,11 @@ export class CredentialCache {
     const flight = Promise.resolve()
       .then(() => this.options.assumer.assume(entry.request))
       .then(
-      (creds) => this.install(entry, creds, startedMs, cause),
-      (err: unknown) => {
-        throw this.onFailure(entry, err, cause);
-      },
-    );
+        (creds) => this.install(entry, creds, startedMs, cause),
+        (err: unknown) => {
+          throw this.onFailure(entry, err, cause);
+        },
+      );
     entry.inflight = flight;
     const clear = (): void => {
       if (entry.inflight === flight) entry.inflight = undefined;

@@ -190,14 +190,16 @@ export class KubeWatcher {
     const { log, metrics } = this.options;
     const listFn = async () => {
       // In pages, slimmed as they come: a cluster-wide list never sits in memory whole.
+      // Every page comes from the first page's snapshot, at its resourceVersion.
       const items: KubernetesObject[] = [];
-      let listed = await list(undefined);
-      items.push(...listed.items.map(slimObject));
-      const resourceVersion = listed.metadata?.resourceVersion;
-      while (listed.metadata?._continue) {
-        listed = await list(listed.metadata._continue);
+      let resourceVersion: string | undefined;
+      let page: string | undefined;
+      do {
+        const listed = await list(page);
+        resourceVersion ??= listed.metadata?.resourceVersion;
         for (const o of listed.items) items.push(slimObject(o));
-      }
+        page = listed.metadata?._continue;
+      } while (page);
       const result = { metadata: { resourceVersion }, items };
       // ListWatch applies the list right after this promise settles; mark synced after that.
       setImmediate(() => this.markSynced(inf));
