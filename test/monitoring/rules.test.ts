@@ -129,7 +129,7 @@ describe('every alert', () => {
           if (c === undefined) throw new Error(`${t.name}: no alert named ${a.alertname}`);
           if (a.exp_alerts.length > 0) c.fires = true;
           // Silent: an evaluation that expects nothing, or input series (nodes) no expected alert names.
-          const alerted = new Set(a.exp_alerts.map((e) => e.exp_labels.node));
+          const alerted = new Set<string | undefined>(a.exp_alerts.map((e) => e.exp_labels.node));
           if (a.exp_alerts.length === 0 || [...inputNodes].some((n) => !alerted.has(n))) c.silent = true;
         }
       }
