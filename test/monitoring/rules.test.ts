@@ -164,3 +164,19 @@ describe('promtool test rules', () => {
     for (const a of alerts) expect({ alert: a.alert, failed: r.out.includes(`alertname: ${a.alert},`) }).toEqual({ alert: a.alert, failed: true });
   });
 });
+
+test('the README’s scrape job is the one in manifests/monitoring/prometheus-scrape.yaml', () => {
+  const readme = readFileSync(path.join(ROOT, 'README.md'), 'utf8');
+  const section = readme.slice(readme.indexOf('### Scraping'));
+  const block = /```yaml\n([\s\S]*?)```/.exec(section);
+  expect(block).not.toBeNull();
+  const documented = parse(block![1]!.replace(/^ {2}/gm, '')) as { scrape_configs: unknown[] };
+  const file = parse(readFileSync(path.join(ROOT, 'manifests/monitoring/prometheus-scrape.yaml'), 'utf8')) as { scrape_configs: unknown[] };
+  expect(documented.scrape_configs).toEqual(file.scrape_configs);
+});
+
+test('the README’s alert table lists exactly the alerts, with their severities', () => {
+  const readme = readFileSync(path.join(ROOT, 'README.md'), 'utf8');
+  const rows = [...readme.matchAll(/^\| \[(\w+)\]\(#(\w+)\) \| (\w+) \|/gm)].map((m) => ({ alert: m[1], anchor: m[2], severity: m[3] }));
+  expect(rows).toEqual(alerts.map((a) => ({ alert: a.alert, anchor: a.alert.toLowerCase(), severity: a.labels?.severity })));
+});
