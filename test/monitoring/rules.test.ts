@@ -180,3 +180,57 @@ test('the README’s alert table lists exactly the alerts, with their severities
   const rows = [...readme.matchAll(/^\| \[(\w+)\]\(#(\w+)\) \| (\w+) \|/gm)].map((m) => ({ alert: m[1], anchor: m[2], severity: m[3] }));
   expect(rows).toEqual(alerts.map((a) => ({ alert: a.alert, anchor: a.alert.toLowerCase(), severity: a.labels?.severity })));
 });
+
+describe('the Grafana dashboard', () => {
+  interface GridPos {
+    x: number;
+    y: number;
+    w: number;
+    h: number;
+  }
+  interface Panel {
+    id: number;
+    type: string;
+    title: string;
+    gridPos: GridPos;
+    datasource?: { type: string; uid: string };
+    targets?: Array<{ refId: string; expr: string; datasource: { uid: string } }>;
+  }
+  const dashboard = JSON.parse(readFileSync(path.join(ROOT, 'manifests/components/prometheus-operator/podiam-dashboard.json'), 'utf8')) as {
+    uid: string;
+    templating: { list: Array<{ name: string; type: string; query: unknown }> };
+    panels: Panel[];
+  };
+
+  test('has a Prometheus data source variable and a node variable', () => {
+    expect(dashboard.uid).toBe('podiam');
+    expect(dashboard.templating.list.map((v) => [v.name, v.type])).toEqual([
+      ['datasource', 'datasource'],
+      ['node', 'query'],
+    ]);
+    expect(dashboard.templating.list[0]!.query).toBe('prometheus');
+  });
+
+  test('panels have unique ids, fit the 24-column grid without overlapping, and query the chosen data source and nodes', () => {
+    const panels = dashboard.panels;
+    expect(new Set(panels.map((p) => p.id)).size).toBe(panels.length);
+    const cells = new Set<string>();
+    for (const p of panels) {
+      expect(p.gridPos.x + p.gridPos.w).toBeLessThanOrEqual(24);
+      for (let x = p.gridPos.x; x < p.gridPos.x + p.gridPos.w; x++) {
+        for (let y = p.gridPos.y; y < p.gridPos.y + p.gridPos.h; y++) {
+          expect(cells.has(`${x},${y}`)).toBe(false);
+          cells.add(`${x},${y}`);
+        }
+      }
+      if (p.type === 'row') continue;
+      expect(p.datasource).toEqual({ type: 'prometheus', uid: '${datasource}' });
+      expect(p.targets!.length).toBeGreaterThan(0);
+      expect(new Set(p.targets!.map((t) => t.refId)).size).toBe(p.targets!.length);
+      for (const t of p.targets!) {
+        expect(t.datasource.uid).toBe('${datasource}');
+        expect(t.expr).toContain('node=~"$node"');
+      }
+    }
+  });
+});
