@@ -35,7 +35,12 @@ export interface Podiam {
 
 export async function start(config: Config, log: Logger): Promise<Podiam> {
   // The gauges read the index and the cache at scrape time (both exist before anything listens).
-  const metrics = createMetrics({ podsIndexed: () => index.ipCount(), cacheEntries: () => cache.size() });
+  const metrics = createMetrics({
+    podsIndexed: () => index.ipCount(),
+    cacheEntries: () => cache.size(),
+    credentialsMinRemainingMs: () => cache.servedRemainingMs(),
+    ready: () => health().ready,
+  });
   log.info('podiam starting', { config: describeConfig(config) });
 
   const passthrough = new Passthrough({ host: config.metadataHost, port: config.metadataPort, timeoutMs: config.metadataTimeoutMs });

@@ -8,6 +8,10 @@ export interface MetricsOptions {
   /** Read at scrape time, so these gauges are never stale. */
   readonly podsIndexed?: () => number;
   readonly cacheEntries?: () => number;
+  /** Milliseconds left on the soonest-expiring credentials served, undefined when none. */
+  readonly credentialsMinRemainingMs?: () => number | undefined;
+  /** What /readyz answers (true: 200). */
+  readonly ready?: () => boolean;
 }
 
 export type LookupResult = 'hit' | 'miss' | 'stale';
@@ -67,6 +71,25 @@ export function createMetrics(options: MetricsOptions = {}) {
       registers: r,
       collect() {
         if (options.podsIndexed) this.set(options.podsIndexed());
+      },
+    }),
+    credentialsMinRemaining: new Gauge({
+      name: 'podiam_credentials_min_remaining_seconds',
+      help: 'Seconds left on the soonest-expiring credentials podiam serves (NaN when it holds none); at least 900 while STS is healthy',
+      registers: r,
+      collect() {
+        if (options.credentialsMinRemainingMs) {
+          const ms = options.credentialsMinRemainingMs();
+          this.set(ms === undefined ? NaN : Math.round(ms / 1000));
+        }
+      },
+    }),
+    ready: new Gauge({
+      name: 'podiam_ready',
+      help: '1 when /readyz answers 200: informers listed and watching, interception in place',
+      registers: r,
+      collect() {
+        if (options.ready) this.set(options.ready() ? 1 : 0);
       },
     }),
     podWaits: new Counter({ name: 'podiam_pod_wait_total', help: 'Requests from an IP not yet known, by outcome (found, timeout)', labelNames: ['outcome'] as const, registers: r }),

@@ -183,6 +183,25 @@ export class CredentialCache {
     return this.entries.size;
   }
 
+  /**
+   * Time left on the soonest-expiring credentials podiam would serve, or undefined when it holds
+   * none: at least minRemainingMs while STS is healthy (short sessions: half their life). Entries
+   * nobody uses any more live out their time unrefreshed, so they count only while healthy.
+   */
+  servedRemainingMs(): number | undefined {
+    const now = this.clock.now();
+    let min: number | undefined;
+    for (const e of this.entries.values()) {
+      if (e.current === undefined) continue;
+      const remaining = e.current.expirationMs - now;
+      if (min !== undefined && remaining >= min) continue;
+      // The cheap test first: keepRefreshing may ask isWanted, which walks the pods.
+      if (remaining < this.minRemainingMs && !this.keepRefreshing(e)) continue;
+      min = remaining;
+    }
+    return min;
+  }
+
   stop(): void {
     this.stopped = true;
     for (const e of this.entries.values()) this.clearTimer(e);

@@ -14,10 +14,12 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as k8s from '@kubernetes/client-node';
 import { PodMonitor } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/PodMonitor';
+import { PrometheusRule } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/PrometheusRule';
 import { validate as dockerfileUtilsValidate } from 'dockerfile-utils';
 import { DaemonSet } from 'kubernetes-models/apps/v1/DaemonSet';
 import { ClusterRole } from 'kubernetes-models/rbac.authorization.k8s.io/v1/ClusterRole';
 import { ClusterRoleBinding } from 'kubernetes-models/rbac.authorization.k8s.io/v1/ClusterRoleBinding';
+import { ConfigMap } from 'kubernetes-models/v1/ConfigMap';
 import { ServiceAccount } from 'kubernetes-models/v1/ServiceAccount';
 import { parseAllDocuments } from 'yaml';
 import { parseConfig } from '../../src/config.js';
@@ -77,6 +79,8 @@ const KINDS: Record<string, Kind> = {
   // The CRD's own schema; client-node has no model for it, so the unknown-field walk stops at
   // its ObjectMeta (a CRD's structural schema prunes unknown fields rather than refusing them).
   'monitoring.coreos.com/v1/PodMonitor': { model: PodMonitor as never, namespaced: true },
+  'monitoring.coreos.com/v1/PrometheusRule': { model: PrometheusRule as never, namespaced: true },
+  'v1/ConfigMap': { model: ConfigMap as never, clientModel: 'V1ConfigMap', namespaced: true },
 };
 
 function kindOf(obj: Obj): Kind {
@@ -230,7 +234,7 @@ describe.each(TARGETS)('kubectl kustomize $dir', ({ dir, hostInterface, podMonit
   test('renders exactly the expected objects', () => {
     const kinds = objsOf(dir).map((o) => `${o.kind}/${o.metadata.name}`).sort();
     const expected = ['ClusterRole/podiam', 'ClusterRoleBinding/podiam', 'DaemonSet/podiam', 'ServiceAccount/podiam'];
-    if (podMonitor) expected.push('PodMonitor/podiam');
+    if (podMonitor) expected.push('PodMonitor/podiam', 'PrometheusRule/podiam', 'ConfigMap/podiam-grafana-dashboard');
     expect(kinds).toEqual(expected.sort());
   });
 
@@ -288,6 +292,13 @@ describe.each(TARGETS)('kubectl kustomize $dir', ({ dir, hostInterface, podMonit
       const ep = pm.spec.podMetricsEndpoints[0];
       expect(portNumber(c, ep.port)).toBe(config.metricsPort);
       expect(ep.path).toBe('/metrics');
+      // The same job and locating labels as the plain scrape config: the alerts select on them.
+      expect(ep.relabelings).toEqual(
+        expect.arrayContaining([
+          { sourceLabels: ['__meta_kubernetes_pod_node_name'], targetLabel: 'node' },
+          { targetLabel: 'job', replacement: 'podiam' },
+        ]),
+      );
     }
   });
 
@@ -397,7 +408,7 @@ test('an operator’s own kustomization (the README’s example): CNI overlay + 
       ].join('\n'),
     );
     const objs = kustomize(dir);
-    expect(objs.map((o) => o.kind).sort()).toEqual(['ClusterRole', 'ClusterRoleBinding', 'DaemonSet', 'PodMonitor', 'ServiceAccount']);
+    expect(objs.map((o) => o.kind).sort()).toEqual(['ClusterRole', 'ClusterRoleBinding', 'ConfigMap', 'DaemonSet', 'PodMonitor', 'PrometheusRule', 'ServiceAccount']);
     expect(podiamConfig(find(objs, 'DaemonSet')).config).toMatchObject({
       hostInterface: 'cali+',
       iptables: true,
@@ -414,6 +425,18 @@ test('an operator’s own kustomization (the README’s example): CNI overlay + 
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('the monitoring component: the PrometheusRule holds the rules file, the ConfigMap the dashboard, for Grafana’s sidecar', () => {
+  const objs = objsOf('manifests/overlays/prometheus-operator');
+  const rules = parseAllDocuments(readFileSync(path.join(MANIFESTS, 'monitoring/podiam.rules.yaml'), 'utf8'))[0]!.toJS() as Obj;
+  expect(find(objs, 'PrometheusRule').spec.groups).toEqual(rules.groups);
+  expect(find(objs, 'PrometheusRule').metadata.namespace).toBe(NAMESPACE);
+  const cm = find(objs, 'ConfigMap');
+  expect(cm.metadata.labels).toEqual({ 'app.kubernetes.io/name': 'podiam', grafana_dashboard: '1' });
+  expect(Object.keys(cm.data)).toEqual(['podiam-dashboard.json']);
+  expect(cm.data['podiam-dashboard.json']).toBe(readFileSync(path.join(MANIFESTS, 'components/prometheus-operator/podiam-dashboard.json'), 'utf8'));
+  expect(JSON.parse(cm.data['podiam-dashboard.json']).uid).toBe('podiam');
 });
 
 // ---------------------------------------------------------------------------------------------

@@ -580,3 +580,51 @@ describe('CredentialCache: snapshot', () => {
     cache.stop();
   });
 });
+
+describe('CredentialCache: servedRemainingMs (podiam_credentials_min_remaining_seconds)', () => {
+  it('is undefined with nothing cached, the time left on what is served, and at least 15 min while STS is healthy', async () => {
+    const { cache, clock } = setup();
+    expect(cache.servedRemainingMs()).toBeUndefined();
+    await cache.get(request());
+    expect(cache.servedRemainingMs()).toBe(HOUR);
+    await clock.advance(30 * MINUTE);
+    expect(cache.servedRemainingMs()).toBe(30 * MINUTE);
+    for (let t = 0; t < 30; t++) {
+      await cache.get(request());
+      await clock.advance(5 * MINUTE);
+      expect(cache.servedRemainingMs()).toBeGreaterThanOrEqual(15 * MINUTE);
+    }
+    cache.stop();
+  });
+
+  it('falls towards zero while refreshes fail, and is the soonest of several entries', async () => {
+    const { cache, assumer, clock } = setup();
+    await cache.get(request());
+    await clock.advance(10 * MINUTE);
+    await cache.get(request({ sessionName: 'team-a.web-2' }));
+    assumer.mode = 'fail';
+    await clock.advance(45 * MINUTE); // the first's refresh failing since it had 20 min left
+    expect(cache.servedRemainingMs()).toBe(5 * MINUTE);
+    await clock.advance(3 * MINUTE);
+    expect(cache.servedRemainingMs()).toBe(2 * MINUTE);
+    assumer.mode = 'ok';
+    await clock.advance(90 * SECOND); // the next retry (backoff capped at 60 s) succeeds
+    expect(cache.servedRemainingMs()).toBeGreaterThan(15 * MINUTE);
+    cache.stop();
+  });
+
+  it('does not count credentials nobody uses any more once they run low (they are not refreshed, nor served)', async () => {
+    let wanted = true;
+    const { cache, clock } = setup({ isWanted: () => wanted });
+    cache.prefetch(request());
+    await flushPromises();
+    expect(cache.servedRemainingMs()).toBe(HOUR);
+    wanted = false;
+    await clock.advance(50 * MINUTE);
+    expect(cache.size()).toBe(1);
+    expect(cache.servedRemainingMs()).toBeUndefined();
+    wanted = true;
+    expect(cache.servedRemainingMs()).toBe(10 * MINUTE);
+    cache.stop();
+  });
+});
