@@ -402,6 +402,7 @@ describe('the process', () => {
     const help = await runCli(['webhook', '--help']);
     expect(help.code).toBe(0);
     expect(help.stdout).toMatch(/^Usage: podiam webhook/);
+    expect((await runCli(['--help'])).stdout).toContain('podiam webhook [flags]');
   });
 
   test('SIGTERM: stops cleanly with exit 0', async () => {
