@@ -46,7 +46,7 @@ export async function admit(body: unknown, lookups: Lookups, options: MutateOpti
   if (!isPodCreate(request)) return answer(uid, { result: 'skipped', reason: 'not-a-pod-create', pod: '' });
 
   const pod = request.object;
-  const namespace = request.namespace || (isObject(pod) ? stringOr((pod as PodShape).metadata?.namespace, '') : '');
+  const namespace = stringOr(request.namespace, '') || (isObject(pod) && isObject(pod.metadata) ? stringOr(pod.metadata.namespace, '') : '');
   const podName = nameOf(pod, namespace);
   if (!isPod(pod) || namespace === '') return answer(uid, { result: 'error', reason: 'bad-pod', pod: podName, detail: 'request.object is not a pod with containers in a namespace' });
   if (PROTECTED_NAMESPACES.has(namespace)) return answer(uid, { result: 'skipped', reason: 'protected-namespace', pod: podName });

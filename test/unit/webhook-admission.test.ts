@@ -103,6 +103,7 @@ describe('bad input and failed reads: allowed, with a warning', () => {
     ['containers is not a list', review({ metadata: {}, spec: { containers: { a: 1 } } }), 'bad-pod', 'req-1'],
     ['no containers', review({ metadata: {}, spec: { containers: [] } }), 'bad-pod', 'req-1'],
     ['no namespace anywhere', review(pod(OPT_IN), { namespace: '' }), 'bad-pod', 'req-1'],
+    ['a namespace that is not a string', review(pod(OPT_IN), { namespace: 42 }), 'bad-pod', 'req-1'],
   ])('%s', async (_n, body, reason, uid) => {
     const { lookups } = fakeLookups({}, {});
     const { review: out, outcome } = await admit(body, lookups, OPTIONS);
