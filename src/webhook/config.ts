@@ -24,6 +24,8 @@ export interface WebhookConfig {
   readonly injectAllWithRole: boolean;
   readonly lookupTimeoutMs: number;
   readonly cacheTtlMs: number;
+  /** After SIGTERM: not ready, still serving, for this long (endpoints drop the replica first). */
+  readonly shutdownDelayMs: number;
   readonly kubeconfig: string | undefined;
   readonly apiServer: string | undefined;
   readonly apiToken: string | undefined;
@@ -55,6 +57,7 @@ export const WEBHOOK_FLAGS: readonly FlagSpec[] = [
   { name: 'inject-all-with-role', type: 'bool', default: 'false', example: '--inject-all-with-role', help: 'inject every pod with a role unless it or its namespace opts out' },
   { name: 'lookup-timeout', type: 'duration', default: '1s', example: '--lookup-timeout=1s', help: 'timeout of one Namespace or ServiceAccount GET' },
   { name: 'cache-ttl', type: 'duration', default: '10s', example: '--cache-ttl=10s', help: 'how long a Namespace or ServiceAccount read is reused (0s: never)' },
+  { name: 'shutdown-delay', type: 'duration', default: '5s', example: '--shutdown-delay=5s', help: 'on SIGTERM, keep answering (while not ready) this long before closing' },
   { name: 'kubeconfig', type: 'string', example: '--kubeconfig=/root/.kube/config', help: 'kubeconfig file (else KUBECONFIG, else --api-server, else in-cluster)' },
   { name: 'api-server', type: 'string', example: '--api-server=https://10.0.0.1:443', help: 'Kubernetes API server URL' },
   { name: 'api-token', type: 'string', example: '--api-token=$(cat /path/token)', help: 'bearer token for --api-server' },
@@ -141,6 +144,7 @@ export function parseWebhookConfig(argv: readonly string[], env: NodeJS.ProcessE
     // manifests/components/webhook) for the whole answer, which may need two lookups.
     lookupTimeoutMs: duration('lookup-timeout', 50, 10_000),
     cacheTtlMs: duration('cache-ttl', 0, 300_000),
+    shutdownDelayMs: duration('shutdown-delay', 0, 60_000),
     kubeconfig: str('kubeconfig') ?? nonEmpty(env.KUBECONFIG),
     apiServer: str('api-server'),
     apiToken: str('api-token'),

@@ -39,9 +39,11 @@ export async function startWebhook(config: WebhookConfig, log: Logger): Promise<
   return {
     async shutdown(signal) {
       log.info('podiam webhook stopping', { signal });
-      // Not ready first, so endpoints drop this replica; in-flight admissions finish (at most
-      // the API server's timeout), then the servers close.
+      // Not ready first, and still answering for --shutdown-delay: the API server keeps calling
+      // this replica until the Service's endpoints drop it, and a refused call would admit a
+      // pod uninjected (failurePolicy: Ignore). Then in-flight admissions finish and the servers close.
       listening = false;
+      await new Promise((resolve) => setTimeout(resolve, config.shutdownDelayMs));
       reloader.stop();
       await close(admission, 10_000);
       await close(health, 1_000);

@@ -250,6 +250,9 @@ test('the webhook never blocks a pod: Ignore, a short timeout the lookups fit in
   expect(hook.namespaceSelector.matchExpressions).toContainEqual({ key: config.optInKey, operator: 'NotIn', values: ['false'] });
   expect(hook.objectSelector.matchExpressions).toEqual([{ key: config.optInKey, operator: 'NotIn', values: ['false'] }]);
   expect(find(objs, 'Deployment').metadata.namespace).toBe('kube-system');
+  // On SIGTERM it keeps answering for --shutdown-delay, then lets in-flight admissions finish.
+  const grace = find(objs, 'Deployment').spec.template.spec.terminationGracePeriodSeconds * 1000;
+  expect(grace).toBeGreaterThan(config.shutdownDelayMs + hook.timeoutSeconds * 1000);
 });
 
 test('two replicas on different nodes, a PodDisruptionBudget, rolling without losing one, pods distinct from the node agent’s', () => {

@@ -107,6 +107,7 @@ async function startWebhook(extra: string[] = []): Promise<PodiamProcess> {
       '--insecure',
       '--lookup-timeout=300ms',
       '--cache-ttl=0s',
+      '--shutdown-delay=0s',
       '--log-format=json',
       ...extra,
     ],
@@ -405,9 +406,22 @@ describe('the process', () => {
     expect((await runCli(['--help'])).stdout).toContain('podiam webhook [flags]');
   });
 
-  test('SIGTERM: stops cleanly with exit 0', async () => {
-    const other = await startWebhook();
-    const r = await other.stop('SIGTERM');
+  test('SIGTERM: not ready at once, still answering for --shutdown-delay, then exit 0', async () => {
+    const other = await startWebhook(['--shutdown-delay=2s']);
+    const readyz = () =>
+      new Promise<number>((resolve) => {
+        http.get({ host: '127.0.0.1', port: metricsPort, path: '/readyz' }, (res) => {
+          res.resume();
+          resolve(res.statusCode ?? 0);
+        }).on('error', () => resolve(-1));
+      });
+    expect(await readyz()).toBe(200);
+    other.child.kill('SIGTERM');
+    await waitFor(async () => (await readyz()) === 503, 5000, '/readyz 503 after SIGTERM');
+    // Still serving admissions while the endpoints catch up.
+    const { response } = await admitted(pod('during-shutdown', { 'podiam.io/token-identity': 'true' }));
+    expect(response.patchType).toBe('JSONPatch');
+    const r = await other.exited();
     expect(r.code).toBe(0);
     expect(other.output()).toMatch(/podiam webhook stopped/);
   });

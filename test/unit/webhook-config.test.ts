@@ -21,6 +21,7 @@ test('defaults', () => {
     injectAllWithRole: false,
     lookupTimeoutMs: 1000,
     cacheTtlMs: 10_000,
+    shutdownDelayMs: 5000,
     kubeconfig: undefined,
     apiServer: undefined,
     apiToken: undefined,
