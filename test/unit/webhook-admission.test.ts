@@ -124,3 +124,15 @@ describe('bad input and failed reads: allowed, with a warning', () => {
     expect((out as Obj).response.warnings[0]).toMatch(/lookup-failed/);
   });
 });
+
+test('--inject-all-with-role: a pod with a role in a namespace that says nothing is mutated; one without a role is not', async () => {
+  const { lookups, calls } = fakeLookups({ 'team-a': facts() }, { 'team-a/app': facts({}, { 'iam.amazonaws.com/role': ROLE }), 'team-a/plain': facts() });
+  const all = { ...OPTIONS, injectAllWithRole: true };
+  expect((await admit(review(pod()), lookups, all)).outcome).toMatchObject({ result: 'mutated', role: ROLE });
+  expect(calls).toEqual(['ns team-a', 'sa team-a/app']);
+  expect((await admit(review(pod({}, { serviceAccountName: 'plain' })), lookups, all)).outcome).toMatchObject({ result: 'skipped', reason: 'no-role' });
+  // Without the flag, the same pod is not opted in and its ServiceAccount is not read.
+  calls.length = 0;
+  expect((await admit(review(pod()), lookups, OPTIONS)).outcome).toMatchObject({ result: 'skipped', reason: 'not-opted-in' });
+  expect(calls).toEqual(['ns team-a']);
+});
