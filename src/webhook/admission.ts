@@ -7,7 +7,7 @@
  */
 import type { Lookups } from './lookups.js';
 import { injectionPatch, namespaceChoice, optsIn, podChoice, PROTECTED_NAMESPACES, roleOf, serviceAccountOf } from './mutate.js';
-import type { MutateOptions, ObjectFacts, PodShape, SkipReason } from './mutate.js';
+import type { MutateOptions, PodShape, SkipReason } from './mutate.js';
 
 export type AdmissionResult = 'mutated' | 'skipped' | 'error';
 export type AdmissionReason = SkipReason | 'injected' | 'not-a-pod-create' | 'bad-review' | 'bad-pod' | 'lookup-failed';
@@ -54,11 +54,10 @@ export async function admit(body: unknown, lookups: Lookups, options: MutateOpti
   const own = podChoice(pod, options.optInKey);
   if (own === 'out') return answer(uid, { result: 'skipped', reason: 'opted-out', pod: podName, detail: `pod ${options.optInKey}=false` });
   if (own === 'bad') return answer(uid, { result: 'skipped', reason: 'bad-opt-in-value', pod: podName, detail: `${options.optInKey} must be "true" or "false"` });
-  let ns: ObjectFacts | undefined;
   if (own === undefined) {
     const read = await attempt(() => lookups.namespace(namespace));
     if (read.failed) return answer(uid, { result: 'error', reason: 'lookup-failed', pod: podName, detail: `namespace ${namespace}: ${read.error}` });
-    ns = read.value;
+    const ns = read.value;
     if (!optsIn(pod, ns, options)) {
       const saidNo = ns !== undefined && namespaceChoice(ns, options.optInKey) === 'out';
       return answer(uid, { result: 'skipped', reason: saidNo ? 'opted-out' : 'not-opted-in', pod: podName, detail: saidNo ? `namespace ${options.optInKey}=false` : undefined });
