@@ -5,39 +5,20 @@
  * within the timeout, a slow API server never holding a pod, certificate rotation without a
  * restart, metrics and log lines for every decision, clean shutdown.
  */
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync, renameSync } from 'node:fs';
+import { mkdtempSync, rmSync, renameSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
 import os from 'node:os';
 import path from 'node:path';
 import tls from 'node:tls';
-import jsonpatch from 'fast-json-patch';
-import type { Operation } from 'fast-json-patch';
 import { Pod } from 'kubernetes-models/v1/Pod';
 import { freePort } from '../support/net.js';
 import { PodiamProcess, runCli } from '../support/podiam-process.js';
 import { waitFor } from '../support/wait.js';
+import { applyAdmissionPatch, makeCa, makeServingCertificate, mutateThroughWebhook, podAdmissionReview } from '../support/webhook.js';
 
 type Obj = Record<string, any>;
 const ROLE = 'arn:aws:iam::123456789012:role/app';
-
-// ---------------------------------------------------------------------------------------------
-// Certificates, with the openssl CLI (Node's crypto cannot issue X.509 certificates)
-
-function openssl(args: string[], cwd: string): void {
-  execFileSync('openssl', args, { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
-}
-
-/** A CA, and a serving certificate for 127.0.0.1/localhost signed by it, in `dir` as <name>.crt/.key. */
-function makeCa(dir: string): void {
-  openssl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', 'ca.key', '-out', 'ca.crt', '-days', '1', '-subj', '/CN=podiam-test-ca'], dir);
-}
-function makeServing(dir: string, name: string, cn: string): void {
-  openssl(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${cn}`], dir);
-  writeFileSync(path.join(dir, `${name}.ext`), 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n');
-  openssl(['x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-out', `${name}.crt`, '-days', '1', '-extfile', `${name}.ext`], dir);
-}
 
 // ---------------------------------------------------------------------------------------------
 // A Kubernetes API server holding Namespaces and ServiceAccounts (GET only, as the webhook reads)
@@ -141,28 +122,8 @@ function post(body: string, opts: { path?: string; method?: string; timeoutMs?: 
   });
 }
 
-let uidCounter = 0;
 function review(object: Obj, namespace = 'team-a', request: Obj = {}): Obj {
-  return {
-    apiVersion: 'admission.k8s.io/v1',
-    kind: 'AdmissionReview',
-    request: {
-      uid: `uid-${++uidCounter}`,
-      kind: { group: '', version: 'v1', kind: 'Pod' },
-      resource: { group: '', version: 'v1', resource: 'pods' },
-      requestKind: { group: '', version: 'v1', kind: 'Pod' },
-      requestResource: { group: '', version: 'v1', resource: 'pods' },
-      name: object.metadata?.name ?? '',
-      namespace,
-      operation: 'CREATE',
-      userInfo: { username: 'system:serviceaccount:kube-system:replicaset-controller' },
-      object,
-      oldObject: null,
-      dryRun: false,
-      options: { apiVersion: 'meta.k8s.io/v1', kind: 'CreateOptions' },
-      ...request,
-    },
-  };
+  return podAdmissionReview(object, namespace, request);
 }
 
 function pod(name: string, annotations: Record<string, string> = {}, spec: Obj = {}): Obj {
@@ -193,8 +154,7 @@ async function admitted(object: Obj, namespace = 'team-a'): Promise<{ response: 
 
 function patched(object: Obj, response: Obj): Obj {
   expect(response.patchType).toBe('JSONPatch');
-  const ops = JSON.parse(Buffer.from(response.patch as string, 'base64').toString()) as Operation[];
-  return jsonpatch.applyPatch(structuredClone(object), ops, true, false).newDocument as Obj;
+  return applyAdmissionPatch(object, response);
 }
 
 function logFor(p: PodiamProcess, pod: string): Obj | undefined {
@@ -203,9 +163,8 @@ function logFor(p: PodiamProcess, pod: string): Obj | undefined {
 
 beforeAll(async () => {
   dir = mkdtempSync(path.join(os.tmpdir(), 'podiam-webhook-'));
-  makeCa(dir);
-  makeServing(dir, 'tls', 'podiam-webhook-1');
-  ca = execFileSync('cat', [path.join(dir, 'ca.crt')]);
+  ca = makeCa(dir);
+  makeServingCertificate(dir, 'tls', 'podiam-webhook-1');
   api = new FakeApi();
   await api.start();
   api.namespace('team-a');
@@ -248,6 +207,16 @@ describe('AdmissionReview over HTTPS → the expected patch', () => {
     expect(again.response.patch).toBeUndefined();
     await waitFor(() => webhook.logLines().some((l) => l.pod === 'team-a/opted-in' && l.reason === 'already-injected'), 5000, 'already-injected log line');
     expect(logFor(webhook, 'team-a/opted-in')).toMatchObject({ level: 'info', message: 'pod mutated: token identity injected', reason: 'injected', role: ROLE });
+  });
+
+  test('mutateThroughWebhook (for the node lab): a pod carrying its own role and opt-in needs no API read', async () => {
+    const before = api.requests.length;
+    const { pod: after } = await mutateThroughWebhook({ port, ca }, pod('lab-pod', { 'podiam.io/token-identity': 'true', 'iam.amazonaws.com/role': ROLE }), 'team-a');
+    expect(api.requests.length).toBe(before);
+    expect(after.spec.containers[1].env).toEqual([
+      { name: 'AWS_CONTAINER_CREDENTIALS_FULL_URI', value: 'http://169.254.170.23/v1/credentials' },
+      { name: 'AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE', value: '/var/run/secrets/pods.eks.amazonaws.com/serviceaccount/eks-pod-identity-token' },
+    ]);
   });
 
   test('a namespace labelled podiam.io/token-identity=true opts its pods in', async () => {
@@ -314,7 +283,7 @@ describe('bad input: answered at once, allowed, with a warning', () => {
     expect(r.ms).toBeLessThan(2000);
     const answer = JSON.parse(r.body) as Obj;
     expect(answer.response.allowed).toBe(true);
-    if (uid === 'uid') expect(answer.response.uid).toMatch(/^uid-/);
+    if (uid === 'uid') expect(answer.response.uid).toMatch(/^uid-\d+-\d+$/);
     else expect(answer.response.uid).toBe('');
     expect(answer.response.patch).toBeUndefined();
     expect(answer.response.warnings[0]).toContain(`(${reason})`);
@@ -349,7 +318,7 @@ describe('TLS', () => {
   test('a rotated certificate is served without a restart; a broken pair is refused and the old one kept', async () => {
     const first = (await post(JSON.stringify(review(pod('tls-1'))))).peerSerial;
     // cert-manager renews: a new key and certificate, swapped in as the kubelet swaps a Secret volume (rename).
-    makeServing(dir, 'next', 'podiam-webhook-2');
+    makeServingCertificate(dir, 'next', 'podiam-webhook-2');
     renameSync(path.join(dir, 'next.key'), path.join(dir, 'tls.key'));
     renameSync(path.join(dir, 'next.crt'), path.join(dir, 'tls.crt'));
     let second = first;
@@ -365,7 +334,7 @@ describe('TLS', () => {
     expect(await metric('podiam_webhook_certificate_reloads_total', { outcome: 'success' })).toBe(2);
 
     // A key that does not belong to the certificate: refused, the current certificate stays.
-    makeServing(dir, 'other', 'podiam-webhook-3');
+    makeServingCertificate(dir, 'other', 'podiam-webhook-3');
     // (The two renames above are not one atomic swap, so a tick between them may have counted a failure already.)
     const failuresBefore = await metric('podiam_webhook_certificate_reloads_total', { outcome: 'failure' });
     renameSync(path.join(dir, 'other.key'), path.join(dir, 'tls.key'));
