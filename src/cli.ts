@@ -11,6 +11,8 @@ function version(): string {
 }
 
 async function main(argv: readonly string[]): Promise<number> {
+  // `podiam webhook …`: the mutating admission webhook, a process of its own with its own flags.
+  if (argv[0] === 'webhook') return (await import('./webhook/run.js')).runWebhook(argv.slice(1));
   let request;
   try {
     request = parseConfig(argv);

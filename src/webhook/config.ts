@@ -1,0 +1,194 @@
+/**
+ * `podiam webhook` flags, parsed once into a frozen, typed WebhookConfig. The webhook is a
+ * separate process (a Deployment, not the node agent), so it has its own, short flag set; the
+ * names it shares with the node agent mean the same thing there.
+ */
+import { ConfigError } from '../errors.js';
+import { parseDuration } from '../config.js';
+import type { LogFormat, LogLevel } from '../config.js';
+
+export interface WebhookConfig {
+  /** HTTPS port for AdmissionReview requests (POST /mutate). */
+  readonly port: number;
+  /** Plain HTTP port for /healthz, /readyz and /metrics. */
+  readonly metricsPort: number;
+  readonly tlsCertFile: string;
+  readonly tlsKeyFile: string;
+  readonly tlsReloadMs: number;
+  /** Audience of the projected ServiceAccount token; the node agent's --token-audience. */
+  readonly tokenAudience: string;
+  readonly roleKey: string;
+  /** Pod annotation or label, and namespace label: "true" opts in, "false" opts out. */
+  readonly optInKey: string;
+  /** Inject every pod that has a role, unless it or its namespace opts out. */
+  readonly injectAllWithRole: boolean;
+  readonly lookupTimeoutMs: number;
+  readonly cacheTtlMs: number;
+  /** After SIGTERM: not ready, still serving, for this long (endpoints drop the replica first). */
+  readonly shutdownDelayMs: number;
+  readonly kubeconfig: string | undefined;
+  readonly apiServer: string | undefined;
+  readonly apiToken: string | undefined;
+  readonly insecure: boolean;
+  readonly logFormat: LogFormat;
+  readonly logLevel: LogLevel;
+}
+
+export type WebhookCliRequest = { readonly kind: 'run'; readonly config: WebhookConfig } | { readonly kind: 'help' };
+
+interface FlagSpec {
+  readonly name: string;
+  readonly type: 'string' | 'port' | 'bool' | 'duration' | 'enum';
+  readonly help: string;
+  readonly example: string;
+  readonly default?: string;
+  readonly values?: readonly string[];
+}
+
+export const WEBHOOK_FLAGS: readonly FlagSpec[] = [
+  { name: 'port', type: 'port', default: '8443', example: '--port=8443', help: 'HTTPS port for AdmissionReview requests (POST /mutate)' },
+  { name: 'metrics-port', type: 'port', default: '8080', example: '--metrics-port=8080', help: 'plain HTTP port for /healthz, /readyz and /metrics' },
+  { name: 'tls-cert-file', type: 'string', default: '/etc/podiam/webhook/tls/tls.crt', example: '--tls-cert-file=/etc/podiam/webhook/tls/tls.crt', help: 'serving certificate (PEM, chain allowed); reloaded when it changes' },
+  { name: 'tls-key-file', type: 'string', default: '/etc/podiam/webhook/tls/tls.key', example: '--tls-key-file=/etc/podiam/webhook/tls/tls.key', help: 'private key of the serving certificate (PEM)' },
+  { name: 'tls-reload-interval', type: 'duration', default: '10s', example: '--tls-reload-interval=10s', help: 'how often the certificate files are checked for a new certificate' },
+  { name: 'token-audience', type: 'string', default: 'pods.eks.amazonaws.com', example: '--token-audience=pods.eks.amazonaws.com', help: 'audience of the injected ServiceAccount token (the node agent’s --token-audience)' },
+  { name: 'iam-role-key', type: 'string', default: 'iam.amazonaws.com/role', example: '--iam-role-key=iam.amazonaws.com/role', help: 'pod or ServiceAccount annotation holding the role' },
+  { name: 'opt-in-key', type: 'string', default: 'podiam.io/token-identity', example: '--opt-in-key=podiam.io/token-identity', help: 'pod annotation/label or namespace label: "true" opts in, "false" opts out' },
+  { name: 'inject-all-with-role', type: 'bool', default: 'false', example: '--inject-all-with-role', help: 'inject every pod with a role unless it or its namespace opts out' },
+  { name: 'lookup-timeout', type: 'duration', default: '1s', example: '--lookup-timeout=1s', help: 'timeout of one Namespace or ServiceAccount GET' },
+  { name: 'cache-ttl', type: 'duration', default: '10s', example: '--cache-ttl=10s', help: 'how long a Namespace or ServiceAccount read is reused (0s: never)' },
+  { name: 'shutdown-delay', type: 'duration', default: '5s', example: '--shutdown-delay=5s', help: 'on SIGTERM, keep answering (while not ready) this long before closing' },
+  { name: 'kubeconfig', type: 'string', example: '--kubeconfig=/root/.kube/config', help: 'kubeconfig file (else KUBECONFIG, else --api-server, else in-cluster)' },
+  { name: 'api-server', type: 'string', example: '--api-server=https://10.0.0.1:443', help: 'Kubernetes API server URL' },
+  { name: 'api-token', type: 'string', example: '--api-token=$(cat /path/token)', help: 'bearer token for --api-server' },
+  { name: 'insecure', type: 'bool', default: 'false', example: '--insecure', help: 'skip TLS verification of the API server (required for http:// servers)' },
+  { name: 'log-format', type: 'enum', default: 'text', values: ['text', 'json'], example: '--log-format=json', help: 'log format' },
+  { name: 'log-level', type: 'enum', default: 'info', values: ['error', 'warn', 'info', 'debug'], example: '--log-level=info', help: 'log level' },
+  { name: 'help', type: 'bool', default: 'false', example: '--help', help: 'print this help and exit' },
+];
+
+/** A Kubernetes qualified name with an optional DNS prefix, as annotation and label keys are. */
+const QUALIFIED_KEY = /^(?:[a-z0-9]([-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
+
+export function parseWebhookConfig(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): WebhookCliRequest {
+  const specs = new Map(WEBHOOK_FLAGS.map((f) => [f.name, f]));
+  const raw = new Map<string, string>();
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    const m = /^--?([a-z][a-z0-9-]*)(?:=(.*))?$/s.exec(arg);
+    if (!m) throw new ConfigError(arg, 'unexpected argument; flags look like --port=8443 (see podiam webhook --help)');
+    const spec = specs.get(m[1]!);
+    if (!spec) throw new ConfigError(`--${m[1]}`, 'unknown flag for podiam webhook, e.g. --port=8443; see podiam webhook --help');
+    let value = m[2];
+    if (value === undefined) {
+      if (spec.type === 'bool') value = 'true';
+      else if (i + 1 < argv.length) value = argv[++i]!;
+      else throw new ConfigError(`--${spec.name}`, `needs a value, e.g. ${spec.example}`);
+    }
+    raw.set(spec.name, value);
+  }
+  const get = (name: string): string | undefined => raw.get(name) ?? specs.get(name)!.default;
+  const fail = (name: string, why: string): never => {
+    throw new ConfigError(`--${name}`, `${why}, e.g. ${specs.get(name)!.example}`);
+  };
+  const bool = (name: string): boolean => {
+    const v = get(name) ?? 'false';
+    if (/^(true|1|t|yes)$/i.test(v)) return true;
+    if (/^(false|0|f|no)$/i.test(v)) return false;
+    return fail(name, `${JSON.stringify(v)} is not a boolean`);
+  };
+  const str = (name: string): string | undefined => {
+    const v = get(name);
+    if (v === undefined) return undefined;
+    if (v.trim() === '') return fail(name, 'must not be empty');
+    return v;
+  };
+  const port = (name: string): number => {
+    const v = get(name)!;
+    const n = Number(v);
+    if (!/^\d+$/.test(v) || n < 1 || n > 65535) fail(name, `${JSON.stringify(v)} is not a port (1-65535)`);
+    return n;
+  };
+  const duration = (name: string, minMs: number, maxMs: number): number => {
+    const v = get(name)!;
+    const ms = parseDuration(v);
+    if (ms === undefined) return fail(name, `${JSON.stringify(v)} is not a duration like 500ms, 10s or 1m`);
+    if (ms < minMs || ms > maxMs) fail(name, `${v} is out of range (${minMs}ms..${maxMs}ms)`);
+    return ms;
+  };
+  const oneOf = <T extends string>(name: string): T => {
+    const v = get(name)!;
+    if (!specs.get(name)!.values!.includes(v)) fail(name, `${JSON.stringify(v)} is not one of ${specs.get(name)!.values!.join('|')}`);
+    return v as T;
+  };
+  const key = (name: string): string => {
+    const v = str(name)!;
+    if (!QUALIFIED_KEY.test(v) || v.length > 316) fail(name, `${JSON.stringify(v)} is not an annotation key`);
+    return v;
+  };
+
+  for (const name of raw.keys()) if (specs.get(name)!.type === 'bool') bool(name);
+  if (bool('help')) return { kind: 'help' };
+
+  const config: WebhookConfig = {
+    port: port('port'),
+    metricsPort: port('metrics-port'),
+    tlsCertFile: str('tls-cert-file')!,
+    tlsKeyFile: str('tls-key-file')!,
+    tlsReloadMs: duration('tls-reload-interval', 100, 3_600_000),
+    tokenAudience: str('token-audience')!,
+    roleKey: key('iam-role-key'),
+    optInKey: key('opt-in-key'),
+    injectAllWithRole: bool('inject-all-with-role'),
+    // The API server waits at most the MutatingWebhookConfiguration's timeoutSeconds (3 s in
+    // manifests/components/webhook) for the whole answer, which may need two lookups.
+    lookupTimeoutMs: duration('lookup-timeout', 50, 10_000),
+    cacheTtlMs: duration('cache-ttl', 0, 300_000),
+    shutdownDelayMs: duration('shutdown-delay', 0, 60_000),
+    kubeconfig: str('kubeconfig') ?? nonEmpty(env.KUBECONFIG),
+    apiServer: str('api-server'),
+    apiToken: str('api-token'),
+    insecure: bool('insecure'),
+    logFormat: oneOf<LogFormat>('log-format'),
+    logLevel: oneOf<LogLevel>('log-level'),
+  };
+  if (config.port === config.metricsPort) fail('metrics-port', `must differ from --port (${config.port})`);
+  if (/[\s,]/.test(config.tokenAudience)) fail('token-audience', `${JSON.stringify(config.tokenAudience)} must be one audience, without spaces or commas`);
+  if (config.apiServer !== undefined) {
+    let url: URL | undefined;
+    try {
+      url = new URL(config.apiServer);
+    } catch {
+      url = undefined;
+    }
+    if (!url || (url.protocol !== 'https:' && url.protocol !== 'http:')) fail('api-server', `${JSON.stringify(config.apiServer)} is not an http(s) URL`);
+    if (url!.protocol === 'http:' && !config.insecure) fail('api-server', `${config.apiServer} is plain http: add --insecure to allow it, or use https`);
+  }
+  return { kind: 'run', config: Object.freeze(config) };
+}
+
+function nonEmpty(v: string | undefined): string | undefined {
+  return v === undefined || v.trim() === '' ? undefined : v;
+}
+
+export function webhookHelpText(): string {
+  const lines = [
+    'Usage: podiam webhook [flags]',
+    '',
+    'Mutating admission webhook: gives opted-in pods with a role the token identity environment',
+    '(AWS_CONTAINER_CREDENTIALS_FULL_URI, AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE) and a projected',
+    'ServiceAccount token volume.',
+    '',
+    'Flags:',
+  ];
+  for (const f of WEBHOOK_FLAGS) {
+    const def = f.default !== undefined && f.type !== 'bool' ? ` (default ${f.default})` : '';
+    lines.push(`  --${f.name.padEnd(24)} ${f.help}${def}`);
+  }
+  return lines.join('\n') + '\n';
+}
+
+/** A loggable view of the config: never the API token. */
+export function describeWebhookConfig(config: WebhookConfig): Record<string, unknown> {
+  return { ...config, apiToken: config.apiToken === undefined ? undefined : '<redacted>' };
+}

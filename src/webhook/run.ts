@@ -1,0 +1,59 @@
+/** `podiam webhook [flags]`: parse its flags, start, and stop cleanly on SIGTERM/SIGINT. */
+import { ConfigError } from '../errors.js';
+import { createLogger } from '../log.js';
+import { parseWebhookConfig, webhookHelpText } from './config.js';
+
+export async function runWebhook(argv: readonly string[]): Promise<number> {
+  let request;
+  try {
+    request = parseWebhookConfig(argv);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`podiam webhook: ${err.message}\n`);
+      return 2;
+    }
+    throw err;
+  }
+  if (request.kind === 'help') {
+    process.stdout.write(webhookHelpText());
+    return 0;
+  }
+  const { config } = request;
+  const log = createLogger({ format: config.logFormat, level: config.logLevel });
+  process.on('unhandledRejection', (reason) => {
+    log.error('unhandled rejection', { error: reason instanceof Error ? reason.message : String(reason) });
+  });
+  let signalled: NodeJS.Signals | undefined;
+  let onSignal: (signal: NodeJS.Signals) => void = (signal) => (signalled = signal);
+  let second = false;
+  const handler = (signal: NodeJS.Signals): void => {
+    if (second) process.exit(1);
+    second = true;
+    onSignal(signal);
+  };
+  process.on('SIGTERM', handler);
+  process.on('SIGINT', handler);
+
+  let webhook;
+  try {
+    const { startWebhook } = await import('./main.js');
+    webhook = await startWebhook(config, log);
+  } catch (err) {
+    const message = (err as Error).message;
+    log.error('podiam webhook could not start', { error: message });
+    process.stderr.write(`podiam webhook: ${message}\n`);
+    return 1;
+  }
+  const running = webhook;
+  return new Promise<number>((resolve) => {
+    onSignal = (signal) =>
+      running.shutdown(signal).then(
+        () => resolve(0),
+        (err: Error) => {
+          log.error('shutdown failed', { error: err.message });
+          resolve(1);
+        },
+      );
+    if (signalled !== undefined) onSignal(signalled);
+  });
+}

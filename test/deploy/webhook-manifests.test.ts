@@ -1,0 +1,328 @@
+/**
+ * The webhook's kustomize component (manifests/components/webhook), checked as an operator would
+ * apply it, without a cluster: it renders with `kubectl kustomize` (alone with the base, and in an
+ * operator's own kustomization with a CNI overlay); every object validates against its schema
+ * (kubernetes-models, @kubernetes-models/cert-manager) and has no field the API would reject;
+ * the Deployment's args parse with `podiam webhook`'s own parser and agree with the Service,
+ * probes, Secret, Certificate and MutatingWebhookConfiguration; the webhook can never block a pod;
+ * RBAC is exactly what it reads.
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import * as k8s from '@kubernetes/client-node';
+import { Certificate } from '@kubernetes-models/cert-manager/cert-manager.io/v1/Certificate';
+import { Issuer } from '@kubernetes-models/cert-manager/cert-manager.io/v1/Issuer';
+import { MutatingWebhookConfiguration } from 'kubernetes-models/admissionregistration.k8s.io/v1/MutatingWebhookConfiguration';
+import { DaemonSet } from 'kubernetes-models/apps/v1/DaemonSet';
+import { Deployment } from 'kubernetes-models/apps/v1/Deployment';
+import { PodDisruptionBudget } from 'kubernetes-models/policy/v1/PodDisruptionBudget';
+import { ClusterRole } from 'kubernetes-models/rbac.authorization.k8s.io/v1/ClusterRole';
+import { ClusterRoleBinding } from 'kubernetes-models/rbac.authorization.k8s.io/v1/ClusterRoleBinding';
+import { Service } from 'kubernetes-models/v1/Service';
+import { ServiceAccount } from 'kubernetes-models/v1/ServiceAccount';
+import { parseAllDocuments } from 'yaml';
+import { parseWebhookConfig } from '../../src/webhook/config.js';
+import type { WebhookConfig } from '../../src/webhook/config.js';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const MANIFESTS = path.join(ROOT, 'manifests');
+type Obj = Record<string, any>;
+
+function kustomize(dir: string): Obj[] {
+  let out: string;
+  try {
+    out = execFileSync('kubectl', ['kustomize', dir], { encoding: 'utf8', env: { ...process.env, KUBECONFIG: '/dev/null' }, stdio: ['ignore', 'pipe', 'pipe'] });
+  } catch (err) {
+    const e = err as { code?: string; stderr?: string; message: string };
+    if (e.code === 'ENOENT') throw new Error('kubectl is not on PATH: these tests render the manifests with `kubectl kustomize`');
+    throw new Error(`kubectl kustomize ${dir} failed: ${e.stderr ?? e.message}`);
+  }
+  return parseAllDocuments(out).map((doc) => {
+    if (doc.errors.length > 0) throw new Error(`kubectl kustomize ${dir}: bad YAML: ${doc.errors[0]!.message}`);
+    return doc.toJS() as Obj;
+  });
+}
+
+const KINDS: Record<string, { model: new (data: Obj) => { validate(): void }; clientModel?: string; namespaced: boolean }> = {
+  'v1/ServiceAccount': { model: ServiceAccount as never, clientModel: 'V1ServiceAccount', namespaced: true },
+  'v1/Service': { model: Service as never, clientModel: 'V1Service', namespaced: true },
+  'rbac.authorization.k8s.io/v1/ClusterRole': { model: ClusterRole as never, clientModel: 'V1ClusterRole', namespaced: false },
+  'rbac.authorization.k8s.io/v1/ClusterRoleBinding': { model: ClusterRoleBinding as never, clientModel: 'V1ClusterRoleBinding', namespaced: false },
+  'apps/v1/DaemonSet': { model: DaemonSet as never, clientModel: 'V1DaemonSet', namespaced: true },
+  'apps/v1/Deployment': { model: Deployment as never, clientModel: 'V1Deployment', namespaced: true },
+  'policy/v1/PodDisruptionBudget': { model: PodDisruptionBudget as never, clientModel: 'V1PodDisruptionBudget', namespaced: true },
+  'admissionregistration.k8s.io/v1/MutatingWebhookConfiguration': { model: MutatingWebhookConfiguration as never, clientModel: 'V1MutatingWebhookConfiguration', namespaced: false },
+  // CRDs: their own schemas; the unknown-field walk stops at ObjectMeta.
+  'cert-manager.io/v1/Certificate': { model: Certificate as never, namespaced: true },
+  'cert-manager.io/v1/Issuer': { model: Issuer as never, namespaced: true },
+};
+
+function kindOf(obj: Obj) {
+  const kind = KINDS[`${obj.apiVersion}/${obj.kind}`];
+  if (kind === undefined) throw new Error(`no schema for ${obj.apiVersion}/${obj.kind}: add it to KINDS`);
+  return kind;
+}
+
+function schemaErrors(obj: Obj): string {
+  try {
+    new (kindOf(obj).model)(obj).validate();
+    return '';
+  } catch (err) {
+    return (err as Error).message;
+  }
+}
+
+/** Fields the API server would reject as unknown, from client-node's generated field lists. */
+function unknownFields(value: unknown, type: string, at: string, out: string[] = []): string[] {
+  if (value === null || value === undefined) return out;
+  const array = /^Array<(.+)>$/.exec(type);
+  if (array !== null) {
+    if (Array.isArray(value)) value.forEach((v, i) => unknownFields(v, array[1]!, `${at}[${i}]`, out));
+    return out;
+  }
+  const map = /^\{ \[key: string\]: (.+); \}$/.exec(type);
+  if (map !== null) {
+    for (const [k, v] of Object.entries(value as Obj)) unknownFields(v, map[1]!, `${at}.${k}`, out);
+    return out;
+  }
+  const model = (k8s as unknown as Record<string, { getAttributeTypeMap?: () => Array<{ baseName: string; type: string }> } | undefined>)[type];
+  if (typeof model?.getAttributeTypeMap !== 'function' || typeof value !== 'object' || Array.isArray(value)) return out;
+  const fields = new Map(model.getAttributeTypeMap().map((a) => [a.baseName, a.type]));
+  for (const [k, v] of Object.entries(value as Obj)) {
+    const t = fields.get(k);
+    if (t === undefined) out.push(`${at}.${k}`);
+    else unknownFields(v, t, `${at}.${k}`, out);
+  }
+  return out;
+}
+
+function strictErrors(obj: Obj): string[] {
+  const clientModel = kindOf(obj).clientModel;
+  if (clientModel !== undefined) return unknownFields(obj, clientModel, obj.kind as string);
+  const extra = Object.keys(obj).filter((k) => !['apiVersion', 'kind', 'metadata', 'spec'].includes(k));
+  return [...extra.map((k) => `${obj.kind}.${k}`), ...unknownFields(obj.metadata, 'V1ObjectMeta', `${obj.kind}.metadata`)];
+}
+
+function find(objs: readonly Obj[], kind: string, name = 'podiam-webhook'): Obj {
+  const found = objs.filter((o) => o.kind === kind && o.metadata.name === name);
+  expect(found).toHaveLength(1);
+  return found[0]!;
+}
+
+function container(objs: readonly Obj[]): Obj {
+  const containers = find(objs, 'Deployment').spec.template.spec.containers as Obj[];
+  expect(containers).toHaveLength(1);
+  return containers[0]!;
+}
+
+function webhookConfig(objs: readonly Obj[]): WebhookConfig {
+  const c = container(objs);
+  expect(c.command).toBeUndefined(); // the image's ENTRYPOINT is podiam; the first arg picks the subcommand
+  expect(c.env).toBeUndefined();
+  expect(c.args[0]).toBe('webhook');
+  const request = parseWebhookConfig((c.args as string[]).slice(1), {});
+  if (request.kind !== 'run') throw new Error('the args ask for help, not a run');
+  return request.config;
+}
+
+function portNumber(c: Obj, port: number | string): number {
+  if (typeof port === 'number') return port;
+  const named = ((c.ports ?? []) as Obj[]).find((p) => p.name === port);
+  if (named === undefined) throw new Error(`no container port named ${port}`);
+  return named.containerPort as number;
+}
+
+const OVERLAY = 'manifests/overlays/webhook';
+let objs: Obj[];
+beforeAll(() => {
+  objs = kustomize(path.join(ROOT, OVERLAY));
+});
+
+test(`kubectl kustomize ${OVERLAY}: the base and exactly the webhook's objects`, () => {
+  const base = kustomize(MANIFESTS).map((o) => `${o.kind}/${o.metadata.name}`);
+  const added = objs.map((o) => `${o.kind}/${o.metadata.name}`).filter((k) => !base.includes(k));
+  expect(added.sort()).toEqual(
+    [
+      'Certificate/podiam-webhook',
+      'Certificate/podiam-webhook-ca',
+      'ClusterRole/podiam-webhook',
+      'ClusterRoleBinding/podiam-webhook',
+      'Deployment/podiam-webhook',
+      'Issuer/podiam-webhook-ca',
+      'Issuer/podiam-webhook-selfsigned',
+      'MutatingWebhookConfiguration/podiam-webhook',
+      'PodDisruptionBudget/podiam-webhook',
+      'Service/podiam-webhook',
+      'ServiceAccount/podiam-webhook',
+    ].sort(),
+  );
+  // The component changes nothing of the base.
+  expect(objs.filter((o) => base.includes(`${o.kind}/${o.metadata.name}`))).toEqual(kustomize(MANIFESTS));
+});
+
+test('every object validates against its schema, has no unknown fields, and sits in kube-system when namespaced', () => {
+  for (const obj of objs) {
+    const id = `${obj.kind}/${obj.metadata.name}`;
+    expect({ id, errors: schemaErrors(obj), unknown: strictErrors(obj) }).toEqual({ id, errors: '', unknown: [] });
+    expect([id, obj.metadata.namespace]).toEqual([id, kindOf(obj).namespaced ? 'kube-system' : undefined]);
+  }
+});
+
+test('the checkers can fail: a wrong type, an unknown field, a bad cert-manager field', () => {
+  const mwc = structuredClone(find(objs, 'MutatingWebhookConfiguration'));
+  mwc.webhooks[0].timeoutSeconds = '3';
+  expect(schemaErrors(mwc)).toMatch(/timeoutSeconds/);
+  mwc.webhooks[0].timeoutSeconds = 3;
+  mwc.webhooks[0].reinvocationPolcy = 'IfNeeded';
+  expect(strictErrors(mwc)).toEqual(['MutatingWebhookConfiguration.webhooks[0].reinvocationPolcy']);
+  const cert = structuredClone(find(objs, 'Certificate'));
+  cert.spec.dnsNames = 'podiam-webhook.kube-system.svc';
+  expect(schemaErrors(cert)).toMatch(/dnsNames/);
+});
+
+test('the Deployment’s args parse with podiam webhook’s own parser, and the ports, probes and TLS files agree', () => {
+  const config = webhookConfig(objs);
+  const c = container(objs);
+  expect(config).toMatchObject({ port: 8443, metricsPort: 8080, tokenAudience: 'pods.eks.amazonaws.com', injectAllWithRole: false, logFormat: 'json' });
+  expect(c.ports).toEqual([
+    { name: 'https', containerPort: config.port, protocol: 'TCP' },
+    { name: 'metrics', containerPort: config.metricsPort, protocol: 'TCP' },
+  ]);
+  expect(c.livenessProbe.httpGet.path).toBe('/healthz');
+  expect(c.readinessProbe.httpGet.path).toBe('/readyz');
+  for (const probe of [c.livenessProbe, c.readinessProbe]) expect(portNumber(c, probe.httpGet.port)).toBe(config.metricsPort);
+  const template = find(objs, 'Deployment').spec.template;
+  expect(template.metadata.annotations['prometheus.io/port']).toBe(String(config.metricsPort));
+
+  // The certificate files are in the Secret volume cert-manager writes.
+  const mount = (c.volumeMounts as Obj[]).find((m) => config.tlsCertFile.startsWith(`${m.mountPath}/`));
+  expect(mount).toBeDefined();
+  expect(mount!.readOnly).toBe(true);
+  expect(path.dirname(config.tlsKeyFile)).toBe(mount!.mountPath);
+  expect([path.basename(config.tlsCertFile), path.basename(config.tlsKeyFile)]).toEqual(['tls.crt', 'tls.key']);
+  const volume = (template.spec.volumes as Obj[]).find((v) => v.name === mount!.name)!;
+  expect(volume.secret.secretName).toBe(find(objs, 'Certificate').spec.secretName);
+});
+
+test('the Service reaches the https port, and the MutatingWebhookConfiguration calls it at /mutate, with the serving certificate’s CA', () => {
+  const service = find(objs, 'Service');
+  const c = container(objs);
+  const deployment = find(objs, 'Deployment');
+  expect(service.spec.selector).toEqual(deployment.spec.selector.matchLabels);
+  expect(service.spec.ports).toHaveLength(1);
+  expect(portNumber(c, service.spec.ports[0].targetPort)).toBe(webhookConfig(objs).port);
+  const mwc = find(objs, 'MutatingWebhookConfiguration');
+  expect(mwc.webhooks).toHaveLength(1);
+  const hook = mwc.webhooks[0];
+  expect(hook.clientConfig.service).toEqual({ name: service.metadata.name, namespace: service.metadata.namespace, path: '/mutate', port: service.spec.ports[0].port });
+  // cert-manager's cainjector: the annotation names the serving Certificate, whose DNS names cover the Service.
+  const cert = find(objs, 'Certificate');
+  expect(mwc.metadata.annotations['cert-manager.io/inject-ca-from']).toBe(`${cert.metadata.namespace}/${cert.metadata.name}`);
+  expect(cert.spec.dnsNames).toContain(`${service.metadata.name}.${service.metadata.namespace}.svc`);
+  expect(cert.spec.usages).toContain('server auth');
+  // Renewal keeps the CA: the serving certificate comes from a CA Issuer, whose CA outlives it.
+  const caIssuer = find(objs, 'Issuer', cert.spec.issuerRef.name);
+  const ca = find(objs, 'Certificate', 'podiam-webhook-ca');
+  expect(caIssuer.spec.ca.secretName).toBe(ca.spec.secretName);
+  expect(ca.spec.isCA).toBe(true);
+  const hours = (d: string) => Number(/^(\d+)h$/.exec(d)![1]);
+  expect(hours(ca.spec.duration)).toBeGreaterThan(hours(cert.spec.duration) * 10);
+  expect(hours(cert.spec.renewBefore)).toBeLessThan(hours(cert.spec.duration));
+  expect(cert.spec.privateKey.rotationPolicy).toBe('Always');
+});
+
+test('the webhook never blocks a pod: Ignore, a short timeout the lookups fit in, pod CREATE only, idempotent reinvocation, no side effects', () => {
+  const hook = find(objs, 'MutatingWebhookConfiguration').webhooks[0];
+  const config = webhookConfig(objs);
+  expect(hook.failurePolicy).toBe('Ignore');
+  expect(hook.sideEffects).toBe('None');
+  expect(hook.admissionReviewVersions).toEqual(['v1']);
+  expect(hook.reinvocationPolicy).toBe('IfNeeded');
+  expect(hook.timeoutSeconds).toBeLessThanOrEqual(5);
+  // Namespace then ServiceAccount, each up to --lookup-timeout, and still time to answer.
+  expect(2 * config.lookupTimeoutMs).toBeLessThan(hook.timeoutSeconds * 1000);
+  expect(hook.rules).toEqual([{ operations: ['CREATE'], apiGroups: [''], apiVersions: ['v1'], resources: ['pods'], scope: 'Namespaced' }]);
+  // kube-system (where the webhook itself runs) and opted-out namespaces and pods are never sent.
+  expect(hook.namespaceSelector.matchExpressions).toContainEqual({ key: 'kubernetes.io/metadata.name', operator: 'NotIn', values: ['kube-system'] });
+  expect(hook.namespaceSelector.matchExpressions).toContainEqual({ key: config.optInKey, operator: 'NotIn', values: ['false'] });
+  expect(hook.objectSelector.matchExpressions).toEqual([{ key: config.optInKey, operator: 'NotIn', values: ['false'] }]);
+  expect(find(objs, 'Deployment').metadata.namespace).toBe('kube-system');
+  // On SIGTERM it keeps answering for --shutdown-delay, then lets in-flight admissions finish.
+  const grace = find(objs, 'Deployment').spec.template.spec.terminationGracePeriodSeconds * 1000;
+  expect(grace).toBeGreaterThan(config.shutdownDelayMs + hook.timeoutSeconds * 1000);
+});
+
+test('two replicas on different nodes, a PodDisruptionBudget, rolling without losing one, pods distinct from the node agent’s', () => {
+  const deployment = find(objs, 'Deployment');
+  const pdb = find(objs, 'PodDisruptionBudget');
+  expect(deployment.spec.replicas).toBe(2);
+  expect(deployment.spec.strategy.rollingUpdate).toEqual({ maxSurge: 1, maxUnavailable: 0 });
+  expect(pdb.spec.selector.matchLabels).toEqual(deployment.spec.selector.matchLabels);
+  expect(pdb.spec.minAvailable).toBe(1);
+  expect(deployment.spec.template.spec.topologySpreadConstraints[0]).toMatchObject({ topologyKey: 'kubernetes.io/hostname', labelSelector: { matchLabels: deployment.spec.selector.matchLabels } });
+  // The DaemonSet's selector must not select the webhook's pods, nor the reverse.
+  const ds = find(objs, 'DaemonSet', 'podiam');
+  const selects = (selector: Record<string, string>, labels: Record<string, string>) => Object.entries(selector).every(([k, v]) => labels[k] === v);
+  expect(selects(ds.spec.selector.matchLabels, deployment.spec.template.metadata.labels)).toBe(false);
+  expect(selects(deployment.spec.selector.matchLabels, ds.spec.template.metadata.labels)).toBe(false);
+});
+
+test('the pod: non-root, read-only, no capabilities, no host access', () => {
+  const pod = find(objs, 'Deployment').spec.template.spec;
+  const c = container(objs);
+  expect(pod.hostNetwork).toBeUndefined();
+  expect(pod.securityContext).toEqual({ runAsNonRoot: true, runAsUser: 65532, runAsGroup: 65532, seccompProfile: { type: 'RuntimeDefault' } });
+  expect(c.securityContext).toEqual({ privileged: false, allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: { drop: ['ALL'] } });
+  expect((pod.volumes as Obj[]).every((v) => v.hostPath === undefined)).toBe(true);
+  expect(pod.serviceAccountName).toBe(find(objs, 'ServiceAccount').metadata.name);
+  for (const kind of ['requests', 'limits']) expect(Object.keys(c.resources[kind]).sort()).toEqual(['cpu', 'memory']);
+});
+
+test('RBAC: exactly get on namespaces and serviceaccounts, bound to the webhook’s service account', () => {
+  const role = find(objs, 'ClusterRole');
+  const grants = (role.rules as Obj[]).flatMap((r) => {
+    expect(r.resourceNames).toBeUndefined();
+    return (r.apiGroups as string[]).flatMap((g) => (r.resources as string[]).flatMap((res) => (r.verbs as string[]).map((v) => `${g}/${res}:${v}`)));
+  });
+  expect(grants.sort()).toEqual(['/namespaces:get', '/serviceaccounts:get']);
+  const sa = find(objs, 'ServiceAccount');
+  expect(find(objs, 'ClusterRoleBinding').roleRef).toEqual({ apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: role.metadata.name });
+  expect(find(objs, 'ClusterRoleBinding').subjects).toEqual([{ kind: 'ServiceAccount', name: sa.metadata.name, namespace: sa.metadata.namespace }]);
+});
+
+test('an operator’s own kustomization (the README’s example): a CNI overlay + the webhook component + inject-all-with-role', () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'podiam-kustomize-'));
+  try {
+    const rel = (p: string): string => path.relative(dir, path.join(MANIFESTS, p));
+    writeFileSync(
+      path.join(dir, 'kustomization.yaml'),
+      [
+        'apiVersion: kustomize.config.k8s.io/v1beta1',
+        'kind: Kustomization',
+        'resources:',
+        `  - ${rel('overlays/calico')}`,
+        'components:',
+        `  - ${rel('components/webhook')}`,
+        'patches:',
+        '  - target: {kind: Deployment, name: podiam-webhook}',
+        '    patch: |-',
+        '      - op: add',
+        '        path: /spec/template/spec/containers/0/args/-',
+        '        value: --inject-all-with-role',
+        '',
+      ].join('\n'),
+    );
+    const own = kustomize(dir);
+    expect(webhookConfig(own).injectAllWithRole).toBe(true);
+    expect(find(own, 'DaemonSet', 'podiam').spec.template.spec.containers[0].env.find((e: Obj) => e.name === 'HOST_INTERFACE').value).toBe('cali+');
+    for (const obj of own) {
+      expect(schemaErrors(obj)).toBe('');
+      expect(strictErrors(obj)).toEqual([]);
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
