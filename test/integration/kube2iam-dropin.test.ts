@@ -103,12 +103,15 @@ describe('every kube2iam flag', () => {
       expect(served.status).toBe(200);
       expect(await world.callerArn(JSON.parse(served.body))).toContain(':assumed-role/app-admin/');
       expect((await p.get(CREDS, plainIp)).body).toBe('fallback');
-      await waitFor(async () => (await p.metric('podiam_allowed_roles_unanchored_matches_total', { namespace: 'k2i' })) === 1, 5000, 'unanchored warning');
-      expect(await p.metric('podiam_allowed_roles_invalid_entries_total', { namespace: 'k2i' })).toBe(1);
+      // --metrics-port: /metrics is on its own port.
+      const metric = async (name: string): Promise<string | undefined> => {
+        const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+        return text.split('\n').find((l) => l.startsWith(`${name}{namespace="k2i"}`))?.split(' ')[1];
+      };
+      await waitFor(async () => (await metric('podiam_allowed_roles_unanchored_matches_total')) === '1', 5000, 'unanchored warning');
+      expect(await metric('podiam_allowed_roles_invalid_entries_total')).toBe('1');
       await waitFor(() => world.kube.events().some((e) => (e as { reason?: string }).reason === 'PodiamInvalidAllowedRole'), 5000, 'Event on the namespace');
-      // --metrics-port, --debug
-      const metrics = await fetch(`http://127.0.0.1:${metricsPort}/metrics`);
-      expect(await metrics.text()).toContain('podiam_http_requests_total');
+      expect((await p.get('/metrics')).status).toBe(404);
       expect((await p.get('/debug/store')).status).toBe(200);
     } finally {
       await p.stop();
@@ -119,7 +122,7 @@ describe('every kube2iam flag', () => {
     const port = await freePort();
     const dir = mkdtempSync(path.join(tmpdir(), 'podiam-k2i-'));
     const kubeconfig = path.join(dir, 'kubeconfig');
-    writeFileSync(kubeconfig, `apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: ${world.kube.url}\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: u\ncurrent-context: c\nusers:\n- name: u\n  user:\n    token: t\n`);
+    writeFileSync(kubeconfig, `apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: ${world.kube.url}\n    insecure-skip-tls-verify: true\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: u\ncurrent-context: c\nusers:\n- name: u\n  user:\n    token: t\n`);
     const ip = world.nextIp();
     world.pod('k2i-discovered', { ip, role: 'discovered' });
     const p = await PodiamProcess.start(
@@ -155,6 +158,9 @@ describe('STS refusing the role is a denial', () => {
   let podiam: PodiamProcess;
   beforeAll(async () => {
     podiam = await world.podiam(['--iam-role-error-ttl=30s']);
+  });
+  afterAll(async () => {
+    await podiam.stop();
   });
   afterEach(() => world.sts.reset());
 
@@ -244,7 +250,7 @@ describe('the app port held by another process', () => {
     let exited = false;
     child.on('exit', () => (exited = true));
     try {
-      await waitFor(() => out.includes('app port is taken'), 10_000, 'the port-taken warning');
+      await waitFor(() => out.includes('app port is taken'), 30_000, 'the port-taken warning');
       const line = JSON.parse(out.split('\n').find((l) => l.includes('app port is taken'))!) as { heldBy: string };
       expect(line.heldBy).toContain(`pid ${process.pid}`);
       await sleep(1000);
@@ -270,7 +276,7 @@ describe('the app port held by another process', () => {
     let out = '';
     child.stdout.on('data', (d: Buffer) => (out += d.toString()));
     try {
-      await waitFor(() => out.includes('app port is taken'), 10_000, 'the port-taken warning');
+      await waitFor(() => out.includes('app port is taken'), 30_000, 'the port-taken warning');
       const t0 = Date.now();
       child.kill('SIGTERM');
       const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
