@@ -287,3 +287,25 @@ describe('the app port held by another process', () => {
     }
   });
 });
+
+describe('--allow-signed-identity', () => {
+  test("forwards the node's signed identity paths instead of refusing them", async () => {
+    const ip = world.nextIp();
+    world.pod('vault-client', { ip, role: 'vault-client' });
+    const p = await world.podiam(['--allow-signed-identity']);
+    try {
+      for (const kind of ['pkcs7', 'signature', 'rsa2048']) {
+        const r = await p.get(`/latest/dynamic/instance-identity/${kind}`, ip);
+        // Forwarded: the fake metadata service has no signed identity and answers 404 itself.
+        expect(r.status).not.toBe(403);
+        expect(r.body).not.toContain('PathRefused');
+      }
+      expect(await p.metric('podiam_http_requests_total', { route: 'proxy' })).toBeGreaterThanOrEqual(3);
+      expect(await p.metric('podiam_http_requests_total', { route: 'refused' })).toBe(0);
+      // identity-credentials stay refused.
+      expect((await p.get('/latest/meta-data/identity-credentials/ec2/security-credentials/ec2-instance', ip)).status).toBe(403);
+    } finally {
+      await p.stop();
+    }
+  });
+});
