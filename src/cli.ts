@@ -41,8 +41,11 @@ async function main(argv: readonly string[]): Promise<number> {
   // Signals are taken from the start: a SIGTERM while starting (after the iptables rule went in,
   // say) must still shut down cleanly, once start-up has got far enough to know what to undo.
   let signalled: NodeJS.Signals | undefined;
+  // Aborts a start-up that waits (for the app port, held by kube2iam during a migration).
+  const starting = new AbortController();
   let onSignal: (signal: NodeJS.Signals) => void = (signal) => {
     signalled = signal;
+    starting.abort();
   };
   let second = false;
   const handler = (signal: NodeJS.Signals): void => {
@@ -58,8 +61,12 @@ async function main(argv: readonly string[]): Promise<number> {
   try {
     // Loaded only now: flag errors, --help and --version answer without loading the SDKs.
     const { start } = await import('./main.js');
-    podiam = await start(config, log);
+    podiam = await start(config, log, starting.signal);
   } catch (err) {
+    if (signalled !== undefined && (err as Error).name === 'StartAborted') {
+      log.info('podiam stopped before it started', { signal: signalled });
+      return 0;
+    }
     const message = (err as Error).message;
     log.error('podiam could not start', { error: message });
     process.stderr.write(`podiam: ${message}\n`);

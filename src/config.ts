@@ -8,7 +8,8 @@ import { ConfigError } from './errors.js';
 
 export type LogFormat = 'text' | 'json';
 export type LogLevel = 'error' | 'warn' | 'info' | 'debug';
-export type RestrictionFormat = 'glob' | 'regexp';
+export type RestrictionFormat = 'glob' | 'regexp' | 'regexp-anchored';
+export type SessionScope = 'pod' | 'role';
 
 export interface Config {
   readonly appPort: number;
@@ -42,6 +43,14 @@ export interface Config {
   readonly logFormat: LogFormat;
   readonly logLevel: LogLevel;
   readonly debug: boolean;
+  /** How long an STS refusal (AccessDenied, invalid ARN) is answered from memory: kube2iam's --iam-role-error-ttl. */
+  readonly stsRefusalTtlMs: number;
+  /** pod: one STS session per pod (CloudTrail names it); role: one per role and external id per node, as kube2iam. */
+  readonly sessionScope: SessionScope;
+  /** Serve the node's signed instance identity (pkcs7, signature, rsa2048) to pods. */
+  readonly allowSignedIdentity: boolean;
+  /** kube2iam flags given that podiam accepts and ignores: logged once at start, by name. */
+  readonly ignoredFlags: readonly string[];
 }
 
 export type CliRequest =
@@ -79,7 +88,7 @@ export const FLAGS: readonly FlagSpec[] = [
   { name: 'iam-session-name-key', type: 'string', default: 'iam.amazonaws.com/session-name', example: '--iam-session-name-key=iam.amazonaws.com/session-name', help: 'pod annotation holding the STS session name' },
   { name: 'namespace-key', type: 'string', default: 'iam.amazonaws.com/allowed-roles', example: '--namespace-key=iam.amazonaws.com/allowed-roles', help: 'namespace annotation listing allowed roles (JSON array)' },
   { name: 'namespace-restrictions', type: 'bool', default: 'false', example: '--namespace-restrictions', help: 'only allow roles listed on the pod namespace' },
-  { name: 'namespace-restriction-format', type: 'enum', default: 'glob', values: ['glob', 'regexp'], example: '--namespace-restriction-format=regexp', help: 'how allowed-roles entries match the role ARN' },
+  { name: 'namespace-restriction-format', type: 'enum', default: 'glob', values: ['glob', 'regexp', 'regexp-anchored'], example: '--namespace-restriction-format=regexp', help: 'how allowed-roles entries match the role ARN: glob; regexp (RE2, unanchored, exactly as kube2iam); regexp-anchored (the whole ARN must match)' },
   { name: 'iam-role-session-ttl', type: 'duration', default: '1h', example: '--iam-role-session-ttl=1h', help: 'STS session duration, exactly (15m..12h)' },
   { name: 'pod-wait', type: 'duration', default: '900ms', example: '--pod-wait=900ms', help: 'how long a request from an unknown IP waits for its pod to appear' },
   { name: 'sts-timeout', type: 'duration', default: '3s', example: '--sts-timeout=3s', help: 'timeout of one STS AssumeRole attempt' },
@@ -90,20 +99,22 @@ export const FLAGS: readonly FlagSpec[] = [
   { name: 'api-token', type: 'string', example: '--api-token=$(cat /path/token)', help: 'bearer token for --api-server' },
   { name: 'insecure', type: 'bool', default: 'false', example: '--insecure', help: 'skip TLS verification of the API server (required for http:// servers)' },
   { name: 'events', type: 'bool', default: 'true', example: '--events=false', help: 'record Kubernetes Events on pods that are denied credentials' },
-  { name: 'log-format', type: 'enum', default: 'text', values: ['text', 'json'], example: '--log-format=json', help: 'log format' },
-  { name: 'log-level', type: 'enum', default: 'info', values: ['error', 'warn', 'warning', 'info', 'debug'], example: '--log-level=info', help: 'log level' },
+  { name: 'log-format', type: 'enum', default: 'text', values: ['text', 'json'], example: '--log-format=json', help: 'log format (any case)' },
+  { name: 'log-level', type: 'enum', default: 'info', values: ['panic', 'fatal', 'error', 'warn', 'warning', 'info', 'debug', 'trace'], example: '--log-level=info', help: 'log level; logrus names too (any case): trace is debug, panic and fatal are error' },
+  { name: 'session-scope', type: 'enum', default: 'pod', values: ['pod', 'role'], example: '--session-scope=role', help: 'pod: one STS session per pod (CloudTrail names the pod); role: one per role and external id on this node, as kube2iam (fewer STS calls)' },
+  { name: 'allow-signed-identity', type: 'bool', default: 'false', example: '--allow-signed-identity', help: "serve the node's signed instance identity (dynamic/instance-identity/pkcs7, signature, rsa2048) to pods: any pod can then authenticate as the node (Vault, SPIRE)" },
   { name: 'verbose', type: 'bool', default: 'false', example: '--verbose', help: 'same as --log-level=debug' },
   { name: 'debug', type: 'bool', default: 'false', example: '--debug', help: 'serve /debug/store and log at debug level' },
   { name: 'version', type: 'bool', default: 'false', example: '--version', help: 'print the version and exit' },
   { name: 'help', type: 'bool', default: 'false', example: '--help', help: 'print this help and exit' },
   // kube2iam flags podiam accepts so existing DaemonSet args keep working.
-  { name: 'auto-discover-default-role', type: 'bool', default: 'false', example: '--auto-discover-default-role', help: 'kube2iam compatibility', compat: 'not supported: set --default-role explicitly' },
-  { name: 'iam-role-error-ttl', type: 'duration', default: '0s', example: '--iam-role-error-ttl=0s', help: 'kube2iam compatibility', compat: 'ignored: STS errors are retried with backoff in the background' },
-  { name: 'backoff-max-interval', type: 'duration', default: '1s', example: '--backoff-max-interval=1s', help: 'kube2iam compatibility', compat: 'ignored: see --pod-wait' },
-  { name: 'backoff-max-elapsed-time', type: 'duration', default: '2s', example: '--backoff-max-elapsed-time=2s', help: 'kube2iam compatibility', compat: 'ignored: see --pod-wait' },
+  { name: 'auto-discover-default-role', type: 'bool', default: 'false', example: '--default-role=arn:aws:iam::123456789012:role/<node-role>', help: 'kube2iam compatibility', compat: "refused: name the node's role with --default-role if you mean it" },
+  { name: 'iam-role-error-ttl', type: 'duration', default: '30s', example: '--iam-role-error-ttl=30s', help: 'how long an STS refusal (AccessDenied, invalid role ARN) is answered from memory before STS is asked again (at least 1s; kube2iam default 0)' },
+  { name: 'backoff-max-interval', type: 'duration', default: '1s', example: '--backoff-max-interval=1s', help: 'kube2iam compatibility', compat: 'ignored: a request from an unknown IP waits for its pod up to --pod-wait' },
+  { name: 'backoff-max-elapsed-time', type: 'duration', default: '2s', example: '--backoff-max-elapsed-time=2s', help: 'kube2iam compatibility', compat: 'ignored: a request from an unknown IP waits for its pod up to --pod-wait' },
   { name: 'cache-resync-period', type: 'duration', default: '30m', example: '--cache-resync-period=30m', help: 'kube2iam compatibility', compat: 'ignored: the watch keeps the cache current' },
-  { name: 'resolve-duplicate-cache-ips', type: 'bool', default: 'false', example: '--resolve-duplicate-cache-ips', help: 'kube2iam compatibility', compat: 'always on: the newest live pod wins a shared IP' },
-  { name: 'use-regional-sts-endpoint', type: 'bool', default: 'false', example: '--use-regional-sts-endpoint', help: 'kube2iam compatibility', compat: 'use --sts-region or AWS_REGION' },
+  { name: 'resolve-duplicate-cache-ips', type: 'bool', default: 'false', example: '--resolve-duplicate-cache-ips', help: 'kube2iam compatibility', compat: 'ignored: always on, the newest live pod wins a shared IP' },
+  { name: 'use-regional-sts-endpoint', type: 'bool', default: 'false', example: '--use-regional-sts-endpoint', help: 'kube2iam compatibility', compat: 'ignored: always regional, the endpoint of --sts-region (else AWS_REGION)' },
 ];
 
 const ROLE_ARN = /^arn:aws[a-z-]*:iam::\d{12}:role\/[\w+=,.@/-]*$/;
@@ -187,7 +198,8 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pr
     return ms;
   };
   const oneOf = <T extends string>(name: string): T => {
-    const v = get(name)!;
+    // Any case, as kube2iam (strings.ToLower, logrus.ParseLevel).
+    const v = get(name)!.toLowerCase();
     if (!specs.get(name)!.values!.includes(v)) fail(name, `${JSON.stringify(v)} is not one of ${specs.get(name)!.values!.join('|')}`);
     return v as T;
   };
@@ -229,7 +241,14 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pr
     fail('default-role', `${JSON.stringify(defaultRole)} is not a role ARN`);
   }
   if (bool('auto-discover-default-role')) {
-    fail('auto-discover-default-role', 'is not supported by podiam (it would hand the node role to pods); set --default-role instead');
+    // kube2iam reads the node's role from iam/security-credentials/ and gives it to every pod
+    // without an annotation: any such pod then holds the node's own permissions.
+    throw new ConfigError(
+      '--auto-discover-default-role',
+      "refused: it makes the node's own IAM role the default for every pod without an iam.amazonaws.com/role annotation, so any such pod gets the node's permissions. " +
+        "If that is really what you want, name the role explicitly: --default-role=<the node's role>, e.g. --default-role=arn:aws:iam::123456789012:role/<node-role> " +
+        '(the node\'s role is what `curl http://169.254.169.254/latest/meta-data/iam/security-credentials/` prints on the node)',
+    );
   }
 
   const apiServer = str('api-server');
@@ -244,8 +263,9 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pr
     if (url!.protocol === 'http:' && !bool('insecure')) fail('api-server', `${apiServer} is plain http: add --insecure to allow it, or use https`);
   }
 
-  let logLevel = oneOf<LogLevel | 'warning'>('log-level');
-  if (logLevel === 'warning') logLevel = 'warn';
+  // logrus levels: https://github.com/sirupsen/logrus/blob/master/logrus.go (ParseLevel).
+  const logrusLevel = oneOf<LogLevel | 'warning' | 'trace' | 'fatal' | 'panic'>('log-level');
+  let logLevel: LogLevel = logrusLevel === 'warning' ? 'warn' : logrusLevel === 'trace' ? 'debug' : logrusLevel === 'fatal' || logrusLevel === 'panic' ? 'error' : logrusLevel;
   const debug = bool('debug');
   if (bool('verbose') || debug) logLevel = 'debug';
 
@@ -289,6 +309,10 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pr
     logFormat: oneOf<LogFormat>('log-format'),
     logLevel,
     debug,
+    stsRefusalTtlMs: Math.max(1000, duration('iam-role-error-ttl', 0, 3_600_000)),
+    sessionScope: oneOf<SessionScope>('session-scope'),
+    allowSignedIdentity: bool('allow-signed-identity'),
+    ignoredFlags: FLAGS.filter((f) => f.compat?.startsWith('ignored') === true && raw.has(f.name)).map((f) => `--${f.name}`),
   };
   return { kind: 'run', config: Object.freeze(config) };
 }

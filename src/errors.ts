@@ -71,12 +71,19 @@ export class RoleMismatch extends PodiamError {
   }
 }
 
-/** STS could not give credentials (down, throttled beyond retries, or refused). */
+/**
+ * STS could not give credentials: down or throttled beyond retries (StsUnavailable, 500), or it
+ * refused this node the role (a denial, 403): RoleNotTrusted (AccessDenied, "not authorized":
+ * the role's trust policy does not allow the node's role) or RoleInvalid (STS rejects the role ARN).
+ */
 export class StsUnavailable extends PodiamError {
-  constructor(roleArn: string, reason: string, options?: { cause?: unknown }) {
-    super('StsUnavailable', 500, `could not assume ${roleArn}: ${reason}`, options);
+  constructor(roleArn: string, reason: string, options?: { cause?: unknown; refusal?: StsRefusal }) {
+    const refusal = options?.refusal;
+    super(refusal ?? 'StsUnavailable', refusal === undefined ? 500 : 403, refusal === undefined ? `could not assume ${roleArn}: ${reason}` : reason, { cause: options?.cause });
   }
 }
+
+export type StsRefusal = 'RoleNotTrusted' | 'RoleInvalid';
 
 /** The real metadata service did not answer. */
 export class UpstreamUnavailable extends PodiamError {

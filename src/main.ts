@@ -6,6 +6,9 @@ import type { AddressInfo } from 'node:net';
 import { CredentialCache, cacheKey } from './aws/credential-cache.js';
 import type { RoleAssumer } from './aws/sts.js';
 import { createStsAssumer } from './aws/sts.js';
+import { roleScoped } from './aws/session-scope.js';
+import { AllowedRolesAudit } from './allowed-roles-audit.js';
+import { describeHolder, findPortHolder } from './port-holder.js';
 import type { Config } from './config.js';
 import { describeConfig } from './config.js';
 import { ConfigError, PodiamError } from './errors.js';
@@ -33,7 +36,7 @@ export interface Podiam {
   shutdown(reason: string): Promise<void>;
 }
 
-export async function start(config: Config, log: Logger): Promise<Podiam> {
+export async function start(config: Config, log: Logger, signal?: AbortSignal): Promise<Podiam> {
   // The gauges read the index and the cache at scrape time (both exist before anything listens).
   const metrics = createMetrics({
     podsIndexed: () => index.ipCount(),
@@ -42,10 +45,14 @@ export async function start(config: Config, log: Logger): Promise<Podiam> {
     ready: () => health().ready,
   });
   log.info('podiam starting', { config: describeConfig(config) });
+  if (config.ignoredFlags.length > 0) {
+    log.warn('kube2iam flags accepted and ignored (podiam --help says why for each)', { flags: config.ignoredFlags });
+  }
 
   const passthrough = new Passthrough({ host: config.metadataHost, port: config.metadataPort, timeoutMs: config.metadataTimeoutMs });
   const policy = await rolePolicy(config, passthrough, log);
-  const roles = new RoleResolver(policy);
+  // --session-scope=role: pods with the same role and external id share one session (kube2iam's economy).
+  const roles = config.sessionScope === 'role' ? roleScoped(new RoleResolver(policy), config.node) : new RoleResolver(policy);
   const roleOf = (pod: PodInfo) => roles.resolve(pod, index.namespace(pod.namespace));
   if (config.sessionTtlSeconds < 1800) {
     // Refresh happens at half-life for short sessions, so served credentials have under 15 min
@@ -58,6 +65,7 @@ export async function start(config: Config, log: Logger): Promise<Podiam> {
   const cache = new CredentialCache({
     assumer: sts,
     render: renderCredentials,
+    refusalTtlMs: config.stsRefusalTtlMs,
     isWanted: (request) => {
       const key = cacheKey(request);
       for (const pod of index.allPods()) {
@@ -83,6 +91,29 @@ export async function start(config: Config, log: Logger): Promise<Podiam> {
   const kc = createKubeConfig(config);
   const watcher = new KubeWatcher(kc, index, { node: config.node, log, metrics });
   const events = config.events ? new EventRecorder(kc, { log, metrics, component: 'podiam', host: config.node }) : undefined;
+  const audit = new AllowedRolesAudit(policy, {
+    warn: (message, fields) => log.warn(message, fields),
+    invalidEntry: (namespace) => metrics.allowedRolesInvalid.inc({ namespace }),
+    unanchoredMatch: (namespace) => metrics.allowedRolesUnanchored.inc({ namespace }),
+    namespaceEvent: events === undefined ? undefined : (namespace, reason, message) => events.namespaceWarning(namespace, reason, message),
+  });
+  const allowedRolesOf = (namespace: string): string[] => {
+    const arns: string[] = [];
+    for (const pod of index.allPods()) {
+      if (pod.namespace !== namespace) continue;
+      const role = roleOf(pod);
+      if (!(role instanceof Error)) arns.push(role.roleArn);
+    }
+    return arns;
+  };
+  if (audit.active) {
+    index.onNamespace((ns) => audit.check(ns, allowedRolesOf(ns.name)));
+    index.onPodServable((pod) => {
+      const ns = index.namespace(pod.namespace);
+      const role = roleOf(pod);
+      if (ns !== undefined && !(role instanceof Error)) audit.check(ns, [role.roleArn]);
+    });
+  }
   index.onPodServable((pod) => {
     // Prefetch: a new pod's first request should find its credentials already in memory.
     // Denials are reported when the pod asks. Only for this node's pods: watching the whole
@@ -122,12 +153,13 @@ export async function start(config: Config, log: Logger): Promise<Podiam> {
     health,
     serveMetrics: config.metricsPort === config.appPort,
     hostIp: config.hostIp,
+    allowSignedIdentity: config.allowSignedIdentity,
     debugStore: config.debug ? () => ({ pods: index.snapshot(), credentials: cache.snapshot(), informers: watcher.states() }) : undefined,
   });
   const metricsServer = config.metricsPort === config.appPort ? undefined : createMetricsServer(metrics, health);
 
   // kube2iam listens on every interface (#152): podiam only on --host-ip when given.
-  const address = await listen(server, config.appPort, config.hostIp);
+  const address = await listenWhenFree(server, config.appPort, config.hostIp, log, metrics, signal);
   if (metricsServer) await listen(metricsServer, config.metricsPort, config.hostIp);
 
   if (config.iptables) {
@@ -214,6 +246,56 @@ function instrument(sts: RoleAssumer & { destroy(): void }, metrics: Metrics): R
     },
     destroy: () => sts.destroy(),
   };
+}
+
+/**
+ * Migration from kube2iam: its pod can still hold the port when podiam starts on a node. Instead of
+ * exiting (and crash-looping), say who holds it and try again, backing off to every 5 s, until it
+ * is free or podiam is told to stop.
+ */
+async function listenWhenFree(server: http.Server, port: number, host: string | undefined, log: Logger, metrics: Metrics, signal: AbortSignal | undefined): Promise<AddressInfo> {
+  let delayMs = 250;
+  let lastReportMs = 0;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const address = await listen(server, port, host);
+      if (attempt > 1) log.info('app port is free now: listening', { port, attempts: attempt });
+      return address;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw err;
+    }
+    metrics.listenRetries.inc();
+    if (Date.now() - lastReportMs >= 30_000) {
+      lastReportMs = Date.now();
+      const holder = describeHolder(await findPortHolder(port).catch(() => undefined));
+      log.warn('app port is taken; waiting for it (during a migration from kube2iam, remove kube2iam from this node)', { port, host: host ?? '0.0.0.0', heldBy: holder, retryInMs: delayMs });
+    }
+    await abortableSleep(delayMs, signal);
+    delayMs = Math.min(5_000, delayMs * 2);
+  }
+}
+
+function abortableSleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(new StartAborted());
+    const timer = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    const onAbort = (): void => {
+      clearTimeout(timer);
+      reject(new StartAborted());
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+/** Start-up was interrupted by a signal while it waited (for the port): not a failure. */
+export class StartAborted extends Error {
+  constructor() {
+    super('start-up interrupted by a signal');
+    this.name = 'StartAborted';
+  }
 }
 
 function listen(server: http.Server, port: number, host: string | undefined): Promise<AddressInfo> {

@@ -99,6 +99,9 @@ export function createMetrics(options: MetricsOptions = {}) {
     iptablesRule: new Gauge({ name: 'podiam_iptables_rule_present', help: '1 when the DNAT rule is installed', registers: r }),
     iptablesRestores: new Counter({ name: 'podiam_iptables_rule_restores_total', help: 'Times the DNAT rule was found missing and restored', registers: r }),
     events: new Counter({ name: 'podiam_kube_events_total', help: 'Kubernetes Events recorded on pods, by outcome', labelNames: ['outcome'] as const, registers: r }),
+    allowedRolesInvalid: new Counter({ name: 'podiam_allowed_roles_invalid_entries_total', help: 'allowed-roles regexp entries that do not compile and are skipped, by namespace (each entry counted once)', labelNames: ['namespace'] as const, registers: r }),
+    allowedRolesUnanchored: new Counter({ name: 'podiam_allowed_roles_unanchored_matches_total', help: 'allowed-roles regexp entries that allow a role in use only because kube2iam regexps are unanchored, by namespace (each entry and role counted once)', labelNames: ['namespace'] as const, registers: r }),
+    listenRetries: new Counter({ name: 'podiam_listen_retries_total', help: 'Attempts to bind the app port that found it taken (another process holds it, e.g. kube2iam)', registers: r }),
   };
 }
 

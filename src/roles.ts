@@ -4,6 +4,7 @@
 import { createHash } from 'node:crypto';
 import { isRoleArn } from './config.js';
 import { BadAnnotation, NoRoleForPod, RoleNotAllowed } from './errors.js';
+import { compileRoleRegexp } from './role-patterns.js';
 
 /** What podiam knows of a pod: enough to resolve its role, nothing of the Kubernetes SDK. */
 export interface PodInfo {
@@ -31,7 +32,7 @@ export interface RolePolicy {
   readonly sessionNameKey: string;
   readonly namespaceKey: string;
   readonly namespaceRestrictions: boolean;
-  readonly namespaceRestrictionFormat: 'glob' | 'regexp';
+  readonly namespaceRestrictionFormat: 'glob' | 'regexp' | 'regexp-anchored';
 }
 
 /** Everything STS needs; also the credential cache key. */
@@ -154,57 +155,13 @@ export function allowedRoles(namespace: NamespaceInfo | undefined, nsName: strin
   return list.map((pattern: string) => {
     if (pattern.length > MAX_PATTERN) throw bad(`entry longer than ${MAX_PATTERN} characters`);
     if (policy.namespaceRestrictionFormat === 'glob') return globToRegExp(pattern, policy.baseRoleArn);
-    // Security-relevant: JavaScript regexps backtrack, and the annotation is written by namespace
-    // users; a quantified group with alternation or a quantifier inside ((a|a)*, (a+)+) can stall
-    // the event loop for seconds on one role ARN, so such entries are refused.
-    if (slowRegexp(pattern)) {
-      throw bad(`regexp ${JSON.stringify(pattern)} quantifies a group that holds alternation or a quantifier, has more than four * or +, or uses backreferences or lookaround (slow to match); write e.g. "app-(web|api)" or use glob`);
-    }
-    // As kube2iam: an entry that is not an ARN is relative to the base role ARN.
-    const full = pattern.startsWith('arn:') || policy.baseRoleArn === undefined ? pattern : `${escapeRegExp(policy.baseRoleArn)}(?:${pattern.replace(/^\/+/, '')})`;
-    try {
-      return new RegExp(`^(?:${full})$`);
-    } catch (err) {
-      throw bad(`bad regexp ${JSON.stringify(pattern)}: ${(err as Error).message}`);
-    }
+    // RE2 (linear time, Go's syntax). An entry that does not compile never matches and the others
+    // still apply, as in kube2iam; AllowedRolesAudit reports it (log, metric, Event).
+    return compileRoleRegexp(pattern, policy.baseRoleArn, policy.namespaceRestrictionFormat === 'regexp-anchored');
   });
 }
 
 const MAX_PATTERN = 512;
-
-/**
- * True when a regexp can backtrack catastrophically: a quantified group that holds alternation,
- * a quantifier or another group ((a|a)*, (a+)+, ((a))*), more than four unbounded quantifiers,
- * or backreferences and lookaround.
- */
-export function slowRegexp(pattern: string): boolean {
-  if (/\\[1-9k]|\(\?<?[=!]/.test(pattern)) return true;
-  const groups: Array<{ risky: boolean }> = [];
-  // Chained unbounded quantifiers (.*a.*b.*c.*d.*) backtrack polynomially: allow a few.
-  let unbounded = 0;
-  for (let i = 0; i < pattern.length; i++) {
-    const c = pattern[i]!;
-    if ((c === '*' || c === '+') && ++unbounded > 4) return true;
-    if (c === '\\') {
-      i++;
-    } else if (c === '[') {
-      // Skip a character class: its | * + are literals.
-      for (i++; i < pattern.length && pattern[i] !== ']'; i++) if (pattern[i] === '\\') i++;
-    } else if (c === '(') {
-      if (groups.length > 0) groups[groups.length - 1]!.risky = true;
-      groups.push({ risky: false });
-    } else if (c === ')') {
-      const group = groups.pop();
-      const next = pattern[i + 1];
-      if (group?.risky && (next === '*' || next === '+' || next === '?' || next === '{')) return true;
-      if (group?.risky && groups.length > 0) groups[groups.length - 1]!.risky = true;
-    } else if (groups.length > 0 && (c === '|' || c === '*' || c === '+' || c === '?' || c === '{')) {
-      // A '?' right after '(' is a group modifier ((?:...)), not a quantifier.
-      if (!(c === '?' && pattern[i - 1] === '(')) groups[groups.length - 1]!.risky = true;
-    }
-  }
-  return false;
-}
 
 /**
  * kube2iam's glob (ryanuber/go-glob): `*` matches any run of characters, `/` included.
@@ -231,10 +188,6 @@ export function globToRegExp(pattern: string, baseRoleArn: string | undefined): 
       return true;
     },
   };
-}
-
-function escapeRegExp(s: string): string {
-  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
 
 function externalIdOf(pod: PodInfo, key: string): string | undefined {

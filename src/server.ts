@@ -29,6 +29,8 @@ export interface ServerDeps {
   readonly debugStore?: () => unknown;
   readonly hostIp?: string;
   readonly tokens?: TokenBroker;
+  /** --allow-signed-identity: forward pkcs7/signature/rsa2048 (the node's signed identity) to pods. */
+  readonly allowSignedIdentity?: boolean;
 }
 
 const MAX_PATH = 1024;
@@ -170,7 +172,7 @@ export function createServer(deps: ServerDeps): http.Server {
       throw new BadRequest(404, `${decoded} not found`);
     }
     if (IDENTITY_PATH.test(decoded)) throw new PathRefused(decoded, "identity-credentials are the node's own");
-    if (SIGNED_IDENTITY_PATH.test(decoded)) throw new PathRefused(decoded, "the signed instance identity is the node's own");
+    if (deps.allowSignedIdentity !== true && SIGNED_IDENTITY_PATH.test(decoded)) throw new PathRefused(decoded, "the signed instance identity is the node's own");
 
     switch (decoded) {
       case '/healthz':

@@ -8,6 +8,8 @@
  *   memory       RSS after a minute of load with 110 pods on the node; RSS watching 10,000 pods cluster-wide
  *   sts          AssumeRole calls per role per refresh period, credentials shortened to 60 s by a rewriting proxy;
  *                and the same count at the real minimum session (--iam-role-session-ttl=15m), in real time
+ *   scope        AssumeRole calls with several pods per role, --session-scope=pod vs role (scripts/bench/kube2iam.mjs)
+ *   regexp       backtracking-shaped allowed-roles regexps: re2js (podiam) vs JavaScript RegExp, µs per decision
  *   profile      podiam under the cached and passthrough loads with --cpu-prof; top functions
  *
  *   npm run bench                              # the full run (about 10 minutes)
@@ -34,6 +36,7 @@ import { StsProxy } from '../../dist/test/support/sts-proxy.js';
 import { realisticPod } from './pods.mjs';
 import { summarize } from './profile-summary.mjs';
 import { startExpiryRewriter } from './sts-expiry-rewriter.mjs';
+import * as kube2iam from './kube2iam.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.resolve(HERE, '../..');
@@ -737,6 +740,7 @@ function markdown(r) {
       L.push('');
     }
   }
+  kube2iam.markdownSections(s, L);
   return L.join('\n') + '\n';
 }
 
@@ -745,7 +749,8 @@ function save() {
   writeFileSync(path.join(OUT, `${stamp}.md`), markdown(results));
 }
 
-const SCENARIOS = { cached, first, passthrough, memory110, memory10k, sts: stsEconomy, profile };
+const kube2iamCtx = () => ({ T: { ...T, quick: QUICK }, log, moto, freshKube, startPodiam, stopPodiam, metricsOf, until, measure, ip, NODE, BASE_ARN, CRED_PATH });
+const SCENARIOS = { cached, first, passthrough, memory110, memory10k, sts: stsEconomy, scope: () => kube2iam.scope(kube2iamCtx()), regexp: () => kube2iam.regexp(kube2iamCtx()), profile };
 let failed = false;
 try {
   log(`podiam bench${QUICK ? ' (quick)' : ''}: ${JSON.stringify(results.machine)}`);

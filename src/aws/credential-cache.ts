@@ -58,6 +58,11 @@ export interface CredentialCacheOptions {
   /** How long a request holding stale-but-valid credentials waits for fresh ones. */
   readonly staleWaitMs?: number;
   readonly retryMaxMs?: number;
+  /**
+   * STS refused (RoleNotTrusted, RoleInvalid: status 403): the refusal is answered from memory
+   * for exactly this long, and only then is STS asked again (kube2iam's --iam-role-error-ttl).
+   */
+  readonly refusalTtlMs?: number;
   readonly random?: () => number;
 }
 
@@ -290,7 +295,8 @@ export class CredentialCache {
     const retryable = !(error instanceof StsError) || error.retryable;
     // Exponential backoff with jitter (0.5x..1.5x), so a fleet of nodes does not retry in step.
     const base = Math.min(this.retryMaxMs, this.retryBaseMs * 2 ** (entry.failures - 1)) * (retryable ? 1 : 8);
-    const delay = Math.round(Math.min(this.retryMaxMs * 8, base) * (0.5 + this.random()));
+    const refused = error.status === 403 && this.options.refusalTtlMs !== undefined;
+    const delay = refused ? this.options.refusalTtlMs! : Math.round(Math.min(this.retryMaxMs * 8, base) * (0.5 + this.random()));
     const now = this.clock.now();
     entry.lastError = error;
     entry.retryAtMs = now + delay;

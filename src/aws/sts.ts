@@ -5,6 +5,7 @@
  */
 import { AssumeRoleCommand, STSClient } from '@aws-sdk/client-sts';
 import { StsUnavailable } from '../errors.js';
+import type { StsRefusal } from '../errors.js';
 import type { RoleRequest } from '../roles.js';
 
 export interface AwsCredentials {
@@ -54,10 +55,11 @@ export class StsError extends StsUnavailable {
     readonly retryable: boolean,
     reason: string,
     cause: unknown,
-    /** STS's own words, for the logs only: they can name the node's role and instance. */
+    /** STS's own words, for the logs (and, for a refusal, the answer: it is the pod's to fix). */
     readonly detail?: string,
+    refusal?: StsRefusal,
   ) {
-    super(roleArn, reason, { cause });
+    super(roleArn, reason, { cause, refusal });
   }
 }
 
@@ -129,11 +131,35 @@ function createLimiter(max: number): <T>(task: () => Promise<T>) => Promise<T> {
     });
 }
 
-function classify(roleArn: string, err: unknown): StsError {
+export function classify(roleArn: string, err: unknown): StsError {
   const e = err as { name?: string; code?: string; message?: string; $metadata?: { httpStatusCode?: number }; $fault?: string };
   const code = e.name && e.name !== 'Error' ? e.name : (e.code ?? 'NetworkError');
   const status = e.$metadata?.httpStatusCode;
+  const detail = (e.message ?? String(err)).slice(0, 300);
+  const refusal = refusalOf(code, status, detail);
+  if (refusal !== undefined) return new StsError(roleArn, code, false, refusalReason(refusal, roleArn, code, detail), err, detail, refusal);
   const retryable = RETRYABLE_CODES.has(code) || e.$fault === 'server' || status === undefined || status >= 500 || status === 429;
   const where = status === undefined ? 'no answer from STS' : `STS answered ${status}`;
-  return new StsError(roleArn, code, retryable, `${code} (${where})`, err, (e.message ?? String(err)).slice(0, 300));
+  return new StsError(roleArn, code, retryable, `${code} (${where})`, err, detail);
+}
+
+/**
+ * STS refusing this node the role: a denial the pod's owner must fix, not an outage. AccessDenied
+ * (and any "not authorized") is the role's trust policy not allowing the node's role; a
+ * ValidationError on the role ARN is an ARN STS will never accept. Throttling and 5xx are not here.
+ * https://docs.aws.amazon.com/STS/latest/APIReference/API_AssumeRole.html#API_AssumeRole_Errors
+ */
+function refusalOf(code: string, status: number | undefined, detail: string): StsRefusal | undefined {
+  if (status !== undefined && status >= 500) return undefined;
+  if (code === 'AccessDenied' || code === 'AccessDeniedException' || /\bnot authorized\b/i.test(detail)) return 'RoleNotTrusted';
+  if ((code === 'ValidationError' || code === 'InvalidParameterValue') && /arn/i.test(detail)) return 'RoleInvalid';
+  return undefined;
+}
+
+function refusalReason(refusal: StsRefusal, roleArn: string, code: string, detail: string): string {
+  if (refusal === 'RoleInvalid') return `STS does not accept the role ARN ${roleArn}: ${code}: ${detail}`;
+  // STS names the caller: "User: arn:aws:sts::<account>:assumed-role/<node role>/<instance> is not authorized ...".
+  const nodeRole = /assumed-role\/([\w+=,.@-]+)\//.exec(detail)?.[1];
+  const node = nodeRole === undefined ? "this node's credentials" : `this node's role ${nodeRole}`;
+  return `role ${roleArn} does not trust ${node} (its trust policy must allow sts:AssumeRole from it, and the node's role must be allowed to call it): ${code}: ${detail}`;
 }

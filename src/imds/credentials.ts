@@ -2,8 +2,8 @@
  * The security-credentials routes: who is calling (source IP -> pod), which role it may have,
  * and its credentials from the cache. Reads top-down, as a request flows.
  */
-import type { CredentialCache } from '../aws/credential-cache.js';
-import { NotReady, PodNotFound, RoleMismatch } from '../errors.js';
+import type { CredentialCache, IssuedCredentials } from '../aws/credential-cache.js';
+import { NotReady, PodNotFound, RoleMismatch, StsUnavailable } from '../errors.js';
 import type { NamespaceInfo, PodInfo, RoleRequest, RoleResolver } from '../roles.js';
 import { podRef } from '../roles.js';
 import { renderIamInfo } from './format.js';
@@ -45,7 +45,7 @@ export class CredentialRoutes {
     const pod = await this.podFor(podIp);
     const role = this.roleOf(pod);
     if (askedRole !== role.roleName) throw this.denied(pod, new RoleMismatch(podRef(pod), askedRole, role.roleName));
-    const creds = await this.options.cache.get(role);
+    const creds = await this.credentialsOf(pod, role);
     return { pod, role, body: creds.body };
   }
 
@@ -69,7 +69,17 @@ export class CredentialRoutes {
   async iamInfo(podIp: string): Promise<Buffer> {
     const pod = await this.podFor(podIp);
     const role = this.roleOf(pod);
-    return renderIamInfo(role.roleArn, (await this.options.cache.get(role)).issuedMs);
+    return renderIamInfo(role.roleArn, (await this.credentialsOf(pod, role)).issuedMs);
+  }
+
+  /** From the cache; STS refusing the role (RoleNotTrusted, RoleInvalid) is a denial the pod's owner hears about. */
+  private async credentialsOf(pod: PodInfo, role: RoleRequest): Promise<IssuedCredentials> {
+    try {
+      return await this.options.cache.get(role);
+    } catch (err) {
+      if (err instanceof StsUnavailable && err.status === 403) throw this.denied(pod, err);
+      throw err;
+    }
   }
 
   private async podFor(podIp: string): Promise<PodInfo> {

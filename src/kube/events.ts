@@ -37,8 +37,17 @@ export class EventRecorder {
   }
 
   denied(pod: PodInfo, reason: string, message: string): void {
+    this.record({ kind: 'Pod', apiVersion: 'v1', namespace: pod.namespace, name: pod.name, uid: pod.uid }, reason, message);
+  }
+
+  /** A warning on a namespace (an allowed-roles entry podiam skips), in that namespace. */
+  namespaceWarning(namespace: string, reason: string, message: string): void {
+    this.record({ kind: 'Namespace', apiVersion: 'v1', namespace, name: namespace }, reason, message);
+  }
+
+  private record(object: { kind: string; apiVersion: string; namespace: string; name: string; uid?: string }, reason: string, message: string): void {
     if (this.stopped) return;
-    const key = `${pod.uid}\n${reason}`;
+    const key = `${object.kind}\n${object.uid ?? `${object.namespace}/${object.name}`}\n${reason}`;
     const now = Date.now();
     const last = this.lastSent.get(key);
     if (last !== undefined && now - last < (this.options.windowMs ?? 60_000)) {
@@ -53,8 +62,8 @@ export class EventRecorder {
     this.inFlight++;
     const time = new Date(now);
     const body: CoreV1Event = {
-      metadata: { generateName: `${pod.name}.podiam-`, namespace: pod.namespace },
-      involvedObject: { kind: 'Pod', apiVersion: 'v1', namespace: pod.namespace, name: pod.name, uid: pod.uid },
+      metadata: { generateName: `${object.name}.podiam-`, namespace: object.namespace },
+      involvedObject: object,
       reason: `Podiam${reason}`,
       message: message.slice(0, 1024),
       type: 'Warning',
@@ -66,12 +75,12 @@ export class EventRecorder {
       reportingInstance: this.options.host ?? this.options.component,
     };
     this.api
-      .createNamespacedEvent({ namespace: pod.namespace, body })
+      .createNamespacedEvent({ namespace: object.namespace, body })
       .then(
         () => this.options.metrics.events.inc({ outcome: 'sent' }),
         (err: Error) => {
           this.options.metrics.events.inc({ outcome: 'failed' });
-          this.options.log.warn('could not record Kubernetes Event', { pod: `${pod.namespace}/${pod.name}`, reason, error: err.message });
+          this.options.log.warn('could not record Kubernetes Event', { object: `${object.kind} ${object.namespace}/${object.name}`, reason, error: err.message });
         },
       )
       .finally(() => this.inFlight--);

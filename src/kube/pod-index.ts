@@ -32,6 +32,7 @@ export class PodIndex {
   private readonly namespaces = new Map<string, NamespaceInfo>();
   private readonly waiters = new Map<string, Set<Waiter>>();
   private readonly listeners: Array<(pod: PodInfo) => void> = [];
+  private readonly namespaceListeners: Array<(ns: NamespaceInfo) => void> = [];
 
   /** Called for every pod that becomes servable or changes while servable. */
   onPodServable(listener: (pod: PodInfo) => void): void {
@@ -63,6 +64,12 @@ export class PodIndex {
 
   upsertNamespace(ns: NamespaceInfo): void {
     this.namespaces.set(ns.name, ns);
+    for (const l of this.namespaceListeners) l(ns);
+  }
+
+  /** Called for every namespace added or changed. */
+  onNamespace(listener: (ns: NamespaceInfo) => void): void {
+    this.namespaceListeners.push(listener);
   }
 
   deleteNamespace(name: string): void {

@@ -314,7 +314,7 @@ describe('namespace restrictions', () => {
     world.kube.createNamespace({ metadata: { name: 'team-r', annotations: { 'iam.amazonaws.com/allowed-roles': '["arn:aws:iam::123456789012:role/team-r-(web|api)"]' } } });
     world.kube.createNamespace({ metadata: { name: 'broken', annotations: { 'iam.amazonaws.com/allowed-roles': '["team-a-*"' } } });
     glob = await world.podiam(['--namespace-restrictions']);
-    regexp = await world.podiam(['--namespace-restrictions', '--namespace-restriction-format=regexp']);
+    regexp = await world.podiam(['--namespace-restrictions', '--namespace-restriction-format=regexp-anchored']);
   });
 
   test('glob: an allowed role is served, another is denied', async () => {
@@ -329,7 +329,8 @@ describe('namespace restrictions', () => {
     expect(denied.body).toContain('iam.amazonaws.com/allowed-roles');
   });
 
-  test('regexp: anchored at both ends', async () => {
+  // --namespace-restriction-format=regexp (kube2iam's unanchored search) is in kube2iam-dropin.test.ts.
+  test('regexp-anchored: anchored at both ends', async () => {
     const ok = world.nextIp();
     const no = world.nextIp();
     world.pod('re-ok', { ip: ok, role: 'team-r-api', namespace: 'team-r' });

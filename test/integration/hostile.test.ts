@@ -8,6 +8,7 @@ import net from 'node:net';
 import { NODE_CREDENTIAL_STRINGS } from '../support/imds-server.js';
 import type { PodiamProcess } from '../support/podiam-process.js';
 import { World } from '../support/world.js';
+import { waitFor } from '../support/wait.js';
 
 const CREDS = '/latest/meta-data/iam/security-credentials/';
 
@@ -183,15 +184,23 @@ describe('malformed annotations: a clear denial, and a log line naming the objec
     expect(find()?.reason).toContain(`pod default/${name}: annotation ${annotation} is invalid`);
   });
 
-  test('a bad regexp in allowed-roles denies and names the namespace', async () => {
-    world.kube.createNamespace({ metadata: { name: 'bad-re', annotations: { 'iam.amazonaws.com/allowed-roles': '["app-(unclosed"]' } } });
+  test('a bad regexp in allowed-roles is skipped (as kube2iam), named in the log, and grants nothing', async () => {
+    world.kube.createNamespace({ metadata: { name: 'bad-re', annotations: { 'iam.amazonaws.com/allowed-roles': '["app-(unclosed", "db-.*"]' } } });
     const strict = await world.podiam(['--namespace-restrictions', '--namespace-restriction-format=regexp']);
     const ip = world.nextIp();
     world.pod('in-bad-re', { ip, role: 'app-x', namespace: 'bad-re' });
+    const okIp = world.nextIp();
+    world.pod('db-in-bad-re', { ip: okIp, role: 'db-x', namespace: 'bad-re' });
     const r = await strict.get(CREDS, ip);
     expect(r.status).toBe(403);
-    expect(r.body).toContain('namespace bad-re: annotation iam.amazonaws.com/allowed-roles is invalid: bad regexp');
-    expect(strict.output()).toContain('namespace bad-re: annotation iam.amazonaws.com/allowed-roles is invalid');
+    expect(r.body).toContain('RoleNotAllowed');
+    // The other entry still applies: the namespace is not denied as a whole.
+    expect((await strict.get(CREDS, okIp)).status).toBe(200);
+    await waitFor(() => strict.output().includes('allowed-roles entry skipped'), 5000, 'the log line');
+    const line = strict.logLines().find((l) => l.message === 'allowed-roles entry skipped')!;
+    expect(line.namespace).toBe('bad-re');
+    expect(line.entry).toBe('app-(unclosed');
+    await strict.stop();
   });
 });
 

@@ -242,51 +242,6 @@ describe('resolveRole: namespace restrictions (glob)', () => {
   });
 });
 
-describe('resolveRole: namespace restrictions (regexp)', () => {
-  const restricted = policy({ namespaceRestrictions: true, namespaceRestrictionFormat: 'regexp' });
-  const resolve = (role: string, patterns: string[]) => resolveRole(pod({ [ROLE_KEY]: role }), ns(JSON.stringify(patterns)), restricted);
-
-  it('full-ARN regexps allow matching roles', () => {
-    expect(resolve('app-a', [`arn:aws:iam::${ACCOUNT}:role/app-.*`]).roleName).toBe('app-a');
-    expect(resolve('app-a', ['arn:aws:iam::\\d{12}:role/app-[a-z]'] ).roleName).toBe('app-a');
-  });
-
-  it('is anchored at the start: a partial match does not allow', () => {
-    expect(thrown(() => resolve('xapp-a', [`arn:aws:iam::${ACCOUNT}:role/app-.*`]))).toBeInstanceOf(RoleNotAllowed);
-    expect(thrown(() => resolve('app-a', ['role/app-.*']))).toBeInstanceOf(RoleNotAllowed);
-    expect(thrown(() => resolve('xapp-a', ['app-.*']))).toBeInstanceOf(RoleNotAllowed);
-  });
-
-  it('is anchored at the end: a prefix does not allow', () => {
-    expect(thrown(() => resolve('app-ab', [`arn:aws:iam::${ACCOUNT}:role/app-a`]))).toBeInstanceOf(RoleNotAllowed);
-    expect(thrown(() => resolve('app-ab', [`.*app-a`]))).toBeInstanceOf(RoleNotAllowed);
-    expect(resolve('app-ab', [`.*app-ab`]).roleName).toBe('app-ab');
-  });
-
-  it('alternation is anchored as a whole', () => {
-    // Relative to the base ARN as a whole: base(a|b), not (base a)|b.
-    const alt = `a|b`;
-    expect(resolve('a', [alt]).roleName).toBe('a');
-    expect(resolve('b', [alt]).roleName).toBe('b');
-    expect(thrown(() => resolve('ab', [alt]))).toBeInstanceOf(RoleNotAllowed);
-    expect(thrown(() => resolve('ba', [alt]))).toBeInstanceOf(RoleNotAllowed);
-  });
-
-  // kube2iam (and podiam's own glob mode) take a non-ARN entry relative to the base role ARN
-  // (iam.RoleARN(rolePattern)).
-  it('a relative regexp is taken relative to the base role ARN, like a glob', () => {
-    expect(resolve('app-a', ['app-.*']).roleArn).toBe(`${BASE}app-a`);
-  });
-
-  it('a bad regexp -> BadAnnotation naming namespace and annotation', () => {
-    const err = thrown(() => resolve('app-a', ['app-[']));
-    expect(err).toBeInstanceOf(BadAnnotation);
-    expect(err.message).toContain('namespace team-a');
-    expect(err.message).toContain(NS_KEY);
-    expect(err.message).toContain('app-[');
-  });
-});
-
 describe('resolveRole: external id', () => {
   it('is taken from the annotation when valid', () => {
     expect(resolveRole(pod({ [ROLE_KEY]: 'app-a', [EXT_KEY]: 'ext-id:1/2=3' }), undefined, policy()).externalId).toBe('ext-id:1/2=3');
