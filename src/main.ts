@@ -9,6 +9,7 @@ import { createStsAssumer } from './aws/sts.js';
 import type { Config } from './config.js';
 import { describeConfig } from './config.js';
 import { ConfigError, PodiamError } from './errors.js';
+import { Callers, nodeAddresses } from './imds/callers.js';
 import { CredentialRoutes } from './imds/credentials.js';
 import { renderCredentials } from './imds/format.js';
 import { Passthrough, baseArnFromIamInfo } from './imds/passthrough.js';
@@ -101,6 +102,13 @@ export async function start(config: Config, log: Logger): Promise<Podiam> {
     },
   });
 
+  // The node itself: loopback and its host IPs (one or more, comma-separated).
+  const callers = new Callers({
+    isNodeAddress: nodeAddresses(config.hostIp?.split(',') ?? []),
+    pods: { synced: () => watcher.synced(), waitFor: (ip, ms) => index.waitFor(ip, ms) },
+    podWaitMs: config.podWaitMs,
+  });
+
   let rule: IptablesRule | undefined;
   const health = (): Health => {
     const kube = watcher.states();
@@ -111,6 +119,7 @@ export async function start(config: Config, log: Logger): Promise<Podiam> {
 
   const server = createServer({
     credentials: routes,
+    callers,
     passthrough,
     metrics,
     log,
