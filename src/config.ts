@@ -39,6 +39,8 @@ export interface Config {
   readonly apiToken: string | undefined;
   readonly insecure: boolean;
   readonly events: boolean;
+  /** A watch silent this long is dead: aborted, then relisted and re-watched (kube/pods.ts). */
+  readonly watchDeadlineMs: number;
   readonly logFormat: LogFormat;
   readonly logLevel: LogLevel;
   readonly debug: boolean;
@@ -90,6 +92,7 @@ export const FLAGS: readonly FlagSpec[] = [
   { name: 'api-token', type: 'string', example: '--api-token=$(cat /path/token)', help: 'bearer token for --api-server' },
   { name: 'insecure', type: 'bool', default: 'false', example: '--insecure', help: 'skip TLS verification of the API server (required for http:// servers)' },
   { name: 'events', type: 'bool', default: 'true', example: '--events=false', help: 'record Kubernetes Events on pods that are denied credentials' },
+  { name: 'watch-deadline', type: 'duration', default: '55s', example: '--watch-deadline=55s', help: 'a Kubernetes watch silent this long is replaced (relist + watch); at most 60s' },
   { name: 'log-format', type: 'enum', default: 'text', values: ['text', 'json'], example: '--log-format=json', help: 'log format' },
   { name: 'log-level', type: 'enum', default: 'info', values: ['error', 'warn', 'warning', 'info', 'debug'], example: '--log-level=info', help: 'log level' },
   { name: 'verbose', type: 'bool', default: 'false', example: '--verbose', help: 'same as --log-level=debug' },
@@ -286,6 +289,7 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pr
     apiToken: str('api-token'),
     insecure: bool('insecure'),
     events: bool('events'),
+    watchDeadlineMs: duration('watch-deadline', 1000, 60_000),
     logFormat: oneOf<LogFormat>('log-format'),
     logLevel,
     debug,

@@ -77,7 +77,7 @@ export async function start(config: Config, log: Logger): Promise<Podiam> {
   });
 
   const kc = createKubeConfig(config);
-  const watcher = new KubeWatcher(kc, index, { node: config.node, log, metrics });
+  const watcher = new KubeWatcher(kc, index, { node: config.node, log, metrics, watchDeadlineMs: config.watchDeadlineMs });
   const events = config.events ? new EventRecorder(kc, { log, metrics, component: 'podiam', host: config.node }) : undefined;
   index.onPodServable((pod) => {
     // Prefetch: a new pod's first request should find its credentials already in memory.
@@ -114,7 +114,7 @@ export async function start(config: Config, log: Logger): Promise<Podiam> {
     const kube = watcher.states();
     const iptables = rule?.state();
     const ready = watcher.synced() && (iptables === undefined || iptables === 'present');
-    return { ready, pods: kube.pods, namespaces: kube.namespaces, ...(iptables === undefined ? {} : { iptables }) };
+    return { ready, pods: kube.pods, namespaces: kube.namespaces, watchTimeouts: watcher.watchTimeouts(), ...(iptables === undefined ? {} : { iptables }) };
   };
 
   const server = createServer({

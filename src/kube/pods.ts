@@ -39,28 +39,79 @@ export function createKubeConfig(config: Config): KubeConfig {
 }
 
 /**
- * The watch as ListWatch uses it, plus server-side timeouts (so a dead connection cannot hang
- * forever), bookmarks, and a signal when the watch stream is really open (ListWatch's own
- * 'connect' fires before the request is made).
+ * A watch that stayed silent past its read deadline. It carries 410 (Gone) on purpose: ListWatch
+ * relists only after a 410, and a resourceVersion from a watch that went silent cannot be trusted
+ * to be current, so the relist (which also turns any DELETED missed meanwhile into a delete) is
+ * what a dead watch gets.
  */
-function watchWithTimeout(kc: KubeConfig, timeoutSeconds: number, onOpen: () => void, slim: (o: KubernetesObject) => KubernetesObject) {
+export class WatchDeadlineExceeded extends Error {
+  readonly code = 410;
+  constructor(readonly silentMs: number) {
+    super(`no bytes from the watch for ${silentMs} ms`);
+  }
+}
+
+/**
+ * The watch as ListWatch uses it, bounded in time as client-go's reflector is: a server-side
+ * `timeoutSeconds` below the read deadline (so a healthy but quiet watch ends cleanly and is
+ * resumed before the deadline could fire), plus a client-side read deadline: no event for
+ * `deadlineMs`, from the request on, and the watch is aborted and reported as
+ * WatchDeadlineExceeded. A dead connection (up, silent) is otherwise noticed only by TCP
+ * keepalive, after about 11 minutes. Also: bookmarks, and a signal when the watch stream is
+ * really open (ListWatch's own 'connect' fires before the request is made).
+ */
+function watchWithDeadline(
+  kc: KubeConfig,
+  deadlineMs: number,
+  on: { open(): void; silent(silentMs: number): void },
+  slim: (o: KubernetesObject) => KubernetesObject,
+) {
   const inner = new Watch(kc);
   return {
     watch: async (path: string, query: Record<string, unknown>, callback: (phase: string, obj: unknown, watchObj?: unknown) => void, done: (err: unknown) => void) => {
-      const cb = (phase: string, obj: unknown): void => callback(phase, phase === 'ERROR' || phase === 'BOOKMARK' ? obj : slim(obj as KubernetesObject));
+      let finished = false;
+      let expired = false;
+      let controller: AbortController | undefined;
+      let timer: NodeJS.Timeout | undefined;
+      const finish = (err: unknown): void => {
+        if (finished) return;
+        finished = true;
+        clearTimeout(timer);
+        done(err);
+      };
+      const touch = (): void => {
+        clearTimeout(timer);
+        timer = setTimeout(() => {
+          if (finished) return;
+          expired = true;
+          on.silent(deadlineMs);
+          finish(new WatchDeadlineExceeded(deadlineMs));
+          controller?.abort();
+        }, deadlineMs);
+        timer.unref();
+      };
+      const cb = (phase: string, obj: unknown): void => {
+        touch();
+        callback(phase, phase === 'ERROR' || phase === 'BOOKMARK' ? obj : slim(obj as KubernetesObject));
+      };
+      // The server ends a quiet watch at 60-80% of the deadline; the client resumes it from its resourceVersion.
+      const timeoutSeconds = Math.max(1, Math.floor((deadlineMs / 1000) * (0.6 + 0.2 * Math.random())));
       let failed = false;
+      touch();
       try {
-        const controller = await inner.watch(path, { ...query, timeoutSeconds, allowWatchBookmarks: true }, cb, (err: unknown) => {
+        controller = await inner.watch(path, { ...query, timeoutSeconds, allowWatchBookmarks: true }, cb, (err: unknown) => {
           if (err) failed = true;
-          done(err);
+          finish(err);
         });
-        if (!failed) onOpen();
+        // The deadline passed while connecting: this late stream is not wanted.
+        if (expired) controller.abort();
+        else if (!failed) on.open();
         return controller;
       } catch (err) {
         // Watch.watch prepares auth outside its own try: an exec/OIDC plugin failure would be an
         // unhandled rejection (ListWatch restarts the watch without awaiting it). Report it as a
         // failed watch instead, so the informer backs off and retries.
-        done(err);
+        finish(err);
         const aborted = new AbortController();
         aborted.abort();
         return aborted;
@@ -127,6 +178,8 @@ interface Informer {
   listWatch: ListWatch<KubernetesObject> | undefined;
   failures: number;
   retryTimer: NodeJS.Timeout | undefined;
+  /** Watches replaced after their read deadline passed in silence. */
+  watchTimeouts: number;
 }
 
 export class KubeWatcher {
@@ -138,10 +191,10 @@ export class KubeWatcher {
   constructor(
     private readonly kc: KubeConfig,
     private readonly index: PodIndex,
-    private readonly options: { node: string | undefined; log: Logger; metrics: Metrics; watchTimeoutSeconds?: number },
+    private readonly options: { node: string | undefined; log: Logger; metrics: Metrics; watchDeadlineMs?: number },
   ) {
     this.api = kc.makeApiClient(CoreV1Api);
-    const informer = (resource: Informer['resource']): Informer => ({ resource, state: 'syncing', everSynced: false, listWatch: undefined, failures: 0, retryTimer: undefined });
+    const informer = (resource: Informer['resource']): Informer => ({ resource, state: 'syncing', everSynced: false, listWatch: undefined, failures: 0, retryTimer: undefined, watchTimeouts: 0 });
     this.informers = { pods: informer('pods'), namespaces: informer('namespaces') };
   }
 
@@ -170,6 +223,11 @@ export class KubeWatcher {
 
   states(): { pods: InformerState; namespaces: InformerState } {
     return { pods: this.informers.pods.state, namespaces: this.informers.namespaces.state };
+  }
+
+  /** Watches found silent past the deadline and replaced, per resource (also a metric). */
+  watchTimeouts(): { pods: number; namespaces: number } {
+    return { pods: this.informers.pods.watchTimeouts, namespaces: this.informers.namespaces.watchTimeouts };
   }
 
   async stop(): Promise<void> {
@@ -212,7 +270,16 @@ export class KubeWatcher {
       metrics.informerSynced.set({ resource: inf.resource }, 1);
       log.info('kubernetes watch resumed', { resource: inf.resource });
     };
-    const lw = new ListWatch<KubernetesObject>(path, watchWithTimeout(this.kc, this.options.watchTimeoutSeconds ?? 300, onOpen, slimObject), listFn as never, false, undefined, fieldSelector);
+    const onSilent = (silentMs: number): void => {
+      if (this.stopped) return;
+      inf.watchTimeouts += 1;
+      inf.state = 'reconnecting';
+      metrics.informerSynced.set({ resource: inf.resource }, 0);
+      metrics.informerWatchTimeouts.inc({ resource: inf.resource });
+      log.warn('kubernetes watch silent past its deadline, relisting', { resource: inf.resource, silentMs });
+    };
+    const deadlineMs = this.options.watchDeadlineMs ?? 55_000;
+    const lw = new ListWatch<KubernetesObject>(path, watchWithDeadline(this.kc, deadlineMs, { open: onOpen, silent: onSilent }, slimObject), listFn as never, false, undefined, fieldSelector);
     inf.listWatch = lw;
     const guard = (fn: (o: KubernetesObject) => void) => (o: KubernetesObject) => {
       try {
