@@ -36,9 +36,10 @@ const SEGMENT = '[A-Za-z0-9_.:-]*[A-Za-z0-9_:-]';
 const METADATA_PATH = new RegExp(`^/(?:latest|1\\.0|\\d{4}-\\d{2}-\\d{2})(?:/${SEGMENT})*/?$`);
 /**
  * The credential routes podiam answers itself (never forwarded) also take the characters of IAM
- * role names (`+=,@`), so a pod whose role is `app+batch` can ask for it.
+ * role names (`+=,@`, and a trailing `.`), so a pod whose role is `app+batch` can ask for it
+ * (dot segments are refused earlier, by safePath).
  */
-const CREDENTIALS_PATH = /^\/(?:latest|1\.0|\d{4}-\d{2}-\d{2})\/meta-data\/iam\/security-credentials\/[\w+=,.@-]*[\w+=,@-]\/?$/;
+const CREDENTIALS_PATH = /^\/(?:latest|1\.0|\d{4}-\d{2}-\d{2})\/meta-data\/iam\/security-credentials\/[\w+=,.@-]+\/?$/;
 
 /** The kind of a (safePath-checked, query-less) path, or a 400 when it is not one podiam accepts. */
 export function classifyPath(path: string): PathKind {
