@@ -39,29 +39,19 @@ export function createKubeConfig(config: Config): KubeConfig {
 }
 
 /**
- * A watch that stayed silent past its read deadline. It carries 410 (Gone) on purpose: ListWatch
- * relists only after a 410, and a resourceVersion from a watch that went silent cannot be trusted
- * to be current, so the relist (which also turns any DELETED missed meanwhile into a delete) is
- * what a dead watch gets.
- */
-export class WatchDeadlineExceeded extends Error {
-  readonly code = 410;
-  constructor(readonly silentMs: number) {
-    super(`no bytes from the watch for ${silentMs} ms`);
-  }
-}
-
-/**
  * The watch as ListWatch uses it, bounded in time as client-go's reflector is: a server-side
- * `timeoutSeconds` below the read deadline (so a healthy but quiet watch ends cleanly and is
- * resumed before the deadline could fire), plus a client-side read deadline: no event for
- * `deadlineMs`, from the request on, and the watch is aborted and reported as
- * WatchDeadlineExceeded. A dead connection (up, silent) is otherwise noticed only by TCP
- * keepalive, after about 11 minutes. Also: bookmarks, and a signal when the watch stream is
- * really open (ListWatch's own 'connect' fires before the request is made).
+ * `timeoutSeconds`, plus a client-side read deadline: no event for `deadlineMs`, from the request
+ * on, and the watch is aborted and ended as if the server had timed it out. ListWatch then
+ * watches again from the last resourceVersion: the API server replays whatever the silent watch
+ * missed (a DELETED included), or answers 410 and ListWatch relists. A dead connection (up,
+ * silent) would otherwise be noticed only by TCP keepalive, after about 11 minutes. A quiet but
+ * healthy watch is renewed the same way, at no cost in lag (nothing was flowing); a busy one
+ * never reaches the deadline. Also: bookmarks, and a signal when the watch stream is really open
+ * (ListWatch's own 'connect' fires before the request is made).
  */
 function watchWithDeadline(
   kc: KubeConfig,
+  timeoutSeconds: number,
   deadlineMs: number,
   on: { open(): void; silent(silentMs: number): void },
   slim: (o: KubernetesObject) => KubernetesObject,
@@ -85,7 +75,7 @@ function watchWithDeadline(
           if (finished) return;
           expired = true;
           on.silent(deadlineMs);
-          finish(new WatchDeadlineExceeded(deadlineMs));
+          finish(null);
           controller?.abort();
         }, deadlineMs);
         timer.unref();
@@ -94,8 +84,6 @@ function watchWithDeadline(
         touch();
         callback(phase, phase === 'ERROR' || phase === 'BOOKMARK' ? obj : slim(obj as KubernetesObject));
       };
-      // The server ends a quiet watch at 60-80% of the deadline; the client resumes it from its resourceVersion.
-      const timeoutSeconds = Math.max(1, Math.floor((deadlineMs / 1000) * (0.6 + 0.2 * Math.random())));
       let failed = false;
       touch();
       try {
@@ -191,7 +179,7 @@ export class KubeWatcher {
   constructor(
     private readonly kc: KubeConfig,
     private readonly index: PodIndex,
-    private readonly options: { node: string | undefined; log: Logger; metrics: Metrics; watchDeadlineMs?: number },
+    private readonly options: { node: string | undefined; log: Logger; metrics: Metrics; watchTimeoutSeconds?: number; watchDeadlineMs?: number },
   ) {
     this.api = kc.makeApiClient(CoreV1Api);
     const informer = (resource: Informer['resource']): Informer => ({ resource, state: 'syncing', everSynced: false, listWatch: undefined, failures: 0, retryTimer: undefined, watchTimeouts: 0 });
@@ -273,13 +261,12 @@ export class KubeWatcher {
     const onSilent = (silentMs: number): void => {
       if (this.stopped) return;
       inf.watchTimeouts += 1;
-      inf.state = 'reconnecting';
-      metrics.informerSynced.set({ resource: inf.resource }, 0);
       metrics.informerWatchTimeouts.inc({ resource: inf.resource });
-      log.warn('kubernetes watch silent past its deadline, relisting', { resource: inf.resource, silentMs });
+      // Routine on a quiet cluster (no change, no bookmark, for the whole deadline): debug, not warn.
+      log.debug('kubernetes watch silent past its deadline, watching again', { resource: inf.resource, silentMs });
     };
-    const deadlineMs = this.options.watchDeadlineMs ?? 55_000;
-    const lw = new ListWatch<KubernetesObject>(path, watchWithDeadline(this.kc, deadlineMs, { open: onOpen, silent: onSilent }, slimObject), listFn as never, false, undefined, fieldSelector);
+    const watch = watchWithDeadline(this.kc, this.options.watchTimeoutSeconds ?? 300, this.options.watchDeadlineMs ?? 55_000, { open: onOpen, silent: onSilent }, slimObject);
+    const lw = new ListWatch<KubernetesObject>(path, watch, listFn as never, false, undefined, fieldSelector);
     inf.listWatch = lw;
     const guard = (fn: (o: KubernetesObject) => void) => (o: KubernetesObject) => {
       try {
