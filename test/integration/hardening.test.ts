@@ -213,6 +213,19 @@ describe('finding 6: tokens and sessions', () => {
     expect((await podiam.request('/latest/meta-data/instance-id', { fromIp: attacker, headers: { [TOKEN]: mine.at(-1)! } })).status).toBe(200);
   });
 
+  test('a token minted by a previous podiam is 401 after a restart (as EC2 answers an expired token), and a new PUT works', async () => {
+    const previous = await world.podiam();
+    const old = await previous.request('/latest/api/token', { fromIp: podIp, method: 'PUT', headers: { [TTL]: '21600' } });
+    expect(old.status).toBe(200);
+    await previous.stop();
+    // `podiam` plays the restarted one: same node, same pods, no memory of the old tokens.
+    const stale = await withoutUpstream(() => podiam.request('/latest/meta-data/instance-id', { fromIp: podIp, headers: { [TOKEN]: old.body } }));
+    expect(stale.status).toBe(401);
+    expect(stale.body).toContain('PUT /latest/api/token for a new one');
+    const fresh = await putToken('/latest/api/token', podIp);
+    expect((await podiam.request('/latest/meta-data/instance-id', { fromIp: podIp, headers: { [TOKEN]: fresh.body } })).status).toBe(200);
+  });
+
   test("a session name claiming another namespace's pod is not used as is", async () => {
     const ip = world.nextIp();
     world.pod('mallory', { ip, role: 'shared-role', namespace: 'attackers', annotations: { 'iam.amazonaws.com/session-name': 'payments.ledger-0' } });
