@@ -99,6 +99,20 @@ export class PathRefused extends PodiamError {
   }
 }
 
+/** A source address that is neither this node nor a pod indexed on it. */
+export class CallerNotAllowed extends PodiamError {
+  constructor(ip: string) {
+    super('CallerNotAllowed', 403, `${ip} is neither this node nor a pod on it: only they may use the metadata service through podiam`);
+  }
+}
+
+/** Every caller is at its own cap and the pod token table is full: no caller's token is evicted for another. */
+export class TokenTableFull extends PodiamError {
+  constructor(max: number) {
+    super('TokenTableFull', 503, `${max} IMDSv2 tokens are live on this node; try again later`);
+  }
+}
+
 export class BadRequest extends PodiamError {
   constructor(status: number, message: string) {
     super('BadRequest', status, message);

@@ -12,6 +12,7 @@ import { describeHolder, findPortHolder } from './port-holder.js';
 import type { Config } from './config.js';
 import { describeConfig } from './config.js';
 import { ConfigError, PodiamError } from './errors.js';
+import { Callers, nodeAddresses } from './imds/callers.js';
 import { CredentialRoutes } from './imds/credentials.js';
 import { renderCredentials } from './imds/format.js';
 import { Passthrough, baseArnFromIamInfo } from './imds/passthrough.js';
@@ -89,7 +90,7 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
   });
 
   const kc = createKubeConfig(config);
-  const watcher = new KubeWatcher(kc, index, { node: config.node, log, metrics });
+  const watcher = new KubeWatcher(kc, index, { node: config.node, log, metrics, watchDeadlineMs: config.watchDeadlineMs });
   const events = config.events ? new EventRecorder(kc, { log, metrics, component: 'podiam', host: config.node }) : undefined;
   const audit = new AllowedRolesAudit(policy, {
     warn: (message, fields) => log.warn(message, fields),
@@ -137,16 +138,24 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
     },
   });
 
+  // The node itself: loopback and its host IPs (one or more, comma-separated).
+  const callers = new Callers({
+    isNodeAddress: nodeAddresses(config.hostIp?.split(',') ?? []),
+    pods: { synced: () => watcher.synced(), waitFor: (ip, ms) => index.waitFor(ip, ms) },
+    podWaitMs: config.podWaitMs,
+  });
+
   let rule: IptablesRule | undefined;
   const health = (): Health => {
     const kube = watcher.states();
     const iptables = rule?.state();
     const ready = watcher.synced() && (iptables === undefined || iptables === 'present');
-    return { ready, pods: kube.pods, namespaces: kube.namespaces, ...(iptables === undefined ? {} : { iptables }) };
+    return { ready, pods: kube.pods, namespaces: kube.namespaces, watchTimeouts: watcher.watchTimeouts(), ...(iptables === undefined ? {} : { iptables }) };
   };
 
   const server = createServer({
     credentials: routes,
+    callers,
     passthrough,
     metrics,
     log,

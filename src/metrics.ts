@@ -95,6 +95,7 @@ export function createMetrics(options: MetricsOptions = {}) {
     podWaits: new Counter({ name: 'podiam_pod_wait_total', help: 'Requests from an IP not yet known, by outcome (found, timeout)', labelNames: ['outcome'] as const, registers: r }),
     informerSynced: new Gauge({ name: 'podiam_informer_synced', help: '1 when the informer has listed and is watching', labelNames: ['resource'] as const, registers: r }),
     informerRestarts: new Counter({ name: 'podiam_informer_restarts_total', help: 'Informer restarts after watch or list errors', labelNames: ['resource'] as const, registers: r }),
+    informerWatchTimeouts: new Counter({ name: 'podiam_informer_watch_timeouts_total', help: 'Watches silent past --watch-deadline, aborted and replaced by a relist', labelNames: ['resource'] as const, registers: r }),
     denials: new Counter({ name: 'podiam_denials_total', help: 'Credential requests denied, by reason code', labelNames: ['code'] as const, registers: r }),
     iptablesRule: new Gauge({ name: 'podiam_iptables_rule_present', help: '1 when the DNAT rule is installed', registers: r }),
     iptablesRestores: new Counter({ name: 'podiam_iptables_rule_restores_total', help: 'Times the DNAT rule was found missing and restored', registers: r }),

@@ -2,6 +2,7 @@
  * Pure: a pod and its namespace -> the role it may assume, or a typed denial. No I/O.
  */
 import { createHash } from 'node:crypto';
+import { checkAnnotationLimits } from './annotation-limits.js';
 import { isRoleArn } from './config.js';
 import { BadAnnotation, NoRoleForPod, RoleNotAllowed } from './errors.js';
 import { compileRoleRegexp } from './role-patterns.js';
@@ -56,6 +57,8 @@ export function resolveRole(
   policy: RolePolicy,
   allowed: (namespace: NamespaceInfo | undefined, nsName: string, policy: RolePolicy) => RoleMatcher[] = allowedRoles,
 ): RoleRequest {
+  // Lengths first, before any parsing or pattern matching (annotation-limits.ts).
+  checkAnnotationLimits(pod, namespace, policy);
   const ref = podRef(pod);
   const annotated = pod.annotations[policy.roleKey]?.trim();
   const fromDefault = annotated === undefined || annotated === '';
@@ -203,10 +206,13 @@ function externalIdOf(pod: PodInfo, key: string): string | undefined {
 /**
  * STS RoleSessionName: 2-64 characters of [\w+=,.@-]. The default names the pod, so CloudTrail
  * shows which pod made a call (kube2iam's fnv(podIP)-role name does not survive IP reuse).
+ * The annotation is always prefixed with the pod's namespace (unless it already starts with
+ * `<namespace>.`): namespace names have no dots, so no pod can pass for another namespace's.
  */
 export function sessionNameOf(pod: Pick<PodInfo, 'namespace' | 'name' | 'annotations'>, key: string): string {
   const annotated = pod.annotations[key];
-  const source = annotated !== undefined && annotated.trim() !== '' ? annotated : `${pod.namespace}.${pod.name}`;
+  const own = `${pod.namespace}.`;
+  const source = annotated === undefined || annotated.trim() === '' ? own + pod.name : annotated.startsWith(own) ? annotated : own + annotated;
   return sanitizeSessionName(source);
 }
 

@@ -5,6 +5,9 @@
 import http from 'node:http';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { BadRequest, PathRefused, PodiamError, toHttpResponse } from './errors.js';
+import type { PathKind } from './imds/allow-list.js';
+import { checkMethod, classifyPath } from './imds/allow-list.js';
+import type { Callers } from './imds/callers.js';
 import type { CredentialAnswer, CredentialRoutes } from './imds/credentials.js';
 import type { Passthrough } from './imds/passthrough.js';
 import { TOKEN_HEADER, TTL_HEADER } from './imds/passthrough.js';
@@ -31,6 +34,8 @@ export interface ServerDeps {
   readonly tokens?: TokenBroker;
   /** --allow-signed-identity: forward pkcs7/signature/rsa2048 (the node's signed identity) to pods. */
   readonly allowSignedIdentity?: boolean;
+  /** Who may use the token route and the forwarded paths: this node's pods and the node itself. */
+  readonly callers: Pick<Callers, 'admit'>;
 }
 
 const MAX_PATH = 1024;
@@ -49,7 +54,6 @@ const IDENTITY_PATH = new RegExp(`^/${VERSION}/meta-data/identity-credentials(?:
 // The node's signed identity: with it a pod could authenticate as the node (Vault's and SPIRE's
 // AWS attestors accept it). The unsigned document (region, account) stays available.
 const SIGNED_IDENTITY_PATH = new RegExp(`^/${VERSION}/dynamic/instance-identity/(?:pkcs7|signature|rsa2048)/?$`, 'i');
-const TOKEN_PATH = /^\/latest\/api\/token$/;
 
 /**
  * Security-relevant: the decision is taken on the decoded path, and a path that could mean
@@ -79,6 +83,8 @@ export function safePath(rawUrl: string): { path: string; decoded: string } {
 interface ParsedUrl {
   readonly path: string;
   readonly decoded: string;
+  /** What the allow-list makes of the path (allow-list.ts); a path it refuses is never parsed. */
+  readonly kind: PathKind;
   /** The part after meta-data/iam/ ('' for meta-data/iam itself); undefined for other paths. */
   readonly iamRest: string | undefined;
   /** For .../security-credentials[/<role>]: the role asked for, '' for the listing; else undefined. */
@@ -109,10 +115,11 @@ export function createServer(deps: ServerDeps): http.Server {
     const known = parsedUrls.get(rawUrl);
     if (known !== undefined) return known;
     const { path, decoded } = safePath(rawUrl);
+    const kind = classifyPath(path);
     const iam = IAM_PATH.exec(decoded);
     const iamRest = iam === null ? undefined : (iam[1] ?? '');
     const parts = iamRest === undefined ? null : /^security-credentials(?:\/([^/]*))?\/?$/i.exec(iamRest);
-    const parsed: ParsedUrl = { path, decoded, iamRest, credentialRole: parts === null ? undefined : (parts[1] ?? '') };
+    const parsed: ParsedUrl = { path, decoded, kind, iamRest, credentialRole: parts === null ? undefined : (parts[1] ?? '') };
     if (parsedUrls.size >= PARSED_URLS_MAX) parsedUrls.clear();
     parsedUrls.set(rawUrl, parsed);
     return parsed;
@@ -145,11 +152,12 @@ export function createServer(deps: ServerDeps): http.Server {
   /** Answers the request; `at.route` always names the route reached, for metrics and logs. */
   const handle = async (req: IncomingMessage, res: ServerResponse, at: { route: Route }): Promise<Route> => {
     const method = req.method ?? 'GET';
-    const { path, decoded, iamRest: rest, credentialRole } = parseUrl(req.url ?? '/');
+    const { path, decoded, kind, iamRest: rest, credentialRole } = parseUrl(req.url ?? '/');
     const podIp = remoteIp(req);
+    // The allow-list, before any routing: GET/HEAD on metadata and local paths, PUT on the token route.
+    checkMethod(method, kind, decoded);
 
     if (rest !== undefined) {
-      if (method !== 'GET' && method !== 'HEAD') throw new BadRequest(405, `${method} is not allowed on ${decoded}`);
       if (credentialRole === '') {
         at.route = 'role-name';
         send(res, 200, await credentials.roleName(podIp));
@@ -192,12 +200,19 @@ export function createServer(deps: ServerDeps): http.Server {
         send(res, 200, JSON.stringify(deps.debugStore(), null, 2) + '\n', 'application/json');
         return 'debug';
     }
+    // A local path not served here (/metrics on its own port, /debug/store without --debug) is never forwarded.
+    if (kind === 'local') throw new BadRequest(404, `${decoded} is not served here`);
 
     const length = Number(req.headers['content-length'] ?? 0);
     if (!(length <= MAX_BODY)) throw new BadRequest(413, `request body larger than ${MAX_BODY} bytes`);
     if (req.headers['transfer-encoding'] !== undefined) throw new BadRequest(411, 'chunked request bodies are not accepted');
 
-    if (method === 'PUT' && TOKEN_PATH.test(decoded)) {
+    // Only this node's pods and the node itself get tokens or the real service's answers.
+    at.route = kind === 'token' ? 'token' : 'proxy';
+    const caller = await deps.callers.admit(podIp);
+    const holder = { ip: podIp, id: caller.id };
+
+    if (kind === 'token') {
       at.route = 'token';
       // EC2 refuses token requests that came through a proxy (they carry X-Forwarded-For);
       // podiam keeps that protection for pods instead of hiding the header.
@@ -210,7 +225,7 @@ export function createServer(deps: ServerDeps): http.Server {
         return 'token';
       }
       const seconds = upstream.ttl ?? (typeof ttl === 'string' ? ttl : '21600');
-      const podToken = tokens.wrap(upstream.body, Number(seconds), podIp);
+      const podToken = tokens.wrap(upstream.body, Number(seconds), holder);
       res.writeHead(200, { 'Content-Type': TEXT, 'Content-Length': podToken.length, [TTL_HEADER]: seconds, Server: 'EC2ws' });
       res.end(podToken);
       return 'token';
@@ -220,7 +235,7 @@ export function createServer(deps: ServerDeps): http.Server {
     const podToken = req.headers[TOKEN_HEADER];
     let upstreamToken: string | undefined;
     if (podToken !== undefined) {
-      upstreamToken = typeof podToken === 'string' ? tokens.unwrap(podToken, podIp) : undefined;
+      upstreamToken = typeof podToken === 'string' ? tokens.unwrap(podToken, holder) : undefined;
       if (upstreamToken === undefined) throw new BadRequest(401, 'the IMDSv2 token is invalid or expired; PUT /latest/api/token for a new one');
     }
     at.route = 'proxy';

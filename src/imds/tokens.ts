@@ -4,45 +4,66 @@
  * one: a real token is bound to the instance, not to the caller, and one held by a pod would open
  * the node's metadata (its role's credentials included) whenever podiam's rule is not in place —
  * during a rollout, say — even on nodes that require IMDSv2 with a hop limit of 1.
- * Tokens are also bound to the pod IP that asked for them.
+ *
+ * A token is bound to its caller: the source IP and the pod's UID (a pod that gets a deleted
+ * pod's IP does not inherit its tokens). The table is bounded per caller: a caller past its cap
+ * loses its own oldest token, never another's, and when the whole table is full a new token is
+ * refused (503) rather than evicting anyone. Tokens live in memory only: after a restart they are
+ * unknown, and a GET carrying one is 401, as EC2 answers an expired token; SDKs then PUT for a new one.
  */
 import { randomBytes } from 'node:crypto';
+import { TokenTableFull } from '../errors.js';
+
+/** Who a token belongs to: the source address and a stable caller id (the pod UID, or `node`). */
+export interface TokenHolder {
+  readonly ip: string;
+  readonly id: string;
+}
 
 interface Held {
   readonly upstream: string;
-  readonly podIp: string;
+  readonly ip: string;
+  readonly id: string;
   readonly expiresMs: number;
 }
 
 export class TokenBroker {
   private readonly tokens = new Map<string, Held>();
-  private readonly perIp = new Map<string, number>();
+  /** Per caller id: its tokens, oldest first (a Set iterates in insertion order). */
+  private readonly byCaller = new Map<string, Set<string>>();
 
   constructor(
-    private readonly options: { maxTokens?: number; maxPerIp?: number; now?: () => number } = {},
+    private readonly options: { maxTokens?: number; maxPerCaller?: number; now?: () => number } = {},
   ) {}
 
-  /** A pod token standing for `upstream`, valid for ttlSeconds, for `podIp` only. */
-  wrap(upstream: string, ttlSeconds: number, podIp: string): string {
+  /** A pod token standing for `upstream`, valid for ttlSeconds, for `holder` only. */
+  wrap(upstream: string, ttlSeconds: number, holder: TokenHolder): string {
     const now = this.now();
-    const maxTokens = this.options.maxTokens ?? 20_000;
-    const maxPerIp = this.options.maxPerIp ?? 64;
+    const maxTokens = this.options.maxTokens ?? 65_536;
+    const maxPerCaller = this.options.maxPerCaller ?? 64;
+    let mine = this.byCaller.get(holder.id);
+    if (mine !== undefined && mine.size >= maxPerCaller) {
+      // Its own oldest goes: an SDK holds one token for hours; the old ones are of exited processes.
+      const oldest = mine.values().next().value as string;
+      this.delete(oldest);
+    }
     if (this.tokens.size >= maxTokens) this.sweep(now);
-    if (this.tokens.size >= maxTokens) this.evict((held) => held !== undefined);
-    if ((this.perIp.get(podIp) ?? 0) >= maxPerIp) this.evict((held) => held.podIp === podIp);
+    if (this.tokens.size >= maxTokens) throw new TokenTableFull(maxTokens);
     // 56 characters, as EC2's tokens are.
     const token = randomBytes(42).toString('base64');
-    this.tokens.set(token, { upstream, podIp, expiresMs: now + ttlSeconds * 1000 });
-    this.perIp.set(podIp, (this.perIp.get(podIp) ?? 0) + 1);
+    this.tokens.set(token, { upstream, ip: holder.ip, id: holder.id, expiresMs: now + ttlSeconds * 1000 });
+    mine = this.byCaller.get(holder.id);
+    if (mine === undefined) this.byCaller.set(holder.id, (mine = new Set()));
+    mine.add(token);
     return token;
   }
 
-  /** The real token behind a pod's token, if it is one of ours, unexpired, and the pod's own. */
-  unwrap(token: string, podIp: string): string | undefined {
+  /** The real token behind a pod's token, if it is one of ours, unexpired, and this caller's own. */
+  unwrap(token: string, holder: TokenHolder): string | undefined {
     const held = this.tokens.get(token);
-    if (held === undefined || held.podIp !== podIp) return undefined;
+    if (held === undefined || held.ip !== holder.ip || held.id !== holder.id) return undefined;
     if (held.expiresMs <= this.now()) {
-      this.delete(token, held);
+      this.delete(token);
       return undefined;
     }
     return held.upstream;
@@ -57,23 +78,15 @@ export class TokenBroker {
   }
 
   private sweep(now: number): void {
-    for (const [token, held] of this.tokens) if (held.expiresMs <= now) this.delete(token, held);
+    for (const [token, held] of this.tokens) if (held.expiresMs <= now) this.delete(token);
   }
 
-  /** Drops the oldest token matching `which` (a Map iterates in insertion order). */
-  private evict(which: (held: Held) => boolean): void {
-    for (const [token, held] of this.tokens) {
-      if (which(held)) {
-        this.delete(token, held);
-        return;
-      }
-    }
-  }
-
-  private delete(token: string, held: Held): void {
+  private delete(token: string): void {
+    const held = this.tokens.get(token);
+    if (held === undefined) return;
     this.tokens.delete(token);
-    const n = (this.perIp.get(held.podIp) ?? 1) - 1;
-    if (n <= 0) this.perIp.delete(held.podIp);
-    else this.perIp.set(held.podIp, n);
+    const mine = this.byCaller.get(held.id);
+    mine?.delete(token);
+    if (mine?.size === 0) this.byCaller.delete(held.id);
   }
 }

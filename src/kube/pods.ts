@@ -39,28 +39,67 @@ export function createKubeConfig(config: Config): KubeConfig {
 }
 
 /**
- * The watch as ListWatch uses it, plus server-side timeouts (so a dead connection cannot hang
- * forever), bookmarks, and a signal when the watch stream is really open (ListWatch's own
- * 'connect' fires before the request is made).
+ * The watch as ListWatch uses it, bounded in time as client-go's reflector is: a server-side
+ * `timeoutSeconds`, plus a client-side read deadline: no event for `deadlineMs`, from the request
+ * on, and the watch is aborted and ended as if the server had timed it out. ListWatch then
+ * watches again from the last resourceVersion: the API server replays whatever the silent watch
+ * missed (a DELETED included), or answers 410 and ListWatch relists. A dead connection (up,
+ * silent) would otherwise be noticed only by TCP keepalive, after about 11 minutes. A quiet but
+ * healthy watch is renewed the same way, at no cost in lag (nothing was flowing); a busy one
+ * never reaches the deadline. Also: bookmarks, and a signal when the watch stream is really open
+ * (ListWatch's own 'connect' fires before the request is made).
  */
-function watchWithTimeout(kc: KubeConfig, timeoutSeconds: number, onOpen: () => void, slim: (o: KubernetesObject) => KubernetesObject) {
+function watchWithDeadline(
+  kc: KubeConfig,
+  timeoutSeconds: number,
+  deadlineMs: number,
+  on: { open(): void; silent(silentMs: number): void },
+  slim: (o: KubernetesObject) => KubernetesObject,
+) {
   const inner = new Watch(kc);
   return {
     watch: async (path: string, query: Record<string, unknown>, callback: (phase: string, obj: unknown, watchObj?: unknown) => void, done: (err: unknown) => void) => {
-      const cb = (phase: string, obj: unknown): void => callback(phase, phase === 'ERROR' || phase === 'BOOKMARK' ? obj : slim(obj as KubernetesObject));
+      let finished = false;
+      let expired = false;
+      let controller: AbortController | undefined;
+      let timer: NodeJS.Timeout | undefined;
+      const finish = (err: unknown): void => {
+        if (finished) return;
+        finished = true;
+        clearTimeout(timer);
+        done(err);
+      };
+      const touch = (): void => {
+        clearTimeout(timer);
+        timer = setTimeout(() => {
+          if (finished) return;
+          expired = true;
+          on.silent(deadlineMs);
+          finish(null);
+          controller?.abort();
+        }, deadlineMs);
+        timer.unref();
+      };
+      const cb = (phase: string, obj: unknown): void => {
+        touch();
+        callback(phase, phase === 'ERROR' || phase === 'BOOKMARK' ? obj : slim(obj as KubernetesObject));
+      };
       let failed = false;
+      touch();
       try {
-        const controller = await inner.watch(path, { ...query, timeoutSeconds, allowWatchBookmarks: true }, cb, (err: unknown) => {
+        controller = await inner.watch(path, { ...query, timeoutSeconds, allowWatchBookmarks: true }, cb, (err: unknown) => {
           if (err) failed = true;
-          done(err);
+          finish(err);
         });
-        if (!failed) onOpen();
+        // The deadline passed while connecting: this late stream is not wanted.
+        if (expired) controller.abort();
+        else if (!failed) on.open();
         return controller;
       } catch (err) {
         // Watch.watch prepares auth outside its own try: an exec/OIDC plugin failure would be an
         // unhandled rejection (ListWatch restarts the watch without awaiting it). Report it as a
         // failed watch instead, so the informer backs off and retries.
-        done(err);
+        finish(err);
         const aborted = new AbortController();
         aborted.abort();
         return aborted;
@@ -127,6 +166,8 @@ interface Informer {
   listWatch: ListWatch<KubernetesObject> | undefined;
   failures: number;
   retryTimer: NodeJS.Timeout | undefined;
+  /** Watches replaced after their read deadline passed in silence. */
+  watchTimeouts: number;
 }
 
 export class KubeWatcher {
@@ -138,10 +179,10 @@ export class KubeWatcher {
   constructor(
     private readonly kc: KubeConfig,
     private readonly index: PodIndex,
-    private readonly options: { node: string | undefined; log: Logger; metrics: Metrics; watchTimeoutSeconds?: number },
+    private readonly options: { node: string | undefined; log: Logger; metrics: Metrics; watchTimeoutSeconds?: number; watchDeadlineMs?: number },
   ) {
     this.api = kc.makeApiClient(CoreV1Api);
-    const informer = (resource: Informer['resource']): Informer => ({ resource, state: 'syncing', everSynced: false, listWatch: undefined, failures: 0, retryTimer: undefined });
+    const informer = (resource: Informer['resource']): Informer => ({ resource, state: 'syncing', everSynced: false, listWatch: undefined, failures: 0, retryTimer: undefined, watchTimeouts: 0 });
     this.informers = { pods: informer('pods'), namespaces: informer('namespaces') };
   }
 
@@ -170,6 +211,11 @@ export class KubeWatcher {
 
   states(): { pods: InformerState; namespaces: InformerState } {
     return { pods: this.informers.pods.state, namespaces: this.informers.namespaces.state };
+  }
+
+  /** Watches found silent past the deadline and replaced, per resource (also a metric). */
+  watchTimeouts(): { pods: number; namespaces: number } {
+    return { pods: this.informers.pods.watchTimeouts, namespaces: this.informers.namespaces.watchTimeouts };
   }
 
   async stop(): Promise<void> {
@@ -212,7 +258,15 @@ export class KubeWatcher {
       metrics.informerSynced.set({ resource: inf.resource }, 1);
       log.info('kubernetes watch resumed', { resource: inf.resource });
     };
-    const lw = new ListWatch<KubernetesObject>(path, watchWithTimeout(this.kc, this.options.watchTimeoutSeconds ?? 300, onOpen, slimObject), listFn as never, false, undefined, fieldSelector);
+    const onSilent = (silentMs: number): void => {
+      if (this.stopped) return;
+      inf.watchTimeouts += 1;
+      metrics.informerWatchTimeouts.inc({ resource: inf.resource });
+      // Routine on a quiet cluster (no change, no bookmark, for the whole deadline): debug, not warn.
+      log.debug('kubernetes watch silent past its deadline, watching again', { resource: inf.resource, silentMs });
+    };
+    const watch = watchWithDeadline(this.kc, this.options.watchTimeoutSeconds ?? 300, this.options.watchDeadlineMs ?? 55_000, { open: onOpen, silent: onSilent }, slimObject);
+    const lw = new ListWatch<KubernetesObject>(path, watch, listFn as never, false, undefined, fieldSelector);
     inf.listWatch = lw;
     const guard = (fn: (o: KubernetesObject) => void) => (o: KubernetesObject) => {
       try {

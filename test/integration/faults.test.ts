@@ -175,6 +175,9 @@ describe('metadata upstream trouble', () => {
   test('down: 502 within 1 s with a reason; slow: bounded by --metadata-timeout', async () => {
     const ip = world.nextIp();
     world.pod('upstream', { ip, role: 'upstream' });
+    // Forwarded paths serve only known pods (a new pod's first request waits --pod-wait for it):
+    // let the informer deliver it first, so what is timed below is the metadata service alone.
+    await waitFor(async () => (await podiam.get(CREDS, ip)).body === 'upstream', 8000, 'the pod indexed');
     const port = world.imds.port;
     world.imds.setLatency(3000);
     let t0 = Date.now();

@@ -32,7 +32,7 @@
  * `resourceVersion` is ignored (always a consistent read), pods may be created in a namespace
  * that does not exist, and only pods and namespaces can be watched.
  *
- * Test controls: `compact()`, `dropWatches()`, `sendBookmarks()`, `setFailNext()`,
+ * Test controls: `compact()`, `dropWatches()`, `silenceWatches()`, `sendBookmarks()`, `setFailNext()`,
  * `setLatency()`, `requests`, `watchCount()`, `restart()`.
  */
 import http from 'node:http';
@@ -582,6 +582,17 @@ export class KubeApiServer {
       this.removeWatcher(w);
       w.res.end();
     }
+  }
+
+  /**
+   * Every open watch goes silent, as over a dead connection: it gets no more events and no
+   * server-side timeout, but the connection stays open (until the client gives up or stop()).
+   * Watches opened afterwards behave normally. Returns how many were silenced.
+   */
+  silenceWatches(): number {
+    const silenced = [...this.watchers];
+    for (const w of silenced) this.removeWatcher(w);
+    return silenced.length;
   }
 
   watchCount(): number {

@@ -275,9 +275,17 @@ describe('session names', () => {
 
   it('come from the annotation, sanitised to [\\w+=,.@-]', () => {
     const r = resolveRole(pod({ [ROLE_KEY]: 'app-a', [SESSION_KEY]: 'my session/name:1!' }), undefined, policy());
-    expect(r.sessionName).toBe('my-session-name-1-');
+    expect(r.sessionName).toBe('team-a.my-session-name-1-');
     expect(r.sessionName).toMatch(STS_NAME);
-    expect(sessionNameOf({ namespace: 'n', name: 'p', annotations: { [SESSION_KEY]: 'ok+=,.@-_x' } }, SESSION_KEY)).toBe('ok+=,.@-_x');
+    expect(sessionNameOf({ namespace: 'n', name: 'p', annotations: { [SESSION_KEY]: 'ok+=,.@-_x' } }, SESSION_KEY)).toBe('n.ok+=,.@-_x');
+  });
+
+  it("never name another namespace's pod: the annotation is prefixed with the pod's own namespace", () => {
+    expect(sessionNameOf({ namespace: 'attacker', name: 'p', annotations: { [SESSION_KEY]: 'victims.db-0' } }, SESSION_KEY)).toBe('attacker.victims.db-0');
+    // A namespace name has no dots, so `attacker.` can only mean namespace attacker.
+    expect(sessionNameOf({ namespace: 'attack', name: 'p', annotations: { [SESSION_KEY]: 'attacker.db-0' } }, SESSION_KEY)).toBe('attack.attacker.db-0');
+    // Already naming its own namespace: used as it is.
+    expect(sessionNameOf({ namespace: 'team-a', name: 'p', annotations: { [SESSION_KEY]: 'team-a.batch' } }, SESSION_KEY)).toBe('team-a.batch');
   });
 
   it('a blank annotation falls back to namespace.pod', () => {
@@ -298,10 +306,10 @@ describe('session names', () => {
     expect(a).toHaveLength(64);
     expect(b).toHaveLength(64);
     expect(a).not.toBe(b);
-    expect(a.slice(0, 40)).toBe(common.slice(0, 40));
+    expect(a.slice(0, 40)).toBe(`ns.${common}`.slice(0, 40));
     expect(a).toMatch(STS_NAME);
     // Stable: the same input gives the same name.
-    expect(sanitizeSessionName(`${common}one`)).toBe(a);
+    expect(sanitizeSessionName(`ns.${common}one`)).toBe(a);
   });
 
   it('a long default name (long namespace and pod) is truncated too', () => {
