@@ -17,6 +17,9 @@ import { createIptablesRule } from './iptables.js';
 import { EventRecorder } from './kube/events.js';
 import { PodIndex } from './kube/pod-index.js';
 import { KubeWatcher, createKubeConfig } from './kube/pods.js';
+import { createTokenReviewer } from './kube/token-review.js';
+import type { TokenIdentity } from './token/start.js';
+import { startTokenIdentity } from './token/start.js';
 import type { Logger } from './log.js';
 import type { Metrics } from './metrics.js';
 import { createMetrics } from './metrics.js';
@@ -41,7 +44,7 @@ export async function start(config: Config, log: Logger): Promise<Podiam> {
   const passthrough = new Passthrough({ host: config.metadataHost, port: config.metadataPort, timeoutMs: config.metadataTimeoutMs });
   const policy = await rolePolicy(config, passthrough, log);
   const roles = new RoleResolver(policy);
-  const roleOf = (pod: PodInfo) => roles.resolve(pod, index.namespace(pod.namespace));
+  const roleOf = (pod: PodInfo) => roles.resolve(pod, index.namespace(pod.namespace), index.serviceAccountOf(pod));
   if (config.sessionTtlSeconds < 1800) {
     // Refresh happens at half-life for short sessions, so served credentials have under 15 min
     // left and botocore re-reads them on every call (cheap here, from memory, but noisy).
@@ -90,7 +93,7 @@ export async function start(config: Config, log: Logger): Promise<Podiam> {
   const routes = new CredentialRoutes({
     pods: { synced: () => watcher.synced(), lookup: (ip) => index.lookup(ip), waitFor: (ip, ms) => index.waitFor(ip, ms), namespace: (n) => index.namespace(n) },
     cache,
-    roles,
+    roles: { resolve: (pod, ns) => roles.resolve(pod, ns, index.serviceAccountOf(pod)) },
     podWaitMs: config.podWaitMs,
     onPodWait: (outcome) => metrics.podWaits.inc({ outcome }),
     onDenied: (pod, err) => {
@@ -125,6 +128,29 @@ export async function start(config: Config, log: Logger): Promise<Podiam> {
   const address = await listen(server, config.appPort, config.hostIp);
   if (metricsServer) await listen(metricsServer, config.metricsPort, config.hostIp);
 
+  let token: TokenIdentity | undefined;
+  if (config.tokenIdentity) {
+    token = await startTokenIdentity(config, {
+      review: createTokenReviewer(kc),
+      index,
+      synced: () => watcher.synced(),
+      roleOf,
+      cache,
+      metrics,
+      log,
+      onDenied: (pod, err) => {
+        log.info('credentials denied', { path: 'token', pod: `${pod.namespace}/${pod.name}`, code: (err as PodiamError).code, reason: err.message });
+        events?.denied(pod, (err as PodiamError).code, err.message);
+      },
+      listen,
+      close: closeServer,
+    }).catch(async (err: unknown) => {
+      await closeServer(server, 0);
+      if (metricsServer) await closeServer(metricsServer, 0);
+      throw err;
+    });
+  }
+
   if (config.iptables) {
     rule = createIptablesRule(config, { log, metrics });
     try {
@@ -151,6 +177,7 @@ export async function start(config: Config, log: Logger): Promise<Podiam> {
         // immediately, then drain in-flight requests, then stop watching.
         if (rule) await rule.remove().catch((err: Error) => log.error('could not remove iptables rule', { error: err.message }));
         await closeServer(server, 10_000);
+        await token?.close();
         if (metricsServer) await closeServer(metricsServer, 1_000);
         await watcher.stop();
         cache.stop();
@@ -189,6 +216,8 @@ async function rolePolicy(config: Config, passthrough: Passthrough, log: Logger)
     namespaceKey: config.namespaceKey,
     namespaceRestrictions: config.namespaceRestrictions,
     namespaceRestrictionFormat: config.namespaceRestrictionFormat,
+    sessionTags: config.sessionTags,
+    clusterName: config.clusterName,
   });
 }
 
