@@ -334,7 +334,7 @@ describe.each(TARGETS)('kubectl kustomize $dir', ({ dir, hostInterface, podMonit
     expect(ds.spec.template.metadata.labels).toMatchObject(ds.spec.selector.matchLabels);
   });
 
-  test('RBAC: exactly pods and namespaces get/list/watch, events create/patch, bound to the pod’s service account', () => {
+  test('RBAC: exactly pods, namespaces and serviceaccounts get/list/watch, events create/patch, tokenreviews create, bound to the pod’s service account', () => {
     const objs = objsOf(dir);
     const role = find(objs, 'ClusterRole');
     const grants = (role.rules as Obj[]).flatMap((r) => {
@@ -343,7 +343,7 @@ describe.each(TARGETS)('kubectl kustomize $dir', ({ dir, hostInterface, podMonit
       return (r.apiGroups as string[]).flatMap((g) => (r.resources as string[]).flatMap((res) => (r.verbs as string[]).map((v) => `${g}/${res}:${v}`)));
     });
     expect(grants.sort()).toEqual(
-      ['/pods:get', '/pods:list', '/pods:watch', '/namespaces:get', '/namespaces:list', '/namespaces:watch', '/events:create', '/events:patch'].sort(),
+      ['/pods:get', '/pods:list', '/pods:watch', '/namespaces:get', '/namespaces:list', '/namespaces:watch', '/serviceaccounts:get', '/serviceaccounts:list', '/serviceaccounts:watch', '/events:create', '/events:patch', 'authentication.k8s.io/tokenreviews:create'].sort(),
     );
     expect(grants.join(' ')).not.toMatch(/\*|secrets/);
     const sa = find(objs, 'ServiceAccount');
