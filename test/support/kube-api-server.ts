@@ -902,6 +902,12 @@ export class KubeApiServer {
           this.getOne(res, 'pods', `${ns}/${rest[3]!}`, rest[3]!);
           return;
         }
+        if (rest.length === 4 && rest[2] === 'pods' && method === 'DELETE') {
+          // Removed at once (as with gracePeriodSeconds=0); the answer is the deleted pod.
+          if (!this.pods.has(`${ns}/${rest[3]!}`)) this.getOne(res, 'pods', `${ns}/${rest[3]!}`, rest[3]!);
+          else this.sendJson(res, 200, this.remove('pods', `${ns}/${rest[3]!}`));
+          return;
+        }
         if (rest.length === 3 && rest[2] === 'serviceaccounts' && method === 'GET') {
           this.collection(res, 'serviceaccounts', ns, query, watch);
           return;
