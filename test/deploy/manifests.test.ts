@@ -483,9 +483,9 @@ describe('Dockerfile', () => {
     expect(runs(build)).toEqual(['npm ci --no-audit --no-fund', 'npm run build']);
   });
 
-  test('the runtime stage: iptables from apt, production dependencies only, dist/src, no package manager', () => {
+  test('the runtime stage: iptables and iproute2 from apt, production dependencies only, dist/src, no package manager', () => {
     const apt = runs(runtime).find((r) => r.includes('apt-get install'));
-    expect(apt).toMatch(/^apt-get update && apt-get install -y --no-install-recommends iptables && /);
+    expect(apt).toMatch(/^apt-get update && apt-get install -y --no-install-recommends iptables iproute2 && /);
     expect(apt).toMatch(/rm -rf \/var\/lib\/apt\/lists\/\*$/);
     const npm = runs(runtime).filter((r) => /\bnpm\b/.test(r));
     expect(npm).toHaveLength(1);
