@@ -17,7 +17,7 @@ export interface TokenPods {
 
 export interface TokenCredentialsOptions {
   readonly pods: TokenPods;
-  readonly reviews: Pick<TokenReviews, 'cached' | 'verdict'>;
+  readonly reviews: Pick<TokenReviews, 'cached' | 'verdict' | 'isCurrent'>;
   readonly audience: string;
   /** The pod's role (its own annotation, else its ServiceAccount's, else the default), or a denial. */
   readonly roleOf: (pod: PodInfo) => RoleRequest | Error;
@@ -38,6 +38,11 @@ export interface TokenAnswer {
 export class TokenCredentials {
   /** The protocol's body, rendered once per issued credentials (they are immutable). */
   private readonly bodies = new WeakMap<IssuedCredentials, Buffer>();
+  /**
+   * The last token a keep-alive connection sent and its verdict: the same token again skips the
+   * hash (a SHA-256 of ~1 KB per request is most of this path's cost). Gone with the connection.
+   */
+  private readonly byConnection = new WeakMap<object, { token: string; verdict: Verdict }>();
   private readonly now: () => number;
 
   constructor(private readonly options: TokenCredentialsOptions) {
@@ -61,10 +66,17 @@ export class TokenCredentials {
    * The common case answered synchronously: a token already reviewed, its pod live, its
    * credentials fresh in memory. Anything else is undefined: the caller takes the full path.
    */
-  credentialsNow(authorization: string | string[] | undefined): TokenAnswer | undefined {
+  credentialsNow(authorization: string | string[] | undefined, connection?: object): TokenAnswer | undefined {
     const { pods, reviews, cache } = this.options;
     if (typeof authorization !== 'string' || !pods.synced()) return undefined;
-    const verdict = reviews.cached(tokenHash(authorization.trim()));
+    const memo = connection === undefined ? undefined : this.byConnection.get(connection);
+    let verdict: Verdict | undefined;
+    if (memo !== undefined && memo.token === authorization && reviews.isCurrent(memo.verdict)) {
+      verdict = memo.verdict;
+    } else {
+      verdict = reviews.cached(tokenHash(authorization.trim()));
+      if (verdict !== undefined && connection !== undefined) this.byConnection.set(connection, { token: authorization, verdict });
+    }
     const identity = verdict?.identity;
     if (identity === undefined) return undefined;
     const pod = pods.pod(identity.namespace, identity.podName);

@@ -24,6 +24,8 @@ export interface Verdict {
   readonly untilMs: number;
   /** The access key last served for this token: the audit line is written once per new key. */
   servedAccessKeyId?: string;
+  /** Set when the verdict leaves the cache (its pod went, or the bound evicted it): never served again. */
+  dropped?: boolean;
 }
 
 export type ReviewOutcomeLabel = 'authenticated' | 'refused' | 'error';
@@ -56,7 +58,7 @@ export class TokenReviews {
     const v = this.verdicts.get(hash);
     if (v === undefined) return undefined;
     if (this.now() < v.untilMs) return v;
-    this.verdicts.delete(hash);
+    this.drop(hash, v);
     return undefined;
   }
 
@@ -78,7 +80,12 @@ export class TokenReviews {
 
   /** Forget every verdict for a pod (it was deleted or recreated). */
   dropPod(podUid: string): void {
-    for (const [hash, v] of this.verdicts) if (v.identity?.podUid === podUid) this.verdicts.delete(hash);
+    for (const [hash, v] of this.verdicts) if (v.identity?.podUid === podUid) this.drop(hash, v);
+  }
+
+  /** Still cached and current (for a verdict held elsewhere, e.g. per connection). */
+  isCurrent(v: Verdict): boolean {
+    return v.dropped !== true && this.now() < v.untilMs;
   }
 
   size(): number {
@@ -117,11 +124,16 @@ export class TokenReviews {
   private remember(hash: string, verdict: Verdict): void {
     const max = this.options.maxEntries ?? 10_000;
     // Maps iterate in insertion order: the first entries are the oldest.
-    for (const key of this.verdicts.keys()) {
+    for (const [key, old] of this.verdicts) {
       if (this.verdicts.size < max) break;
-      this.verdicts.delete(key);
+      this.drop(key, old);
     }
     this.verdicts.set(hash, verdict);
+  }
+
+  private drop(hash: string, v: Verdict): void {
+    v.dropped = true;
+    this.verdicts.delete(hash);
   }
 
   private slot(): Promise<void> {

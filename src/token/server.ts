@@ -57,7 +57,7 @@ export function createTokenServer(deps: TokenServerDeps): http.Server {
       }
       const authorization = req.headers.authorization;
       // Reviewed token, live pod, fresh credentials: answered in this tick.
-      const now = credentials.credentialsNow(authorization);
+      const now = credentials.credentialsNow(authorization, req.socket);
       if (now !== undefined) {
         send(res, 200, now.body);
         return observe();

@@ -25,9 +25,9 @@ interface ContainerCreds {
   Expiration: string;
 }
 
-function get(authorization: string | undefined, path = '/v1/credentials'): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }> {
+function get(authorization: string | undefined, path = '/v1/credentials', agent: http.Agent | false = false): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }> {
   return new Promise((resolve, reject) => {
-    const req = http.request({ host: '127.0.0.1', port: tokenPort, path, agent: false, headers: authorization === undefined ? {} : { Authorization: authorization } }, (res) => {
+    const req = http.request({ host: '127.0.0.1', port: tokenPort, path, agent, headers: authorization === undefined ? {} : { Authorization: authorization } }, (res) => {
       let body = '';
       res.on('data', (c: Buffer) => (body += c.toString()));
       res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
@@ -135,6 +135,20 @@ test("a deleted pod's token gets nothing, even after it was served", async () =>
   await refused(token, 403, 'PodNotOnNode');
   // Judged against the informer: no API call for a token whose pod is gone.
   expect(world.kube.tokenApi.reviews).toBe(reviews);
+});
+
+test("a keep-alive connection that keeps sending a deleted pod's token is refused too", async () => {
+  const token = podWithToken('tok-keepalive', { role: 'tok-keepalive' });
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  try {
+    for (let i = 0; i < 3; i++) expect((await get(token, undefined, agent)).status).toBe(200);
+    world.kube.deletePod('default', 'tok-keepalive');
+    await waitFor(async () => (await get(token, undefined, agent)).status === 403);
+    const again = await get(token, undefined, agent);
+    expect(JSON.parse(again.body)).toMatchObject({ code: 'PodNotOnNode' });
+  } finally {
+    agent.destroy();
+  }
 });
 
 test("a pod on another node, or a hostNetwork pod's token, is judged by its token, not its IP", async () => {

@@ -76,8 +76,12 @@ test('bounded: the oldest verdicts go first; a pod going drops its verdicts', as
   for (const p of ['a', 'b', 'c', 'd']) await reviews.verdict(p, p, claims(p, `uid-${p}`));
   expect(reviews.size()).toBe(3);
   expect(reviews.cached('a')).toBeUndefined();
+  const c = reviews.cached('c')!;
+  expect(reviews.isCurrent(c)).toBe(true);
   reviews.dropPod('uid-c');
   expect(reviews.cached('c')).toBeUndefined();
+  // A verdict held elsewhere (per keep-alive connection) is no longer current either.
+  expect(reviews.isCurrent(c)).toBe(false);
   expect(reviews.cached('d')).toBeDefined();
 });
 
