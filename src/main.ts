@@ -109,7 +109,7 @@ export async function start(config: Config, log: Logger): Promise<Podiam> {
     const kube = watcher.states();
     const iptables = rule?.state();
     const ready = watcher.synced() && (iptables === undefined || iptables === 'present');
-    return { ready, pods: kube.pods, namespaces: kube.namespaces, ...(iptables === undefined ? {} : { iptables }) };
+    return { ready, pods: kube.pods, namespaces: kube.namespaces, serviceaccounts: kube.serviceaccounts, ...(iptables === undefined ? {} : { iptables }) };
   };
 
   const server = createServer({

@@ -598,7 +598,7 @@ export class KubeApiServer {
     return this.watchers.size;
   }
 
-  /** The next `n` list/watch requests (pods or namespaces collections) fail with `status`. */
+  /** The next `n` list/watch requests (pods, namespaces or serviceaccounts collections) fail with `status`. */
   setFailNext(n: number, status = 500): void {
     this.failNext = n;
     this.failStatus = status;
