@@ -12,7 +12,7 @@
  *   token        cached GET /v1/credentials (token identity) vs the cached IMDS credentials path, same podiam, same run
  *
  *   npm run bench                              # the full run (about 10 minutes)
- *   BENCH_QUICK=1 npm run bench                # short durations, for a smoke run
+ *   BENCH_QUICK=1 npm run bench                # short durations, for a smoke run (BENCH_ROUNDS=3 for medians)
  *   BENCH_ONLY=cached,passthrough npm run bench
  *
  * Everything listens on and is loaded on 127.0.0.0/8 only; every load is bounded in time and count.
@@ -48,7 +48,7 @@ const NODE = 'node-1';
 const CRED_PATH = (role) => `/latest/meta-data/iam/security-credentials/${role}`;
 
 const T = QUICK
-  ? { rounds: 1, loadMs: 3000, warmupMs: 500, memLoadMs: 10_000, stsTtlMs: 60_000, stsPeriods: 2, ttl15mLoadMs: 5000, cluster: 10_000, firstPods: 100, autocannonS: 3 }
+  ? { rounds: Number(process.env.BENCH_ROUNDS ?? 1), loadMs: 3000, warmupMs: 500, memLoadMs: 10_000, stsTtlMs: 60_000, stsPeriods: 2, ttl15mLoadMs: 5000, cluster: 10_000, firstPods: 100, autocannonS: 3 }
   : { rounds: Number(process.env.BENCH_ROUNDS ?? 3), loadMs: 8000, warmupMs: 2000, memLoadMs: 60_000, stsTtlMs: 60_000, stsPeriods: 5, ttl15mLoadMs: 20_000, cluster: 10_000, firstPods: 100, autocannonS: 10 };
 const CONNECTIONS = (process.env.BENCH_CONNECTIONS ?? '1,32,128').split(',').map(Number);
 

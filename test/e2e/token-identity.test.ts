@@ -79,6 +79,11 @@ test("a hostNetwork pod (the node's own namespace) with its pod's token gets tha
   const file = await lab.podTokenFile('host-agent', { namespace: 'kube-system' });
   expect((await botocore(lab.nodeNs, file)).arn).toBe(arn('role-host-agent', 'kube-system.host-agent'));
   expect((await sdk(lab.nodeNs, file)).arn).toBe(arn('role-host-agent', 'kube-system.host-agent'));
+  // And over IPv6, at [fd00:ec2::23].
+  const token = (await lab.exec(lab.nodeNs, ['cat', file])).stdout;
+  const v6 = await lab.curl(lab.nodeNs, 'http://[fd00:ec2::23]/v1/credentials', { headers: { Authorization: token } });
+  expect(v6.status).toBe(200);
+  expect(await lab.callerArn(JSON.parse(v6.body) as { AccessKeyId: string; SecretAccessKey: string; Token: string })).toBe(arn('role-host-agent', 'kube-system.host-agent'));
 });
 
 test("a deleted pod's token gets nothing", async () => {
