@@ -22,11 +22,12 @@ FROM node:22-bookworm-slim
 # iptables: --iptables installs podiam's DNAT rule with the iptables command. Debian's default
 # backend is iptables-nft; it is set explicitly because it talks netlink and so needs only
 # CAP_NET_ADMIN, the one capability the DaemonSet grants (iptables-legacy opens a raw socket and
-# would also need CAP_NET_RAW). Package versions are not pinned: Debian's security updates
+# would also need CAP_NET_RAW). iproute2: --token-interface adds the token addresses with `ip`.
+# Package versions are not pinned: Debian's security updates
 # replace them within a release, and a pin would break the build when they do.
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends iptables \
+    && apt-get install -y --no-install-recommends iptables iproute2 \
     && update-alternatives --set iptables /usr/sbin/iptables-nft \
     && rm -rf /var/lib/apt/lists/*
 

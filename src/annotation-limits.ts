@@ -4,7 +4,7 @@
  * The limits are AWS's own: a longer value could never work, so refusing it loses nothing.
  */
 import { BadAnnotation } from './errors.js';
-import type { NamespaceInfo, PodInfo, RolePolicy } from './roles.js';
+import type { NamespaceInfo, PodInfo, RolePolicy, ServiceAccountInfo } from './roles.js';
 
 /** IAM: RoleName 1-64, Path 1-512 (https://docs.aws.amazon.com/IAM/latest/APIReference/API_Role.html). */
 export const MAX_ROLE_NAME = 64;
@@ -22,15 +22,20 @@ export const MAX_ALLOWED_ROLES_TOTAL = 64 * 1024;
  * Throws BadAnnotation (403, naming the object and the annotation) for a value over its limit.
  * The namespace's allowed-roles is checked only when it can matter: restrictions on and a role asked for.
  */
-export function checkAnnotationLimits(pod: PodInfo, namespace: NamespaceInfo | undefined, policy: RolePolicy): void {
+export function checkAnnotationLimits(pod: PodInfo, namespace: NamespaceInfo | undefined, policy: RolePolicy, serviceAccount?: ServiceAccountInfo): void {
   const onPod = (key: string, why: string) => new BadAnnotation(`pod ${pod.namespace}/${pod.name}`, key, why);
-  const role = pod.annotations[policy.roleKey];
-  if (role !== undefined) {
-    if (role.length > MAX_ROLE_ARN) throw onPod(policy.roleKey, `${role.length} characters; a role ARN has at most ${MAX_ROLE_ARN}`);
+  const checkRole = (role: string, fail: (key: string, why: string) => BadAnnotation): void => {
+    if (role.length > MAX_ROLE_ARN) throw fail(policy.roleKey, `${role.length} characters; a role ARN has at most ${MAX_ROLE_ARN}`);
     const parts = roleNameAndPath(role.trim(), policy.baseRoleArn);
-    if (parts !== undefined && parts.name.length > MAX_ROLE_NAME) throw onPod(policy.roleKey, `the role name has ${parts.name.length} characters; IAM allows at most ${MAX_ROLE_NAME}`);
-    if (parts !== undefined && parts.path.length > MAX_ROLE_PATH) throw onPod(policy.roleKey, `the role path has ${parts.path.length} characters; IAM allows at most ${MAX_ROLE_PATH}`);
-  }
+    if (parts !== undefined && parts.name.length > MAX_ROLE_NAME) throw fail(policy.roleKey, `the role name has ${parts.name.length} characters; IAM allows at most ${MAX_ROLE_NAME}`);
+    if (parts !== undefined && parts.path.length > MAX_ROLE_PATH) throw fail(policy.roleKey, `the role path has ${parts.path.length} characters; IAM allows at most ${MAX_ROLE_PATH}`);
+  };
+  const podRole = pod.annotations[policy.roleKey];
+  if (podRole !== undefined) checkRole(podRole, onPod);
+  // A ServiceAccount's role is as untrusted as a pod's (whoever may edit the ServiceAccount wrote it).
+  const saRole = serviceAccount?.annotations[policy.roleKey];
+  if (saRole !== undefined) checkRole(saRole, (key, why) => new BadAnnotation(`serviceaccount ${serviceAccount!.namespace}/${serviceAccount!.name}`, key, why));
+  const role = podRole !== undefined && podRole.trim() !== '' ? podRole : saRole;
   const externalId = pod.annotations[policy.externalIdKey];
   if (externalId !== undefined && externalId.length > MAX_EXTERNAL_ID) throw onPod(policy.externalIdKey, `${externalId.length} characters; STS allows at most ${MAX_EXTERNAL_ID}`);
   const sessionName = pod.annotations[policy.sessionNameKey];

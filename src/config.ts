@@ -53,6 +53,14 @@ export interface Config {
   readonly allowSignedIdentity: boolean;
   /** kube2iam flags given that podiam accepts and ignores: logged once at start, by name. */
   readonly ignoredFlags: readonly string[];
+  /** Token identity (/v1/credentials): see src/token/. */
+  readonly tokenIdentity: boolean;
+  readonly tokenAddrs: ReadonlyArray<{ readonly host: string; readonly port: number }>;
+  readonly tokenAudience: string;
+  /** Interface the token addresses are added to (undefined: podiam adds none). */
+  readonly tokenInterface: string | undefined;
+  readonly sessionTags: boolean;
+  readonly clusterName: string | undefined;
 }
 
 export type CliRequest =
@@ -108,6 +116,12 @@ export const FLAGS: readonly FlagSpec[] = [
   { name: 'watch-deadline', type: 'duration', default: '55s', example: '--watch-deadline=55s', help: 'a Kubernetes watch silent this long is replaced (relist + watch); at most 60s' },
   { name: 'verbose', type: 'bool', default: 'false', example: '--verbose', help: 'same as --log-level=debug' },
   { name: 'debug', type: 'bool', default: 'false', example: '--debug', help: 'serve /debug/store and log at debug level' },
+  { name: 'token-identity', type: 'bool', default: 'false', example: '--token-identity', help: 'also serve GET /v1/credentials (EKS Pod Identity protocol): identity from the pod\'s ServiceAccount token' },
+  { name: 'token-addr', type: 'string', default: '169.254.170.23:80,[fd00:ec2::23]:80', example: '--token-addr=169.254.170.23:80,[fd00:ec2::23]:80', help: 'comma-separated addresses the /v1/credentials listener binds' },
+  { name: 'token-audience', type: 'string', default: 'pods.eks.amazonaws.com', example: '--token-audience=pods.eks.amazonaws.com', help: 'audience the pod\'s projected ServiceAccount token must carry' },
+  { name: 'token-interface', type: 'string', example: '--token-interface=pod-id-link0', help: 'add the --token-addr addresses to this link (a dummy link is created if missing; needs NET_ADMIN)' },
+  { name: 'session-tags', type: 'bool', default: 'false', example: '--session-tags', help: 'AssumeRole with session tags kubernetes-namespace, -service-account, -pod-name, -pod-uid (role trust needs sts:TagSession)' },
+  { name: 'cluster-name', type: 'string', example: '--cluster-name=prod-eu', help: 'with --session-tags: also tag eks-cluster-name' },
   { name: 'version', type: 'bool', default: 'false', example: '--version', help: 'print the version and exit' },
   { name: 'help', type: 'bool', default: 'false', example: '--help', help: 'print this help and exit' },
   // kube2iam flags podiam accepts so existing DaemonSet args keep working.
@@ -277,6 +291,24 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pr
   if (iptables && isIP(metadataHost) !== 4) fail('metadata-addr', '--iptables needs an IPv4 metadata address to intercept');
   if (iptables && isIP(hostIp!) !== 4) fail('host-ip', `--iptables needs an IPv4 --host-ip to DNAT to (got ${hostIp})`);
 
+  const tokenAddrs = (str('token-addr') ?? '').split(',').map((part) => {
+    const hp = parseHostPort(part.trim());
+    if (hp === undefined || isIP(hp[0]) === 0) return fail('token-addr', `${JSON.stringify(part)} is not an IP:port or [IPv6]:port`);
+    return Object.freeze({ host: hp[0], port: hp[1] });
+  });
+  const tokenAudience = str('token-audience')!;
+  if (!/^[\x21-\x7e]{1,256}$/.test(tokenAudience)) fail('token-audience', `${JSON.stringify(tokenAudience)} must be 1-256 printable characters without spaces`);
+  const tokenInterface = str('token-interface');
+  if (tokenInterface !== undefined && !/^[A-Za-z0-9_.-]{1,15}$/.test(tokenInterface)) fail('token-interface', `${JSON.stringify(tokenInterface)} is not an interface name`);
+  const clusterName = str('cluster-name');
+  // An STS tag value: up to 256 characters of letters, digits, spaces and _.:/=+-@.
+  if (clusterName !== undefined && !/^[\p{L}\p{Z}\p{N}_.:/=+\-@]{1,256}$/u.test(clusterName)) fail('cluster-name', `${JSON.stringify(clusterName)} is not a valid session tag value`);
+
+  // Session tags name one pod; a role-scoped session is shared by every pod with that role.
+  if (bool('session-tags') && oneOf<SessionScope>('session-scope') === 'role') {
+    fail('session-tags', 'cannot be combined with --session-scope=role (a shared session cannot carry one pod\'s tags); use --session-scope=pod');
+  }
+
   const sessionTtlMs = duration('iam-role-session-ttl', 15 * 60_000, 12 * 3_600_000);
   if (sessionTtlMs % 1000 !== 0) fail('iam-role-session-ttl', 'must be whole seconds');
 
@@ -317,6 +349,12 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pr
     sessionScope: oneOf<SessionScope>('session-scope'),
     allowSignedIdentity: bool('allow-signed-identity'),
     ignoredFlags: FLAGS.filter((f) => f.compat?.startsWith('ignored') === true && raw.has(f.name)).map((f) => `--${f.name}`),
+    tokenIdentity: bool('token-identity'),
+    tokenAddrs: Object.freeze(tokenAddrs),
+    tokenAudience,
+    tokenInterface,
+    sessionTags: bool('session-tags'),
+    clusterName,
   };
   return { kind: 'run', config: Object.freeze(config) };
 }

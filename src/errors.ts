@@ -119,6 +119,27 @@ export class BadRequest extends PodiamError {
   }
 }
 
+/** The container-credentials token is not valid here: forged, expired, another audience, or its pod is gone. */
+export class InvalidToken extends PodiamError {
+  constructor(reason: string) {
+    super('InvalidToken', 401, `the ServiceAccount token is not valid: ${reason}`);
+  }
+}
+
+/** A valid token whose pod is not a live pod on this node (deleted, recreated, or elsewhere). */
+export class TokenPodNotHere extends PodiamError {
+  constructor(pod: string) {
+    super('PodNotOnNode', 403, `the token is bound to pod ${pod}, which is not running on this node`);
+  }
+}
+
+/** The API server could not review the token (down, slow, or too many reviews waiting). */
+export class TokenReviewUnavailable extends PodiamError {
+  constructor(reason: string) {
+    super('TokenReviewUnavailable', 503, `could not validate the token with the Kubernetes API: ${reason}`);
+  }
+}
+
 export interface HttpErrorResponse {
   readonly status: number;
   readonly code: string;
@@ -131,4 +152,15 @@ export function toHttpResponse(err: unknown): HttpErrorResponse {
     return { status: err.status, code: err.code, body: `${err.code}: ${err.message}\n` };
   }
   return { status: 500, code: 'InternalError', body: 'InternalError: unexpected error, see podiam logs\n' };
+}
+
+/**
+ * The container-credentials protocol's error answer (GET /v1/credentials): JSON
+ * `{"code","message"}`, as the EKS Pod Identity agent answers. Unknown errors never leak their message.
+ */
+export function toJsonHttpResponse(err: unknown): HttpErrorResponse {
+  if (err instanceof PodiamError && err.status >= 400 && err.status < 600) {
+    return { status: err.status, code: err.code, body: JSON.stringify({ code: err.code, message: err.message }) };
+  }
+  return { status: 500, code: 'InternalError', body: JSON.stringify({ code: 'InternalError', message: 'unexpected error, see podiam logs' }) };
 }

@@ -21,6 +21,9 @@ import { createIptablesRule } from './iptables.js';
 import { EventRecorder } from './kube/events.js';
 import { PodIndex } from './kube/pod-index.js';
 import { KubeWatcher, createKubeConfig } from './kube/pods.js';
+import { createTokenReviewer } from './kube/token-review.js';
+import type { TokenIdentity } from './token/start.js';
+import { startTokenIdentity } from './token/start.js';
 import type { Logger } from './log.js';
 import type { Metrics } from './metrics.js';
 import { createMetrics } from './metrics.js';
@@ -54,7 +57,7 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
   const policy = await rolePolicy(config, passthrough, log);
   // --session-scope=role: pods with the same role and external id share one session (kube2iam's economy).
   const roles = config.sessionScope === 'role' ? roleScoped(new RoleResolver(policy), config.node) : new RoleResolver(policy);
-  const roleOf = (pod: PodInfo) => roles.resolve(pod, index.namespace(pod.namespace));
+  const roleOf = (pod: PodInfo) => roles.resolve(pod, index.namespace(pod.namespace), index.serviceAccountOf(pod));
   if (config.sessionTtlSeconds < 1800) {
     // Refresh happens at half-life for short sessions, so served credentials have under 15 min
     // left and botocore re-reads them on every call (cheap here, from memory, but noisy).
@@ -127,7 +130,7 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
   const routes = new CredentialRoutes({
     pods: { synced: () => watcher.synced(), lookup: (ip) => index.lookup(ip), waitFor: (ip, ms) => index.waitFor(ip, ms), namespace: (n) => index.namespace(n) },
     cache,
-    roles,
+    roles: { resolve: (pod, ns) => roles.resolve(pod, ns, index.serviceAccountOf(pod)) },
     podWaitMs: config.podWaitMs,
     onPodWait: (outcome) => metrics.podWaits.inc({ outcome }),
     onDenied: (pod, err) => {
@@ -150,7 +153,7 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
     const kube = watcher.states();
     const iptables = rule?.state();
     const ready = watcher.synced() && (iptables === undefined || iptables === 'present');
-    return { ready, pods: kube.pods, namespaces: kube.namespaces, watchTimeouts: watcher.watchTimeouts(), ...(iptables === undefined ? {} : { iptables }) };
+    return { ready, pods: kube.pods, namespaces: kube.namespaces, serviceaccounts: kube.serviceaccounts, watchTimeouts: watcher.watchTimeouts(), ...(iptables === undefined ? {} : { iptables }) };
   };
 
   const server = createServer({
@@ -170,6 +173,29 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
   // kube2iam listens on every interface (#152): podiam only on --host-ip when given.
   const address = await listenWhenFree(server, config.appPort, config.hostIp, log, metrics, signal);
   if (metricsServer) await listen(metricsServer, config.metricsPort, config.hostIp);
+
+  let token: TokenIdentity | undefined;
+  if (config.tokenIdentity) {
+    token = await startTokenIdentity(config, {
+      review: createTokenReviewer(kc),
+      index,
+      synced: () => watcher.synced(),
+      roleOf,
+      cache,
+      metrics,
+      log,
+      onDenied: (pod, err) => {
+        log.info('credentials denied', { path: 'token', pod: `${pod.namespace}/${pod.name}`, code: (err as PodiamError).code, reason: err.message });
+        events?.denied(pod, (err as PodiamError).code, err.message);
+      },
+      listen,
+      close: closeServer,
+    }).catch(async (err: unknown) => {
+      await closeServer(server, 0);
+      if (metricsServer) await closeServer(metricsServer, 0);
+      throw err;
+    });
+  }
 
   if (config.iptables) {
     rule = createIptablesRule(config, { log, metrics });
@@ -197,6 +223,7 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
         // immediately, then drain in-flight requests, then stop watching.
         if (rule) await rule.remove().catch((err: Error) => log.error('could not remove iptables rule', { error: err.message }));
         await closeServer(server, 10_000);
+        await token?.close();
         if (metricsServer) await closeServer(metricsServer, 1_000);
         await watcher.stop();
         cache.stop();
@@ -235,6 +262,8 @@ async function rolePolicy(config: Config, passthrough: Passthrough, log: Logger)
     namespaceKey: config.namespaceKey,
     namespaceRestrictions: config.namespaceRestrictions,
     namespaceRestrictionFormat: config.namespaceRestrictionFormat,
+    sessionTags: config.sessionTags,
+    clusterName: config.clusterName,
   });
 }
 

@@ -99,6 +99,7 @@ export function createMetrics(options: MetricsOptions = {}) {
     denials: new Counter({ name: 'podiam_denials_total', help: 'Credential requests denied, by reason code', labelNames: ['code'] as const, registers: r }),
     iptablesRule: new Gauge({ name: 'podiam_iptables_rule_present', help: '1 when the DNAT rule is installed', registers: r }),
     iptablesRestores: new Counter({ name: 'podiam_iptables_rule_restores_total', help: 'Times the DNAT rule was found missing and restored', registers: r }),
+    tokenReviews: new Counter({ name: 'podiam_token_reviews_total', help: 'TokenReviews asked of the API server by outcome (authenticated, refused, error); cached verdicts are not counted', labelNames: ['outcome'] as const, registers: r }),
     events: new Counter({ name: 'podiam_kube_events_total', help: 'Kubernetes Events recorded on pods, by outcome', labelNames: ['outcome'] as const, registers: r }),
     allowedRolesInvalid: new Counter({ name: 'podiam_allowed_roles_invalid_entries_total', help: 'allowed-roles regexp entries that do not compile and are skipped, by namespace (each entry counted once)', labelNames: ['namespace'] as const, registers: r }),
     allowedRolesUnanchored: new Counter({ name: 'podiam_allowed_roles_unanchored_matches_total', help: 'allowed-roles regexp entries that allow a role in use only because kube2iam regexps are unanchored, by namespace (each entry and role counted once)', labelNames: ['namespace'] as const, registers: r }),

@@ -18,6 +18,16 @@ export interface PodInfo {
   readonly createdMs: number;
   readonly deleting: boolean;
   readonly annotations: Readonly<Record<string, string>>;
+  /** spec.serviceAccountName ('default' when unset, as the admission plugin sets it). */
+  readonly serviceAccount?: string;
+}
+
+/** A ServiceAccount: its role annotation applies to its pods that have none of their own. */
+export interface ServiceAccountInfo {
+  readonly namespace: string;
+  readonly name: string;
+  readonly uid: string;
+  readonly annotations: Readonly<Record<string, string>>;
 }
 
 export interface NamespaceInfo {
@@ -34,6 +44,9 @@ export interface RolePolicy {
   readonly namespaceKey: string;
   readonly namespaceRestrictions: boolean;
   readonly namespaceRestrictionFormat: 'glob' | 'regexp' | 'regexp-anchored';
+  /** --session-tags: AssumeRole carries the pod's identity as session tags (EKS Pod Identity's ABAC). */
+  readonly sessionTags?: boolean;
+  readonly clusterName?: string;
 }
 
 /** Everything STS needs; also the credential cache key. */
@@ -45,6 +58,8 @@ export interface RoleRequest {
   readonly sessionName: string;
   /** The pod the request was resolved for (namespace/name): for audit logs, not part of the cache key. */
   readonly pod: string;
+  /** STS session tags [key, value] (with --session-tags); part of the cache key. */
+  readonly tags?: ReadonlyArray<readonly [string, string]>;
 }
 
 export function podRef(pod: { namespace: string; name: string }): string {
@@ -56,11 +71,15 @@ export function resolveRole(
   namespace: NamespaceInfo | undefined,
   policy: RolePolicy,
   allowed: (namespace: NamespaceInfo | undefined, nsName: string, policy: RolePolicy) => RoleMatcher[] = allowedRoles,
+  serviceAccount?: ServiceAccountInfo,
 ): RoleRequest {
   // Lengths first, before any parsing or pattern matching (annotation-limits.ts).
-  checkAnnotationLimits(pod, namespace, policy);
+  checkAnnotationLimits(pod, namespace, policy, serviceAccount);
   const ref = podRef(pod);
-  const annotated = pod.annotations[policy.roleKey]?.trim();
+  // The pod's own annotation wins; else its ServiceAccount's (as IRSA and Pod Identity grant roles).
+  const own = pod.annotations[policy.roleKey]?.trim();
+  const fromServiceAccount = (own === undefined || own === '') && serviceAccount?.annotations[policy.roleKey]?.trim() ? serviceAccount : undefined;
+  const annotated = fromServiceAccount === undefined ? own : fromServiceAccount.annotations[policy.roleKey]!.trim();
   const fromDefault = annotated === undefined || annotated === '';
   const wanted = fromDefault ? policy.defaultRole : annotated;
   if (wanted === undefined) throw new NoRoleForPod(ref, policy.roleKey);
@@ -68,6 +87,7 @@ export function resolveRole(
   const roleArn = toRoleArn(wanted, policy.baseRoleArn);
   if (roleArn === undefined) {
     if (fromDefault) throw new BadAnnotation('flag', '--default-role', `${JSON.stringify(wanted)} is a role name but no base role ARN is known (set --base-role-arn)`);
+    if (fromServiceAccount) throw new BadAnnotation(`serviceaccount ${podRef(fromServiceAccount)}`, policy.roleKey, `${JSON.stringify(wanted)} is neither a role ARN (arn:aws:iam::<account>:role/<name>) nor a role name with --base-role-arn set`);
     throw new BadAnnotation(`pod ${ref}`, policy.roleKey, `${JSON.stringify(wanted)} is neither a role ARN (arn:aws:iam::<account>:role/<name>) nor a role name with --base-role-arn set`);
   }
 
@@ -86,7 +106,19 @@ export function resolveRole(
     externalId: externalIdOf(pod, policy.externalIdKey),
     sessionName: sessionNameOf(pod, policy.sessionNameKey),
     pod: ref,
+    ...(policy.sessionTags === true ? { tags: sessionTagsOf(pod, policy.clusterName) } : {}),
   };
+}
+
+/**
+ * The session tags EKS Pod Identity sets, so the same ABAC policies work
+ * (https://docs.aws.amazon.com/eks/latest/userguide/pod-id-abac.html).
+ */
+export function sessionTagsOf(pod: PodInfo, clusterName: string | undefined): Array<[string, string]> {
+  const tags: Array<[string, string]> = [];
+  if (clusterName !== undefined) tags.push(['eks-cluster-name', clusterName]);
+  tags.push(['kubernetes-namespace', pod.namespace], ['kubernetes-service-account', pod.serviceAccount ?? 'default'], ['kubernetes-pod-name', pod.name], ['kubernetes-pod-uid', pod.uid]);
+  return tags;
 }
 
 /** A role name is appended to the base ARN; a full ARN is taken as it is (validated). */
@@ -104,21 +136,21 @@ export function toRoleArn(value: string, baseRoleArn: string | undefined): strin
  * objects on every change, never mutate them). Denials are returned, not thrown.
  */
 export class RoleResolver {
-  private readonly byPod = new WeakMap<PodInfo, { ns: NamespaceInfo | undefined; result: RoleRequest | Error }>();
+  private readonly byPod = new WeakMap<PodInfo, { ns: NamespaceInfo | undefined; sa?: ServiceAccountInfo | undefined; result: RoleRequest | Error }>();
   private readonly byNamespace = new WeakMap<NamespaceInfo, RoleMatcher[] | Error>();
 
   constructor(readonly policy: RolePolicy) {}
 
-  resolve(pod: PodInfo, namespace: NamespaceInfo | undefined): RoleRequest | Error {
+  resolve(pod: PodInfo, namespace: NamespaceInfo | undefined, serviceAccount?: ServiceAccountInfo): RoleRequest | Error {
     const memo = this.byPod.get(pod);
-    if (memo !== undefined && memo.ns === namespace) return memo.result;
+    if (memo !== undefined && memo.ns === namespace && memo.sa === serviceAccount) return memo.result;
     let result: RoleRequest | Error;
     try {
-      result = resolveRole(pod, namespace, this.policy, (ns, nsName, policy) => this.allowed(ns, nsName, policy));
+      result = resolveRole(pod, namespace, this.policy, (ns, nsName, policy) => this.allowed(ns, nsName, policy), serviceAccount);
     } catch (err) {
       result = err as Error;
     }
-    this.byPod.set(pod, { ns: namespace, result });
+    this.byPod.set(pod, { ns: namespace, sa: serviceAccount, result });
     return result;
   }
 

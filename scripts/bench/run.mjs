@@ -11,9 +11,10 @@
  *   scope        AssumeRole calls with several pods per role, --session-scope=pod vs role (scripts/bench/kube2iam.mjs)
  *   regexp       backtracking-shaped allowed-roles regexps: re2js (podiam) vs JavaScript RegExp, µs per decision
  *   profile      podiam under the cached and passthrough loads with --cpu-prof; top functions
+ *   token        cached GET /v1/credentials (token identity) vs the cached IMDS credentials path, same podiam, same run
  *
  *   npm run bench                              # the full run (about 10 minutes)
- *   BENCH_QUICK=1 npm run bench                # short durations, for a smoke run
+ *   BENCH_QUICK=1 npm run bench                # short durations, for a smoke run (BENCH_ROUNDS=3 for medians)
  *   BENCH_ONLY=cached,passthrough npm run bench
  *
  * Everything listens on and is loaded on 127.0.0.0/8 only; every load is bounded in time and count.
@@ -50,7 +51,7 @@ const NODE = 'node-1';
 const CRED_PATH = (role) => `/latest/meta-data/iam/security-credentials/${role}`;
 
 const T = QUICK
-  ? { rounds: 1, loadMs: 3000, warmupMs: 500, memLoadMs: 10_000, stsTtlMs: 60_000, stsPeriods: 2, ttl15mLoadMs: 5000, cluster: 10_000, firstPods: 100, autocannonS: 3 }
+  ? { rounds: Number(process.env.BENCH_ROUNDS ?? 1), loadMs: 3000, warmupMs: 500, memLoadMs: 10_000, stsTtlMs: 60_000, stsPeriods: 2, ttl15mLoadMs: 5000, cluster: 10_000, firstPods: 100, autocannonS: 3 }
   : { rounds: Number(process.env.BENCH_ROUNDS ?? 3), loadMs: 8000, warmupMs: 2000, memLoadMs: 60_000, stsTtlMs: 60_000, stsPeriods: 5, ttl15mLoadMs: 20_000, cluster: 10_000, firstPods: 100, autocannonS: 10 };
 const CONNECTIONS = (process.env.BENCH_CONNECTIONS ?? '1,32,128').split(',').map(Number);
 
@@ -677,6 +678,47 @@ async function profile() {
   return out;
 }
 
+/**
+ * Token identity's hot path against the IMDS one, in one podiam: the same pod, the same cached
+ * credentials; the token path also hashes the token and looks its verdict up per request.
+ */
+async function token() {
+  log('\n== token identity: cached GET /v1/credentials vs cached IMDS credentials (same podiam, alternated)');
+  const kube = await freshKube();
+  const podIp = ip(2, 0);
+  const pod = kube.createPod(realisticPod({ name: 'token-0', node: NODE, ip: podIp, role: 'bench-token' }));
+  const { namespace, name } = pod.metadata;
+  const serviceAccount = pod.spec.serviceAccountName;
+  kube.createServiceAccount({ metadata: { name: serviceAccount, namespace } });
+  const tokenPort = await freePort();
+  const p = await startPodiam(kube, { extra: ['--token-identity', `--token-addr=127.0.0.1:${tokenPort}`] });
+  const bearer = kube.tokenApi.issue({ namespace, serviceAccount, pod: name, audiences: ['pods.eks.amazonaws.com'], expirationSeconds: 86400 });
+  const warm = await new Promise((resolve, reject) => {
+    http.get({ host: '127.0.0.1', port: tokenPort, path: '/v1/credentials', headers: { Authorization: bearer }, agent: false }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode));
+    }).on('error', reject);
+  });
+  if (warm !== 200) throw new Error(`token: first request answered ${warm}`);
+  if ((await p.get(CRED_PATH('bench-token'), podIp)).status !== 200) throw new Error('token: IMDS path not 200');
+  const reviewsBefore = kube.tokenApi.reviews;
+  const rows = [];
+  for (const connections of CONNECTIONS.filter((c) => c !== 128)) {
+    const [tok, imdsPath] = await paired(
+      () => measure(p.child.pid, { connections, localAddresses: [podIp], port: tokenPort, path: '/v1/credentials', headers: { Authorization: bearer } }),
+      () => measure(p.child.pid, { connections, localAddresses: [podIp], port: p.port, path: CRED_PATH('bench-token') }),
+    );
+    const row = { connections, token: tok, imds: imdsPath, rpsRatio: Math.round((tok.rps / imdsPath.rps) * 100) / 100, cpuRatio: Math.round((imdsPath.serverUsPerReq / tok.serverUsPerReq) * 100) / 100 };
+    rows.push(row);
+    log(`  c=${String(connections).padStart(3)}  token ${tok.rps} req/s p50 ${tok.p50} p99 ${tok.p99} ms (${tok.serverUsPerReq} µs/req)  |  imds ${imdsPath.rps} req/s p50 ${imdsPath.p50} p99 ${imdsPath.p99} ms (${imdsPath.serverUsPerReq} µs/req)  |  ratio ${row.rpsRatio} (by CPU/req ${row.cpuRatio})  (rest of machine ${tok.restCpuPct}%/${imdsPath.restCpuPct}%)`);
+  }
+  const reviews = kube.tokenApi.reviews - reviewsBefore;
+  log(`  TokenReviews during the load: ${reviews}`);
+  await stopPodiam(p);
+  await kube.stop();
+  return { rows, reviewsDuringLoad: reviews };
+}
+
 // ---------------------------------------------------------------- report
 
 function markdown(r) {
@@ -730,6 +772,12 @@ function markdown(r) {
     L.push(`| --iam-role-session-ttl=15m, real time, 1 role | ${y.loadMs / 1000} s | ${y.stsCalls} | (period 7.5 min) | ${y.issuedByCause.request}/${y.issuedByCause.refresh} | ${y.lookups.hit}/${y.lookups.stale}/${y.lookups.miss} | ${y.load.p50}/${y.load.p99}/- |`);
     L.push('');
   }
+  if (s.token) {
+    L.push('## Token identity: cached /v1/credentials vs cached IMDS credentials (same podiam)', '');
+    L.push('| connections | token req/s | p50 ms | p99 ms | µs CPU/req | IMDS req/s | p50 ms | p99 ms | µs CPU/req | req/s ratio | CPU/req ratio |', '|---|---|---|---|---|---|---|---|---|---|---|');
+    for (const r of s.token.rows) L.push(`| ${r.connections} | ${r.token.rps} | ${r.token.p50} | ${r.token.p99} | ${r.token.serverUsPerReq} | ${r.imds.rps} | ${r.imds.p50} | ${r.imds.p99} | ${r.imds.serverUsPerReq} | ${r.rpsRatio} | ${r.cpuRatio} |`);
+    L.push('', `TokenReviews during the load: ${s.token.reviewsDuringLoad}`, '');
+  }
   if (s.profile) {
     L.push('## Profiles (podiam, 32 connections, top self time)', '');
     for (const [kind, x] of Object.entries(s.profile)) {
@@ -750,7 +798,7 @@ function save() {
 }
 
 const kube2iamCtx = () => ({ T: { ...T, quick: QUICK }, log, moto, freshKube, startPodiam, stopPodiam, metricsOf, until, measure, ip, NODE, BASE_ARN, CRED_PATH });
-const SCENARIOS = { cached, first, passthrough, memory110, memory10k, sts: stsEconomy, scope: () => kube2iam.scope(kube2iamCtx()), regexp: () => kube2iam.regexp(kube2iamCtx()), profile };
+const SCENARIOS = { cached, first, passthrough, memory110, memory10k, sts: stsEconomy, scope: () => kube2iam.scope(kube2iamCtx()), regexp: () => kube2iam.regexp(kube2iamCtx()), profile, token };
 let failed = false;
 try {
   log(`podiam bench${QUICK ? ' (quick)' : ''}: ${JSON.stringify(results.machine)}`);

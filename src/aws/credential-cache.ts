@@ -86,7 +86,7 @@ const MINUTE = 60_000;
 const EXPIRY_GUARD_MS = 10_000;
 
 export function cacheKey(r: RoleRequest): string {
-  return `${r.roleArn}\n${r.externalId ?? ''}\n${r.sessionName}`;
+  return `${r.roleArn}\n${r.externalId ?? ''}\n${r.sessionName}${r.tags === undefined ? '' : `\n${r.tags.map(([k, v]) => `${k}=${v}`).join('\n')}`}`;
 }
 
 export class CredentialCache {

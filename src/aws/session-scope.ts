@@ -4,11 +4,11 @@
  * per period however many pods use it. The default (pod) keeps one session per pod, so
  * CloudTrail names the pod; this trades that for fewer AssumeRole calls.
  */
-import type { NamespaceInfo, PodInfo, RoleRequest } from '../roles.js';
+import type { NamespaceInfo, PodInfo, RoleRequest, ServiceAccountInfo } from '../roles.js';
 import { sanitizeSessionName } from '../roles.js';
 
 export interface RoleSource {
-  resolve(pod: PodInfo, namespace: NamespaceInfo | undefined): RoleRequest | Error;
+  resolve(pod: PodInfo, namespace: NamespaceInfo | undefined, serviceAccount?: ServiceAccountInfo): RoleRequest | Error;
 }
 
 /**
@@ -20,8 +20,8 @@ export function roleScoped(source: RoleSource, node: string | undefined): RoleSo
   const shared = new Map<string, RoleRequest>();
   const byRequest = new WeakMap<RoleRequest, RoleRequest>();
   return {
-    resolve(pod, namespace) {
-      const request = source.resolve(pod, namespace);
+    resolve(pod, namespace, serviceAccount) {
+      const request = source.resolve(pod, namespace, serviceAccount);
       if (request instanceof Error) return request;
       const known = byRequest.get(request);
       if (known !== undefined) return known;

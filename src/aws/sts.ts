@@ -91,6 +91,7 @@ export function createStsAssumer(options: StsOptions): RoleAssumer & { destroy()
           RoleArn: request.roleArn,
           RoleSessionName: request.sessionName,
           ExternalId: request.externalId,
+          Tags: request.tags?.map(([Key, Value]) => ({ Key, Value })),
           // Exactly the configured TTL: kube2iam asks for twice its flag (kube2iam #240).
           DurationSeconds: options.sessionTtlSeconds,
         }),

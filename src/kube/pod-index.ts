@@ -2,7 +2,7 @@
  * Pods and namespaces by what podiam asks of them: which live pod owns an IP now, and what
  * its namespace says. Fed by the informers (kube/pods.ts); no Kubernetes SDK types here.
  */
-import type { NamespaceInfo, PodInfo } from '../roles.js';
+import type { NamespaceInfo, PodInfo, ServiceAccountInfo } from '../roles.js';
 
 interface Waiter {
   resolve(pod: PodInfo | undefined): void;
@@ -33,6 +33,30 @@ export class PodIndex {
   private readonly waiters = new Map<string, Set<Waiter>>();
   private readonly listeners: Array<(pod: PodInfo) => void> = [];
   private readonly namespaceListeners: Array<(ns: NamespaceInfo) => void> = [];
+  private readonly serviceAccounts = new Map<string, ServiceAccountInfo>();
+  private readonly goneListeners: Array<(pod: PodInfo) => void> = [];
+
+  /** Called for every pod deleted (or replaced by a pod of the same name with another uid). */
+  onPodGone(listener: (pod: PodInfo) => void): void {
+    this.goneListeners.push(listener);
+  }
+
+  /** Any pod of this node by name, hostNetwork pods included (the token path's lookup). */
+  pod(namespace: string, name: string): PodInfo | undefined {
+    return this.pods.get(`${namespace}/${name}`);
+  }
+
+  upsertServiceAccount(sa: ServiceAccountInfo): void {
+    this.serviceAccounts.set(`${sa.namespace}/${sa.name}`, sa);
+  }
+
+  deleteServiceAccount(namespace: string, name: string): void {
+    this.serviceAccounts.delete(`${namespace}/${name}`);
+  }
+
+  serviceAccountOf(pod: PodInfo): ServiceAccountInfo | undefined {
+    return this.serviceAccounts.get(`${pod.namespace}/${pod.serviceAccount ?? 'default'}`);
+  }
 
   /** Called for every pod that becomes servable or changes while servable. */
   onPodServable(listener: (pod: PodInfo) => void): void {
@@ -43,6 +67,7 @@ export class PodIndex {
     const key = `${pod.namespace}/${pod.name}`;
     const old = this.pods.get(key);
     if (old !== undefined) this.unindex(old);
+    if (old !== undefined && old.uid !== pod.uid) for (const l of this.goneListeners) l(old);
     this.pods.set(key, pod);
     if (!isServable(pod)) return;
     for (const ip of pod.ips) {
@@ -60,6 +85,7 @@ export class PodIndex {
     if (old === undefined) return;
     this.pods.delete(key);
     this.unindex(old);
+    for (const l of this.goneListeners) l(old);
   }
 
   upsertNamespace(ns: NamespaceInfo): void {

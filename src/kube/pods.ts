@@ -7,8 +7,9 @@ import type { KubernetesObject, V1Namespace, V1Pod } from '@kubernetes/client-no
 import type { Config } from '../config.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
-import type { NamespaceInfo, PodInfo } from '../roles.js';
+import type { NamespaceInfo, PodInfo, ServiceAccountInfo } from '../roles.js';
 import type { PodIndex } from './pod-index.js';
+import { kubeRequest } from './request.js';
 
 /** Objects per list page (the API server's own default chunking is 500). */
 const LIST_PAGE = 500;
@@ -128,7 +129,12 @@ export function toPodInfo(pod: V1Pod): PodInfo {
     createdMs: toMs(pod.metadata?.creationTimestamp),
     deleting: pod.metadata?.deletionTimestamp !== undefined && pod.metadata?.deletionTimestamp !== null,
     annotations: { ...(pod.metadata?.annotations ?? {}) },
+    serviceAccount: pod.spec?.serviceAccountName || 'default',
   };
+}
+
+function toServiceAccountInfo(o: KubernetesObject): ServiceAccountInfo {
+  return { namespace: o.metadata?.namespace ?? 'default', name: o.metadata?.name ?? '', uid: o.metadata?.uid ?? '', annotations: { ...(o.metadata?.annotations ?? {}) } };
 }
 
 /**
@@ -150,7 +156,7 @@ export function slimObject(o: KubernetesObject): KubernetesObject {
       annotations: m.annotations,
     },
   };
-  if (pod.spec !== undefined) slimmed.spec = { nodeName: pod.spec.nodeName, hostNetwork: pod.spec.hostNetwork, containers: [] };
+  if (pod.spec !== undefined) slimmed.spec = { nodeName: pod.spec.nodeName, hostNetwork: pod.spec.hostNetwork, serviceAccountName: pod.spec.serviceAccountName, containers: [] };
   if (pod.status !== undefined) slimmed.status = { phase: pod.status.phase, podIP: pod.status.podIP, podIPs: pod.status.podIPs };
   return slimmed as KubernetesObject;
 }
@@ -160,7 +166,7 @@ function toNamespaceInfo(ns: V1Namespace): NamespaceInfo {
 }
 
 interface Informer {
-  readonly resource: 'pods' | 'namespaces';
+  readonly resource: 'pods' | 'namespaces' | 'serviceaccounts';
   state: InformerState;
   everSynced: boolean;
   listWatch: ListWatch<KubernetesObject> | undefined;
@@ -172,7 +178,7 @@ interface Informer {
 
 export class KubeWatcher {
   private readonly api: CoreV1Api;
-  private readonly informers: { pods: Informer; namespaces: Informer };
+  private readonly informers: { pods: Informer; namespaces: Informer; serviceaccounts: Informer };
   private stopped = false;
   private readonly syncWaiters: Array<() => void> = [];
 
@@ -183,7 +189,7 @@ export class KubeWatcher {
   ) {
     this.api = kc.makeApiClient(CoreV1Api);
     const informer = (resource: Informer['resource']): Informer => ({ resource, state: 'syncing', everSynced: false, listWatch: undefined, failures: 0, retryTimer: undefined, watchTimeouts: 0 });
-    this.informers = { pods: informer('pods'), namespaces: informer('namespaces') };
+    this.informers = { pods: informer('pods'), namespaces: informer('namespaces'), serviceaccounts: informer('serviceaccounts') };
   }
 
   start(): void {
@@ -197,11 +203,26 @@ export class KubeWatcher {
       upsert: (o) => this.index.upsertNamespace(toNamespaceInfo(o as V1Namespace)),
       remove: (o) => this.index.deleteNamespace(o.metadata?.name ?? ''),
     });
+    // ServiceAccounts carry roles too (a pod without its own annotation gets its ServiceAccount's).
+    this.run(this.informers.serviceaccounts, '/api/v1/serviceaccounts', (page) => this.listPlain('/api/v1/serviceaccounts', page), undefined, {
+      upsert: (o) => this.index.upsertServiceAccount(toServiceAccountInfo(o)),
+      remove: (o) => this.index.deleteServiceAccount(o.metadata?.namespace ?? 'default', o.metadata?.name ?? ''),
+    });
+  }
+
+  /** One list page through a plain request (no generated API class). */
+  private async listPlain(path: string, page: string | undefined): Promise<{ items: KubernetesObject[]; metadata?: { resourceVersion?: string; _continue?: string } }> {
+    const query = new URLSearchParams({ limit: String(LIST_PAGE) });
+    if (page !== undefined) query.set('continue', page);
+    const r = await kubeRequest(this.kc, 'GET', `${path}?${query}`, undefined, 30_000);
+    const body = r.body as { items?: KubernetesObject[]; metadata?: { resourceVersion?: string; continue?: string }; message?: string } | undefined;
+    if (r.status !== 200 || body === undefined) throw Object.assign(new Error(`list ${path} answered ${r.status}${body?.message ? `: ${body.message}` : ''}`), { statusCode: r.status });
+    return { items: body.items ?? [], metadata: { resourceVersion: body.metadata?.resourceVersion, _continue: body.metadata?.continue } };
   }
 
   /** Both informers have listed at least once. */
   synced(): boolean {
-    return this.informers.pods.everSynced && this.informers.namespaces.everSynced;
+    return this.informers.pods.everSynced && this.informers.namespaces.everSynced && this.informers.serviceaccounts.everSynced;
   }
 
   whenSynced(): Promise<void> {
@@ -209,13 +230,13 @@ export class KubeWatcher {
     return new Promise((resolve) => this.syncWaiters.push(resolve));
   }
 
-  states(): { pods: InformerState; namespaces: InformerState } {
-    return { pods: this.informers.pods.state, namespaces: this.informers.namespaces.state };
+  states(): { pods: InformerState; namespaces: InformerState; serviceaccounts: InformerState } {
+    return { pods: this.informers.pods.state, namespaces: this.informers.namespaces.state, serviceaccounts: this.informers.serviceaccounts.state };
   }
 
   /** Watches found silent past the deadline and replaced, per resource (also a metric). */
-  watchTimeouts(): { pods: number; namespaces: number } {
-    return { pods: this.informers.pods.watchTimeouts, namespaces: this.informers.namespaces.watchTimeouts };
+  watchTimeouts(): { pods: number; namespaces: number; serviceaccounts: number } {
+    return { pods: this.informers.pods.watchTimeouts, namespaces: this.informers.namespaces.watchTimeouts, serviceaccounts: this.informers.serviceaccounts.watchTimeouts };
   }
 
   async stop(): Promise<void> {

@@ -345,7 +345,7 @@ describe.each(TARGETS)('kubectl kustomize $dir', ({ dir, hostInterface, podMonit
     expect(ds.spec.template.metadata.labels).toMatchObject(ds.spec.selector.matchLabels);
   });
 
-  test('RBAC: exactly pods and namespaces get/list/watch, events create/patch, bound to the pod’s service account', () => {
+  test('RBAC: exactly pods, namespaces and serviceaccounts get/list/watch, events create/patch, tokenreviews create, bound to the pod’s service account', () => {
     const objs = objsOf(dir);
     const role = find(objs, 'ClusterRole');
     const grants = (role.rules as Obj[]).flatMap((r) => {
@@ -354,7 +354,7 @@ describe.each(TARGETS)('kubectl kustomize $dir', ({ dir, hostInterface, podMonit
       return (r.apiGroups as string[]).flatMap((g) => (r.resources as string[]).flatMap((res) => (r.verbs as string[]).map((v) => `${g}/${res}:${v}`)));
     });
     expect(grants.sort()).toEqual(
-      ['/pods:get', '/pods:list', '/pods:watch', '/namespaces:get', '/namespaces:list', '/namespaces:watch', '/events:create', '/events:patch'].sort(),
+      ['/pods:get', '/pods:list', '/pods:watch', '/namespaces:get', '/namespaces:list', '/namespaces:watch', '/serviceaccounts:get', '/serviceaccounts:list', '/serviceaccounts:watch', '/events:create', '/events:patch', 'authentication.k8s.io/tokenreviews:create'].sort(),
     );
     expect(grants.join(' ')).not.toMatch(/\*|secrets/);
     const sa = find(objs, 'ServiceAccount');
@@ -506,9 +506,9 @@ describe('Dockerfile', () => {
     expect(runs(build)).toEqual(['npm ci --no-audit --no-fund', 'npm run build']);
   });
 
-  test('the runtime stage: iptables from apt, production dependencies only, dist/src, no package manager', () => {
+  test('the runtime stage: iptables and iproute2 from apt, production dependencies only, dist/src, no package manager', () => {
     const apt = runs(runtime).find((r) => r.includes('apt-get install'));
-    expect(apt).toMatch(/^apt-get update && apt-get install -y --no-install-recommends iptables && /);
+    expect(apt).toMatch(/^apt-get update && apt-get install -y --no-install-recommends iptables iproute2 && /);
     expect(apt).toMatch(/rm -rf \/var\/lib\/apt\/lists\/\*$/);
     const npm = runs(runtime).filter((r) => /\bnpm\b/.test(r));
     expect(npm).toHaveLength(1);

@@ -4,7 +4,7 @@
  *   node dist/test/support/kube-api-server-cli.js --host 0.0.0.0 --port 18080 \
  *     [--fixture fixture.json] [--token T] [--history-limit 1000]
  *
- * The fixture is `{ "namespaces": [...], "pods": [...] }` (namespaces are created first).
+ * The fixture is `{ "namespaces": [...], "serviceAccounts": [...], "pods": [...] }` (in that order).
  * Prints `ready <url>` once listening; stops on SIGTERM/SIGINT.
  */
 import { readFileSync } from 'node:fs';
@@ -22,6 +22,7 @@ function intArg(name: string, value: string | undefined): number | undefined {
 interface Fixture {
   namespaces?: KubeObjectInput[];
   pods?: KubeObjectInput[];
+  serviceAccounts?: KubeObjectInput[];
 }
 
 function loadFixture(path: string): Fixture {
@@ -30,7 +31,7 @@ function loadFixture(path: string): Fixture {
     throw new Error(`${path}: expected an object with "namespaces" and/or "pods" arrays`);
   }
   const fixture = parsed as Fixture;
-  for (const key of ['namespaces', 'pods'] as const) {
+  for (const key of ['namespaces', 'pods', 'serviceAccounts'] as const) {
     if (fixture[key] !== undefined && !Array.isArray(fixture[key])) throw new Error(`${path}: "${key}" must be an array`);
   }
   return fixture;
@@ -62,6 +63,7 @@ async function main(): Promise<void> {
     token: values.token,
   });
   for (const ns of fixture.namespaces ?? []) server.createNamespace(ns);
+  for (const sa of fixture.serviceAccounts ?? []) server.createServiceAccount(sa);
   for (const pod of fixture.pods ?? []) server.createPod(pod);
   await server.listen();
   process.stdout.write(`ready ${server.url}\n`);

@@ -30,7 +30,11 @@
  *
  * Deliberate simplifications: no pagination (`limit`/`continue` are ignored), list
  * `resourceVersion` is ignored (always a consistent read), pods may be created in a namespace
- * that does not exist, and only pods and namespaces can be watched.
+ * that does not exist, and only pods, namespaces and serviceaccounts can be watched.
+ *
+ * ServiceAccounts: list/watch/get like pods (`/api/v1/serviceaccounts`,
+ * `/api/v1/namespaces/{ns}/serviceaccounts[/{name}]`). TokenRequest, TokenReview and the OIDC
+ * keys are in kube-token-api.ts (`tokenApi`).
  *
  * Test controls: `compact()`, `dropWatches()`, `silenceWatches()`, `sendBookmarks()`, `setFailNext()`,
  * `setLatency()`, `requests`, `watchCount()`, `restart()`.
@@ -39,6 +43,7 @@ import http from 'node:http';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { randomBytes, randomUUID } from 'node:crypto';
+import { KubeTokenApi } from './kube-token-api.js';
 
 export interface ObjectMeta {
   name?: string;
@@ -120,7 +125,7 @@ export interface KubeApiServerOptions {
   omitListItemTypeMeta?: boolean;
 }
 
-type Resource = 'pods' | 'namespaces';
+type Resource = 'pods' | 'namespaces' | 'serviceaccounts';
 
 interface HistoryEntry {
   rv: number;
@@ -166,6 +171,7 @@ class HttpError extends Error {
 const KINDS: Record<Resource, { kind: string; listKind: string }> = {
   pods: { kind: 'Pod', listKind: 'PodList' },
   namespaces: { kind: 'Namespace', listKind: 'NamespaceList' },
+  serviceaccounts: { kind: 'ServiceAccount', listKind: 'ServiceAccountList' },
 };
 
 /** Field labels the real apiserver accepts in field selectors (anything else is a 400). */
@@ -184,6 +190,7 @@ const SUPPORTED_FIELDS: Record<Resource, ReadonlySet<string>> = {
     'status.nominatedNodeName',
   ]),
   namespaces: new Set(['metadata.name', 'status.phase']),
+  serviceaccounts: new Set(['metadata.name', 'metadata.namespace']),
 };
 
 const REASONS: Record<number, string> = {
@@ -470,6 +477,9 @@ export class KubeApiServer {
   private readonly pods = new Map<string, KubeObject>();
   private readonly namespaces = new Map<string, KubeObject>();
   private readonly eventStore = new Map<string, KubeObject>();
+  private readonly serviceAccounts = new Map<string, KubeObject>();
+  /** TokenRequest, TokenReview and the OIDC keys (test/support/kube-token-api.ts). */
+  readonly tokenApi: KubeTokenApi = new KubeTokenApi(this);
 
   private failNext = 0;
   private failStatus = 500;
@@ -599,7 +609,7 @@ export class KubeApiServer {
     return this.watchers.size;
   }
 
-  /** The next `n` list/watch requests (pods or namespaces collections) fail with `status`. */
+  /** The next `n` list/watch requests (pods, namespaces or serviceaccounts collections) fail with `status`. */
   setFailNext(n: number, status = 500): void {
     this.failNext = n;
     this.failStatus = status;
@@ -684,13 +694,36 @@ export class KubeApiServer {
     for (const [key, pod] of [...this.pods]) {
       if (pod.metadata.namespace === name) this.remove('pods', key);
     }
+    for (const [key, sa] of [...this.serviceAccounts]) {
+      if (sa.metadata.namespace === name) this.remove('serviceaccounts', key);
+    }
     return this.remove('namespaces', name);
+  }
+
+  getServiceAccount(namespace: string, name: string): KubeObject | undefined {
+    const sa = this.serviceAccounts.get(`${namespace}/${name}`);
+    return sa === undefined ? undefined : clone(sa);
+  }
+
+  createServiceAccount(sa: KubeObjectInput): KubeObject {
+    const obj = this.normalize(sa, 'serviceaccounts');
+    const key = `${obj.metadata.namespace}/${obj.metadata.name}`;
+    if (this.serviceAccounts.has(key)) throw new Error(`serviceaccounts "${obj.metadata.name}" already exists`);
+    return this.commit('serviceaccounts', key, 'ADDED', obj);
+  }
+
+  updateServiceAccount(namespace: string, name: string, mutate: (sa: KubeObject) => void): KubeObject {
+    return this.update('serviceaccounts', `${namespace}/${name}`, mutate);
+  }
+
+  deleteServiceAccount(namespace: string, name: string): KubeObject {
+    return this.remove('serviceaccounts', `${namespace}/${name}`);
   }
 
   // ---------------------------------------------------------------- store internals
 
   private storeFor(resource: Resource): Map<string, KubeObject> {
-    return resource === 'pods' ? this.pods : this.namespaces;
+    return resource === 'pods' ? this.pods : resource === 'serviceaccounts' ? this.serviceAccounts : this.namespaces;
   }
 
   private normalize(input: KubeObjectInput, resource: Resource): KubeObject {
@@ -700,9 +733,9 @@ export class KubeApiServer {
     const obj = { kind: KINDS[resource].kind, apiVersion: 'v1', ...raw } as unknown as KubeObject;
     const meta = obj.metadata;
     if (typeof meta.name !== 'string' || meta.name === '') throw new Error(`${resource}: metadata.name is required`);
-    if (resource === 'pods') {
+    if (resource === 'pods' || resource === 'serviceaccounts') {
       if (typeof meta.namespace !== 'string' || meta.namespace === '') {
-        throw new Error('pods: metadata.namespace is required');
+        throw new Error(`${resource}: metadata.namespace is required`);
       }
     } else {
       delete meta.namespace;
@@ -858,6 +891,10 @@ export class KubeApiServer {
         this.collection(res, 'pods', undefined, query, watch);
         return;
       }
+      if (rest.length === 1 && rest[0] === 'serviceaccounts' && method === 'GET') {
+        this.collection(res, 'serviceaccounts', undefined, query, watch);
+        return;
+      }
       if (rest[0] === 'namespaces') {
         if (rest.length === 1 && method === 'GET') {
           this.collection(res, 'namespaces', undefined, query, watch);
@@ -876,6 +913,20 @@ export class KubeApiServer {
           this.getOne(res, 'pods', `${ns}/${rest[3]!}`, rest[3]!);
           return;
         }
+        if (rest.length === 4 && rest[2] === 'pods' && method === 'DELETE') {
+          // Removed at once (as with gracePeriodSeconds=0); the answer is the deleted pod.
+          if (!this.pods.has(`${ns}/${rest[3]!}`)) this.getOne(res, 'pods', `${ns}/${rest[3]!}`, rest[3]!);
+          else this.sendJson(res, 200, this.remove('pods', `${ns}/${rest[3]!}`));
+          return;
+        }
+        if (rest.length === 3 && rest[2] === 'serviceaccounts' && method === 'GET') {
+          this.collection(res, 'serviceaccounts', ns, query, watch);
+          return;
+        }
+        if (rest.length === 4 && rest[2] === 'serviceaccounts' && method === 'GET' && !watch) {
+          this.getOne(res, 'serviceaccounts', `${ns}/${rest[3]!}`, rest[3]!);
+          return;
+        }
         if (rest[2] === 'events' && !watch) {
           if (this.eventsEndpoint(res, method, ns, rest.slice(3), 'v1', req.headers['content-type'], body)) return;
         }
@@ -884,6 +935,11 @@ export class KubeApiServer {
     if (parts[0] === 'apis' && parts[1] === 'events.k8s.io' && parts[2] === 'v1' && parts[3] === 'namespaces' && parts[5] === 'events' && !watch) {
       const ns = parts[4]!;
       if (this.eventsEndpoint(res, method, ns, parts.slice(6), 'events.k8s.io/v1', req.headers['content-type'], body)) return;
+    }
+    const answer = this.tokenApi.handle(method, parts, body);
+    if (answer !== undefined) {
+      this.sendJson(res, answer.code, answer.body);
+      return;
     }
     this.sendJson(res, 404, statusObject(404, 'the server could not find the requested resource', 'NotFound', {}));
   }

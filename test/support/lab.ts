@@ -73,6 +73,8 @@ export interface LabPeer {
 
 export interface LabOptions {
   readonly pods: readonly LabPodSpec[];
+  /** hostNetwork pods: in the Kubernetes fixture only (they share the node namespace and its IP). */
+  readonly hostNetworkPods?: readonly LabPodSpec[];
   /** Progress lines (what is being built). */
   readonly log?: (line: string) => void;
 }
@@ -363,6 +365,7 @@ export class Lab {
   /** A scratch directory (fixture, empty HOME for clients); removed by destroy(). */
   readonly dir: string;
   private readonly processes: LabProcess[] = [];
+  private hostNetworkPods: readonly LabPodSpec[] = [];
   private destroyed = false;
   private readonly exitHook = (): void => this.destroySync();
 
@@ -414,6 +417,7 @@ export class Lab {
     const id = `${LAB_PREFIX}-${process.pid}-${(Date.now() % 1_679_616).toString(36)}${++labCounter}`;
     liveLabs.add(id);
     const lab = new Lab(id, opts.pods, say);
+    lab.hostNetworkPods = opts.hostNetworkPods ?? [];
     process.on('exit', lab.exitHook);
     try {
       await lab.build();
@@ -490,14 +494,39 @@ export class Lab {
     this.say(`fake EC2 metadata service on ${METADATA_IP}:80 (node role: node-role), moto STS on ${this.motoUrl}, Kubernetes test API on ${this.kubeUrl} (node ${NODE_NAME})`);
   }
 
-  private kubeFixture(): { namespaces: object[]; pods: object[] } {
-    const namespaces = [...new Set(['default', ...this.pods.map((p) => p.namespace)])].map((name) => ({ metadata: { name } }));
+  private kubeFixture(): { namespaces: object[]; pods: object[]; serviceAccounts: object[] } {
+    const names = [...new Set(['default', ...this.pods.map((p) => p.namespace), ...this.hostNetworkPods.map((p) => p.namespace ?? 'default')])];
+    const namespaces = names.map((name) => ({ metadata: { name } }));
     const pods = this.pods.map((p) => ({
       metadata: { name: p.name, namespace: p.namespace, annotations: p.role === undefined ? {} : { 'iam.amazonaws.com/role': p.role } },
       spec: { nodeName: NODE_NAME, containers: [{ name: 'app', image: 'app' }] },
       status: { phase: 'Running', podIP: p.ip, podIPs: [{ ip: p.ip }] },
     }));
-    return { namespaces, pods };
+    for (const p of this.hostNetworkPods) {
+      pods.push({
+        metadata: { name: p.name, namespace: p.namespace ?? 'default', annotations: p.role === undefined ? {} : { 'iam.amazonaws.com/role': p.role } },
+        spec: { nodeName: NODE_NAME, hostNetwork: true, containers: [{ name: 'app', image: 'app' }] } as never,
+        status: { phase: 'Running', podIP: NODE_IP, podIPs: [{ ip: NODE_IP }] },
+      });
+    }
+    // Every namespace's default ServiceAccount, as the ServiceAccount controller creates it.
+    const serviceAccounts = names.map((namespace) => ({ metadata: { name: 'default', namespace } }));
+    return { namespaces, pods, serviceAccounts };
+  }
+
+  /**
+   * The token a pod's projected volume would hold (TokenRequest bound to the pod, asked from the
+   * node namespace), written to a file in the lab directory; returns the file's path.
+   */
+  async podTokenFile(pod: string, opts: { namespace?: string; audience?: string } = {}): Promise<string> {
+    const namespace = opts.namespace ?? 'default';
+    const body = JSON.stringify({ apiVersion: 'authentication.k8s.io/v1', kind: 'TokenRequest', spec: { audiences: [opts.audience ?? 'pods.eks.amazonaws.com'], expirationSeconds: 86400, boundObjectRef: { kind: 'Pod', apiVersion: 'v1', name: pod } } });
+    const r = await this.exec(this.nodeNs, ['curl', '-sS', '-X', 'POST', '-H', 'Content-Type: application/json', '-d', body, `${this.kubeUrl}/api/v1/namespaces/${namespace}/serviceaccounts/default/token`]);
+    const token = (JSON.parse(r.stdout) as { status?: { token?: string } }).status?.token;
+    if (token === undefined) throw new Error(`TokenRequest for ${namespace}/${pod} failed: ${r.stdout} ${r.stderr}`);
+    const file = path.join(mkdtempSync(path.join(this.dir, 'token-')), 'eks-pod-identity-token');
+    writeFileSync(file, token);
+    return file;
   }
 
   private async waitForHttp(ns: string, url: string, proc: LabProcess, timeoutMs: number): Promise<void> {

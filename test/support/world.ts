@@ -31,6 +31,7 @@ export class World {
     const [kube, imds, moto] = await Promise.all([KubeApiServer.start(), FakeImds.start(), Moto.start()]);
     const sts = await StsProxy.start(moto.url);
     kube.createNamespace({ metadata: { name: 'default' } });
+    kube.createServiceAccount({ metadata: { name: 'default', namespace: 'default' } });
     return new World(kube, imds, moto, sts);
   }
 
@@ -40,12 +41,12 @@ export class World {
     return `127.10.${Math.floor(this.ipCounter / 250)}.${(this.ipCounter % 250) + 2}`;
   }
 
-  pod(name: string, opts: { ip: string; role?: string; namespace?: string; node?: string; phase?: string; annotations?: Record<string, string>; hostNetwork?: boolean }): KubeObject {
+  pod(name: string, opts: { ip: string; role?: string; namespace?: string; node?: string; phase?: string; annotations?: Record<string, string>; hostNetwork?: boolean; serviceAccount?: string }): KubeObject {
     const annotations: Record<string, string> = { ...(opts.annotations ?? {}) };
     if (opts.role !== undefined) annotations['iam.amazonaws.com/role'] = opts.role;
     return this.kube.createPod({
       metadata: { name, namespace: opts.namespace ?? 'default', annotations },
-      spec: { nodeName: opts.node ?? NODE, hostNetwork: opts.hostNetwork ?? false, containers: [{ name: 'app', image: 'app' }] },
+      spec: { nodeName: opts.node ?? NODE, hostNetwork: opts.hostNetwork ?? false, ...(opts.serviceAccount === undefined ? {} : { serviceAccountName: opts.serviceAccount }), containers: [{ name: 'app', image: 'app' }] },
       status: { phase: opts.phase ?? 'Running', podIP: opts.ip, podIPs: [{ ip: opts.ip }] },
     });
   }

@@ -70,6 +70,23 @@ describe('role annotation: IAM limits, before any matching', () => {
   }, 2000);
 });
 
+describe("a ServiceAccount's role annotation: the same limits", () => {
+  const sa = (role: string) => ({ namespace: 'team-a', name: 'builder', uid: 'sa-u', annotations: { [ROLE_KEY]: role } });
+
+  test('over-long ServiceAccount role refused, naming the ServiceAccount; the matcher never runs', () => {
+    const matched: string[] = [];
+    const err = denial(() => resolveRole(pod({}), ns('[".*a.*a.*a.*b"]'), policy(), () => [{ test: (arn) => (matched.push(arn), false) }], sa('a'.repeat(600))));
+    expect(err.message).toContain(`serviceaccount team-a/builder: annotation ${ROLE_KEY} is invalid: the role name has 600 characters`);
+    expect(matched).toEqual([]);
+  });
+
+  test("the namespace's allowed-roles limits apply to a role that comes from the ServiceAccount", () => {
+    const tooMany = JSON.stringify(Array.from({ length: 257 }, (_, i) => `r${i}`));
+    expect(denial(() => checkAnnotationLimits(pod({}), ns(tooMany), policy(), sa('app'))).message).toContain('257 entries; at most 256');
+    expect(() => checkAnnotationLimits(pod({}), ns(tooMany), policy())).not.toThrow();
+  });
+});
+
 // resolveRole throws; call it through the resolver, which returns denials.
 describe('resolver: denials are returned', () => {
   test('600-character role under ".*a.*a.*a.*b": a BadAnnotation, and the matcher never runs', () => {
