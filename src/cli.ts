@@ -4,9 +4,10 @@ import { readFileSync } from 'node:fs';
 import { ConfigError } from './errors.js';
 import { helpText, parseConfig } from './config.js';
 import { createLogger } from './log.js';
+import { start } from './main.js';
 
 function version(): string {
-  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+  const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
   return pkg.version;
 }
 
@@ -54,8 +55,6 @@ async function main(argv: readonly string[]): Promise<number> {
 
   let podiam;
   try {
-    // Loaded only now: flag errors, --help and --version answer without loading the SDKs.
-    const { start } = await import('./main.js');
     podiam = await start(config, log);
   } catch (err) {
     const message = (err as Error).message;

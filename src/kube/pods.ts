@@ -2,12 +2,17 @@
  * The only module that talks to Kubernetes (with kube/events.ts): informers on this node's pods
  * and on namespaces, feeding the PodIndex, and their sync state.
  */
-import { CoreV1Api, KubeConfig, ListWatch, Watch } from '@kubernetes/client-node';
+// From their own modules, not the package index (which loads the whole generated API): see api.ts.
+import { ListWatch } from '@kubernetes/client-node/dist/cache.js';
+import { KubeConfig } from '@kubernetes/client-node/dist/config.js';
+import { Watch } from '@kubernetes/client-node/dist/watch.js';
 import type { KubernetesObject, V1Namespace, V1Pod } from '@kubernetes/client-node';
 import type { Config } from '../config.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { NamespaceInfo, PodInfo } from '../roles.js';
+import type { KubeApi } from './api.js';
+import { createKubeApi } from './api.js';
 import type { PodIndex } from './pod-index.js';
 
 /** Objects per list page (the API server's own default chunking is 500). */
@@ -120,6 +125,12 @@ function toNamespaceInfo(ns: V1Namespace): NamespaceInfo {
   return { name: ns.metadata?.name ?? '', annotations: { ...(ns.metadata?.annotations ?? {}) } };
 }
 
+/** A list response as the API server sends it (JSON field `continue`, not the generated `_continue`). */
+interface KubeList {
+  items: KubernetesObject[];
+  metadata?: { resourceVersion?: string; continue?: string };
+}
+
 interface Informer {
   readonly resource: 'pods' | 'namespaces';
   state: InformerState;
@@ -130,7 +141,7 @@ interface Informer {
 }
 
 export class KubeWatcher {
-  private readonly api: CoreV1Api;
+  private readonly api: KubeApi;
   private readonly informers: { pods: Informer; namespaces: Informer };
   private stopped = false;
   private readonly syncWaiters: Array<() => void> = [];
@@ -140,7 +151,7 @@ export class KubeWatcher {
     private readonly index: PodIndex,
     private readonly options: { node: string | undefined; log: Logger; metrics: Metrics; watchTimeoutSeconds?: number },
   ) {
-    this.api = kc.makeApiClient(CoreV1Api);
+    this.api = createKubeApi(kc);
     const informer = (resource: Informer['resource']): Informer => ({ resource, state: 'syncing', everSynced: false, listWatch: undefined, failures: 0, retryTimer: undefined });
     this.informers = { pods: informer('pods'), namespaces: informer('namespaces') };
   }
@@ -148,11 +159,11 @@ export class KubeWatcher {
   start(): void {
     const fieldSelector = this.options.node === undefined ? undefined : `spec.nodeName=${this.options.node}`;
     // makeInformer drops the field selector from the watch; ListWatch built here passes it to both.
-    this.run(this.informers.pods, '/api/v1/pods', (page) => this.api.listPodForAllNamespaces({ fieldSelector, limit: LIST_PAGE, _continue: page }), fieldSelector, {
+    this.run(this.informers.pods, '/api/v1/pods', (page) => this.api.get<KubeList>('/api/v1/pods', { fieldSelector, limit: LIST_PAGE, continue: page }), fieldSelector, {
       upsert: (o) => this.index.upsertPod(toPodInfo(o as V1Pod)),
       remove: (o) => this.index.deletePod(o.metadata?.namespace ?? 'default', o.metadata?.name ?? ''),
     });
-    this.run(this.informers.namespaces, '/api/v1/namespaces', (page) => this.api.listNamespace({ limit: LIST_PAGE, _continue: page }), undefined, {
+    this.run(this.informers.namespaces, '/api/v1/namespaces', (page) => this.api.get<KubeList>('/api/v1/namespaces', { limit: LIST_PAGE, continue: page }), undefined, {
       upsert: (o) => this.index.upsertNamespace(toNamespaceInfo(o as V1Namespace)),
       remove: (o) => this.index.deleteNamespace(o.metadata?.name ?? ''),
     });
@@ -183,7 +194,7 @@ export class KubeWatcher {
   private run(
     inf: Informer,
     path: string,
-    list: (page: string | undefined) => Promise<{ items: KubernetesObject[]; metadata?: { resourceVersion?: string; _continue?: string } }>,
+    list: (page: string | undefined) => Promise<KubeList>,
     fieldSelector: string | undefined,
     handlers: { upsert(o: KubernetesObject): void; remove(o: KubernetesObject): void },
   ): void {
@@ -198,7 +209,7 @@ export class KubeWatcher {
         const listed = await list(page);
         resourceVersion ??= listed.metadata?.resourceVersion;
         for (const o of listed.items) items.push(slimObject(o));
-        page = listed.metadata?._continue;
+        page = listed.metadata?.continue;
       } while (page);
       const result = { metadata: { resourceVersion }, items };
       // ListWatch applies the list right after this promise settles; mark synced after that.
