@@ -10,8 +10,8 @@
  * Why one file: Node loads an unbundled ESM graph module by module (the Kubernetes client alone is
  * thousands of files), which costs seconds and tens of MB at every start on every node.
  *
- * Two things the bundler cannot see, told to it here (checked against the pinned
- * @kubernetes/client-node 1.4.0, and re-checked at every build):
+ * Three things the bundler cannot see, told to it here (checked against the pinned
+ * @kubernetes/client-node 1.4.0 and its node-fetch, and re-checked at every build):
  * - The generated API and models (dist/gen/) have no side effects at import: each module only
  *   declares classes. Marked so, everything podiam does not call (all of it but the few
  *   KubeConfig references) is dropped.
@@ -19,6 +19,9 @@
  *   and field selectors as type 'string', which returns the value unchanged; the serializer's type
  *   map references every model. The shim below does the same for 'string' and refuses any other
  *   type, so a future ListWatch that needs more fails loudly instead of silently.
+ * - node-fetch 2 (used by KubeConfig and Watch) takes its URL class from `Url.URL ||
+ *   whatwgUrl.URL`: Node's own always exists, so the whatwg-url package (and the tr46 Unicode
+ *   table it builds at load, ~5 MB of RSS) is never used. It is replaced by Node's URL.
  */
 import { readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -64,17 +67,38 @@ const listWatchSerializer = {
   name: 'list-watch-serializer',
   setup(build) {
     build.onResolve({ filter: /^\.\/serializer\.js$/ }, (args) => (args.importer === `${KUBE}/dist/cache.js` ? { path: 'list-watch-serializer', namespace: 'podiam-shim' } : undefined));
-    build.onLoad({ filter: /.*/, namespace: 'podiam-shim' }, () => ({
-      loader: 'js',
-      contents: `export const ObjectSerializer = {
+    build.onLoad({ filter: /.*/, namespace: 'podiam-shim' }, (args) => ({ loader: 'js', contents: SHIMS[args.path] }));
+  },
+};
+
+/** node-fetch's whatwg-url import, answered with Node's own URL (see above). */
+const nodeFetchUrl = {
+  name: 'node-fetch-url',
+  setup(build) {
+    build.onResolve({ filter: /^whatwg-url$/ }, (args) => (args.importer.includes('/node_modules/node-fetch/') ? { path: 'whatwg-url', namespace: 'podiam-shim' } : undefined));
+  },
+};
+
+/** The shims' contents, by path in the podiam-shim namespace. */
+const SHIMS = {
+  'list-watch-serializer': `export const ObjectSerializer = {
   serialize(value, type) {
     if (type !== 'string') throw new Error('podiam bundle: ListWatch serializer shim handles type string only, not ' + type);
     return value;
   },
 };`,
-    }));
-  },
+  'whatwg-url': 'export const URL = globalThis.URL; export default { URL };',
 };
+
+function checkNodeFetch() {
+  const dir = realpathSync(path.join(ROOT, 'node_modules/node-fetch'));
+  for (const file of ['lib/index.js', 'lib/index.mjs']) {
+    const code = readFileSync(path.join(dir, file), 'utf8');
+    const uses = code.match(/whatwgUrl\.\w+/g) ?? [];
+    const guarded = code.match(/Url\.URL \|\| whatwgUrl\.URL/g) ?? [];
+    if (uses.length !== guarded.length) throw new Error(`node-fetch ${file} uses whatwg-url beyond the Url.URL fallback: re-check the note at the top`);
+  }
+}
 
 function checkKubeClient() {
   const pkg = JSON.parse(readFileSync(path.join(KUBE, 'package.json'), 'utf8'));
@@ -88,6 +112,7 @@ function checkKubeClient() {
 
 export async function build({ analyze = false } = {}) {
   checkKubeClient();
+  checkNodeFetch();
   const result = await esbuild.build({
     entryPoints: [ENTRY],
     outfile: OUTFILE,
@@ -103,7 +128,7 @@ export async function build({ analyze = false } = {}) {
     sourcemap: 'linked',
     metafile: true,
     logLevel: 'warning',
-    plugins: [kubeGeneratedIsPure, listWatchSerializer],
+    plugins: [kubeGeneratedIsPure, listWatchSerializer, nodeFetchUrl],
     banner: {
       // The CommonJS dependencies (winston, prom-client, http-proxy, ...) require() Node's builtins.
       js: ["import { createRequire as __podiamCreateRequire } from 'node:module';", 'const require = __podiamCreateRequire(import.meta.url);'].join('\n'),
@@ -119,6 +144,8 @@ export async function build({ analyze = false } = {}) {
   const out = Object.entries(result.metafile.outputs).find(([file]) => file.endsWith('.js'))[1];
   const models = Object.entries(out.inputs).filter(([file, v]) => file.includes('/client-node/dist/gen/models/') && v.bytesInOutput > 0);
   if (models.length > 0) throw new Error(`the bundle holds ${models.length} generated Kubernetes models (e.g. ${models[0][0]}): something imports them`);
+  const unwanted = Object.keys(out.inputs).filter((file) => /\/node_modules\/(whatwg-url|tr46)\//.test(file));
+  if (unwanted.length > 0) throw new Error(`the bundle holds ${unwanted[0]}: the node-fetch URL shim did not apply`);
   if (analyze) process.stdout.write(await esbuild.analyzeMetafile(result.metafile, { verbose: false }));
   return result;
 }

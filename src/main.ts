@@ -13,7 +13,6 @@ import { CredentialRoutes } from './imds/credentials.js';
 import { renderCredentials } from './imds/format.js';
 import { Passthrough, baseArnFromIamInfo } from './imds/passthrough.js';
 import type { IptablesRule } from './iptables.js';
-import { createIptablesRule } from './iptables.js';
 import { EventRecorder } from './kube/events.js';
 import { PodIndex } from './kube/pod-index.js';
 import { KubeWatcher, createKubeConfig } from './kube/pods.js';
@@ -126,6 +125,8 @@ export async function start(config: Config, log: Logger): Promise<Podiam> {
   if (metricsServer) await listen(metricsServer, config.metricsPort, config.hostIp);
 
   if (config.iptables) {
+    // Loaded only when asked for: without --iptables the process runner (execa) is never loaded.
+    const { createIptablesRule } = await import('./iptables.js');
     rule = createIptablesRule(config, { log, metrics });
     try {
       await rule.ensure();

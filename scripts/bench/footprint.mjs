@@ -130,6 +130,7 @@ export async function footprint(ctx) {
     });
     child.stderr.on('data', (d) => (out += d));
     p.output = () => out;
+    p.get = (pth, fromIp) => get(p.port, pth, fromIp, 10_000);
     p.stop = async () => {
       if (!p.exited) {
         child.kill('SIGTERM');
