@@ -120,8 +120,15 @@ export async function start(config: Config, log: Logger): Promise<Podiam> {
   });
   const metricsServer = config.metricsPort === config.appPort ? undefined : createMetricsServer(metrics, health);
 
+  // The informers (and with them the first prefetches) start now, while the sockets bind and the
+  // iptables rule goes in: the first credentials answer waits for the pod list and STS, not for both in turn.
+  watcher.start();
+
   // kube2iam listens on every interface (#152): podiam only on --host-ip when given.
-  const address = await listen(server, config.appPort, config.hostIp);
+  const address = await listen(server, config.appPort, config.hostIp).catch(async (err: unknown) => {
+    await watcher.stop();
+    throw err;
+  });
   if (metricsServer) await listen(metricsServer, config.metricsPort, config.hostIp);
 
   if (config.iptables) {
@@ -133,12 +140,12 @@ export async function start(config: Config, log: Logger): Promise<Podiam> {
     } catch (err) {
       await closeServer(server, 0);
       if (metricsServer) await closeServer(metricsServer, 0);
+      await watcher.stop();
       throw err;
     }
     rule.startReconcile(config.iptablesReconcileMs);
   }
 
-  watcher.start();
   log.info('podiam listening', { address: `${address.address}:${address.port}`, node: config.node ?? '(all nodes)', metadata: passthrough.target });
 
   let stopping: Promise<void> | undefined;

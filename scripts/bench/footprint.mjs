@@ -9,7 +9,8 @@
  *
  * Cases:
  *   node alone      `node -e 0`: the runtime's own floor
- *   0 pods          first log line (code loaded), listening, ready; RSS after 5 s idle
+ *   0 pods          first log line (code loaded), listening, ready; RSS after 15 s idle (V8's
+ *                   memory reducer has run by then: the RSS a node carries)
  *   110 pods        on the node, 20 roles: first 200 on a pod's credentials path after start
  *                   (median of several starts); then, in one process, prefetch + 330 credential
  *                   requests, a minute of load from all 110 pods, RSS after it and after 10 s idle
@@ -178,7 +179,7 @@ export async function footprint(ctx) {
       const readyMs = await firstOk(p, '/readyz', undefined, 30_000);
       runs.push({ firstLineMs: p.firstLineMs, listenMs, readyMs });
       if (i === starts - 1) {
-        await sleep(5000);
+        await sleep(15_000);
         idle = memory(p.child.pid);
       }
       await p.stop();
