@@ -49,5 +49,5 @@ COPY --from=build /app/dist/podiam.js ./dist/podiam.js
 # every capability dropped but NET_ADMIN, no privilege escalation, a read-only root filesystem.
 EXPOSE 8181
 # The V8 flags of the bundle's shebang (scripts/build.mjs, NODE_FLAGS; README "Memory and start-up"):
-# semi-spaces of at most 4 MB and a 256 MB old-space ceiling, for a small long-lived server.
-ENTRYPOINT ["node", "--max-semi-space-size=4", "--max-old-space-size=256", "/app/dist/podiam.js"]
+# semi-spaces of at most 4 MB and a 192 MB old-space ceiling (under the DaemonSet's 256Mi limit).
+ENTRYPOINT ["node", "--max-semi-space-size=4", "--max-old-space-size=192", "/app/dist/podiam.js"]
