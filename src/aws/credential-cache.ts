@@ -59,12 +59,6 @@ export interface CredentialCacheOptions {
   readonly staleWaitMs?: number;
   readonly retryMaxMs?: number;
   readonly random?: () => number;
-  /**
-   * At most this many prefetches call STS at once; the rest wait their turn. A pod's own request
-   * never waits behind them: it calls STS at once (at start-up, 110 pods prefetching must not put
-   * the first pod that asks behind the other 109).
-   */
-  readonly prefetchConcurrency?: number;
 }
 
 interface Entry {
@@ -101,10 +95,6 @@ export class CredentialCache {
   private readonly retryMaxMs: number;
   private readonly random: () => number;
   private readonly staleWaitMs: number;
-  private readonly prefetchConcurrency: number;
-  /** Prefetches waiting for a turn, in arrival order; prefetchesRunning are calling STS. */
-  private readonly prefetchQueue = new Set<Entry>();
-  private prefetchesRunning = 0;
   private stopped = false;
 
   constructor(private readonly options: CredentialCacheOptions) {
@@ -115,7 +105,6 @@ export class CredentialCache {
     this.retryMaxMs = options.retryMaxMs ?? MINUTE;
     this.random = options.random ?? Math.random;
     this.staleWaitMs = options.staleWaitMs ?? 250;
-    this.prefetchConcurrency = options.prefetchConcurrency ?? 8;
   }
 
   /** Credentials for the request: from memory when fresh, else one shared STS call. */
@@ -174,23 +163,7 @@ export class CredentialCache {
     const current = entry.current;
     if (current !== undefined && this.clock.now() < entry.refreshAtMs) return;
     if (entry.inflight !== undefined || this.clock.now() < entry.retryAtMs) return;
-    this.prefetchQueue.add(entry);
-    this.nextPrefetches();
-  }
-
-  /** Starts queued prefetches while there is room; one that a request already fetched is dropped. */
-  private nextPrefetches(): void {
-    for (const entry of this.prefetchQueue) {
-      if (this.stopped || this.prefetchesRunning >= this.prefetchConcurrency) return;
-      this.prefetchQueue.delete(entry);
-      if (entry.inflight !== undefined || (entry.current !== undefined && this.clock.now() < entry.refreshAtMs)) continue;
-      this.prefetchesRunning++;
-      const done = (): void => {
-        this.prefetchesRunning--;
-        this.nextPrefetches();
-      };
-      this.fetch(entry, 'prefetch').then(done, done);
-    }
+    this.fetch(entry, 'prefetch').catch(() => undefined);
   }
 
   /** A view without secrets, for /debug/store. */
@@ -212,7 +185,6 @@ export class CredentialCache {
 
   stop(): void {
     this.stopped = true;
-    this.prefetchQueue.clear();
     for (const e of this.entries.values()) this.clearTimer(e);
   }
 

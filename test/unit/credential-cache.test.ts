@@ -530,51 +530,6 @@ describe('CredentialCache: prefetch', () => {
     cache.stop();
   });
 
-  it('at most prefetchConcurrency prefetches call STS at once; a pod that asks does not wait behind them', async () => {
-    const { cache, assumer } = setup({ prefetchConcurrency: 2 });
-    assumer.mode = 'hang';
-    const pods = Array.from({ length: 6 }, (_, i) => request({ roleArn: `arn:aws:iam::123456789012:role/r${i}`, sessionName: `s${i}` }));
-    for (const p of pods) cache.prefetch(p);
-    await flushPromises();
-    expect(assumer.calls.map((c) => c.request.roleArn)).toEqual([pods[0]!.roleArn, pods[1]!.roleArn]);
-    // The last pod asks while its prefetch is still queued: its STS call starts now.
-    const asked = cache.get(pods[5]!);
-    await flushPromises();
-    expect(assumer.calls.map((c) => c.request.roleArn)).toEqual([pods[0]!.roleArn, pods[1]!.roleArn, pods[5]!.roleArn]);
-    // The queue moves on as prefetches finish, in order, and skips the entry the request fetched.
-    assumer.resolveHung();
-    await asked;
-    await flushPromises();
-    expect(assumer.calls.map((c) => c.request.roleArn)).toEqual([0, 1, 5, 2, 3].map((i) => pods[i]!.roleArn));
-    assumer.resolveHung();
-    await flushPromises();
-    expect(assumer.calls.map((c) => c.request.roleArn)).toEqual([0, 1, 5, 2, 3, 4].map((i) => pods[i]!.roleArn));
-    assumer.resolveHung();
-    await flushPromises();
-    expect(assumer.count).toBe(6);
-    for (const p of pods) expect(cache.peek(p)).toBeDefined();
-    cache.stop();
-  });
-
-  it('a failed prefetch frees its turn, and stop() drops the queue', async () => {
-    const { cache, assumer } = setup({ prefetchConcurrency: 1 });
-    assumer.mode = 'fail';
-    cache.prefetch(request({ sessionName: 'a' }));
-    cache.prefetch(request({ sessionName: 'b' }));
-    cache.prefetch(request({ sessionName: 'c' }));
-    await flushPromises();
-    expect(assumer.calls.map((c) => c.request.sessionName)).toEqual(['a', 'b', 'c']);
-    assumer.mode = 'hang';
-    cache.prefetch(request({ sessionName: 'd' }));
-    cache.prefetch(request({ sessionName: 'e' }));
-    await flushPromises();
-    expect(assumer.calls.map((c) => c.request.sessionName)).toEqual(['a', 'b', 'c', 'd']);
-    cache.stop();
-    assumer.resolveHung();
-    await flushPromises();
-    expect(assumer.count).toBe(4);
-  });
-
   it('prefetch never throws, and its failure is not an unhandled rejection', async () => {
     const { cache, assumer } = setup();
     assumer.mode = 'fail';
