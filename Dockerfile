@@ -3,17 +3,19 @@
 #
 #   docker build -t ghcr.io/podiam/podiam:0.1.0 .
 #
-# Two stages. "build" installs every dependency (TypeScript is a dev dependency) and compiles
-# src/ to dist/src. The runtime stage starts again from the same slim base and gets only the
-# production dependencies, dist/src and package.json (cli.js reads its --version from it):
-# no compiler, no test code, no build context secrets. .dockerignore is an allowlist, so the
-# context holds nothing but package*.json, tsconfig*.json and src/.
+# Two stages. "build" installs every dependency (TypeScript and esbuild are dev dependencies),
+# type-checks src/ and bundles it with everything it loads into one file, dist/podiam.js
+# (scripts/build.mjs). The runtime stage starts again from the same slim base and gets only that
+# file and package.json (podiam reads its --version from it): no node_modules, no compiler, no
+# test code, no build context secrets. .dockerignore is an allowlist, so the context holds nothing
+# but package*.json, tsconfig*.json, scripts/build.mjs and src/.
 
 FROM node:22-bookworm-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./
+COPY scripts/build.mjs ./scripts/build.mjs
 COPY src ./src
 RUN npm run build
 
@@ -31,21 +33,22 @@ RUN apt-get update \
     && update-alternatives --set iptables /usr/sbin/iptables-nft \
     && rm -rf /var/lib/apt/lists/*
 
-WORKDIR /app
-ENV NODE_ENV=production
-COPY package.json package-lock.json ./
-# Production dependencies only; no install scripts run. npm, npx, corepack and yarn are then
-# removed: nothing in the running agent needs a package manager.
-RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund \
-    && npm cache clean --force \
-    && rm -rf /usr/local/lib/node_modules/npm /usr/local/lib/node_modules/corepack \
+# npm, npx, corepack and yarn are removed: nothing in the running agent needs a package manager.
+RUN rm -rf /usr/local/lib/node_modules/npm /usr/local/lib/node_modules/corepack \
         /usr/local/bin/npm /usr/local/bin/npx /usr/local/bin/corepack \
         /opt/yarn-* /usr/local/bin/yarn /usr/local/bin/yarnpkg
-COPY --from=build /app/dist/src ./dist/src
+
+WORKDIR /app
+ENV NODE_ENV=production
+# The bundle is the whole agent (its dependencies are inside it): no node_modules in the image.
+COPY --from=build /app/package.json ./package.json
+COPY --from=build /app/dist/podiam.js ./dist/podiam.js
 
 # No USER: podiam runs as root (uid 0) on purpose. Changing the nat table needs CAP_NET_ADMIN,
 # and a non-root process gets no capabilities from the pod's securityContext unless the binary
 # carries file capabilities, which iptables here does not. The DaemonSet keeps root small:
 # every capability dropped but NET_ADMIN, no privilege escalation, a read-only root filesystem.
 EXPOSE 8181
-ENTRYPOINT ["node", "/app/dist/src/cli.js"]
+# The V8 flags of the bundle's shebang (scripts/build.mjs, NODE_FLAGS; README "Memory and start-up"):
+# semi-spaces of at most 4 MB and a 192 MB old-space ceiling (under the DaemonSet's 256Mi limit).
+ENTRYPOINT ["node", "--max-semi-space-size=4", "--max-old-space-size=192", "/app/dist/podiam.js"]

@@ -4,15 +4,19 @@ import { readFileSync } from 'node:fs';
 import { ConfigError } from './errors.js';
 import { helpText, parseConfig } from './config.js';
 import { createLogger } from './log.js';
+import { start } from './main.js';
+// Static, not import(): esbuild cannot tree-shake what a dynamic import reaches, and the webhook's
+// KubeConfig would pull the whole generated Kubernetes API into the bundle (scripts/build.mjs).
+import { runWebhook } from './webhook/run.js';
 
 function version(): string {
-  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+  const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
   return pkg.version;
 }
 
 async function main(argv: readonly string[]): Promise<number> {
   // `podiam webhook …`: the mutating admission webhook, a process of its own with its own flags.
-  if (argv[0] === 'webhook') return (await import('./webhook/run.js')).runWebhook(argv.slice(1));
+  if (argv[0] === 'webhook') return runWebhook(argv.slice(1));
   let request;
   try {
     request = parseConfig(argv);
@@ -59,8 +63,6 @@ async function main(argv: readonly string[]): Promise<number> {
 
   let podiam;
   try {
-    // Loaded only now: flag errors, --help and --version answer without loading the SDKs.
-    const { start } = await import('./main.js');
     podiam = await start(config, log, starting.signal);
   } catch (err) {
     if (signalled !== undefined && (err as Error).name === 'StartAborted') {

@@ -17,7 +17,6 @@ import { CredentialRoutes } from './imds/credentials.js';
 import { renderCredentials } from './imds/format.js';
 import { Passthrough, baseArnFromIamInfo } from './imds/passthrough.js';
 import type { IptablesRule } from './iptables.js';
-import { createIptablesRule } from './iptables.js';
 import { EventRecorder } from './kube/events.js';
 import { PodIndex } from './kube/pod-index.js';
 import { KubeWatcher, createKubeConfig } from './kube/pods.js';
@@ -170,8 +169,15 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
   });
   const metricsServer = config.metricsPort === config.appPort ? undefined : createMetricsServer(metrics, health);
 
+  // The informers (and with them the first prefetches) start now, while the sockets bind and the
+  // iptables rule goes in: the first credentials answer waits for the pod list and STS, not for both in turn.
+  watcher.start();
+
   // kube2iam listens on every interface (#152): podiam only on --host-ip when given.
-  const address = await listenWhenFree(server, config.appPort, config.hostIp, log, metrics, signal);
+  const address = await listenWhenFree(server, config.appPort, config.hostIp, log, metrics, signal).catch(async (err: unknown) => {
+    await watcher.stop();
+    throw err;
+  });
   if (metricsServer) await listen(metricsServer, config.metricsPort, config.hostIp);
 
   let token: TokenIdentity | undefined;
@@ -193,23 +199,26 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
     }).catch(async (err: unknown) => {
       await closeServer(server, 0);
       if (metricsServer) await closeServer(metricsServer, 0);
+      await watcher.stop();
       throw err;
     });
   }
 
   if (config.iptables) {
+    // Loaded only when asked for: without --iptables the process runner (execa) is never loaded.
+    const { createIptablesRule } = await import('./iptables.js');
     rule = createIptablesRule(config, { log, metrics });
     try {
       await rule.ensure();
     } catch (err) {
       await closeServer(server, 0);
       if (metricsServer) await closeServer(metricsServer, 0);
+      await watcher.stop();
       throw err;
     }
     rule.startReconcile(config.iptablesReconcileMs);
   }
 
-  watcher.start();
   log.info('podiam listening', { address: `${address.address}:${address.port}`, node: config.node ?? '(all nodes)', metadata: passthrough.target });
 
   let stopping: Promise<void> | undefined;

@@ -12,7 +12,7 @@
  * Loopback only, bounded: rounds x seconds of load.
  */
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -63,7 +63,10 @@ kube.createPod(realisticPod({ name: 'ab-0', node: 'node-1', ip: podIp, role: 'ab
 const children = [];
 async function start(dist) {
   const port = await freePort();
-  const child = spawn(process.execPath, [path.resolve(dist, 'src/cli.js'), `--app-port=${port}`, '--host-ip=127.0.0.1', `--metadata-addr=127.0.0.1:${imds.port}`, `--api-server=${kube.url}`, '--insecure', '--node=node-1', '--base-role-arn=arn:aws:iam::123456789012:role/', '--log-format=json'], { env: awsTestEnv(moto.url), stdio: 'ignore' });
+  // A dist/ from before the bundle has src/cli.js; since, the artifact is podiam.js (run with its shebang's flags).
+  const bundle = path.resolve(dist, 'podiam.js');
+  const entry = existsSync(bundle) ? [...shebangFlags(bundle), bundle] : [path.resolve(dist, 'src/cli.js')];
+  const child = spawn(process.execPath, [...entry, `--app-port=${port}`, '--host-ip=127.0.0.1', `--metadata-addr=127.0.0.1:${imds.port}`, `--api-server=${kube.url}`, '--insecure', '--node=node-1', '--base-role-arn=arn:aws:iam::123456789012:role/', '--log-format=json'], { env: awsTestEnv(moto.url), stdio: 'ignore' });
   children.push(child);
   for (let i = 0; i < 200; i++) {
     if ((await get(port, reqPath).catch(() => 0)) === 200) return { pid: child.pid, port };
@@ -111,4 +114,9 @@ try {
   await kube.stop();
   await imds.stop();
   await moto.stop();
+}
+
+function shebangFlags(file) {
+  const m = /^#!\/usr\/bin\/env -S node([^\n]*)/.exec(readFileSync(file, 'utf8').slice(0, 512));
+  return m ? m[1].trim().split(/\s+/).filter(Boolean) : [];
 }

@@ -10,7 +10,9 @@
  * cost of the match there depends on the regexp engine: the run stops growing the ARN once one
  * resolution passes BUDGET_MS and reports the largest length measured, so it is always bounded.
  */
-import { resolveRole } from '../../dist/src/roles.js';
+import { srcModule } from './src-module.mjs';
+
+const { resolveRole } = await srcModule('src/roles.ts');
 
 const BUDGET_MS = Number(process.env.BENCH_BUDGET_MS ?? 1000);
 const policy = {

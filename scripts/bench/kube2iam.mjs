@@ -9,10 +9,12 @@
  *           per decision, as the role ARN grows. In process, CPU only.
  */
 import { RE2JS } from 're2js';
-import { compileRoleRegexp } from '../../dist/src/role-patterns.js';
 import { StsProxy } from '../../dist/test/support/sts-proxy.js';
 import { realisticPod } from './pods.mjs';
+import { srcModule } from './src-module.mjs';
 import { startExpiryRewriter } from './sts-expiry-rewriter.mjs';
+
+const { compileRoleRegexp } = await srcModule('src/role-patterns.ts');
 
 export async function scope(ctx) {
   const { T, log, moto, freshKube, startPodiam, stopPodiam, metricsOf, until, measure, ip, NODE, BASE_ARN, CRED_PATH } = ctx;

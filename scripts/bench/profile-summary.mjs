@@ -53,7 +53,7 @@ export function summarize(file, top = 25) {
     idlePct: pct(idle),
     self: [...self].sort((a, b) => b[1] - a[1]).slice(0, top).map(([fn, c]) => ({ fn, pct: pct(c) })),
     podiamInclusive: [...inclusive]
-      .filter(([k]) => k.includes('dist/src/'))
+      .filter(([k]) => k.includes('dist/src/') || k.includes('dist/podiam.js'))
       .sort((a, b) => b[1] - a[1])
       .slice(0, top)
       .map(([fn, c]) => ({ fn, pct: pct(c) })),

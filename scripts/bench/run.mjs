@@ -6,6 +6,8 @@
  *   first        each new pod's first credentials request: prefetched, and racing the pod's creation
  *   passthrough  a proxied metadata path via podiam vs straight to the (fake) IMDS
  *   memory       RSS after a minute of load with 110 pods on the node; RSS watching 10,000 pods cluster-wide
+ *   footprint    before/after side by side, each started as its image starts it: RSS and time to the
+ *                first credentials at 0, 110 and 10,000 pods (scripts/bench/footprint.mjs)
  *   sts          AssumeRole calls per role per refresh period, credentials shortened to 60 s by a rewriting proxy;
  *                and the same count at the real minimum session (--iam-role-session-ttl=15m), in real time
  *   scope        AssumeRole calls with several pods per role, --session-scope=pod vs role (scripts/bench/kube2iam.mjs)
@@ -32,8 +34,9 @@ import { FakeImds } from '../../dist/test/support/imds-server.js';
 import { KubeApiServer } from '../../dist/test/support/kube-api-server.js';
 import { Moto } from '../../dist/test/support/moto.js';
 import { freePort } from '../../dist/test/support/net.js';
-import { CLI, PodiamProcess, awsTestEnv } from '../../dist/test/support/podiam-process.js';
+import { PodiamProcess, awsTestEnv, podiamArgv } from '../../dist/test/support/podiam-process.js';
 import { StsProxy } from '../../dist/test/support/sts-proxy.js';
+import { footprint } from './footprint.mjs';
 import { realisticPod } from './pods.mjs';
 import { summarize } from './profile-summary.mjs';
 import { startExpiryRewriter } from './sts-expiry-rewriter.mjs';
@@ -277,7 +280,7 @@ async function startPodiam(kube, { allNodes = false, extra = [], stsUrl = sts.ur
   if (nodeFlags.length === 0) {
     p = await PodiamProcess.start(args, { ...awsTestEnv(stsUrl), ...env }, { port, timeoutMs });
   } else {
-    const child = spawn(process.execPath, [...nodeFlags, CLI, ...args], { env: { ...awsTestEnv(stsUrl), ...env }, stdio: ['ignore', 'ignore', 'inherit'] });
+    const child = spawn(process.execPath, [...nodeFlags, ...podiamArgv(args)], { env: { ...awsTestEnv(stsUrl), ...env }, stdio: ['ignore', 'ignore', 'inherit'] });
     const exited = new Promise((resolve) => child.on('exit', resolve));
     p = {
       child,
@@ -763,6 +766,10 @@ function markdown(r) {
     }
     L.push('');
   }
+  if (s.footprint) {
+    L.push(`## Footprint: before/after, each started as its image starts it (${s.footprint.starts} starts per timing, median)`, '');
+    L.push(s.footprint.table);
+  }
   if (s.sts) {
     const x = s.sts.short;
     L.push('## STS economy', '');
@@ -797,8 +804,13 @@ function save() {
   writeFileSync(path.join(OUT, `${stamp}.md`), markdown(results));
 }
 
+function footprintScenario() {
+  log('\n== footprint: before/after, started as the image starts them (RSS, time to first credentials at 0, 110 and 10,000 pods)');
+  return footprint({ root: ROOT, quick: QUICK, log, sleep, until, freePort, awsTestEnv, stsUrl: sts.url, imdsPort: imds.port, freshKube, realisticPod, measure, metricsOf, memLoadMs: T.memLoadMs });
+}
+
 const kube2iamCtx = () => ({ T: { ...T, quick: QUICK }, log, moto, freshKube, startPodiam, stopPodiam, metricsOf, until, measure, ip, NODE, BASE_ARN, CRED_PATH });
-const SCENARIOS = { cached, first, passthrough, memory110, memory10k, sts: stsEconomy, scope: () => kube2iam.scope(kube2iamCtx()), regexp: () => kube2iam.regexp(kube2iamCtx()), profile, token };
+const SCENARIOS = { cached, first, passthrough, memory110, memory10k, footprint: footprintScenario, sts: stsEconomy, scope: () => kube2iam.scope(kube2iamCtx()), regexp: () => kube2iam.regexp(kube2iamCtx()), profile, token };
 let failed = false;
 try {
   log(`podiam bench${QUICK ? ' (quick)' : ''}: ${JSON.stringify(results.machine)}`);

@@ -11,7 +11,7 @@
  */
 import type { LabPodSpec } from '../../test/support/lab.js';
 import { AWS_CLI, Lab, METADATA_IP, NODE_IP, APP_PORT, labNamespaces, removeLeftovers } from '../../test/support/lab.js';
-import { CLI } from '../../test/support/podiam-process.js';
+import { podiamArgv } from '../../test/support/podiam-process.js';
 
 const USAGE = `usage:
   lab.js up [--pods SPEC] [--no-podiam] [-- <extra podiam flags>]
@@ -68,7 +68,7 @@ async function up(argv: string[]): Promise<number> {
   const envLine = Object.entries(lab.podiamEnv())
     .map(([k, v]) => `${k}=${shellQuote(String(v))}`)
     .join(' ');
-  const podiamCmd = `ip netns exec ${lab.nodeNs} env -i ${envLine} node ${CLI} ${lab.podiamArgs(extra).map(shellQuote).join(' ')}`;
+  const podiamCmd = `ip netns exec ${lab.nodeNs} env -i ${envLine} node ${podiamArgv(lab.podiamArgs(extra)).map(shellQuote).join(' ')}`;
   if (withPodiam) {
     try {
       const podiam = await lab.startPodiam({ extraArgs: ['--debug', ...extra] });

@@ -2,11 +2,13 @@
  * Kubernetes Events on pods that were denied credentials, so `kubectl describe pod` says why.
  * Rate-limited per (pod, reason): a pod retrying every second makes one Event per window.
  */
-import { CoreV1Api } from '@kubernetes/client-node';
-import type { KubeConfig, CoreV1Event } from '@kubernetes/client-node';
+import type { CoreV1Event } from '@kubernetes/client-node';
+import type { KubeConfig } from '@kubernetes/client-node/dist/config.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { PodInfo } from '../roles.js';
+import type { KubeApi } from './api.js';
+import { createKubeApi } from './api.js';
 
 export interface EventRecorderOptions {
   readonly log: Logger;
@@ -20,14 +22,14 @@ export interface EventRecorderOptions {
 }
 
 export class EventRecorder {
-  private readonly api: CoreV1Api;
+  private readonly api: KubeApi;
   private readonly lastSent = new Map<string, number>();
   private inFlight = 0;
   private stopped = false;
   private readonly sweep: NodeJS.Timeout;
 
   constructor(kc: KubeConfig, private readonly options: EventRecorderOptions) {
-    this.api = kc.makeApiClient(CoreV1Api);
+    this.api = createKubeApi(kc, { timeoutMs: 10_000 });
     const window = options.windowMs ?? 60_000;
     this.sweep = setInterval(() => {
       const cutoff = Date.now() - window;
@@ -60,8 +62,8 @@ export class EventRecorder {
     }
     this.lastSent.set(key, now);
     this.inFlight++;
-    const time = new Date(now);
-    const body: CoreV1Event = {
+    const time = new Date(now).toISOString();
+    const body: Omit<CoreV1Event, 'firstTimestamp' | 'lastTimestamp'> & { firstTimestamp: string; lastTimestamp: string } = {
       metadata: { generateName: `${object.name}.podiam-`, namespace: object.namespace },
       involvedObject: object,
       reason: `Podiam${reason}`,
@@ -75,7 +77,7 @@ export class EventRecorder {
       reportingInstance: this.options.host ?? this.options.component,
     };
     this.api
-      .createNamespacedEvent({ namespace: object.namespace, body })
+      .post(`/api/v1/namespaces/${encodeURIComponent(object.namespace)}/events`, body)
       .then(
         () => this.options.metrics.events.inc({ outcome: 'sent' }),
         (err: Error) => {

@@ -2,14 +2,18 @@
  * The only module that talks to Kubernetes (with kube/events.ts): informers on this node's pods
  * and on namespaces, feeding the PodIndex, and their sync state.
  */
-import { CoreV1Api, KubeConfig, ListWatch, Watch } from '@kubernetes/client-node';
+// From their own modules, not the package index (which loads the whole generated API): see api.ts.
+import { ListWatch } from '@kubernetes/client-node/dist/cache.js';
+import { KubeConfig } from '@kubernetes/client-node/dist/config.js';
+import { Watch } from '@kubernetes/client-node/dist/watch.js';
 import type { KubernetesObject, V1Namespace, V1Pod } from '@kubernetes/client-node';
 import type { Config } from '../config.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { NamespaceInfo, PodInfo, ServiceAccountInfo } from '../roles.js';
+import type { KubeApi } from './api.js';
+import { createKubeApi } from './api.js';
 import type { PodIndex } from './pod-index.js';
-import { kubeRequest } from './request.js';
 
 /** Objects per list page (the API server's own default chunking is 500). */
 const LIST_PAGE = 500;
@@ -165,6 +169,12 @@ function toNamespaceInfo(ns: V1Namespace): NamespaceInfo {
   return { name: ns.metadata?.name ?? '', annotations: { ...(ns.metadata?.annotations ?? {}) } };
 }
 
+/** A list response as the API server sends it (JSON field `continue`, not the generated `_continue`). */
+interface KubeList {
+  items: KubernetesObject[];
+  metadata?: { resourceVersion?: string; continue?: string };
+}
+
 interface Informer {
   readonly resource: 'pods' | 'namespaces' | 'serviceaccounts';
   state: InformerState;
@@ -177,7 +187,7 @@ interface Informer {
 }
 
 export class KubeWatcher {
-  private readonly api: CoreV1Api;
+  private readonly api: KubeApi;
   private readonly informers: { pods: Informer; namespaces: Informer; serviceaccounts: Informer };
   private stopped = false;
   private readonly syncWaiters: Array<() => void> = [];
@@ -187,7 +197,7 @@ export class KubeWatcher {
     private readonly index: PodIndex,
     private readonly options: { node: string | undefined; log: Logger; metrics: Metrics; watchTimeoutSeconds?: number; watchDeadlineMs?: number },
   ) {
-    this.api = kc.makeApiClient(CoreV1Api);
+    this.api = createKubeApi(kc);
     const informer = (resource: Informer['resource']): Informer => ({ resource, state: 'syncing', everSynced: false, listWatch: undefined, failures: 0, retryTimer: undefined, watchTimeouts: 0 });
     this.informers = { pods: informer('pods'), namespaces: informer('namespaces'), serviceaccounts: informer('serviceaccounts') };
   }
@@ -195,32 +205,22 @@ export class KubeWatcher {
   start(): void {
     const fieldSelector = this.options.node === undefined ? undefined : `spec.nodeName=${this.options.node}`;
     // makeInformer drops the field selector from the watch; ListWatch built here passes it to both.
-    this.run(this.informers.pods, '/api/v1/pods', (page) => this.api.listPodForAllNamespaces({ fieldSelector, limit: LIST_PAGE, _continue: page }), fieldSelector, {
+    this.run(this.informers.pods, '/api/v1/pods', (page) => this.api.get<KubeList>('/api/v1/pods', { fieldSelector, limit: LIST_PAGE, continue: page }), fieldSelector, {
       upsert: (o) => this.index.upsertPod(toPodInfo(o as V1Pod)),
       remove: (o) => this.index.deletePod(o.metadata?.namespace ?? 'default', o.metadata?.name ?? ''),
     });
-    this.run(this.informers.namespaces, '/api/v1/namespaces', (page) => this.api.listNamespace({ limit: LIST_PAGE, _continue: page }), undefined, {
+    this.run(this.informers.namespaces, '/api/v1/namespaces', (page) => this.api.get<KubeList>('/api/v1/namespaces', { limit: LIST_PAGE, continue: page }), undefined, {
       upsert: (o) => this.index.upsertNamespace(toNamespaceInfo(o as V1Namespace)),
       remove: (o) => this.index.deleteNamespace(o.metadata?.name ?? ''),
     });
     // ServiceAccounts carry roles too (a pod without its own annotation gets its ServiceAccount's).
-    this.run(this.informers.serviceaccounts, '/api/v1/serviceaccounts', (page) => this.listPlain('/api/v1/serviceaccounts', page), undefined, {
+    this.run(this.informers.serviceaccounts, '/api/v1/serviceaccounts', (page) => this.api.get<KubeList>('/api/v1/serviceaccounts', { limit: LIST_PAGE, continue: page }), undefined, {
       upsert: (o) => this.index.upsertServiceAccount(toServiceAccountInfo(o)),
       remove: (o) => this.index.deleteServiceAccount(o.metadata?.namespace ?? 'default', o.metadata?.name ?? ''),
     });
   }
 
-  /** One list page through a plain request (no generated API class). */
-  private async listPlain(path: string, page: string | undefined): Promise<{ items: KubernetesObject[]; metadata?: { resourceVersion?: string; _continue?: string } }> {
-    const query = new URLSearchParams({ limit: String(LIST_PAGE) });
-    if (page !== undefined) query.set('continue', page);
-    const r = await kubeRequest(this.kc, 'GET', `${path}?${query}`, undefined, 30_000);
-    const body = r.body as { items?: KubernetesObject[]; metadata?: { resourceVersion?: string; continue?: string }; message?: string } | undefined;
-    if (r.status !== 200 || body === undefined) throw Object.assign(new Error(`list ${path} answered ${r.status}${body?.message ? `: ${body.message}` : ''}`), { statusCode: r.status });
-    return { items: body.items ?? [], metadata: { resourceVersion: body.metadata?.resourceVersion, _continue: body.metadata?.continue } };
-  }
-
-  /** Both informers have listed at least once. */
+  /** Every informer has listed at least once. */
   synced(): boolean {
     return this.informers.pods.everSynced && this.informers.namespaces.everSynced && this.informers.serviceaccounts.everSynced;
   }
@@ -250,7 +250,7 @@ export class KubeWatcher {
   private run(
     inf: Informer,
     path: string,
-    list: (page: string | undefined) => Promise<{ items: KubernetesObject[]; metadata?: { resourceVersion?: string; _continue?: string } }>,
+    list: (page: string | undefined) => Promise<KubeList>,
     fieldSelector: string | undefined,
     handlers: { upsert(o: KubernetesObject): void; remove(o: KubernetesObject): void },
   ): void {
@@ -265,7 +265,7 @@ export class KubeWatcher {
         const listed = await list(page);
         resourceVersion ??= listed.metadata?.resourceVersion;
         for (const o of listed.items) items.push(slimObject(o));
-        page = listed.metadata?._continue;
+        page = listed.metadata?.continue;
       } while (page);
       const result = { metadata: { resourceVersion }, items };
       // ListWatch applies the list right after this promise settles; mark synced after that.

@@ -3,8 +3,8 @@
  * valid for an audience and, for a pod-bound token, which pod it is bound to. The bound pod must
  * still exist with that uid, so a deleted pod's token stops validating.
  */
-import type { KubeConfig } from '@kubernetes/client-node';
-import { kubeRequest } from './request.js';
+import type { KubeConfig } from '@kubernetes/client-node/dist/config.js';
+import { createKubeApi } from './api.js';
 
 export type ReviewOutcome =
   | { readonly authenticated: true; readonly username: string; readonly podName: string | undefined; readonly podUid: string | undefined; readonly audiences: readonly string[] }
@@ -21,13 +21,11 @@ interface TokenReviewStatus {
 
 /** Throws when the API server cannot answer (network, 5xx, 403 on tokenreviews create). */
 export function createTokenReviewer(kc: KubeConfig, timeoutMs = 5000): TokenReviewer {
+  const api = createKubeApi(kc, { timeoutMs });
   return async (token, audiences) => {
-    const r = await kubeRequest(kc, 'POST', '/apis/authentication.k8s.io/v1/tokenreviews', { apiVersion: 'authentication.k8s.io/v1', kind: 'TokenReview', spec: { token, audiences } }, timeoutMs);
-    if (r.status !== 200 && r.status !== 201) {
-      const message = (r.body as { message?: string } | undefined)?.message;
-      throw new Error(`TokenReview answered ${r.status}${message ? `: ${message.slice(0, 200)}` : ''}`);
-    }
-    const status = ((r.body as { status?: TokenReviewStatus } | undefined)?.status ?? {}) as TokenReviewStatus;
+    // A non-2xx (403 on tokenreviews create, 5xx) throws KubeApiError with the API server's message.
+    const review = await api.post<{ status?: TokenReviewStatus }>('/apis/authentication.k8s.io/v1/tokenreviews', { apiVersion: 'authentication.k8s.io/v1', kind: 'TokenReview', spec: { token, audiences } });
+    const status = review.status ?? {};
     if (status.authenticated !== true) return { authenticated: false, error: (status.error ?? 'not authenticated').slice(0, 300) };
     const extra = status.user?.extra ?? {};
     return {

@@ -2,6 +2,7 @@
 import { ConfigError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { parseWebhookConfig, webhookHelpText } from './config.js';
+import { startWebhook } from './main.js';
 
 export async function runWebhook(argv: readonly string[]): Promise<number> {
   let request;
@@ -36,7 +37,6 @@ export async function runWebhook(argv: readonly string[]): Promise<number> {
 
   let webhook;
   try {
-    const { startWebhook } = await import('./main.js');
     webhook = await startWebhook(config, log);
   } catch (err) {
     const message = (err as Error).message;

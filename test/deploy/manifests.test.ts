@@ -506,33 +506,39 @@ describe('Dockerfile', () => {
     expect(runs(build)).toEqual(['npm ci --no-audit --no-fund', 'npm run build']);
   });
 
-  test('the runtime stage: iptables and iproute2 from apt, production dependencies only, dist/src, no package manager', () => {
+  test('the runtime stage: iptables and iproute2 from apt, the bundle and package.json only (no node_modules), no package manager', () => {
     const apt = runs(runtime).find((r) => r.includes('apt-get install'));
     expect(apt).toMatch(/^apt-get update && apt-get install -y --no-install-recommends iptables iproute2 && /);
     expect(apt).toMatch(/rm -rf \/var\/lib\/apt\/lists\/\*$/);
-    const npm = runs(runtime).filter((r) => /\bnpm\b/.test(r));
-    expect(npm).toHaveLength(1);
-    expect(npm[0]).toMatch(/^npm ci --omit=dev --ignore-scripts\b/);
-    expect(npm[0]).toMatch(/rm -rf \/usr\/local\/lib\/node_modules\/npm\b/);
-    expect(runs(runtime).join(' ')).not.toMatch(/npm run build|tsc|apt-get install.*\b(gcc|g\+\+|make|python3?|build-essential|git|curl)\b/);
+    // Nothing is installed with npm: the bundle holds every dependency podiam loads.
+    expect(runs(runtime).join(' ')).not.toMatch(/\bnpm (ci|install|i)\b/);
+    const removal = runs(runtime).filter((r) => /\bnpm\b/.test(r));
+    expect(removal).toHaveLength(1);
+    expect(removal[0]).toMatch(/^rm -rf \/usr\/local\/lib\/node_modules\/npm\b/);
+    expect(removal[0]).toMatch(/\/usr\/local\/bin\/npx\b/);
+    expect(runs(runtime).join(' ')).not.toMatch(/npm run build|tsc|esbuild|apt-get install.*\b(gcc|g\+\+|make|python3?|build-essential|git|curl)\b/);
     const copies = runtime.filter((i) => i.keyword === 'COPY' || i.keyword === 'ADD').map((i) => `${i.keyword} ${i.args}`);
-    expect(copies).toEqual(['COPY package.json package-lock.json ./', 'COPY --from=build /app/dist/src ./dist/src']);
+    expect(copies).toEqual(['COPY --from=build /app/package.json ./package.json', 'COPY --from=build /app/dist/podiam.js ./dist/podiam.js']);
     expect(runtime.find((i) => i.keyword === 'WORKDIR')?.args).toBe('/app');
   });
 
-  test('ENTRYPOINT runs dist/src/cli.js, which the build emits, as root (iptables needs NET_ADMIN)', () => {
+  test('ENTRYPOINT runs dist/podiam.js, which the build emits, with the V8 flags of its shebang, as root (iptables needs NET_ADMIN)', () => {
     const entrypoints = runtime.filter((i) => i.keyword === 'ENTRYPOINT');
     expect(entrypoints).toHaveLength(1);
-    expect(JSON.parse(entrypoints[0]!.args)).toEqual(['node', '/app/dist/src/cli.js']);
+    // scripts/build.mjs bundles src/cli.ts into dist/podiam.js and writes NODE_FLAGS into its shebang.
+    const buildScript = readFileSync(path.join(ROOT, 'scripts/build.mjs'), 'utf8');
+    expect(buildScript).toMatch(/export const ENTRY = path\.join\(ROOT, 'src\/cli\.ts'\);/);
+    expect(buildScript).toMatch(/export const OUTFILE = path\.join\(ROOT, 'dist\/podiam\.js'\);/);
+    const flags = JSON.parse(/export const NODE_FLAGS = (\[[^\]]*\]);/.exec(buildScript)![1]!.replace(/'/g, '"')) as string[];
+    expect(flags.length).toBeGreaterThan(0);
+    expect(JSON.parse(entrypoints[0]!.args)).toEqual(['node', ...flags, '/app/dist/podiam.js']);
     expect(runtime.find((i) => i.keyword === 'CMD')).toBeUndefined();
     expect(runtime.filter((i) => i.keyword === 'USER')).toEqual([]);
     expect(dockerfile).toMatch(/No USER: podiam runs as root/);
-    // tsc -p tsconfig.build.json with rootDir "." and outDir "dist" puts src/cli.ts at dist/src/cli.js.
-    const tsconfig = JSON.parse(readFileSync(path.join(ROOT, 'tsconfig.json'), 'utf8')) as { compilerOptions: { rootDir: string; outDir: string } };
-    const buildTsconfig = JSON.parse(readFileSync(path.join(ROOT, 'tsconfig.build.json'), 'utf8')) as { extends?: string; compilerOptions?: { rootDir?: string; outDir?: string } };
-    expect(buildTsconfig.extends).toBe('./tsconfig.json');
-    expect(buildTsconfig.compilerOptions?.rootDir ?? tsconfig.compilerOptions.rootDir).toBe('.');
-    expect(buildTsconfig.compilerOptions?.outDir ?? tsconfig.compilerOptions.outDir).toBe('dist');
+    expect(build.filter((i) => i.keyword === 'COPY').map((i) => i.args)).toContain('scripts/build.mjs ./scripts/build.mjs');
+    const pkg = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { scripts: Record<string, string>; bin: Record<string, string> };
+    expect(pkg.scripts['build']).toMatch(/node scripts\/build\.mjs/);
+    expect(pkg.bin['podiam']).toBe('dist/podiam.js');
     expect(existsSync(path.join(ROOT, 'src/cli.ts'))).toBe(true);
     expect(runtime.find((i) => i.keyword === 'EXPOSE')?.args).toBe('8181');
   });

@@ -6,13 +6,11 @@
  *
  * Needs root (it fails, with the reason, when not root).
  */
-import path from 'node:path';
 import type { LabProcess } from '../support/lab.js';
 import { ACCOUNT, APP_PORT, Lab, METADATA_IP, NODE_IP, NODE_NAME, labPrerequisites } from '../support/lab.js';
-import { ROOT } from '../support/podiam-process.js';
+import { podiamArgv } from '../support/podiam-process.js';
 
 const CREDS = `http://${METADATA_IP}/latest/meta-data/iam/security-credentials/`;
-const CLI = path.join(ROOT, 'dist/src/cli.js');
 
 /** A kube2iam DaemonSet's args (its README's Calico example), $(HOST_IP) expanded by the kubelet. */
 const KUBE2IAM_ARGS = ['--auto-discover-base-arn', '--iptables=true', `--host-ip=${NODE_IP}`, '--host-interface=cali+', '--verbose', '--debug'];
@@ -31,7 +29,7 @@ afterAll(async () => {
 
 /** podiam with exactly `args` (plus what the node needs to reach the lab's API server). */
 function startPodiam(args: readonly string[]): LabProcess {
-  const argv = [process.execPath, CLI, ...args, `--node=${NODE_NAME}`, `--api-server=${lab.kubeUrl}`, '--insecure', '--log-format=json'];
+  const argv = [process.execPath, ...podiamArgv([...args, `--node=${NODE_NAME}`, `--api-server=${lab.kubeUrl}`, '--insecure', '--log-format=json'])];
   return lab.spawnIn(lab.nodeNs, 'podiam', argv, lab.podiamEnv());
 }
 

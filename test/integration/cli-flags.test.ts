@@ -1,6 +1,6 @@
 /**
  * Every bad flag value makes the real CLI exit 2 with a message naming the flag and a valid
- * example. Runs the built CLI (dist/src/cli.js) as an operator would.
+ * example. Runs the built CLI (dist/podiam.js, the bundle) as an operator would.
  */
 import { runCli } from '../support/podiam-process.js';
 

@@ -26,7 +26,7 @@ import type { ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { ROOT } from './podiam-process.js';
+import { ROOT, podiamArgv } from './podiam-process.js';
 
 export const LAB_PREFIX = 'pdmlab';
 export const NODE_IP = '192.0.2.1';
@@ -134,7 +134,7 @@ export function labPrerequisites(extra: ReadonlyArray<[string, string]> = []): s
     if ((tool.startsWith('/') ? existsSync(tool) : which(tool)) === undefined) problems.push(`${tool} is missing: ${install}`);
   }
   if (pythonWithBotocore() === undefined) problems.push('no python3 with botocore on PATH: pip install botocore');
-  for (const f of ['dist/src/cli.js', 'dist/test/support/imds-server-cli.js', 'dist/test/support/kube-api-server-cli.js', 'dist/scripts/lab/whoami-sdk.js']) {
+  for (const f of ['dist/podiam.js', 'dist/test/support/imds-server-cli.js', 'dist/test/support/kube-api-server-cli.js', 'dist/scripts/lab/whoami-sdk.js']) {
     if (!existsSync(path.join(ROOT, f))) problems.push(`${f} is missing: run \`npm run build\` first`);
   }
   return problems.length === 0 ? undefined : `cannot build the node lab:\n  - ${problems.join('\n  - ')}`;
@@ -589,7 +589,7 @@ export class Lab {
    */
   async startPodiam(opts: { extraArgs?: readonly string[]; env?: NodeJS.ProcessEnv; wait?: 'ready' | 'none'; wrapper?: readonly string[] } = {}): Promise<LabPodiam> {
     const args = this.podiamArgs(opts.extraArgs);
-    const argv = [...(opts.wrapper ?? []), process.execPath, path.join(ROOT, 'dist/src/cli.js'), ...args];
+    const argv = [...(opts.wrapper ?? []), process.execPath, ...podiamArgv(args)];
     const child = spawn(IP, ['netns', 'exec', this.nodeNs, ...argv], { env: opts.env ?? this.podiamEnv(), cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
     const p = new LabPodiam(child, this, args);
     this.processes.push(p);

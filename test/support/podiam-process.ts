@@ -1,9 +1,10 @@
 /**
- * Runs the real podiam CLI (dist/src/cli.js) as a child process, captures its logs, and sends
+ * Runs the real podiam CLI (dist/podiam.js, the bundle that ships) as a child process, captures its logs, and sends
  * requests to it from simulated pod addresses (127.x.y.z bound as the source address).
  */
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
+import { closeSync, openSync, readSync } from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -11,7 +12,24 @@ import { fileURLToPath } from 'node:url';
 const HERE = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 /** The repository root, whether this file runs from test/support or from dist/test/support. */
 export const ROOT = path.basename(HERE) === 'dist' ? path.dirname(HERE) : HERE;
-export const CLI = path.join(ROOT, 'dist/src/cli.js');
+/** The artifact: `npm run build` bundles src/ into this one file (scripts/build.mjs). */
+export const CLI = path.join(ROOT, 'dist/podiam.js');
+
+/** The Node flags the artifact's shebang starts it with (the image's ENTRYPOINT has the same). */
+export function nodeFlags(): string[] {
+  const fd = openSync(CLI, 'r');
+  const head = Buffer.alloc(512);
+  const n = readSync(fd, head, 0, head.length, 0);
+  closeSync(fd);
+  const m = /^#!\/usr\/bin\/env -S node([^\n]*)\n/.exec(head.subarray(0, n).toString('utf8'));
+  if (!m) throw new Error(`${CLI} has no "#!/usr/bin/env -S node ..." line: run npm run build`);
+  return m[1]!.trim().split(/\s+/).filter(Boolean);
+}
+
+/** What follows the node binary to start podiam as its bin and its image do: flags, bundle, args. */
+export function podiamArgv(args: readonly string[]): string[] {
+  return [...nodeFlags(), CLI, ...args];
+}
 
 /** Environment that keeps the AWS SDK on loopback: static node credentials, no IMDS lookups. */
 export function awsTestEnv(stsUrl: string): NodeJS.ProcessEnv {
@@ -39,7 +57,7 @@ export interface ExitResult {
 /** Runs the CLI to completion (for flag tests). */
 export function runCli(args: readonly string[], env: NodeJS.ProcessEnv = { PATH: process.env.PATH }, timeoutMs = 15_000): Promise<ExitResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, podiamArgv(args), { env, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -77,7 +95,7 @@ export class PodiamProcess {
 
   /** Starts podiam and waits until it listens (and, unless told otherwise, until /readyz is 200). */
   static async start(args: readonly string[], env: NodeJS.ProcessEnv, opts: { waitReady?: boolean; host?: string; port: number; timeoutMs?: number }): Promise<PodiamProcess> {
-    const child = spawn(process.execPath, [CLI, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, podiamArgv(args), { env, stdio: ['ignore', 'pipe', 'pipe'] });
     const p = new PodiamProcess(child, opts.port, opts.host ?? '127.0.0.1');
     const deadline = Date.now() + (opts.timeoutMs ?? 15_000);
     let exited: ExitResult | undefined;

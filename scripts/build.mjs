@@ -1,0 +1,163 @@
+#!/usr/bin/env node
+/**
+ * Builds THE artifact: dist/podiam.js, one ESM file with podiam and every dependency it loads
+ * (esbuild, tree-shaken, Node 20). `npm start`, the package's bin, the image, the tests and the
+ * bench all run this file; `tsc` only type-checks src/ and compiles the test support and scripts.
+ *
+ *   node scripts/build.mjs            # dist/podiam.js and dist/podiam.meta.json
+ *   node scripts/build.mjs --analyze  # the same, then what each package weighs in the bundle
+ *
+ * Why one file: Node loads an unbundled ESM graph module by module (the Kubernetes client alone is
+ * thousands of files), which costs seconds and tens of MB at every start on every node.
+ *
+ * Three things the bundler cannot see, told to it here (checked against the pinned
+ * @kubernetes/client-node 1.4.0 and its node-fetch, and re-checked at every build):
+ * - The generated API and models (dist/gen/) have no side effects at import: each module only
+ *   declares classes. Marked so, everything podiam does not call (all of it but the few
+ *   KubeConfig references) is dropped.
+ * - ListWatch (dist/cache.js) uses the generated ObjectSerializer only to "serialize" its label
+ *   and field selectors as type 'string', which returns the value unchanged; the serializer's type
+ *   map references every model. The shim below does the same for 'string' and refuses any other
+ *   type, so a future ListWatch that needs more fails loudly instead of silently.
+ * - node-fetch 2 (used by KubeConfig and Watch) takes its URL class from `Url.URL ||
+ *   whatwgUrl.URL`: Node's own always exists, so the whatwg-url package (and the tr46 Unicode
+ *   table it builds at load, ~5 MB of RSS) is never used. It is replaced by Node's URL.
+ */
+import { readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import * as esbuild from 'esbuild';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+export const ENTRY = path.join(ROOT, 'src/cli.ts');
+export const OUTFILE = path.join(ROOT, 'dist/podiam.js');
+
+/**
+ * V8 settings for a small long-lived server, in the shebang (the bin) and in the image's
+ * ENTRYPOINT (the Dockerfile test checks they match). Measured in BENCHMARKS.md (footprint):
+ * - --max-semi-space-size=4: the young generation's semi-spaces grow to 4 MB instead of 16 MB
+ *   (Node 20's default). Under a minute of load from 110 pods it holds RSS ~15 MB lower at the
+ *   same CPU per request; 1 or 2 MB saved little more and spent 5-20x the time in scavenges
+ *   (objects promoted before they die).
+ * - --max-old-space-size=192: a ceiling with margin over the largest measured heap (10,000 pods
+ *   watched cluster-wide), and under the DaemonSet's 256Mi memory limit with room for the rest of
+ *   the process (~45 MB of runtime and code, the young generation): near it V8 collects harder,
+ *   and past it the process dies and is restarted, before the kernel's OOM killer would.
+ */
+export const NODE_FLAGS = ['--max-semi-space-size=4', '--max-old-space-size=192'];
+
+// The real path: esbuild reports importers by their real path (node_modules may be a link).
+const KUBE = realpathSync(path.join(ROOT, 'node_modules/@kubernetes/client-node'));
+const KUBE_VERSION = '1.4.0';
+
+/** The generated Kubernetes API/models: side-effect free at import (see above). */
+const kubeGeneratedIsPure = {
+  name: 'kube-generated-is-pure',
+  setup(build) {
+    build.onResolve({ filter: /.*/ }, async (args) => {
+      if (args.pluginData === 'resolving' || !args.importer.startsWith(`${KUBE}/dist/`)) return undefined;
+      const r = await build.resolve(args.path, { kind: args.kind, resolveDir: args.resolveDir, importer: args.importer, pluginData: 'resolving' });
+      if (r.errors.length > 0) return { errors: r.errors };
+      if (!r.path.startsWith(`${KUBE}/dist/gen/`)) return { path: r.path, external: r.external, namespace: r.namespace, sideEffects: r.sideEffects };
+      return { path: r.path, sideEffects: false };
+    });
+  },
+};
+
+/** ListWatch's selector "serialization" without the generated serializer (see above). */
+const listWatchSerializer = {
+  name: 'list-watch-serializer',
+  setup(build) {
+    build.onResolve({ filter: /^\.\/serializer\.js$/ }, (args) => (args.importer === `${KUBE}/dist/cache.js` ? { path: 'list-watch-serializer', namespace: 'podiam-shim' } : undefined));
+    build.onLoad({ filter: /.*/, namespace: 'podiam-shim' }, (args) => ({ loader: 'js', contents: SHIMS[args.path] }));
+  },
+};
+
+/** node-fetch's whatwg-url import, answered with Node's own URL (see above). */
+const nodeFetchUrl = {
+  name: 'node-fetch-url',
+  setup(build) {
+    build.onResolve({ filter: /^whatwg-url$/ }, (args) => (args.importer.includes('/node_modules/node-fetch/') ? { path: 'whatwg-url', namespace: 'podiam-shim' } : undefined));
+  },
+};
+
+/** The shims' contents, by path in the podiam-shim namespace. */
+const SHIMS = {
+  'list-watch-serializer': `export const ObjectSerializer = {
+  serialize(value, type) {
+    if (type !== 'string') throw new Error('podiam bundle: ListWatch serializer shim handles type string only, not ' + type);
+    return value;
+  },
+};`,
+  'whatwg-url': 'export const URL = globalThis.URL; export default { URL };',
+};
+
+function checkNodeFetch() {
+  const dir = realpathSync(path.join(ROOT, 'node_modules/node-fetch'));
+  for (const file of ['lib/index.js', 'lib/index.mjs']) {
+    const code = readFileSync(path.join(dir, file), 'utf8');
+    const uses = code.match(/whatwgUrl\.\w+/g) ?? [];
+    const guarded = code.match(/Url\.URL \|\| whatwgUrl\.URL/g) ?? [];
+    if (uses.length !== guarded.length) throw new Error(`node-fetch ${file} uses whatwg-url beyond the Url.URL fallback: re-check the note at the top`);
+  }
+}
+
+function checkKubeClient() {
+  const pkg = JSON.parse(readFileSync(path.join(KUBE, 'package.json'), 'utf8'));
+  if (pkg.version !== KUBE_VERSION) throw new Error(`scripts/build.mjs was checked against @kubernetes/client-node ${KUBE_VERSION}, found ${pkg.version}: re-check the two notes at the top`);
+  const cache = readFileSync(path.join(KUBE, 'dist/cache.js'), 'utf8');
+  const uses = cache.match(/ObjectSerializer\.\w+\([^)]*\)/g) ?? [];
+  if (uses.length === 0 || uses.some((u) => !/^ObjectSerializer\.serialize\(this\.(label|field)Selector, 'string'\)$/.test(u))) {
+    throw new Error(`ListWatch uses the serializer in a way the shim does not cover: ${uses.join('; ')}`);
+  }
+}
+
+export async function build({ analyze = false } = {}) {
+  checkKubeClient();
+  checkNodeFetch();
+  const result = await esbuild.build({
+    entryPoints: [ENTRY],
+    outfile: OUTFILE,
+    bundle: true,
+    platform: 'node',
+    format: 'esm',
+    target: 'node20',
+    treeShaking: true,
+    // Identifiers and whitespace only: function names stay readable in stack traces and profiles.
+    minifyWhitespace: true,
+    minifySyntax: true,
+    legalComments: 'none',
+    sourcemap: 'linked',
+    metafile: true,
+    logLevel: 'warning',
+    plugins: [kubeGeneratedIsPure, listWatchSerializer, nodeFetchUrl],
+    banner: {
+      // The CommonJS dependencies (winston, prom-client, http-proxy, ...) require() Node's builtins.
+      js: ["import { createRequire as __podiamCreateRequire } from 'node:module';", 'const require = __podiamCreateRequire(import.meta.url);'].join('\n'),
+    },
+  });
+  // The shebang carries the V8 flags (env -S splits them). esbuild keeps src/cli.ts's own
+  // `#!/usr/bin/env node` as line 1: replaced in place, so the source map's lines still match.
+  const code = readFileSync(OUTFILE, 'utf8');
+  const shebang = `#!/usr/bin/env -S node ${NODE_FLAGS.join(' ')}`;
+  writeFileSync(OUTFILE, code.startsWith('#!') ? shebang + code.slice(code.indexOf('\n')) : `${shebang}\n${code}`);
+  writeFileSync(OUTFILE.replace(/\.js$/, '.meta.json'), JSON.stringify(result.metafile));
+  // The two notes at the top took effect: no generated model is in the bundle.
+  const out = Object.entries(result.metafile.outputs).find(([file]) => file.endsWith('.js'))[1];
+  const models = Object.entries(out.inputs).filter(([file, v]) => file.includes('/client-node/dist/gen/models/') && v.bytesInOutput > 0);
+  if (models.length > 0) throw new Error(`the bundle holds ${models.length} generated Kubernetes models (e.g. ${models[0][0]}): something imports them`);
+  const unwanted = Object.keys(out.inputs).filter((file) => /\/node_modules\/(whatwg-url|tr46)\//.test(file));
+  if (unwanted.length > 0) throw new Error(`the bundle holds ${unwanted[0]}: the node-fetch URL shim did not apply`);
+  if (analyze) process.stdout.write(await esbuild.analyzeMetafile(result.metafile, { verbose: false }));
+  return result;
+}
+
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  const { chmodSync, statSync } = await import('node:fs');
+  // tsc (run first by npm run build) compiles the test support and scripts, and with them the
+  // parts of src/ they reach; that copy of src/ is neither shipped nor run: only the bundle is.
+  rmSync(path.join(ROOT, 'dist/src'), { recursive: true, force: true });
+  await build({ analyze: process.argv.includes('--analyze') });
+  chmodSync(OUTFILE, 0o755);
+  process.stdout.write(`built ${path.relative(ROOT, OUTFILE)} (${Math.round(statSync(OUTFILE).size / 1024)} KB)\n`);
+}
