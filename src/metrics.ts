@@ -73,8 +73,8 @@ export function createMetrics(options: MetricsOptions = {}) {
     informerSynced: new Gauge({ name: 'podiam_informer_synced', help: '1 when the informer has listed and is watching', labelNames: ['resource'] as const, registers: r }),
     informerRestarts: new Counter({ name: 'podiam_informer_restarts_total', help: 'Informer restarts after watch or list errors', labelNames: ['resource'] as const, registers: r }),
     denials: new Counter({ name: 'podiam_denials_total', help: 'Credential requests denied, by reason code', labelNames: ['code'] as const, registers: r }),
-    iptablesRule: new Gauge({ name: 'podiam_iptables_rule_present', help: '1 when the DNAT rule is installed', registers: r }),
-    iptablesRestores: new Counter({ name: 'podiam_iptables_rule_restores_total', help: 'Times the DNAT rule was found missing and restored', registers: r }),
+    iptablesRule: new Gauge({ name: 'podiam_iptables_rule_present', help: '1 when the interception rule is in place, by family (ipv4, ipv6) and rule (dnat, guard)', labelNames: ['family', 'rule'] as const, registers: r }),
+    iptablesRestores: new Counter({ name: 'podiam_iptables_rule_restores_total', help: 'Times an interception rule was found missing and restored, by family and rule', labelNames: ['family', 'rule'] as const, registers: r }),
     events: new Counter({ name: 'podiam_kube_events_total', help: 'Kubernetes Events recorded on pods, by outcome', labelNames: ['outcome'] as const, registers: r }),
   };
 }
