@@ -648,10 +648,10 @@ export class Lab {
   }
 
   /** scripts/lab/whoami-botocore.py inside `ns` (clean environment): botocore's default chain, then GetCallerIdentity. */
-  botocoreWhoami(ns: string): Promise<ExecResult> {
+  botocoreWhoami(ns: string, extraEnv: NodeJS.ProcessEnv = {}): Promise<ExecResult> {
     const py = pythonWithBotocore();
     if (py === undefined) throw new Error('no python3 with botocore on PATH (pip install botocore)');
-    return this.exec(ns, [py, path.join(ROOT, 'scripts/lab/whoami-botocore.py'), this.motoUrl], { env: this.cleanClientEnv(), timeoutMs: 30_000 });
+    return this.exec(ns, [py, path.join(ROOT, 'scripts/lab/whoami-botocore.py'), this.motoUrl], { env: { ...this.cleanClientEnv(), ...extraEnv }, timeoutMs: 30_000 });
   }
 
   /** dist/scripts/lab/whoami-sdk.js inside `ns` (clean environment): the AWS SDK for JavaScript v3 default chain. */
