@@ -418,6 +418,7 @@ export async function cleanup(exec: ExecRunner = execaRunner): Promise<CleanupRe
         removed.push(`${bin} -t ${table} -D ${chain} ${args.map(quote).join(' ')}`);
       }
       for (const chain of chains) {
+        for (const line of lines.filter((l) => l.startsWith(`-A ${chain} `))) removed.push(`${bin} -t ${table} -D ${chain} ${splitWords(line).slice(2).map(quote).join(' ')}`);
         for (const op of ['-F', '-X']) {
           const r = await exec(bin, ['-w', '5', '-t', table, op, chain]);
           if (r.exitCode !== 0) throw new IptablesError(`--cleanup: ${bin} -t ${table} ${op} ${chain} failed: ${r.stderr.trim()}`);

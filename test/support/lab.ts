@@ -520,7 +520,7 @@ export class Lab {
     writeFileSync(fixture, JSON.stringify(this.kubeFixture(), null, 2));
     const node = process.execPath;
     // '::' in the metadata namespace: both its addresses (169.254.169.254 and fd00:ec2::254), nothing else.
-    const imds = this.spawnIn(this.imdsNs, 'fake-imds', [node, path.join(ROOT, 'dist/test/support/imds-server-cli.js'), '--host', '::', '--port', '80'], { PATH: SYSTEM_PATH });
+    const imds = this.spawnIn(this.imdsNs, 'fake-imds', [node, path.join(ROOT, 'dist/test/support/imds-server-cli.js'), '--host', '::', '--port', '80', '--keep-alive-ms', '60000'], { PATH: SYSTEM_PATH });
     const kube = this.spawnIn(this.nodeNs, 'kube-api', [node, path.join(ROOT, 'dist/test/support/kube-api-server-cli.js'), '--host', '127.0.0.1', '--port', String(KUBE_PORT), '--fixture', fixture], { PATH: SYSTEM_PATH });
     const moto = this.spawnIn(this.nodeNs, 'moto_server', [which('moto_server')!, '-H', NODE_IP, '-p', String(MOTO_PORT)], {
       PATH: `${process.env.PATH ?? ''}:${SYSTEM_PATH}`,
