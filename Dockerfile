@@ -19,15 +19,18 @@ RUN npm run build
 
 FROM node:22-bookworm-slim
 
-# iptables: --iptables installs podiam's DNAT rule with the iptables command. Debian's default
+# iptables (and ip6tables): --iptables installs podiam's rules with them; conntrack: podiam cuts
+# connections pods opened to the real metadata service before a rule was in place.
+# --iptables installs podiam's DNAT rule with the iptables command. Debian's default
 # backend is iptables-nft; it is set explicitly because it talks netlink and so needs only
 # CAP_NET_ADMIN, the one capability the DaemonSet grants (iptables-legacy opens a raw socket and
 # would also need CAP_NET_RAW). Package versions are not pinned: Debian's security updates
 # replace them within a release, and a pin would break the build when they do.
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends iptables \
+    && apt-get install -y --no-install-recommends iptables conntrack \
     && update-alternatives --set iptables /usr/sbin/iptables-nft \
+    && update-alternatives --set ip6tables /usr/sbin/ip6tables-nft \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app
