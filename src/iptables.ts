@@ -22,7 +22,6 @@
  * refused at once by the closed port (a RST), and the guard is not involved.
  */
 import { execa } from 'execa';
-import { isIP } from 'node:net';
 import type { Config } from './config.js';
 import { PodiamError } from './errors.js';
 import type { Logger } from './log.js';
@@ -440,10 +439,4 @@ export function splitWords(line: string): string[] {
   const re = /"((?:[^"\\]|\\.)*)"|(\S+)/g;
   for (const m of line.matchAll(re)) words.push(m[1] !== undefined ? m[1].replace(/\\(.)/g, '$1') : m[2]!);
   return words;
-}
-
-/** For config: is this an address of the given family. */
-export function familyOfAddress(addr: string): Family | undefined {
-  const v = isIP(addr);
-  return v === 4 ? 'ipv4' : v === 6 ? 'ipv6' : undefined;
 }
