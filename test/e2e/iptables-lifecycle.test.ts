@@ -49,22 +49,35 @@ async function start(extraArgs: readonly string[] = [], env?: NodeJS.ProcessEnv)
  * a reconcile round happen (and so act just after one, making the gap until the next a whole
  * interval). `slow` makes every call take 0.5 s once the file `<dir>/slow` exists.
  */
-function wrappedEnv(opts: { slow?: boolean } = {}): { env: NodeJS.ProcessEnv; calls: () => string[]; slowFlag: string } {
+interface Call {
+  /** When the call started (ms since the epoch). */
+  readonly at: number;
+  /** `iptables -w 5 -t nat ...` */
+  readonly line: string;
+}
+
+function wrappedEnv(opts: { slow?: boolean } = {}): { env: NodeJS.ProcessEnv; calls: () => Call[]; slowFlag: string } {
   const calls = path.join(lab.dir, 'iptables-calls.log');
   const slowFlag = path.join(lab.dir, 'slow');
   writeFileSync(calls, '');
   for (const bin of ['iptables', 'ip6tables']) {
     const slow = opts.slow ? `[ -e ${slowFlag} ] && sleep 0.5\n` : '';
-    writeFileSync(path.join(lab.dir, bin), `#!/bin/sh\necho "${bin} $*" >> ${calls}\n${slow}exec ${which(bin)} "$@"\n`, { mode: 0o755 });
+    writeFileSync(path.join(lab.dir, bin), `#!/bin/sh\necho "$(date +%s%3N) ${bin} $*" >> ${calls}\n${slow}exec ${which(bin)} "$@"\n`, { mode: 0o755 });
   }
-  return { env: { ...lab.podiamEnv(), PATH: `${lab.dir}:${SYSTEM_PATH}` }, calls: () => readFileSync(calls, 'utf8').split('\n').filter(Boolean), slowFlag };
+  return { env: { ...lab.podiamEnv(), PATH: `${lab.dir}:${SYSTEM_PATH}` }, calls: () =>
+      readFileSync(calls, 'utf8')
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => ({ at: Number(l.slice(0, l.indexOf(' '))), line: l.slice(l.indexOf(' ') + 1) })),
+    slowFlag,
+  };
 }
 
 /** Resolves just after podiam's next reconcile round has checked `bin`'s jump. */
-async function afterReconcile(calls: () => string[], bin: string): Promise<void> {
+async function afterReconcile(calls: () => Call[], bin: string): Promise<void> {
   const seen = calls().length;
   const deadline = Date.now() + 15_000;
-  while (!calls().slice(seen).some((c) => c.startsWith(`${bin} `) && c.includes('-C PREROUTING'))) {
+  while (!calls().slice(seen).some((c) => c.line.startsWith(`${bin} `) && c.line.includes('-C PREROUTING'))) {
     if (Date.now() > deadline) throw new Error('no reconcile round within 15 s');
     await sleep(20);
   }
@@ -163,45 +176,68 @@ test('SIGKILL: the same — rules stay, pods refused fast, the next podiam adopt
  * Flushes `family`'s nat table by hand while the pod polls the metadata service every 50 ms:
  * no answer may come from the real service, and the rules are back within one reconcile interval.
  */
-async function flushWhilePolling(family: 'ipv4' | 'ipv6', p: LabPodiam, intervalMs: number, calls: () => string[]): Promise<void> {
+async function flushWhilePolling(family: 'ipv4' | 'ipv6', p: LabPodiam, intervalMs: number, calls: () => Call[]): Promise<void> {
   const url = family === 'ipv4' ? CREDS : CREDS6;
-  const answers: Array<{ at: number; answer: string }> = [];
+  const answers: Array<{ start: number; end: number; answer: string }> = [];
   let polling = true;
+  // A new request every 50 ms (at most 10 in flight), each with a 0.5 s timeout: a dropped one
+  // does not hold up the next.
+  const inFlight = new Set<Promise<void>>();
   const poller = (async () => {
     while (polling) {
-      const r = await lab.curl(lab.pod('app').netns, url, { timeoutS: 0.3 });
-      answers.push({ at: Date.now(), answer: r.status === 200 ? r.body : `${r.status}` });
+      if (inFlight.size < 10) {
+        const start = Date.now();
+        const one: Promise<void> = lab.curl(lab.pod('app').netns, url, { timeoutS: 0.5 }).then((r) => {
+          answers.push({ start, end: Date.now(), answer: r.status === 200 ? r.body : `${r.status}` });
+          inFlight.delete(one);
+        });
+        inFlight.add(one);
+      }
       await sleep(50);
     }
+    await Promise.all(inFlight);
   })();
-  // Just after a reconcile round: the rule stays missing for about a whole interval.
-  await afterReconcile(calls, family === 'ipv4' ? 'iptables' : 'ip6tables');
-  const flushedAt = Date.now();
-  const callsAtFlush = calls().length;
-  const flush = await (family === 'ipv4' ? lab.iptables(['-t', 'nat', '-F']) : lab.ip6tables(['-t', 'nat', '-F']));
-  expect(flush.code).toBe(0);
-  expect((await lab.podiamRules(family)).dnats).toEqual([]);
-  const restoredAt = await waitForRules(family, intervalMs + 3_000);
-  await sleep(400);
-  polling = false;
-  await poller;
+  let flushedAt = 0;
+  let flushDoneAt = 0;
+  let callsAtFlush = 0;
+  let restoredAt = 0;
+  try {
+    // Just after a reconcile round: the rule stays missing for about a whole interval.
+    await afterReconcile(calls, family === 'ipv4' ? 'iptables' : 'ip6tables');
+    flushedAt = Date.now();
+    callsAtFlush = calls().length;
+    const flush = await (family === 'ipv4' ? lab.iptables(['-t', 'nat', '-F']) : lab.ip6tables(['-t', 'nat', '-F']));
+    flushDoneAt = Date.now();
+    expect(flush.code).toBe(0);
+    expect((await lab.podiamRules(family)).dnats).toEqual([]);
+    restoredAt = await waitForRules(family, intervalMs + 3_000);
+    // Until podiam answers a poll again.
+    for (let i = 0; i < 100 && !answers.some((a) => a.start > restoredAt && a.answer === 'app-role'); i++) await sleep(50);
+  } finally {
+    // Whatever failed above, the poller stops (a loop left running would keep jest alive).
+    polling = false;
+    await poller;
+  }
 
   // Within one reconcile interval: restored by the first round after the flush (that round's
   // check of the jump, then the restore's own check before inserting it). Counted in rounds, not
   // in milliseconds, so a loaded machine's slow iptables calls do not matter.
   const bin = family === 'ipv4' ? 'iptables' : 'ip6tables';
   const since = calls().slice(callsAtFlush);
-  const restoredBy = since.findIndex((c) => c.startsWith(`${bin} `) && c.includes('-I PREROUTING'));
+  const restoredBy = since.findIndex((c) => c.line.startsWith(`${bin} `) && c.line.includes('-I PREROUTING'));
   expect(restoredBy).toBeGreaterThan(-1);
-  expect(since.slice(0, restoredBy).filter((c) => c.startsWith(`${bin} `) && c.includes('-C PREROUTING'))).toHaveLength(2);
+  expect(since.slice(0, restoredBy).filter((c) => c.line.startsWith(`${bin} `) && c.line.includes('-C PREROUTING'))).toHaveLength(2);
+  // The DNAT goes back in before the jump: from the jump's insertion on, podiam answers again.
+  const dnatBackAt = since.find((c) => c.line.startsWith(`${bin} `) && c.line.includes('-A PODIAM'))!.at;
   expect(restoredAt - flushedAt).toBeLessThan(intervalMs + 10_000);
   expect(answers.filter((a) => a.answer === 'node-role')).toEqual([]);
   expect(answers.filter((a) => a.answer !== 'app-role' && a.answer !== '0')).toEqual([]);
   // The pod did ask while the rule was missing (answered by nobody: the guard dropped it).
-  const inGap = answers.filter((a) => a.at > flushedAt + 350 && a.at < restoredAt);
+  // Polls made wholly between the flush and the restore: the nat rules were gone for all of it.
+  const inGap = answers.filter((a) => a.start >= flushDoneAt && a.end <= dnatBackAt);
   expect(inGap.length).toBeGreaterThan(0);
-  expect(inGap.every((a) => a.answer === '0')).toBe(true);
-  expect(answers.at(-1)!.answer).toBe('app-role');
+  expect(inGap.filter((a) => a.answer !== '0')).toEqual([]);
+  expect(answers.some((a) => a.start > restoredAt && a.answer === 'app-role')).toBe(true);
   await expectMetric(p, 'podiam_iptables_rule_restores_total', { family, rule: 'dnat' }, 1);
   expect(await p.metric('podiam_iptables_rule_restores_total', { family, rule: 'guard' })).toBe(0);
   expect(await p.metric('podiam_iptables_rule_present', { family, rule: 'dnat' })).toBe(1);
@@ -209,9 +245,9 @@ async function flushWhilePolling(family: 'ipv4' | 'ipv6', p: LabPodiam, interval
 
 test('nat table flushed by hand: a pod polling every 50 ms gets 0 answers from the real service; restored within one interval (IPv4, then IPv6), logged at warn and counted', async () => {
   const { env, calls } = wrappedEnv();
-  const p = await start(['--iptables-reconcile-interval=2s'], env);
-  await flushWhilePolling('ipv4', p, 2_000, calls);
-  await flushWhilePolling('ipv6', p, 2_000, calls);
+  const p = await start(['--iptables-reconcile-interval=3s'], env);
+  await flushWhilePolling('ipv4', p, 3_000, calls);
+  await flushWhilePolling('ipv6', p, 3_000, calls);
   const warnings = p
     .output()
     .split('\n')
