@@ -21,7 +21,8 @@ RUN npm run build
 
 FROM node:22-bookworm-slim
 
-# iptables: --iptables installs podiam's DNAT rule with the iptables command. Debian's default
+# iptables (and ip6tables): --iptables installs podiam's rules with them; conntrack: podiam cuts
+# connections pods opened to the real metadata service before a rule was in place. Debian's default
 # backend is iptables-nft; it is set explicitly because it talks netlink and so needs only
 # CAP_NET_ADMIN, the one capability the DaemonSet grants (iptables-legacy opens a raw socket and
 # would also need CAP_NET_RAW). iproute2: --token-interface adds the token addresses with `ip`.
@@ -29,8 +30,9 @@ FROM node:22-bookworm-slim
 # replace them within a release, and a pin would break the build when they do.
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends iptables iproute2 \
+    && apt-get install -y --no-install-recommends iptables conntrack iproute2 \
     && update-alternatives --set iptables /usr/sbin/iptables-nft \
+    && update-alternatives --set ip6tables /usr/sbin/ip6tables-nft \
     && rm -rf /var/lib/apt/lists/*
 
 # npm, npx, corepack and yarn are removed: nothing in the running agent needs a package manager.

@@ -35,6 +35,7 @@ async function main(argv: readonly string[]): Promise<number> {
     process.stdout.write(`podiam ${version()}\n`);
     return 0;
   }
+  if (request.kind === 'cleanup') return cleanupRules(request.tokenLink);
   const { config } = request;
   const log = createLogger({ format: config.logFormat, level: config.logLevel });
   // A background task that fails must not take the node's credentials down with it: log it.
@@ -86,6 +87,29 @@ async function main(argv: readonly string[]): Promise<number> {
       );
     if (signalled !== undefined) onSignal(signalled);
   });
+}
+
+/**
+ * podiam --cleanup: what kube-proxy --cleanup is to kube-proxy. Needs neither Kubernetes nor STS.
+ * Removes the interception rules and, with --token-interface, the token addresses on that link.
+ */
+async function cleanupRules(tokenLink: { readonly link: string; readonly addresses: readonly string[] } | undefined): Promise<number> {
+  const { cleanup } = await import('./iptables.js');
+  try {
+    const report = await cleanup();
+    for (const line of report.removed) process.stdout.write(`removed: ${line}\n`);
+    for (const line of report.skipped) process.stdout.write(`skipped: ${line}\n`);
+    process.stdout.write(report.removed.length === 0 ? 'podiam --cleanup: no podiam rules found, nothing to remove\n' : `podiam --cleanup: removed ${report.removed.length} rule(s)/chain(s)\n`);
+    if (tokenLink !== undefined) {
+      const { createLinkAddresses } = await import('./link-addresses.js');
+      await createLinkAddresses(tokenLink.link, tokenLink.addresses).remove();
+      process.stdout.write(`removed: token addresses ${tokenLink.addresses.join(', ')} from ${tokenLink.link}${tokenLink.link === 'lo' ? '' : ' (and the link)'}\n`);
+    }
+    return 0;
+  } catch (err) {
+    process.stderr.write(`podiam: ${(err as Error).message}\n`);
+    return 1;
+  }
 }
 
 main(process.argv.slice(2)).then(

@@ -14,12 +14,21 @@ export type SessionScope = 'pod' | 'role';
 export interface Config {
   readonly appPort: number;
   readonly metricsPort: number;
+  /** The address podiam listens on first: the IPv4 one of --host-ip when it has one. */
   readonly hostIp: string | undefined;
+  /** --host-ip's address of each family (one per family, comma-separated, e.g. from status.hostIPs). */
+  readonly hostIp4: string | undefined;
+  readonly hostIp6: string | undefined;
   readonly hostInterface: string;
   readonly iptables: boolean;
   readonly iptablesReconcileMs: number;
+  /** --iptables-guard: a mangle FORWARD DROP keeps pods off the real metadata service while a DNAT is missing. */
+  readonly iptablesGuard: boolean;
   readonly metadataHost: string;
   readonly metadataPort: number;
+  /** The metadata service's IPv6 address (--metadata-addr-ipv6), or undefined when off. */
+  readonly metadataHost6: string | undefined;
+  readonly metadataPort6: number;
   readonly metadataTimeoutMs: number;
   readonly baseRoleArn: string | undefined;
   readonly autoDiscoverBaseArn: boolean;
@@ -66,7 +75,12 @@ export interface Config {
 export type CliRequest =
   | { readonly kind: 'run'; readonly config: Config }
   | { readonly kind: 'help' }
-  | { readonly kind: 'version' };
+  | { readonly kind: 'version' }
+  /**
+   * podiam --cleanup: remove every interception rule and exit (kube-proxy --cleanup); with
+   * --token-interface, also the token addresses podiam added to that link.
+   */
+  | { readonly kind: 'cleanup'; readonly tokenLink?: { readonly link: string; readonly addresses: readonly string[] } };
 
 type FlagType = 'string' | 'port' | 'bool' | 'duration' | 'enum';
 
@@ -84,11 +98,14 @@ interface FlagSpec {
 export const FLAGS: readonly FlagSpec[] = [
   { name: 'app-port', type: 'port', default: '8181', example: '--app-port=8181', help: 'port podiam listens on for metadata requests' },
   { name: 'metrics-port', type: 'port', example: '--metrics-port=9181', help: 'port for /metrics (default: the app port, served by the main server)' },
-  { name: 'host-ip', type: 'string', example: '--host-ip=10.0.1.23', help: 'IP to listen on and DNAT to (env HOST_IP; default: listen on all)' },
+  { name: 'host-ip', type: 'string', example: '--host-ip=10.0.1.23,fd00:10::23', help: 'IP(s) to listen on and DNAT to, at most one per family, comma-separated (env HOST_IP; default: listen on all)' },
   { name: 'host-interface', type: 'string', default: 'docker0', example: '--host-interface=cali+', help: 'pod-side interface(s) whose metadata traffic is intercepted; + wildcard, leading ! inverts' },
-  { name: 'iptables', type: 'bool', default: 'false', example: '--iptables', help: 'install, keep and remove the DNAT rule (needs NET_ADMIN and --host-ip)' },
-  { name: 'iptables-reconcile-interval', type: 'duration', default: '3s', example: '--iptables-reconcile-interval=3s', help: 'how often the DNAT rule is checked and restored' },
+  { name: 'iptables', type: 'bool', default: 'false', example: '--iptables', help: 'install and keep the DNAT and guard rules, both families (needs NET_ADMIN and --host-ip); they outlive podiam: remove them with --cleanup' },
+  { name: 'iptables-reconcile-interval', type: 'duration', default: '3s', example: '--iptables-reconcile-interval=3s', help: 'how often the rules are checked and restored' },
+  { name: 'iptables-guard', type: 'bool', default: 'true', example: '--iptables-guard=false', help: 'with --iptables, also DROP pods\' TCP to the metadata service in mangle FORWARD, so a missing DNAT never lets them reach it' },
+  { name: 'cleanup', type: 'bool', default: 'false', example: '--cleanup', help: 'remove every rule podiam installed (iptables and ip6tables), print what was removed, and exit' },
   { name: 'metadata-addr', type: 'string', default: '169.254.169.254', example: '--metadata-addr=169.254.169.254:80', help: 'the real metadata service, host or host:port' },
+  { name: 'metadata-addr-ipv6', type: 'string', default: '[fd00:ec2::254]', example: '--metadata-addr-ipv6=[fd00:ec2::254]:80', help: 'the metadata service\'s IPv6 endpoint, intercepted with ip6tables and used for IPv6 pods\' passthrough; off to disable' },
   { name: 'metadata-timeout', type: 'duration', default: '950ms', example: '--metadata-timeout=950ms', help: 'timeout for requests forwarded to the metadata service' },
   { name: 'base-role-arn', type: 'string', example: '--base-role-arn=arn:aws:iam::123456789012:role/', help: 'prefix for role names in annotations' },
   { name: 'auto-discover-base-arn', type: 'bool', default: 'false', example: '--auto-discover-base-arn', help: 'derive the base role ARN from the metadata service iam/info' },
@@ -221,6 +238,18 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pr
     return v as T;
   };
 
+  const tokenAddrs = () =>
+    (str('token-addr') ?? '').split(',').map((part) => {
+      const hp = parseHostPort(part.trim());
+      if (hp === undefined || isIP(hp[0]) === 0) return fail('token-addr', `${JSON.stringify(part)} is not an IP:port or [IPv6]:port`);
+      return Object.freeze({ host: hp[0], port: hp[1] });
+    });
+  const tokenInterface = (): string | undefined => {
+    const link = str('token-interface');
+    if (link !== undefined && !/^[A-Za-z0-9_.-]{1,15}$/.test(link)) fail('token-interface', `${JSON.stringify(link)} is not an interface name`);
+    return link;
+  };
+
   // Validate every flag given, even the compatibility ones, so a typo never passes silently.
   for (const spec of FLAGS) {
     if (!raw.has(spec.name)) continue;
@@ -229,10 +258,16 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pr
   }
   if (bool('help')) return { kind: 'help' };
   if (bool('version')) return { kind: 'version' };
+  // kube-proxy style: the DaemonSet's own args plus --cleanup; rules are found by their comment,
+  // so nothing else is needed (no Kubernetes, no STS, no --host-ip).
+  if (bool('cleanup')) {
+    const link = tokenInterface();
+    return link === undefined ? { kind: 'cleanup' } : { kind: 'cleanup', tokenLink: { link, addresses: tokenAddrs().map((a) => a.host) } };
+  }
 
   const appPort = port('app-port')!;
-  const hostIp = str('host-ip') ?? nonEmpty(env.HOST_IP);
-  if (hostIp !== undefined && isIP(hostIp) === 0) fail('host-ip', `${JSON.stringify(hostIp)} is not an IP address`);
+  const hostIps = parseHostIps(str('host-ip') ?? nonEmpty(env.HOST_IP), fail);
+  const hostIp = hostIps.v4 ?? hostIps.v6;
 
   const hostInterface = str('host-interface')!;
   if (!/^!?[A-Za-z0-9_.@:-]{1,15}\+?$/.test(hostInterface)) {
@@ -240,6 +275,9 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pr
   }
 
   const [metadataHost, metadataPort] = parseHostPort(str('metadata-addr')!) ?? fail('metadata-addr', `${JSON.stringify(get('metadata-addr'))} is not host or host:port`);
+  const v6Text = str('metadata-addr-ipv6')!;
+  const metadata6 = v6Text === 'off' ? undefined : parseHostPort(v6Text);
+  if (v6Text !== 'off' && (metadata6 === undefined || isIP(metadata6[0]) !== 6)) fail('metadata-addr-ipv6', `${JSON.stringify(v6Text)} is not an IPv6 address in brackets, [addr] or [addr]:port (or off)`);
 
   let baseRoleArn = str('base-role-arn');
   if (baseRoleArn !== undefined) {
@@ -289,17 +327,10 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pr
   const iptables = bool('iptables');
   if (iptables && hostIp === undefined) fail('host-ip', '--iptables needs --host-ip (or HOST_IP) to DNAT to');
   if (iptables && isIP(metadataHost) !== 4) fail('metadata-addr', '--iptables needs an IPv4 metadata address to intercept');
-  if (iptables && isIP(hostIp!) !== 4) fail('host-ip', `--iptables needs an IPv4 --host-ip to DNAT to (got ${hostIp})`);
+  if (iptables && hostIps.v4 === undefined) fail('host-ip', `--iptables needs an IPv4 --host-ip to DNAT to (got ${hostIp})`);
 
-  const tokenAddrs = (str('token-addr') ?? '').split(',').map((part) => {
-    const hp = parseHostPort(part.trim());
-    if (hp === undefined || isIP(hp[0]) === 0) return fail('token-addr', `${JSON.stringify(part)} is not an IP:port or [IPv6]:port`);
-    return Object.freeze({ host: hp[0], port: hp[1] });
-  });
   const tokenAudience = str('token-audience')!;
   if (!/^[\x21-\x7e]{1,256}$/.test(tokenAudience)) fail('token-audience', `${JSON.stringify(tokenAudience)} must be 1-256 printable characters without spaces`);
-  const tokenInterface = str('token-interface');
-  if (tokenInterface !== undefined && !/^[A-Za-z0-9_.-]{1,15}$/.test(tokenInterface)) fail('token-interface', `${JSON.stringify(tokenInterface)} is not an interface name`);
   const clusterName = str('cluster-name');
   // An STS tag value: up to 256 characters of letters, digits, spaces and _.:/=+-@.
   if (clusterName !== undefined && !/^[\p{L}\p{Z}\p{N}_.:/=+\-@]{1,256}$/u.test(clusterName)) fail('cluster-name', `${JSON.stringify(clusterName)} is not a valid session tag value`);
@@ -316,11 +347,16 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pr
     appPort,
     metricsPort: port('metrics-port') ?? appPort,
     hostIp,
+    hostIp4: hostIps.v4,
+    hostIp6: hostIps.v6,
     hostInterface,
     iptables,
     iptablesReconcileMs: duration('iptables-reconcile-interval', 500, 300_000),
+    iptablesGuard: bool('iptables-guard'),
     metadataHost,
     metadataPort,
+    metadataHost6: metadata6?.[0],
+    metadataPort6: metadata6?.[1] ?? 80,
     metadataTimeoutMs: duration('metadata-timeout', 50, 60_000),
     baseRoleArn,
     autoDiscoverBaseArn,
@@ -350,13 +386,27 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pr
     allowSignedIdentity: bool('allow-signed-identity'),
     ignoredFlags: FLAGS.filter((f) => f.compat?.startsWith('ignored') === true && raw.has(f.name)).map((f) => `--${f.name}`),
     tokenIdentity: bool('token-identity'),
-    tokenAddrs: Object.freeze(tokenAddrs),
+    tokenAddrs: Object.freeze(tokenAddrs()),
     tokenAudience,
-    tokenInterface,
+    tokenInterface: tokenInterface(),
     sessionTags: bool('session-tags'),
     clusterName,
   };
   return { kind: 'run', config: Object.freeze(config) };
+}
+
+/** --host-ip: one address, or one per family comma-separated (the downward API's status.hostIPs). */
+function parseHostIps(text: string | undefined, fail: (name: string, why: string) => never): { v4?: string; v6?: string } {
+  if (text === undefined) return {};
+  const out: { v4?: string; v6?: string } = {};
+  for (const part of text.split(',').map((p) => p.trim())) {
+    const v = isIP(part);
+    if (v === 0) fail('host-ip', `${JSON.stringify(part)} is not an IP address`);
+    const key = v === 4 ? 'v4' : 'v6';
+    if (out[key] !== undefined) fail('host-ip', `${JSON.stringify(text)} has two IPv${v} addresses; give at most one per family`);
+    out[key] = part;
+  }
+  return out;
 }
 
 /** host, host:port, or [v6]:port. */

@@ -1,11 +1,25 @@
 /**
- * The only module that runs processes. Owns the DNAT rule's whole life: ensure (idempotent),
- * reconcile (restore if someone deletes it, kube2iam #9), remove on exit (kube2iam #44, #141, #370).
+ * The only module that runs processes (iptables, ip6tables, their -save, conntrack). It owns the
+ * interception rules of both address families for their whole life: install (idempotent),
+ * reconcile (restore what someone deleted, kube2iam #9), keep on exit, and remove only on
+ * `podiam --cleanup` — kube-proxy's convention for node agents that own dataplane rules.
  *
- * Layout, in the nat table:
- *   PREROUTING: -p tcp -d <metadata> --dport 80 -m comment --comment podiam -j PODIAM   (inserted first)
- *   PODIAM:     [!] -i <host-interface> -p tcp -d <metadata> --dport 80 -j DNAT --to-destination <host-ip>:<app-port>
- * A chain of its own makes removal exact: delete the jump, flush and delete the chain.
+ * Per family (iptables for IPv4, ip6tables for IPv6; <md> is 169.254.169.254/32 or fd00:ec2::254/128):
+ *   mangle FORWARD (first): -i <iface> -p tcp -d <md> --dport 80 -m comment --comment "podiam: guard ..." -j DROP
+ *   nat PREROUTING (first): -p tcp -d <md> --dport 80 -m comment --comment "podiam: pod metadata requests" -j PODIAM
+ *   nat PODIAM:             -i <iface> -p tcp -d <md> --dport 80 -m comment --comment "podiam: to podiam" -j DNAT --to-destination <host-ip>:<port>
+ *
+ * Why the guard lives in mangle FORWARD and DROPs (rather than a REJECT in filter FORWARD): a pod's
+ * packet goes raw PREROUTING -> mangle PREROUTING -> nat PREROUTING (DNAT) -> routing -> mangle
+ * FORWARD -> filter FORWARD. Traffic podiam serves was DNAT'd to the node's own address and so takes
+ * INPUT, never FORWARD: the guard only ever sees what would reach the real metadata service,
+ * i.e. pod traffic while the DNAT is missing. In filter FORWARD a REJECT could answer faster
+ * (tcp-reset), but Calico keeps its cali-FORWARD jump first there and ACCEPTs policy-allowed
+ * workload traffic, so a guard after it may never see the packet; filter is also the table CNIs
+ * and firewalls flush. A DROP in mangle FORWARD runs before filter and is final. The price: during
+ * a gap a pod's connection attempt times out (the SDKs give up after 1 s) instead of being reset —
+ * and it never gets the node's credentials. While podiam restarts the DNAT stays, so pods are
+ * refused at once by the closed port (a RST), and the guard is not involved.
  */
 import { execa } from 'execa';
 import type { Config } from './config.js';
@@ -22,10 +36,9 @@ export interface ExecResult {
 export type ExecRunner = (file: string, args: readonly string[]) => Promise<ExecResult>;
 
 export const execaRunner: ExecRunner = async (file, args) => {
-  // cleanup: false — execa's default registers a signal-exit SIGTERM hook per running child; with
-  // cli.ts's signal handling, a SIGTERM that arrived mid-command re-raised itself and exited 1
-  // before remove() ran, leaving the rule behind. An iptables call is short and is best left to
-  // finish its commit anyway.
+  // cleanup: false — execa's default registers a signal-exit SIGTERM hook per running child, which
+  // re-raised a SIGTERM that arrived mid-command and exited 1. An iptables call is short and is
+  // best left to finish its commit anyway.
   const r = await execa(file, args, { reject: false, timeout: 10_000, stdin: 'ignore', cleanup: false });
   if (r.failed && r.exitCode === undefined) {
     const err = new Error(r.shortMessage ?? `${file} could not run`) as Error & { code?: string };
@@ -35,7 +48,10 @@ export const execaRunner: ExecRunner = async (file, args) => {
   return { exitCode: r.exitCode ?? 1, stdout: String(r.stdout ?? ''), stderr: String(r.stderr ?? '') };
 };
 
-export type RuleState = 'present' | 'missing' | 'error' | 'removed';
+export type Family = 'ipv4' | 'ipv6';
+/** The rules as metrics and /readyz name them: `dnat` is the PREROUTING jump and the DNAT together. */
+export type RuleName = 'dnat' | 'guard';
+export type RuleState = 'present' | 'missing' | 'error';
 
 export class IptablesError extends PodiamError {
   constructor(message: string) {
@@ -43,181 +59,384 @@ export class IptablesError extends PodiamError {
   }
 }
 
-export interface IptablesRule {
-  ensure(): Promise<void>;
-  check(): Promise<boolean>;
-  remove(): Promise<void>;
-  startReconcile(intervalMs: number): void;
-  state(): RuleState;
-  /** The rules as iptables arguments (for logs, docs and tests). */
-  readonly spec: { readonly jump: readonly string[]; readonly dnat: readonly string[]; readonly chain: string };
+export const CHAIN = 'PODIAM';
+export const COMMENT_JUMP = 'podiam: pod metadata requests';
+export const COMMENT_DNAT = 'podiam: to podiam';
+export const COMMENT_GUARD = 'podiam: guard, pods never reach the real metadata service';
+
+interface Rule {
+  readonly name: 'jump' | 'dnat' | 'guard';
+  readonly table: 'nat' | 'mangle';
+  readonly chain: string;
+  /** Inserted at position 1 (else appended to its own chain). */
+  readonly first: boolean;
+  readonly args: readonly string[];
 }
 
-export interface IptablesOptions {
+export interface FamilyOptions {
+  readonly family: Family;
+  /** 169.254.169.254 or fd00:ec2::254. */
   readonly metadataAddr: string;
   readonly hostInterface: string;
-  readonly hostIp: string;
+  /** The node's address of this family to DNAT to; none: the guard alone (pods refused, never the node's role). */
+  readonly hostIp: string | undefined;
   readonly appPort: number;
-  readonly chain?: string;
-  readonly bin?: string;
+  readonly guard: boolean;
 }
 
-export function ruleSpec(o: IptablesOptions): IptablesRule['spec'] {
-  const chain = o.chain ?? 'PODIAM';
-  const match = ['-p', 'tcp', '-d', `${o.metadataAddr}/32`, '--dport', '80'];
+export interface FamilySpec {
+  readonly family: Family;
+  /** iptables or ip6tables. */
+  readonly bin: string;
+  readonly metadataAddr: string;
+  readonly rules: readonly Rule[];
+}
+
+export function binaryOf(family: Family): string {
+  return family === 'ipv4' ? 'iptables' : 'ip6tables';
+}
+
+/** Every rule of one family, in the order they are installed (guard first: no moment without one or the other). */
+export function familySpec(o: FamilyOptions): FamilySpec {
+  const prefix = o.family === 'ipv4' ? 32 : 128;
+  const match = ['-p', 'tcp', '-d', `${o.metadataAddr}/${prefix}`, '--dport', '80'];
   const iface = o.hostInterface.startsWith('!') ? ['!', '-i', o.hostInterface.slice(1)] : ['-i', o.hostInterface];
+  const rules: Rule[] = [];
+  if (o.guard) {
+    rules.push({ name: 'guard', table: 'mangle', chain: 'FORWARD', first: true, args: [...iface, ...match, '-m', 'comment', '--comment', COMMENT_GUARD, '-j', 'DROP'] });
+  }
+  if (o.hostIp !== undefined) {
+    const to = o.family === 'ipv4' ? `${o.hostIp}:${o.appPort}` : `[${o.hostIp}]:${o.appPort}`;
+    rules.push({ name: 'dnat', table: 'nat', chain: CHAIN, first: false, args: [...iface, ...match, '-m', 'comment', '--comment', COMMENT_DNAT, '-j', 'DNAT', '--to-destination', to] });
+    rules.push({ name: 'jump', table: 'nat', chain: 'PREROUTING', first: true, args: [...match, '-m', 'comment', '--comment', COMMENT_JUMP, '-j', CHAIN] });
+  }
+  return { family: o.family, bin: binaryOf(o.family), metadataAddr: o.metadataAddr, rules };
+}
+
+/** A rule as an operator would type it (for logs, the README and --cleanup's report). */
+export function commandLine(bin: string, rule: Rule): string {
+  const op = rule.first ? `-I ${rule.chain} 1` : `-A ${rule.chain}`;
+  return `${bin} -t ${rule.table} ${op} ${rule.args.map(quote).join(' ')}`;
+}
+
+function quote(arg: string): string {
+  return /[\s"]/.test(arg) ? `"${arg.replace(/"/g, '\\"')}"` : arg;
+}
+
+/** The families podiam intercepts for this config: IPv4 always, IPv6 when --metadata-addr-ipv6 is set. */
+export function familyOptions(config: Config): FamilyOptions[] {
+  const families: FamilyOptions[] = [
+    { family: 'ipv4', metadataAddr: config.metadataHost, hostInterface: config.hostInterface, hostIp: config.hostIp4, appPort: config.appPort, guard: config.iptablesGuard },
+  ];
+  if (config.metadataHost6 !== undefined) {
+    families.push({ family: 'ipv6', metadataAddr: config.metadataHost6, hostInterface: config.hostInterface, hostIp: config.hostIp6, appPort: config.appPort, guard: config.iptablesGuard });
+  }
+  return families;
+}
+
+/** What one family can do on this node. */
+async function preflight(exec: ExecRunner, bin: string): Promise<{ ok: true } | { ok: false; reason: string; missing: boolean }> {
+  let r: ExecResult;
+  try {
+    r = await exec(bin, ['-w', '5', '-t', 'nat', '-S', 'PREROUTING']);
+  } catch (err) {
+    const missing = (err as { code?: string }).code === 'ENOENT';
+    return { ok: false, missing, reason: missing ? `the ${bin} binary was not found on PATH (install iptables)` : `could not run ${bin}: ${(err as Error).message}` };
+  }
+  if (r.exitCode === 0) return { ok: true };
+  const denied = /permission denied|must be root|Operation not permitted/i.test(r.stderr);
   return {
-    chain,
-    jump: [...match, '-m', 'comment', '--comment', 'podiam: pod metadata requests', '-j', chain],
-    dnat: [...iface, ...match, '-m', 'comment', '--comment', 'podiam: to podiam', '-j', 'DNAT', '--to-destination', `${o.hostIp}:${o.appPort}`],
+    ok: false,
+    missing: false,
+    reason: denied ? `no permission to change ${bin} rules (needs root or the NET_ADMIN capability): ${r.stderr.trim()}` : `${bin} -t nat -S PREROUTING failed: ${r.stderr.trim()}`,
   };
 }
 
-export function createIptablesRule(config: Config, deps: { log: Logger; metrics: Metrics; exec?: ExecRunner }): IptablesRule {
-  return new Iptables(
-    { metadataAddr: config.metadataHost, hostInterface: config.hostInterface, hostIp: config.hostIp!, appPort: config.appPort },
-    deps.log,
-    deps.metrics,
-    deps.exec ?? execaRunner,
-  );
-}
-
-export class Iptables implements IptablesRule {
-  readonly spec: IptablesRule['spec'];
-  private current: RuleState = 'missing';
-  private timer: NodeJS.Timeout | undefined;
-  private busy: Promise<unknown> = Promise.resolve();
-  private readonly bin: string;
+/** The rules of one family: install, check, restore. */
+class FamilyRules {
+  private readonly states = new Map<RuleName, RuleState>();
 
   constructor(
-    options: IptablesOptions,
+    readonly spec: FamilySpec,
+    private readonly exec: ExecRunner,
+    private readonly log: Logger,
+    private readonly metrics: Metrics,
+    private readonly conntrack: Conntrack,
+  ) {
+    for (const rule of spec.rules) this.set(labelOf(rule), 'missing');
+  }
+
+  stateOf(): Partial<Record<RuleName, RuleState>> {
+    return Object.fromEntries(this.states);
+  }
+
+  present(): boolean {
+    return [...this.states.values()].every((s) => s === 'present');
+  }
+
+  /** Installs whatever is missing; returns the rules it had to add. */
+  async install(): Promise<Rule[]> {
+    const added: Rule[] = [];
+    for (const rule of this.spec.rules) {
+      if (rule.chain === CHAIN && (await this.run(['-t', 'nat', '-S', CHAIN])).exitCode !== 0) await this.must(['-t', 'nat', '-N', CHAIN]);
+      if ((await this.run(['-t', rule.table, '-C', rule.chain, ...rule.args])).exitCode === 0) continue;
+      if (rule.chain === CHAIN) {
+        // The chain holds exactly one rule: a changed --host-ip or port replaces the old one.
+        await this.must(['-t', 'nat', '-F', CHAIN]);
+        await this.must(['-t', 'nat', '-A', CHAIN, ...rule.args]);
+      } else {
+        await this.must(['-t', rule.table, '-I', rule.chain, '1', ...rule.args]);
+      }
+      added.push(rule);
+    }
+    for (const rule of this.spec.rules) this.set(labelOf(rule), 'present');
+    // NAT is decided on a connection's first packet: one a pod opened to the real service while
+    // a rule was missing would keep reaching it. Drop those entries now the rules are back.
+    if (added.length > 0) await this.conntrack.flush(this.spec.family, this.spec.metadataAddr);
+    return added;
+  }
+
+  /** Checks every rule; restores missing ones (warn + counted). */
+  async reconcile(): Promise<void> {
+    let missing = false;
+    for (const rule of this.spec.rules) {
+      if ((await this.run(['-t', rule.table, '-C', rule.chain, ...rule.args])).exitCode !== 0) missing = true;
+    }
+    if (!missing) {
+      for (const rule of this.spec.rules) this.set(labelOf(rule), 'present');
+      return;
+    }
+    const added = await this.install();
+    const restored = new Set(added.map(labelOf));
+    for (const name of restored) {
+      this.metrics.iptablesRestores.inc({ family: this.spec.family, rule: name });
+      this.log.warn('iptables rule missing, restored it', { family: this.spec.family, rule: name, restored: added.filter((r) => labelOf(r) === name).map((r) => commandLine(this.spec.bin, r)) });
+    }
+  }
+
+  markError(): void {
+    for (const name of this.states.keys()) this.set(name, 'error');
+  }
+
+  private async run(args: readonly string[]): Promise<ExecResult> {
+    return this.exec(this.spec.bin, ['-w', '5', ...args]);
+  }
+
+  private async must(args: readonly string[]): Promise<void> {
+    const r = await this.run(args);
+    if (r.exitCode !== 0) throw new IptablesError(`${this.spec.bin} ${args.join(' ')} failed: ${r.stderr.trim()}`);
+  }
+
+  private set(rule: RuleName, state: RuleState): void {
+    this.states.set(rule, state);
+    this.metrics.iptablesRule.set({ family: this.spec.family, rule }, state === 'present' ? 1 : 0);
+  }
+}
+
+function labelOf(rule: Rule): RuleName {
+  return rule.name === 'guard' ? 'guard' : 'dnat';
+}
+
+/** Deletes conntrack entries of connections that reached the real metadata service un-NAT'd. */
+export class Conntrack {
+  private warned = false;
+
+  constructor(
+    private readonly exec: ExecRunner,
+    private readonly log: Logger,
+  ) {}
+
+  async flush(family: Family, metadataAddr: string): Promise<void> {
+    // --reply-src <md>: only connections that were NOT DNAT'd (those to podiam answer from the
+    // node's address), so pods' keep-alive connections to podiam itself are left alone.
+    const args = ['-D', '-f', family, '-p', 'tcp', '--orig-dst', metadataAddr, '--orig-port-dst', '80', '--reply-src', metadataAddr];
+    let r: ExecResult;
+    try {
+      r = await this.exec('conntrack', args);
+    } catch (err) {
+      return this.warnOnce(`conntrack could not run (${(err as Error).message}): connections pods opened to the metadata service before the rules were in place are not cut; install the conntrack package`);
+    }
+    // conntrack -D exits 1 when it deleted nothing ("0 flow entries have been deleted").
+    const deleted = /(\d+) flow entr(?:y|ies) ha(?:s|ve) been deleted/.exec(r.stderr);
+    if (deleted) {
+      if (Number(deleted[1]) > 0) this.log.warn('cut connections that reached the real metadata service', { family, connections: Number(deleted[1]) });
+      return;
+    }
+    if (r.exitCode !== 0) this.warnOnce(`conntrack ${args.join(' ')} failed: ${r.stderr.trim()}`);
+  }
+
+  private warnOnce(message: string): void {
+    if (this.warned) return;
+    this.warned = true;
+    this.log.warn(message);
+  }
+}
+
+export interface Interception {
+  /** Installs every family's rules; a node without IPv6 keeps IPv4 (logged once). */
+  ensure(): Promise<void>;
+  startReconcile(intervalMs: number): void;
+  /** Stops reconciling and waits for a running iptables call. The rules stay (see --cleanup). */
+  stop(): Promise<void>;
+  ready(): boolean;
+  /** family -> rule -> state, for /readyz. */
+  state(): Partial<Record<Family, Partial<Record<RuleName, RuleState>>>>;
+  /** The families intercepted (after ensure()). */
+  families(): Family[];
+}
+
+export function createInterception(config: Config, deps: { log: Logger; metrics: Metrics; exec?: ExecRunner }): Interception {
+  return new Rules(familyOptions(config).map(familySpec), deps.log, deps.metrics, deps.exec ?? execaRunner);
+}
+
+export class Rules implements Interception {
+  private active: FamilyRules[] = [];
+  private timer: NodeJS.Timeout | undefined;
+  private busy: Promise<unknown> = Promise.resolve();
+  private readonly conntrack: Conntrack;
+
+  constructor(
+    private readonly specs: readonly FamilySpec[],
     private readonly log: Logger,
     private readonly metrics: Metrics,
     private readonly exec: ExecRunner,
   ) {
-    this.spec = ruleSpec(options);
-    this.bin = options.bin ?? 'iptables';
-  }
-
-  state(): RuleState {
-    return this.current;
+    this.conntrack = new Conntrack(exec, log);
   }
 
   async ensure(): Promise<void> {
     await this.serial(async () => {
-      await this.preflight();
-      await this.install();
-      this.log.info('iptables rule installed', { rule: `iptables -t nat -A ${this.spec.chain} ${this.spec.dnat.join(' ')}` });
+      for (const spec of this.specs) {
+        const pre = await preflight(this.exec, spec.bin);
+        if (!pre.ok) {
+          // IPv4 is the point of podiam: without it, no start. IPv6 is optional on the node.
+          if (spec.family === 'ipv4') throw new IptablesError(`--iptables: ${pre.reason}`);
+          this.log.warn('IPv6 metadata interception is off: no usable ip6tables on this node; IPv4 interception works', { reason: pre.reason });
+          continue;
+        }
+        if (spec.rules.length === 0) continue;
+        const family = new FamilyRules(spec, this.exec, this.log, this.metrics, this.conntrack);
+        const added = await family.install();
+        this.active.push(family);
+        this.log.info('iptables rules in place', { family: spec.family, rules: spec.rules.map((r) => commandLine(spec.bin, r)), added: added.length });
+      }
     });
-  }
-
-  async check(): Promise<boolean> {
-    const jump = await this.run(['-t', 'nat', '-C', 'PREROUTING', ...this.spec.jump]);
-    const dnat = await this.run(['-t', 'nat', '-C', this.spec.chain, ...this.spec.dnat]);
-    return jump.exitCode === 0 && dnat.exitCode === 0;
   }
 
   startReconcile(intervalMs: number): void {
     // At most one reconcile queued or running: when iptables is slower than the interval (a huge
-    // nat table, a contended xtables lock), skip ticks rather than pile up a backlog that
-    // remove() on SIGTERM would have to wait behind.
+    // nat table, a contended xtables lock), skip ticks rather than pile up a backlog.
     let pending = false;
     this.timer = setInterval(() => {
       if (pending) return;
       pending = true;
       this.serial(async () => {
-        if (this.current === 'removed') return;
-        if (await this.check()) return this.set('present');
-        this.log.warn('iptables rule missing, restoring it', { chain: this.spec.chain });
-        await this.install();
-        this.metrics.iptablesRestores.inc();
-      })
-        .catch((err: Error) => {
-          this.set('error');
-          this.log.error('iptables reconcile failed', { error: err.message });
-        })
-        .finally(() => {
-          pending = false;
-        });
+        for (const family of this.active) {
+          await family.reconcile().catch((err: Error) => {
+            family.markError();
+            this.log.error('iptables reconcile failed', { family: family.spec.family, error: err.message });
+          });
+        }
+      }).finally(() => {
+        pending = false;
+      });
     }, intervalMs);
     this.timer.unref();
   }
 
-  async remove(): Promise<void> {
+  async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
     this.timer = undefined;
-    await this.serial(async () => {
-      // Delete every copy of the jump (a crash-looping old version may have left more than one).
-      for (let i = 0; i < 10; i++) {
-        if ((await this.run(['-t', 'nat', '-D', 'PREROUTING', ...this.spec.jump])).exitCode !== 0) break;
-      }
-      await this.run(['-t', 'nat', '-F', this.spec.chain]);
-      await this.run(['-t', 'nat', '-X', this.spec.chain]);
-      // Say "removed" only when it is: a held xtables lock can make the deletes fail.
-      if ((await this.run(['-t', 'nat', '-C', 'PREROUTING', ...this.spec.jump])).exitCode === 0) {
-        this.set('error');
-        throw new IptablesError(`the jump to ${this.spec.chain} is still in nat PREROUTING after removal; delete it by hand: iptables -t nat -D PREROUTING ${this.spec.jump.map((a) => (a.includes(' ') ? `"${a}"` : a)).join(' ')}`);
-      }
-      this.set('removed');
-      this.log.info('iptables rule removed', { chain: this.spec.chain });
-    });
+    await this.busy;
   }
 
-  private async install(): Promise<void> {
-    // Chain exists (or is created); its content is replaced, so a changed --host-ip or port takes effect.
-    const listed = await this.run(['-t', 'nat', '-S', this.spec.chain]);
-    if (listed.exitCode !== 0) await this.must(['-t', 'nat', '-N', this.spec.chain]);
-    if ((await this.run(['-t', 'nat', '-C', this.spec.chain, ...this.spec.dnat])).exitCode !== 0) {
-      await this.must(['-t', 'nat', '-F', this.spec.chain]);
-      await this.must(['-t', 'nat', '-A', this.spec.chain, ...this.spec.dnat]);
-    }
-    if ((await this.run(['-t', 'nat', '-C', 'PREROUTING', ...this.spec.jump])).exitCode !== 0) {
-      await this.must(['-t', 'nat', '-I', 'PREROUTING', '1', ...this.spec.jump]);
-    }
-    this.set('present');
+  ready(): boolean {
+    return this.active.length > 0 && this.active.every((f) => f.present());
   }
 
-  /** Clear failures up front: no binary, no permission. */
-  private async preflight(): Promise<void> {
-    let r: ExecResult;
-    try {
-      r = await this.exec(this.bin, ['-w', '5', '-t', 'nat', '-S', 'PREROUTING']);
-    } catch (err) {
-      const code = (err as { code?: string }).code;
-      throw new IptablesError(
-        code === 'ENOENT'
-          ? `--iptables: the ${this.bin} binary was not found on PATH (install iptables, or run without --iptables)`
-          : `--iptables: could not run ${this.bin}: ${(err as Error).message}`,
-      );
-    }
-    if (r.exitCode !== 0) {
-      const denied = /permission denied|must be root|Operation not permitted/i.test(r.stderr);
-      throw new IptablesError(
-        denied
-          ? `--iptables: no permission to change iptables (needs root or the NET_ADMIN capability): ${r.stderr.trim()}`
-          : `--iptables: ${this.bin} -t nat -S PREROUTING failed: ${r.stderr.trim()}`,
-      );
-    }
+  state(): Partial<Record<Family, Partial<Record<RuleName, RuleState>>>> {
+    return Object.fromEntries(this.active.map((f) => [f.spec.family, f.stateOf()]));
   }
 
-  private async run(args: readonly string[]): Promise<ExecResult> {
-    return this.exec(this.bin, ['-w', '5', ...args]);
+  families(): Family[] {
+    return this.active.map((f) => f.spec.family);
   }
 
-  private async must(args: readonly string[]): Promise<void> {
-    const r = await this.run(args);
-    if (r.exitCode !== 0) throw new IptablesError(`${this.bin} ${args.join(' ')} failed: ${r.stderr.trim()}`);
-  }
-
-  private set(state: RuleState): void {
-    this.current = state;
-    this.metrics.iptablesRule.set(state === 'present' ? 1 : 0);
-  }
-
-  /** One iptables change at a time: reconcile never races ensure or remove. */
+  /** One iptables change at a time: reconcile never races ensure. */
   private serial<T>(fn: () => Promise<T>): Promise<T> {
     const next = this.busy.then(fn, fn);
     this.busy = next.catch(() => undefined);
     return next;
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// podiam --cleanup
+
+export interface CleanupReport {
+  /** Every rule deleted, as `<bin> -t <table> -D ...`, and every chain deleted. */
+  readonly removed: string[];
+  /** Families skipped, and why (e.g. no ip6tables on this node). */
+  readonly skipped: string[];
+}
+
+const TABLES = ['nat', 'mangle', 'filter'] as const;
+
+/**
+ * Removes every rule podiam ever installed, in both families and every table, whatever flags it
+ * ran with: rules are found by their "podiam" comment or their PODIAM chain in `-save` output, so
+ * a changed --host-interface or --host-ip between install and cleanup does not leave any behind.
+ * Idempotent: a second run removes nothing and succeeds.
+ */
+export async function cleanup(exec: ExecRunner = execaRunner): Promise<CleanupReport> {
+  const removed: string[] = [];
+  const skipped: string[] = [];
+  for (const family of ['ipv4', 'ipv6'] as const) {
+    const bin = binaryOf(family);
+    const pre = await preflight(exec, bin);
+    if (!pre.ok) {
+      if (family === 'ipv4' || !pre.missing && /permission|NET_ADMIN/i.test(pre.reason)) throw new IptablesError(`--cleanup: ${pre.reason}`);
+      skipped.push(`${family}: ${pre.reason}`);
+      continue;
+    }
+    for (const table of TABLES) {
+      const saved = await exec(`${bin}-save`, ['-t', table]);
+      if (saved.exitCode !== 0) {
+        if (table === 'nat') throw new IptablesError(`--cleanup: ${bin}-save -t ${table} failed: ${saved.stderr.trim()}`);
+        continue;
+      }
+      const lines = saved.stdout.split('\n');
+      const chains = lines.filter((l) => /^:PODIAM\S* /.test(l)).map((l) => l.slice(1).split(' ')[0]!);
+      for (const line of lines) {
+        if (!line.startsWith('-A ')) continue;
+        const [, chain, ...args] = splitWords(line);
+        if (chain === undefined || chains.includes(chain) || !isPodiamRule(line)) continue;
+        // Delete every copy (a crash-looping old version may have left more than one).
+        const r = await exec(bin, ['-w', '5', '-t', table, '-D', chain, ...args]);
+        if (r.exitCode !== 0) throw new IptablesError(`--cleanup: ${bin} -t ${table} -D ${chain} ${args.map(quote).join(' ')} failed: ${r.stderr.trim()}`);
+        removed.push(`${bin} -t ${table} -D ${chain} ${args.map(quote).join(' ')}`);
+      }
+      for (const chain of chains) {
+        for (const line of lines.filter((l) => l.startsWith(`-A ${chain} `))) removed.push(`${bin} -t ${table} -D ${chain} ${splitWords(line).slice(2).map(quote).join(' ')}`);
+        for (const op of ['-F', '-X']) {
+          const r = await exec(bin, ['-w', '5', '-t', table, op, chain]);
+          if (r.exitCode !== 0) throw new IptablesError(`--cleanup: ${bin} -t ${table} ${op} ${chain} failed: ${r.stderr.trim()}`);
+        }
+        removed.push(`${bin} -t ${table} -X ${chain} (flushed and deleted)`);
+      }
+    }
+  }
+  return { removed, skipped };
+}
+
+function isPodiamRule(line: string): boolean {
+  return /--comment "?podiam[: ]/.test(line) || /\s-j PODIAM\S*(\s|$)/.test(line);
+}
+
+/** iptables-save's quoting: words separated by spaces, "..." with \" inside. */
+export function splitWords(line: string): string[] {
+  const words: string[] = [];
+  const re = /"((?:[^"\\]|\\.)*)"|(\S+)/g;
+  for (const m of line.matchAll(re)) words.push(m[1] !== undefined ? m[1].replace(/\\(.)/g, '$1') : m[2]!);
+  return words;
 }

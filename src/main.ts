@@ -16,7 +16,7 @@ import { Callers, nodeAddresses } from './imds/callers.js';
 import { CredentialRoutes } from './imds/credentials.js';
 import { renderCredentials } from './imds/format.js';
 import { Passthrough, baseArnFromIamInfo } from './imds/passthrough.js';
-import type { IptablesRule } from './iptables.js';
+import type { Interception } from './iptables.js';
 import { EventRecorder } from './kube/events.js';
 import { PodIndex } from './kube/pod-index.js';
 import { KubeWatcher, createKubeConfig } from './kube/pods.js';
@@ -35,7 +35,7 @@ export interface Podiam {
   /** The address the metadata server listens on. */
   readonly address: AddressInfo;
   readonly metrics: Metrics;
-  /** Stop accepting, finish in-flight requests, remove the iptables rule, stop watching. */
+  /** Stop accepting, finish in-flight requests, stop watching. The iptables rules stay (podiam --cleanup removes them). */
   shutdown(reason: string): Promise<void>;
 }
 
@@ -140,22 +140,21 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
     },
   });
 
-  // The node itself: loopback and its host IPs (one or more, comma-separated).
+  // The node itself: loopback and its host IPs (one per family).
   const callers = new Callers({
-    isNodeAddress: nodeAddresses(config.hostIp?.split(',') ?? []),
+    isNodeAddress: nodeAddresses([config.hostIp4, config.hostIp6].filter((ip): ip is string => ip !== undefined)),
     pods: { synced: () => watcher.synced(), waitFor: (ip, ms) => index.waitFor(ip, ms) },
     podWaitMs: config.podWaitMs,
   });
 
-  let rule: IptablesRule | undefined;
+  let interception: Interception | undefined;
   const health = (): Health => {
     const kube = watcher.states();
-    const iptables = rule?.state();
-    const ready = watcher.synced() && (iptables === undefined || iptables === 'present');
-    return { ready, pods: kube.pods, namespaces: kube.namespaces, serviceaccounts: kube.serviceaccounts, watchTimeouts: watcher.watchTimeouts(), ...(iptables === undefined ? {} : { iptables }) };
+    const ready = watcher.synced() && (interception === undefined || interception.ready());
+    return { ready, pods: kube.pods, namespaces: kube.namespaces, serviceaccounts: kube.serviceaccounts, watchTimeouts: watcher.watchTimeouts(), ...(interception === undefined ? {} : { iptables: interception.state() }) };
   };
 
-  const server = createServer({
+  const serverDeps = {
     credentials: routes,
     callers,
     passthrough,
@@ -166,7 +165,8 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
     hostIp: config.hostIp,
     allowSignedIdentity: config.allowSignedIdentity,
     debugStore: config.debug ? () => ({ pods: index.snapshot(), credentials: cache.snapshot(), informers: watcher.states() }) : undefined,
-  });
+  };
+  const server = createServer(serverDeps);
   const metricsServer = config.metricsPort === config.appPort ? undefined : createMetricsServer(metrics, health);
 
   // The informers (and with them the first prefetches) start now, while the sockets bind and the
@@ -179,6 +179,9 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
     throw err;
   });
   if (metricsServer) await listen(metricsServer, config.metricsPort, config.hostIp);
+  // The node's IPv6 address too (--host-ip=<v4>,<v6>): IPv6 pods are DNAT'd there. Its own
+  // server, so passthrough uses the family the pod used (the real service's IPv6 endpoint).
+  const v6 = await listenIpv6(config, server, log, (passthrough6) => createServer({ ...serverDeps, passthrough: passthrough6 }));
 
   let token: TokenIdentity | undefined;
   if (config.tokenIdentity) {
@@ -206,17 +209,18 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
 
   if (config.iptables) {
     // Loaded only when asked for: without --iptables the process runner (execa) is never loaded.
-    const { createIptablesRule } = await import('./iptables.js');
-    rule = createIptablesRule(config, { log, metrics });
+    const { createInterception } = await import('./iptables.js');
+    interception = createInterception(config, { log, metrics });
     try {
-      await rule.ensure();
+      await interception.ensure();
     } catch (err) {
       await closeServer(server, 0);
+      if (v6) await closeServer(v6.server, 0);
       if (metricsServer) await closeServer(metricsServer, 0);
       await watcher.stop();
       throw err;
     }
-    rule.startReconcile(config.iptablesReconcileMs);
+    interception.startReconcile(config.iptablesReconcileMs);
   }
 
   log.info('podiam listening', { address: `${address.address}:${address.port}`, node: config.node ?? '(all nodes)', metadata: passthrough.target });
@@ -228,10 +232,12 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
     shutdown(reason: string) {
       stopping ??= (async () => {
         log.info('podiam shutting down', { reason });
-        // Reverse order: stop intercepting first, so pods fall back to the real IMDS path
-        // immediately, then drain in-flight requests, then stop watching.
-        if (rule) await rule.remove().catch((err: Error) => log.error('could not remove iptables rule', { error: err.message }));
-        await closeServer(server, 10_000);
+        // The rules stay: while no podiam runs, pods' requests are DNAT'd to a closed port and
+        // refused at once (fail closed), and the next podiam adopts them. Only --cleanup removes
+        // them (kube-proxy's convention). Stop reconciling, then drain in-flight requests.
+        if (interception) await interception.stop();
+        await Promise.all([closeServer(server, 10_000), v6 ? closeServer(v6.server, 10_000) : undefined]);
+        v6?.passthrough.close();
         await token?.close();
         if (metricsServer) await closeServer(metricsServer, 1_000);
         await watcher.stop();
@@ -343,6 +349,36 @@ export class StartAborted extends Error {
     super('start-up interrupted by a signal');
     this.name = 'StartAborted';
   }
+}
+
+/** The IPv6 listener, when --host-ip has an IPv6 address; none (logged once) otherwise. */
+async function listenIpv6(
+  config: Config,
+  v4: http.Server,
+  log: Logger,
+  build: (passthrough: Passthrough) => http.Server,
+): Promise<{ server: http.Server; passthrough: Passthrough } | undefined> {
+  if (config.hostIp6 === undefined || config.hostIp6 === config.hostIp) {
+    if (config.iptables && config.metadataHost6 !== undefined) {
+      log.warn('no IPv6 --host-ip: IPv6 pods are not served (with the guard they are refused, never given the node role); IPv4 works', { hostIp: config.hostIp });
+    }
+    return undefined;
+  }
+  const passthrough = new Passthrough({
+    host: config.metadataHost6 ?? config.metadataHost,
+    port: config.metadataHost6 !== undefined ? config.metadataPort6 : config.metadataPort,
+    timeoutMs: config.metadataTimeoutMs,
+  });
+  const server = build(passthrough);
+  try {
+    await listen(server, config.appPort, config.hostIp6);
+  } catch (err) {
+    passthrough.close();
+    log.warn('cannot listen on the IPv6 --host-ip: IPv6 pods are not served; IPv4 works', { hostIp6: config.hostIp6, error: (err as Error).message });
+    if (!v4.listening) throw err;
+    return undefined;
+  }
+  return { server, passthrough };
 }
 
 function listen(server: http.Server, port: number, host: string | undefined): Promise<AddressInfo> {

@@ -1,13 +1,14 @@
 /**
  * `npm run demo`: builds the node lab (test/support/lab.ts) with three pods, runs podiam with
  * --iptables, and from inside each pod asks 169.254.169.254 with curl (IMDSv1 and IMDSv2) and the
- * AWS CLI, as an application would. Prints what it built, what each pod asked and what it got,
+ * AWS CLI, as an application would, and [fd00:ec2::254] over IPv6. Then restarts podiam (the
+ * rules stay: a pod is refused, not given the node's role) and uninstalls with --cleanup. Prints what it built, what each pod asked and what it got,
  * checks every answer, and tears everything down. Exit 0 when every check passed.
  *
  *   node dist/scripts/lab/demo.js          (as root; scripts/demo.sh is the entry point)
  */
 import type { Lab, LabPod, LabPodiam } from '../../test/support/lab.js';
-import { AWS_CLI, Lab as LabClass, METADATA_IP, NODE_IP, labPrerequisites } from '../../test/support/lab.js';
+import { AWS_CLI, Lab as LabClass, METADATA_IP, METADATA_IP6, NODE_IP, NODE_IP6, labPrerequisites } from '../../test/support/lab.js';
 
 const color = process.stdout.isTTY && process.env.NO_COLOR === undefined;
 const paint = (code: string) => (s: string) => (color ? `\x1b[${code}m${s}\x1b[0m` : s);
@@ -147,11 +148,12 @@ async function main(): Promise<number> {
         { name: 'plain' },
       ],
     });
-    out(`  node     ${lab.nodeNs}: ${NODE_IP} (node IP) and ${METADATA_IP} on lo`);
-    out(`           fake EC2 metadata service on ${METADATA_IP}:80 (the node's own role: node-role)`);
+    out(`  node     ${lab.nodeNs}: ${NODE_IP} and ${NODE_IP6} (node IPs) on lo`);
+    out(`  imds     ${lab.imdsNs}: fake EC2 metadata service on ${METADATA_IP}:80 and [${METADATA_IP6}]:80 (the node's own role: node-role),`);
+    out(`           off the node, reached by routing through veth-imds, as on EC2`);
     out(`           moto_server as STS on ${lab.motoUrl}; Kubernetes test API on ${lab.kubeUrl}`);
     for (const p of lab.pods) {
-      out(`  pod      ${`${p.namespace}/${p.name}`.padEnd(14)} ${p.ip.padEnd(11)} eth0 ── ${p.hostIface.padEnd(11)} ${p.role ? `iam.amazonaws.com/role: ${p.role}` : '(no role annotation)'}`);
+      out(`  pod      ${`${p.namespace}/${p.name}`.padEnd(14)} ${p.ip.padEnd(11)} ${p.ip6.padEnd(12)} eth0 ── ${p.hostIface.padEnd(11)} ${p.role ? `iam.amazonaws.com/role: ${p.role}` : '(no role annotation)'}`);
     }
     const o = lab.outsider;
     out(`  outsider ${'(not a pod)'.padEnd(14)} ${o.ip.padEnd(11)} eth0 ── ${o.hostIface.padEnd(11)} ${dim('does not match cali+')}`);
@@ -161,11 +163,15 @@ async function main(): Promise<number> {
     command(`podiam ${lab.podiamArgs().join(' ')}`);
     const t1 = Date.now();
     podiam = await lab.startPodiam();
-    out(dim(`  ready in ${seconds(Date.now() - t1)}; the rule it installed:`));
-    command('iptables-save -t nat | grep -i podiam');
+    out(dim(`  ready in ${seconds(Date.now() - t1)}; the rules it installed:`));
+    command('iptables-save | grep -i podiam');
     const rules = await lab.podiamRules();
     answer(rules.all.join('\n'));
-    check(rules.jumps.length === 1 && rules.dnats.length === 1, 'one jump in PREROUTING, one DNAT for cali+ in the PODIAM chain');
+    check(rules.guards.length === 1 && rules.jumps.length === 1 && rules.dnats.length === 1, 'a guard for cali+ in mangle FORWARD, one jump in nat PREROUTING, one DNAT for cali+ in the PODIAM chain');
+    command('ip6tables-save | grep -c podiam');
+    const rules6 = await lab.podiamRules('ipv6');
+    answer(String(rules6.all.length));
+    check(rules6.guards.length === 1 && rules6.jumps.length === 1 && rules6.dnats.length === 1, `the same for IPv6 (${METADATA_IP6}), DNAT to [${NODE_IP6}]:8181`);
 
     section(`3. Ask ${METADATA_IP} from inside each pod ${dim('(no AWS credentials configured: empty HOME, no AWS_* variables)')}`);
     const [a, b, plain] = lab.pods as [LabPod, LabPod, LabPod];
@@ -178,14 +184,44 @@ async function main(): Promise<number> {
     const outsider = await curlShown(lab, o.netns, `curl -s ${CREDS}`);
     check(outsider.status === 200 && outsider.body.trim() === 'node-role', "answered by the node's metadata service itself (node-role): the rule matches only -i cali+");
 
-    section('4. Stop podiam (SIGTERM)');
+    out();
+    out(`  ${bold(`── pod ${a.namespace}/${a.name} over IPv6`)}  ${dim(`${a.ip6}, asking [${METADATA_IP6}]`)}`);
+    const six = await curlShown(lab, a.netns, `curl -s http://[${METADATA_IP6}]/latest/meta-data/iam/security-credentials/`);
+    check(six.status === 200 && six.body.trim() === a.role, `IPv6: the role listing is ${a.role}, from podiam (ip6tables DNAT)`);
+
+    section('4. Restart podiam: SIGTERM, the rules stay, pods are refused (never the node role), a new podiam serves');
     command(`kill -TERM ${podiam.pid}`);
     const exit = await podiam.stop('SIGTERM');
     answer(`podiam exited with code ${exit.code ?? exit.signal}`);
-    const after = await lab.podiamRules();
-    command('iptables-save -t nat | grep -ci podiam');
-    answer(String(after.all.length));
-    check(exit.code === 0 && after.all.length === 0, `podiam exited ${exit.code ?? exit.signal} and removed its chain and jump`);
+    const kept = await lab.podiamRules();
+    check(exit.code === 0 && kept.guards.length === 1 && kept.jumps.length === 1 && kept.dnats.length === 1, 'podiam exited 0 and left its rules in place (as kube-proxy does)');
+    const t2 = Date.now();
+    const refused = await curlShown(lab, a.netns, `curl -sS ${CREDS}`);
+    const refusedMs = Date.now() - t2;
+    check(refused.status === 0 && !refused.body.includes('node-role'), `no podiam running: refused in ${refusedMs} ms (the closed port's reset) — not the node's role`);
+    command(`podiam ${lab.podiamArgs().join(' ')}`);
+    const t3 = Date.now();
+    podiam = await lab.startPodiam();
+    out(dim(`  ready in ${seconds(Date.now() - t3)}; it adopted the rules:`));
+    const adopted = await lab.podiamRules();
+    check(adopted.guards.length === 1 && adopted.jumps.length === 1 && adopted.dnats.length === 1, 'still exactly one copy of each rule');
+    const again = await curlShown(lab, a.netns, `curl -s ${CREDS}`);
+    check(again.status === 200 && again.body.trim() === a.role, `the new podiam serves ${a.role} again`);
+
+    section('5. Uninstall: stop podiam, then podiam --cleanup (as kube-proxy --cleanup)');
+    command(`kill -TERM ${podiam.pid}`);
+    await podiam.stop('SIGTERM');
+    command(`podiam ${lab.podiamArgs().join(' ')} --cleanup`);
+    const cleaned = await lab.runCleanup();
+    answer(cleaned.stdout.trim() || cleaned.stderr.trim());
+    const left = [...(await lab.podiamRules()).all, ...(await lab.podiamRules('ipv6')).all];
+    check(cleaned.code === 0 && left.length === 0, 'exit 0; iptables-save and ip6tables-save show no podiam rule');
+    const direct = await curlShown(lab, a.netns, `curl -s ${CREDS}`);
+    check(direct.status === 200 && direct.body.trim() === 'node-role', "as on a node without podiam, the pod now reaches the node's metadata service itself");
+    command(`podiam --cleanup`);
+    const twice = await lab.runCleanup();
+    answer(twice.stdout.trim());
+    check(twice.code === 0, 'a second --cleanup: nothing to remove, exit 0');
   } catch (err) {
     failed++;
     out(red(`\ndemo failed: ${(err as Error).message}`));

@@ -10,7 +10,7 @@
  * `cleanup` removes namespaces left by labs whose process is gone. `list` shows lab namespaces.
  */
 import type { LabPodSpec } from '../../test/support/lab.js';
-import { AWS_CLI, Lab, METADATA_IP, NODE_IP, APP_PORT, labNamespaces, removeLeftovers } from '../../test/support/lab.js';
+import { AWS_CLI, Lab, METADATA_IP, METADATA_IP6, NODE_IP, APP_PORT, labNamespaces, removeLeftovers } from '../../test/support/lab.js';
 import { podiamArgv } from '../../test/support/podiam-process.js';
 
 const USAGE = `usage:
@@ -93,16 +93,18 @@ async function up(argv: string[]): Promise<number> {
     ...(withPodiam ? [] : ['  # run podiam yourself in the node namespace (add --inspect after node to debug it):', `  ${podiamCmd}`, '']),
     ...(first
       ? [
-          `  # be pod ${first.namespace}/${first.name} (${first.ip})`,
+          `  # be pod ${first.namespace}/${first.name} (${first.ip}, ${first.ip6})`,
           `  ip netns exec ${first.netns} curl -s http://${METADATA_IP}/latest/meta-data/iam/security-credentials/`,
+          `  ip netns exec ${first.netns} curl -s http://[${METADATA_IP6}]/latest/meta-data/iam/security-credentials/`,
           `  ip netns exec ${first.netns} env -i HOME=$(mktemp -d) PATH=/usr/bin:/bin ${AWS_CLI} sts get-caller-identity --endpoint-url ${lab.motoUrl} --region us-east-1`,
           `  ip netns exec ${first.netns} bash     # a shell in the pod`,
           '',
         ]
       : []),
     '  # the node',
-    `  ip netns exec ${n} iptables-save -t nat`,
-    `  ip netns exec ${n} iptables -t nat -D PREROUTING 1       # delete the jump; podiam restores it within --iptables-reconcile-interval`,
+    `  ip netns exec ${n} iptables-save; ip netns exec ${n} ip6tables-save`,
+    `  ip netns exec ${n} iptables -t nat -F                    # flush nat; the guard holds, podiam restores it within --iptables-reconcile-interval`,
+    `  ip netns exec ${n} env PATH=/usr/sbin:/usr/bin:/sbin:/bin node ${podiamArgv(["--cleanup"]).map(shellQuote).join(" ")}   # uninstall (after stopping podiam)`,
     `  ip netns exec ${n} curl -s http://${NODE_IP}:${APP_PORT}/debug/store   # pods, roles, cached credentials (no secrets)`,
     `  ip netns exec ${n} curl -s http://${NODE_IP}:${APP_PORT}/metrics | grep ^podiam_`,
     `  ip netns exec ${n} tcpdump -ni any port 80 or port ${APP_PORT}`,

@@ -30,6 +30,7 @@ const MANIFESTS = path.join(ROOT, 'manifests');
 const VERSION = (JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
 const NAMESPACE = 'kube-system';
 const SAMPLE_HOST_IP = '10.0.1.23';
+const SAMPLE_HOST_IP6 = 'fd00:10::23';
 const SAMPLE_NODE = 'ip-10-0-1-23.ec2.internal';
 
 // Loosely typed views of rendered YAML: the schema checks below are what make them trustworthy.
@@ -155,7 +156,7 @@ function podiamContainer(ds: Obj): Obj {
 
 /** The container's environment as the kubelet would build it on a sample node. */
 function containerEnv(container: Obj): Record<string, string> {
-  const samples: Record<string, string> = { 'status.hostIP': SAMPLE_HOST_IP, 'spec.nodeName': SAMPLE_NODE };
+  const samples: Record<string, string> = { 'status.hostIP': SAMPLE_HOST_IP, 'status.hostIPs': `${SAMPLE_HOST_IP},${SAMPLE_HOST_IP6}`, 'spec.nodeName': SAMPLE_NODE };
   const env: Record<string, string> = {};
   for (const e of (container.env ?? []) as Obj[]) {
     if (typeof e.value === 'string') env[e.name] = expand(e.value, env);
@@ -257,6 +258,9 @@ describe.each(TARGETS)('kubectl kustomize $dir', ({ dir, hostInterface, podMonit
     expect(config).toMatchObject({
       iptables: true,
       hostIp: SAMPLE_HOST_IP,
+      hostIp4: SAMPLE_HOST_IP,
+      hostIp6: SAMPLE_HOST_IP6,
+      iptablesGuard: true,
       node: SAMPLE_NODE,
       hostInterface,
       appPort: 8181,
@@ -335,7 +339,7 @@ describe.each(TARGETS)('kubectl kustomize $dir', ({ dir, hostInterface, podMonit
     expect(ds.spec.updateStrategy.type).toBe('RollingUpdate');
     expect(ds.spec.updateStrategy.rollingUpdate.maxUnavailable).toBeDefined();
     expect(ds.spec.updateStrategy.rollingUpdate.maxSurge).toBe(0); // old and new pod would both bind the node's :8181
-    // podiam's shutdown removes the rule and drains for up to 10 s.
+    // podiam's shutdown drains for up to 10 s (its rules stay).
     expect(pod.terminationGracePeriodSeconds).toBeGreaterThanOrEqual(15);
     for (const kind of ['requests', 'limits']) {
       expect(Object.keys(c.resources[kind]).sort()).toEqual(['cpu', 'memory']);
@@ -508,7 +512,7 @@ describe('Dockerfile', () => {
 
   test('the runtime stage: iptables and iproute2 from apt, the bundle and package.json only (no node_modules), no package manager', () => {
     const apt = runs(runtime).find((r) => r.includes('apt-get install'));
-    expect(apt).toMatch(/^apt-get update && apt-get install -y --no-install-recommends iptables iproute2 && /);
+    expect(apt).toMatch(/^apt-get update && apt-get install -y --no-install-recommends iptables conntrack iproute2 && /);
     expect(apt).toMatch(/rm -rf \/var\/lib\/apt\/lists\/\*$/);
     // Nothing is installed with npm: the bundle holds every dependency podiam loads.
     expect(runs(runtime).join(' ')).not.toMatch(/\bnpm (ci|install|i)\b/);
@@ -565,4 +569,23 @@ describe('Dockerfile', () => {
     expect([...new Set(copied)].sort()).toEqual([...allowed].sort());
     for (const never of ['node_modules', 'dist', '.git', 'test', '.npmrc', '.env']) expect(allowed).not.toContain(never);
   });
+});
+
+test('the cleanup overlay: one DaemonSet whose init container runs podiam --cleanup with NET_ADMIN only, on every node', () => {
+  const objs = kustomize(path.join(MANIFESTS, 'overlays/cleanup'));
+  expect(objs.map((o) => `${o.kind}/${o.metadata.name}`)).toEqual(['DaemonSet/podiam-cleanup']);
+  const ds = objs[0]!;
+  expect(schemaErrors(ds)).toBe('');
+  expect(strictErrors(ds)).toEqual([]);
+  expect(ds.metadata.namespace).toBe(NAMESPACE);
+  const pod = ds.spec.template.spec;
+  expect(pod.hostNetwork).toBe(true);
+  expect(pod.tolerations).toContainEqual({ operator: 'Exists' });
+  expect(pod.automountServiceAccountToken).toBe(false);
+  const [init] = pod.initContainers as Obj[];
+  expect(init!.image).toBe(`ghcr.io/podiam/podiam:${VERSION}`);
+  expect(parseConfig(init!.args as string[], {})).toEqual({ kind: 'cleanup' });
+  expect(init!.securityContext.capabilities).toEqual({ drop: ['ALL'], add: ['NET_ADMIN'] });
+  expect(init!.securityContext.privileged).toBe(false);
+  for (const c of pod.containers as Obj[]) expect(c.securityContext.capabilities).toEqual({ drop: ['ALL'] });
 });

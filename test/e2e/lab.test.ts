@@ -28,10 +28,10 @@ function deadPid(): number {
 test('destroy() removes every namespace and process of the lab', async () => {
   const lab = await Lab.create({ pods: [{ name: 'one', role: 'r' }] });
   const namespaces = lab.namespaces;
-  expect(namespaces).toHaveLength(3);
+  expect(namespaces).toHaveLength(4); // node, the pod, the outsider, the metadata service
   for (const ns of namespaces) expect(labNamespaces()).toContain(ns);
-  const pids = ip('netns', 'pids', lab.nodeNs).trim().split('\n').filter(Boolean).map(Number);
-  expect(pids.length).toBeGreaterThanOrEqual(3); // fake IMDS, Kubernetes test API, moto
+  const pids = [lab.nodeNs, lab.imdsNs].flatMap((ns) => ip('netns', 'pids', ns).trim().split('\n').filter(Boolean).map(Number));
+  expect(pids.length).toBeGreaterThanOrEqual(3); // fake IMDS (in its namespace), Kubernetes test API, moto
   await lab.destroy();
   for (const ns of namespaces) expect(labNamespaces()).not.toContain(ns);
   for (const pid of pids) expect(() => process.kill(pid, 0)).toThrow();

@@ -2,7 +2,7 @@
  * Standalone FakeImds, e.g. inside a network namespace in a lab:
  *
  *   node dist/test/support/imds-server-cli.js --host 169.254.169.254 --port 80 \
- *     [--require-v2] [--node-role node-role] [--account-id 123456789012] [--region us-east-1] [--latency-ms 0]
+ *     [--require-v2] [--node-role node-role] [--account-id 123456789012] [--region us-east-1] [--latency-ms 0] [--keep-alive-ms 1000]
  *
  * Prints `ready <url>` once listening; stops on SIGTERM/SIGINT.
  */
@@ -26,13 +26,14 @@ async function main(): Promise<void> {
       'account-id': { type: 'string' },
       region: { type: 'string' },
       'latency-ms': { type: 'string' },
+      'keep-alive-ms': { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
     strict: true,
   });
   if (values.help) {
     process.stdout.write(
-      'usage: imds-server-cli [--host H] [--port P] [--require-v2] [--node-role R] [--account-id A] [--region R] [--latency-ms N]\n',
+      'usage: imds-server-cli [--host H] [--port P] [--require-v2] [--node-role R] [--account-id A] [--region R] [--latency-ms N] [--keep-alive-ms N]\n',
     );
     return;
   }
@@ -44,6 +45,7 @@ async function main(): Promise<void> {
     accountId: values['account-id'],
     region: values.region,
     latencyMs: intArg('latency-ms', values['latency-ms']),
+    keepAliveMs: intArg('keep-alive-ms', values['keep-alive-ms']),
   });
   process.stdout.write(`ready ${imds.url}\n`);
 

@@ -66,6 +66,8 @@ export interface FakeImdsOptions {
   region?: string;
   /** Delay before every response. Default 0. */
   latencyMs?: number;
+  /** How long an idle keep-alive connection is kept open. Default 1000. */
+  keepAliveMs?: number;
 }
 
 export interface RecordedImdsRequest {
@@ -121,7 +123,7 @@ export class FakeImds {
   static async start(opts: FakeImdsOptions = {}): Promise<FakeImds> {
     const host = opts.host ?? '127.0.0.1';
     const server = http.createServer();
-    server.keepAliveTimeout = 1000;
+    server.keepAliveTimeout = opts.keepAliveMs ?? 1000;
     const port = await listen(server, opts.port ?? 0, host);
     const imds = new FakeImds(server, host, port, opts);
     server.on('request', (req: IncomingMessage, res: ServerResponse) => imds.onRequest(req, res));

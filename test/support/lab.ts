@@ -3,13 +3,19 @@
  * tested for real, with real AWS clients, without touching the machine's own network.
  *
  *   node ns (<id>-node)                                  pod ns (<id>-<pod>), one per pod
- *   lo: 192.0.2.1/32, 169.254.169.254/32                 eth0: 192.0.2.1x/32
- *   ├─ fake IMDS        169.254.169.254:80               default via 192.0.2.1 dev eth0 onlink
- *   ├─ moto_server (STS) 192.0.2.1:5000
- *   ├─ kube test server  127.0.0.1:8080                  outsider ns (<id>-outsider)
- *   ├─ podiam            192.0.2.1:8181 (--iptables)     eth0: 192.0.2.200/32, same routes,
- *   ├─ cali-<pod> ── veth ── eth0 in each pod ns         but on a non-matching node interface
- *   └─ veth-out0  ── veth ── eth0 in the outsider ns
+ *   lo: 192.0.2.1/32, fd00:ab::1/128                     eth0: 192.0.2.1x/32, fd00:ab::1x/128
+ *   ├─ moto_server (STS) 192.0.2.1:5000                  default via 192.0.2.1 dev eth0 onlink
+ *   ├─ kube test server  127.0.0.1:8080                  default via fe80::1 dev eth0
+ *   ├─ podiam            192.0.2.1:8181, [fd00:ab::1]:8181 (--iptables)
+ *   ├─ cali-<pod> ── veth ── eth0 in each pod ns         outsider ns (<id>-outsider)
+ *   ├─ veth-out0  ── veth ── eth0 in the outsider ns     eth0: 192.0.2.200/32, fd00:ab::200/128, same
+ *   └─ veth-imds  ── veth ── eth0 in the metadata ns     routes, on a non-matching node interface
+ *
+ *   metadata ns (<id>-imds): eth0: 169.254.169.254/32, fd00:ec2::254/128; the fake IMDS on both.
+ *   As on EC2, the metadata service is not on the node: the node routes to it (routes via
+ *   veth-imds), so a pod's request to it is forwarded (filter/mangle FORWARD), and only a DNAT
+ *   to the node's own address lands in INPUT. Every node-side veth has fe80::1 (the pods' IPv6
+ *   gateway, as Calico's fe80::ecee:eeff:feee:eeee).
  *
  * Rules this module keeps (the machine is a cloud VM):
  *  - nothing runs in, and no command changes, the root network namespace: every command goes
@@ -38,6 +44,10 @@ export const MOTO_PORT = 5000;
 export const KUBE_PORT = 8080;
 export const APP_PORT = 8181;
 export const OUTSIDER_IP = '192.0.2.200';
+export const NODE_IP6 = 'fd00:ab::1';
+export const METADATA_IP6 = 'fd00:ec2::254';
+export const OUTSIDER_IP6 = 'fd00:ab::200';
+export const IMDS_IFACE = 'veth-imds';
 export const OUTSIDER_IFACE = 'veth-out0';
 /** A PATH with the usual system directories, for commands run inside the lab. */
 export const SYSTEM_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
@@ -60,6 +70,8 @@ export interface LabPod extends Required<Pick<LabPodSpec, 'name' | 'namespace'>>
   /** The pod's network namespace. */
   readonly netns: string;
   readonly ip: string;
+  /** The pod's IPv6 address (also in status.podIPs). */
+  readonly ip6: string;
   /** The node-side end of the pod's veth (matches `--host-interface=cali+`). */
   readonly hostIface: string;
 }
@@ -68,6 +80,7 @@ export interface LabPeer {
   readonly name: string;
   readonly netns: string;
   readonly ip: string;
+  readonly ip6: string;
   readonly hostIface: string;
 }
 
@@ -102,6 +115,8 @@ const REQUIRED_TOOLS: ReadonlyArray<[string, string]> = [
   ['ip', 'apt-get install -y iproute2'],
   ['iptables', 'apt-get install -y iptables'],
   ['iptables-save', 'apt-get install -y iptables'],
+  ['ip6tables', 'apt-get install -y iptables'],
+  ['conntrack', 'apt-get install -y conntrack'],
   ['curl', 'apt-get install -y curl'],
   ['moto_server', 'pip install "moto[server]" (moto 5.x)'],
   [AWS_CLI, 'apt-get install -y awscli (the AWS CLI v2 the pods use)'],
@@ -356,6 +371,8 @@ export class LabPodiam extends LabProcess {
 
 export class Lab {
   readonly nodeNs: string;
+  /** The metadata service's namespace (off the node, reached by routing). */
+  readonly imdsNs: string;
   readonly pods: readonly LabPod[];
   readonly outsider: LabPeer;
   /** STS (moto), reachable from the node and from every pod. */
@@ -375,6 +392,7 @@ export class Lab {
     private readonly say: (line: string) => void,
   ) {
     this.nodeNs = `${id}-node`;
+    this.imdsNs = `${id}-imds`;
     const taken = new Set<string>();
     this.pods = pods.map((p, i) => ({
       name: p.name,
@@ -382,15 +400,16 @@ export class Lab {
       role: p.role,
       netns: `${id}-${p.name}`,
       ip: `192.0.2.${10 + i}`,
+      ip6: `fd00:ab::${10 + i}`,
       hostIface: hostIfaceFor(p.name, taken),
     }));
-    this.outsider = { name: 'outsider', netns: `${id}-outsider`, ip: OUTSIDER_IP, hostIface: OUTSIDER_IFACE };
+    this.outsider = { name: 'outsider', netns: `${id}-outsider`, ip: OUTSIDER_IP, ip6: OUTSIDER_IP6, hostIface: OUTSIDER_IFACE };
     this.dir = mkdtempSync(path.join(os.tmpdir(), `${id}-`));
   }
 
   /** Every namespace of this lab. */
   get namespaces(): string[] {
-    return [this.nodeNs, ...this.pods.map((p) => p.netns), this.outsider.netns];
+    return [this.nodeNs, ...this.pods.map((p) => p.netns), this.outsider.netns, this.imdsNs];
   }
 
   /**
@@ -402,8 +421,8 @@ export class Lab {
     const problem = labPrerequisites();
     if (problem) throw new Error(problem);
     for (const p of opts.pods) {
-      if (!/^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$/.test(p.name) || p.name === 'node' || p.name === 'outsider') {
-        throw new Error(`lab pod name ${JSON.stringify(p.name)}: use lower-case letters, digits and '-' (not "node" or "outsider")`);
+      if (!/^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$/.test(p.name) || p.name === 'node' || p.name === 'outsider' || p.name === 'imds') {
+        throw new Error(`lab pod name ${JSON.stringify(p.name)}: use lower-case letters, digits and '-' (not "node", "outsider" or "imds")`);
       }
     }
     if (new Set(opts.pods.map((p) => p.name)).size !== opts.pods.length) throw new Error('lab pod names must be unique');
@@ -438,18 +457,38 @@ export class Lab {
     const ipn = (ns: string, ...args: string[]): Promise<string> => must(IP, ['-n', ns, ...args]);
     const sysctl = (ns: string, ...settings: string[]): Promise<string> => must(IP, ['netns', 'exec', ns, 'sysctl', '-qw', ...settings]);
 
-    // The node: its IP and the metadata address live on lo (no dummy links).
+    // No duplicate address detection in the lab: addresses are usable at once.
+    const noDad = ['net.ipv6.conf.all.accept_dad=0', 'net.ipv6.conf.default.accept_dad=0'];
+    // The node: its addresses live on lo (no dummy links).
     await must(IP, ['netns', 'add', this.nodeNs]);
+    await sysctl(this.nodeNs, ...noDad);
     await ipn(this.nodeNs, 'link', 'set', 'lo', 'up');
     await ipn(this.nodeNs, 'addr', 'add', `${NODE_IP}/32`, 'dev', 'lo');
-    await ipn(this.nodeNs, 'addr', 'add', `${METADATA_IP}/32`, 'dev', 'lo');
-    await sysctl(this.nodeNs, 'net.ipv4.conf.all.rp_filter=0', 'net.ipv4.conf.default.rp_filter=0', 'net.ipv4.ip_forward=1');
+    await ipn(this.nodeNs, 'addr', 'add', `${NODE_IP6}/128`, 'dev', 'lo', 'nodad');
+    await sysctl(this.nodeNs, 'net.ipv4.conf.all.rp_filter=0', 'net.ipv4.conf.default.rp_filter=0', 'net.ipv4.ip_forward=1', 'net.ipv6.conf.all.forwarding=1');
 
-    // Pods, Calico style: /32 on eth0, default via the node "onlink", proxy ARP on the node side.
+    // The metadata service, off the node: its own namespace, reached through veth-imds by routing.
+    await must(IP, ['netns', 'add', this.imdsNs]);
+    await sysctl(this.imdsNs, ...noDad);
+    await ipn(this.imdsNs, 'link', 'set', 'lo', 'up');
+    await ipn(this.nodeNs, 'link', 'add', IMDS_IFACE, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', this.imdsNs);
+    await ipn(this.nodeNs, 'link', 'set', IMDS_IFACE, 'up');
+    await ipn(this.nodeNs, 'addr', 'add', 'fe80::1/64', 'dev', IMDS_IFACE, 'nodad');
+    await ipn(this.nodeNs, 'route', 'add', `${METADATA_IP}/32`, 'dev', IMDS_IFACE, 'scope', 'link');
+    await ipn(this.nodeNs, 'route', 'add', `${METADATA_IP6}/128`, 'dev', IMDS_IFACE);
+    await ipn(this.imdsNs, 'addr', 'add', `${METADATA_IP}/32`, 'dev', 'eth0');
+    await ipn(this.imdsNs, 'addr', 'add', `${METADATA_IP6}/128`, 'dev', 'eth0', 'nodad');
+    await ipn(this.imdsNs, 'link', 'set', 'eth0', 'up');
+    await ipn(this.imdsNs, 'route', 'add', `${NODE_IP}/32`, 'dev', 'eth0', 'scope', 'link');
+    await ipn(this.imdsNs, 'route', 'add', 'default', 'via', NODE_IP, 'dev', 'eth0', 'onlink');
+    await ipn(this.imdsNs, 'route', 'add', 'default', 'via', 'fe80::1', 'dev', 'eth0');
+
+    // Pods, Calico style: /32 (/128) on eth0, default via the node "onlink" (via fe80::1), proxy ARP on the node side.
     const peers: LabPeer[] = [...this.pods, this.outsider];
     await Promise.all(
       peers.map(async (p) => {
         await must(IP, ['netns', 'add', p.netns]);
+        await sysctl(p.netns, ...noDad);
         await ipn(p.netns, 'link', 'set', 'lo', 'up');
       }),
     );
@@ -462,24 +501,30 @@ export class Lab {
       peers.map(async (p) => {
         await sysctl(this.nodeNs, `net/ipv4/conf/${p.hostIface}/proxy_arp=1`, `net/ipv4/conf/${p.hostIface}/rp_filter=0`);
         await ipn(this.nodeNs, 'link', 'set', p.hostIface, 'up');
+        await ipn(this.nodeNs, 'addr', 'add', 'fe80::1/64', 'dev', p.hostIface, 'nodad');
         await ipn(this.nodeNs, 'route', 'add', `${p.ip}/32`, 'dev', p.hostIface, 'scope', 'link');
+        await ipn(this.nodeNs, 'route', 'add', `${p.ip6}/128`, 'dev', p.hostIface);
         await ipn(p.netns, 'addr', 'add', `${p.ip}/32`, 'dev', 'eth0');
+        await ipn(p.netns, 'addr', 'add', `${p.ip6}/128`, 'dev', 'eth0', 'nodad');
         await ipn(p.netns, 'link', 'set', 'eth0', 'up');
         await ipn(p.netns, 'route', 'add', `${NODE_IP}/32`, 'dev', 'eth0', 'scope', 'link');
         await ipn(p.netns, 'route', 'add', 'default', 'via', NODE_IP, 'dev', 'eth0', 'onlink');
+        await ipn(p.netns, 'route', 'add', 'default', 'via', 'fe80::1', 'dev', 'eth0');
       }),
     );
-    this.say(`node namespace ${this.nodeNs}: ${NODE_IP} and ${METADATA_IP} on lo`);
+    this.say(`node namespace ${this.nodeNs}: ${NODE_IP} and ${NODE_IP6} on lo`);
+    this.say(`metadata service namespace ${this.imdsNs}: ${METADATA_IP} and ${METADATA_IP6}, routed from the node through ${IMDS_IFACE} (off the node, as on EC2)`);
     for (const p of this.pods) {
-      this.say(`pod ${p.namespace}/${p.name}: namespace ${p.netns}, ${p.ip} on eth0 <-> ${p.hostIface} on the node, role ${p.role ?? '(no annotation)'}`);
+      this.say(`pod ${p.namespace}/${p.name}: namespace ${p.netns}, ${p.ip} and ${p.ip6} on eth0 <-> ${p.hostIface} on the node, role ${p.role ?? '(no annotation)'}`);
     }
-    this.say(`outsider: namespace ${this.outsider.netns}, ${this.outsider.ip} on eth0 <-> ${this.outsider.hostIface} on the node (does not match cali+)`);
+    this.say(`outsider: namespace ${this.outsider.netns}, ${this.outsider.ip} and ${this.outsider.ip6} on eth0 <-> ${this.outsider.hostIface} on the node (does not match cali+)`);
 
     // Services on the node.
     const fixture = path.join(this.dir, 'kube-fixture.json');
     writeFileSync(fixture, JSON.stringify(this.kubeFixture(), null, 2));
     const node = process.execPath;
-    const imds = this.spawnIn(this.nodeNs, 'fake-imds', [node, path.join(ROOT, 'dist/test/support/imds-server-cli.js'), '--host', METADATA_IP, '--port', '80'], { PATH: SYSTEM_PATH });
+    // '::' in the metadata namespace: both its addresses (169.254.169.254 and fd00:ec2::254), nothing else.
+    const imds = this.spawnIn(this.imdsNs, 'fake-imds', [node, path.join(ROOT, 'dist/test/support/imds-server-cli.js'), '--host', '::', '--port', '80', '--keep-alive-ms', '60000'], { PATH: SYSTEM_PATH });
     const kube = this.spawnIn(this.nodeNs, 'kube-api', [node, path.join(ROOT, 'dist/test/support/kube-api-server-cli.js'), '--host', '127.0.0.1', '--port', String(KUBE_PORT), '--fixture', fixture], { PATH: SYSTEM_PATH });
     const moto = this.spawnIn(this.nodeNs, 'moto_server', [which('moto_server')!, '-H', NODE_IP, '-p', String(MOTO_PORT)], {
       PATH: `${process.env.PATH ?? ''}:${SYSTEM_PATH}`,
@@ -491,7 +536,7 @@ export class Lab {
       PYTHONUNBUFFERED: '1',
     });
     await Promise.all([imds.waitFor(/^ready /m), kube.waitFor(/^ready /m), this.waitForHttp(this.nodeNs, `${this.motoUrl}/moto-api/`, moto, 30_000)]);
-    this.say(`fake EC2 metadata service on ${METADATA_IP}:80 (node role: node-role), moto STS on ${this.motoUrl}, Kubernetes test API on ${this.kubeUrl} (node ${NODE_NAME})`);
+    this.say(`fake EC2 metadata service on ${METADATA_IP}:80 and [${METADATA_IP6}]:80 (node role: node-role), moto STS on ${this.motoUrl}, Kubernetes test API on ${this.kubeUrl} (node ${NODE_NAME})`);
   }
 
   private kubeFixture(): { namespaces: object[]; pods: object[]; serviceAccounts: object[] } {
@@ -500,7 +545,7 @@ export class Lab {
     const pods = this.pods.map((p) => ({
       metadata: { name: p.name, namespace: p.namespace, annotations: p.role === undefined ? {} : { 'iam.amazonaws.com/role': p.role } },
       spec: { nodeName: NODE_NAME, containers: [{ name: 'app', image: 'app' }] },
-      status: { phase: 'Running', podIP: p.ip, podIPs: [{ ip: p.ip }] },
+      status: { phase: 'Running', podIP: p.ip, podIPs: [{ ip: p.ip }, { ip: p.ip6 }] },
     }));
     for (const p of this.hostNetworkPods) {
       pods.push({
@@ -572,7 +617,7 @@ export class Lab {
   podiamArgs(extra: readonly string[] = []): string[] {
     return [
       '--iptables',
-      `--host-ip=${NODE_IP}`,
+      `--host-ip=${NODE_IP},${NODE_IP6}`,
       '--host-interface=cali+',
       `--metadata-addr=${METADATA_IP}`,
       `--node=${NODE_NAME}`,
@@ -632,10 +677,10 @@ export class Lab {
   }
 
   /** scripts/lab/whoami-botocore.py inside `ns` (clean environment): botocore's default chain, then GetCallerIdentity. */
-  botocoreWhoami(ns: string): Promise<ExecResult> {
+  botocoreWhoami(ns: string, extraEnv: NodeJS.ProcessEnv = {}): Promise<ExecResult> {
     const py = pythonWithBotocore();
     if (py === undefined) throw new Error('no python3 with botocore on PATH (pip install botocore)');
-    return this.exec(ns, [py, path.join(ROOT, 'scripts/lab/whoami-botocore.py'), this.motoUrl], { env: this.cleanClientEnv(), timeoutMs: 30_000 });
+    return this.exec(ns, [py, path.join(ROOT, 'scripts/lab/whoami-botocore.py'), this.motoUrl], { env: { ...this.cleanClientEnv(), ...extraEnv }, timeoutMs: 30_000 });
   }
 
   /** dist/scripts/lab/whoami-sdk.js inside `ns` (clean environment): the AWS SDK for JavaScript v3 default chain. */
@@ -670,14 +715,22 @@ export class Lab {
     return r.stdout;
   }
 
-  /** podiam's lines in the node's nat table: jumps to PODIAM and DNAT rules. */
-  async podiamRules(): Promise<{ chain: boolean; jumps: string[]; dnats: string[]; all: string[] }> {
-    const lines = (await this.natTable()).split('\n');
+  /** The node namespace's rules of one family (every table), as `iptables-save`/`ip6tables-save` print them. */
+  async saved(family: 'ipv4' | 'ipv6' = 'ipv4', table?: string): Promise<string> {
+    const r = await this.exec(this.nodeNs, [family === 'ipv4' ? 'iptables-save' : 'ip6tables-save', ...(table ? ['-t', table] : [])]);
+    if (r.code !== 0) throw new Error(`iptables-save failed: ${r.stderr}`);
+    return r.stdout;
+  }
+
+  /** podiam's lines in the node's tables: jumps to PODIAM, DNAT rules and guards (mangle FORWARD). */
+  async podiamRules(family: 'ipv4' | 'ipv6' = 'ipv4'): Promise<{ chain: boolean; jumps: string[]; dnats: string[]; guards: string[]; all: string[] }> {
+    const lines = (await this.saved(family)).split('\n');
     const all = lines.filter((l) => l.includes('PODIAM') || l.includes('podiam'));
     return {
-      chain: lines.includes(':PODIAM - [0:0]') || lines.some((l) => l.startsWith(':PODIAM ')),
+      chain: lines.some((l) => l.startsWith(':PODIAM ')),
       jumps: lines.filter((l) => l.startsWith('-A PREROUTING') && l.includes('-j PODIAM')),
       dnats: lines.filter((l) => l.startsWith('-A PODIAM') && l.includes('-j DNAT')),
+      guards: lines.filter((l) => l.startsWith('-A FORWARD') && l.includes('podiam: guard')),
       all,
     };
   }
@@ -685,6 +738,16 @@ export class Lab {
   /** Runs iptables in the node namespace. */
   iptables(args: readonly string[]): Promise<ExecResult> {
     return this.exec(this.nodeNs, ['iptables', '-w', '5', ...args]);
+  }
+
+  /** Runs ip6tables in the node namespace. */
+  ip6tables(args: readonly string[]): Promise<ExecResult> {
+    return this.exec(this.nodeNs, ['ip6tables', '-w', '5', ...args]);
+  }
+
+  /** `podiam --cleanup` (with the DaemonSet's args, as an operator would run it) in the node namespace. */
+  runCleanup(opts: { env?: NodeJS.ProcessEnv; wrapper?: readonly string[] } = {}): Promise<ExecResult> {
+    return this.exec(this.nodeNs, [...(opts.wrapper ?? []), process.execPath, path.join(ROOT, 'dist/src/cli.js'), ...this.podiamArgs(), '--cleanup'], { env: opts.env ?? { PATH: SYSTEM_PATH }, timeoutMs: 60_000 });
   }
 
   private assertMine(ns: string): void {

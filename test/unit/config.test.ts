@@ -275,6 +275,13 @@ describe('parseConfig rejects bad values with the flag name and an example', () 
     ['bool maybe', ['--iptables=maybe'], '--iptables'],
     ['bool maybe on a compat flag', ['--resolve-duplicate-cache-ips=maybe'], '--resolve-duplicate-cache-ips'],
     ['bad compat duration', ['--cache-resync-period=forever'], '--cache-resync-period'],
+    ['two IPv4 host addresses', ['--host-ip=10.0.0.1,10.0.0.2'], '--host-ip'],
+    ['two IPv6 host addresses', ['--host-ip=fd00::1,fd00::2'], '--host-ip'],
+    ['a bad address in a host-ip list', ['--host-ip=10.0.0.1,nope'], '--host-ip'],
+    ['--iptables with only an IPv6 host address', ['--iptables', '--host-ip=fd00::1'], '--host-ip'],
+    ['metadata-addr-ipv6 not IPv6', ['--metadata-addr-ipv6=169.254.169.254'], '--metadata-addr-ipv6'],
+    ['metadata-addr-ipv6 unbracketed with port', ['--metadata-addr-ipv6=fd00:ec2::254:80'], '--metadata-addr-ipv6'],
+    ['bool maybe on --iptables-guard', ['--iptables-guard=maybe'], '--iptables-guard'],
   ];
 
   // `env` has a default so the callback's arity stays 3: jest would take a 4th parameter for `done`.
@@ -315,5 +322,35 @@ describe('parseDuration', () => {
 
   it.each(['bad', '', '15', 'm', '1d', '-1s', '1h 30m', '1x', '1.s', 'ms'])('%j is not a duration', (text) => {
     expect(parseDuration(text)).toBeUndefined();
+  });
+});
+
+describe('interception flags', () => {
+  it('--host-ip takes one address per family, comma-separated (status.hostIPs), in either order', () => {
+    for (const text of ['10.0.1.23,fd00:10::23', 'fd00:10::23, 10.0.1.23']) {
+      const c = run(['--iptables', `--host-ip=${text}`]);
+      expect([c.hostIp, c.hostIp4, c.hostIp6]).toEqual(['10.0.1.23', '10.0.1.23', 'fd00:10::23']);
+    }
+    expect(run([], { HOST_IP: '10.0.0.7,fd00::7' }).hostIp6).toBe('fd00::7');
+    const v6only = run(['--host-ip=fd00::9']);
+    expect([v6only.hostIp, v6only.hostIp4, v6only.hostIp6]).toEqual(['fd00::9', undefined, 'fd00::9']);
+  });
+
+  it('the guard is on by default; --iptables-guard=false turns it off', () => {
+    expect(run(['--iptables', '--host-ip=10.0.0.1']).iptablesGuard).toBe(true);
+    expect(run(['--iptables', '--host-ip=10.0.0.1', '--iptables-guard=false']).iptablesGuard).toBe(false);
+  });
+
+  it('the IPv6 metadata endpoint is [fd00:ec2::254]:80 by default, settable, and off with "off"', () => {
+    expect([run([]).metadataHost6, run([]).metadataPort6]).toEqual(['fd00:ec2::254', 80]);
+    expect([run(['--metadata-addr-ipv6=[fd00::1]:8080']).metadataHost6, run(['--metadata-addr-ipv6=[fd00::1]:8080']).metadataPort6]).toEqual(['fd00::1', 8080]);
+    expect(run(['--metadata-addr-ipv6=off']).metadataHost6).toBeUndefined();
+  });
+
+  it('--cleanup asks for a cleanup with the DaemonSet\'s own flags, and needs no --host-ip', () => {
+    expect(parseConfig(['--cleanup'], {})).toEqual({ kind: 'cleanup' });
+    expect(parseConfig(['--iptables', '--host-ip=10.0.1.23,fd00:10::23', '--host-interface=cali+', '--node=n1', '--cleanup'], {})).toEqual({ kind: 'cleanup' });
+    expect(parseConfig(['--iptables', '--cleanup'], {})).toEqual({ kind: 'cleanup' });
+    expect(() => parseConfig(['--cleanup', '--no-such-flag'], {})).toThrow(ConfigError);
   });
 });

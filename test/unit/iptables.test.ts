@@ -1,6 +1,6 @@
-import { jest } from '@jest/globals';
+import { Writable } from 'node:stream';
 import type { ExecResult, ExecRunner } from '../../src/iptables.js';
-import { IptablesError, createIptablesRule, ruleSpec } from '../../src/iptables.js';
+import { COMMENT_GUARD, IptablesError, cleanup, commandLine, createInterception, familySpec, splitWords } from '../../src/iptables.js';
 import { parseConfig } from '../../src/config.js';
 import type { Config } from '../../src/config.js';
 import { createLogger } from '../../src/log.js';
@@ -8,81 +8,99 @@ import { createMetrics } from '../../src/metrics.js';
 
 const OK: ExecResult = { exitCode: 0, stdout: '', stderr: '' };
 const MUTATING = new Set(['-N', '-A', '-I', '-D', '-F', '-X']);
+const BUILTIN: Record<string, string[]> = { nat: ['PREROUTING', 'INPUT', 'OUTPUT', 'POSTROUTING'], mangle: ['PREROUTING', 'INPUT', 'FORWARD', 'OUTPUT', 'POSTROUTING'], filter: ['INPUT', 'FORWARD', 'OUTPUT'] };
 
 /**
- * A fake iptables: records every argv and keeps a nat table (chains of rules, each rule its
- * argument list joined by spaces), answering -S, -N, -C, -A, -I, -D, -F and -X like iptables does.
+ * A fake iptables/ip6tables (and their -save, and conntrack): records every argv and keeps, per
+ * binary, tables of chains of rules (each rule its argument list joined by spaces), answering
+ * -S, -N, -C, -A, -I, -D, -F, -X and -save like iptables does.
  */
-class FakeIptables {
+class FakeNode {
   readonly calls: Array<{ file: string; args: readonly string[] }> = [];
-  readonly chains = new Map<string, string[]>([
-    ['PREROUTING', []],
-    ['OUTPUT', []],
-    ['POSTROUTING', []],
-  ]);
-  /** When set, the runner throws this (the program cannot be started). */
-  spawnError: (Error & { code?: string }) | undefined;
-  /** When set, every command fails with this result (e.g. no permission). */
+  readonly tables = new Map<string, Map<string, string[]>>();
+  /** Binaries that are not installed. */
+  readonly missing = new Set<string>();
+  /** When set, every iptables command fails with this result (e.g. no permission). */
   failWith: ExecResult | undefined;
+  /** conntrack -D's answer. */
+  conntrackDeleted = 0;
 
   readonly exec: ExecRunner = async (file, args) => {
     this.calls.push({ file, args: [...args] });
-    if (this.spawnError) throw this.spawnError;
+    if (this.missing.has(file.replace(/-save$/, ''))) throw Object.assign(new Error(`spawn ${file} ENOENT`), { code: 'ENOENT' });
+    if (file === 'conntrack') return { exitCode: this.conntrackDeleted > 0 ? 0 : 1, stdout: '', stderr: `conntrack v1.4.7 (conntrack-tools): ${this.conntrackDeleted} flow entries have been deleted.\n` };
     if (this.failWith) return this.failWith;
-    return this.apply(args);
+    if (file.endsWith('-save')) return this.save(file.replace(/-save$/, ''), args[1]!);
+    return this.apply(file, args);
   };
 
-  rules(chain: string): string[] | undefined {
-    return this.chains.get(chain);
+  chains(bin: string, table: string): Map<string, string[]> {
+    const key = `${bin}/${table}`;
+    let t = this.tables.get(key);
+    if (!t) {
+      t = new Map(BUILTIN[table]!.map((c) => [c, [] as string[]]));
+      this.tables.set(key, t);
+    }
+    return t;
   }
 
-  /** The table-changing commands issued, as "op chain". */
+  rules(bin: string, table: string, chain: string): string[] | undefined {
+    return this.chains(bin, table).get(chain);
+  }
+
+  /** The table-changing commands issued, as "bin table op chain". */
   mutations(from = 0): string[] {
-    return this.calls.slice(from).flatMap(({ args }) => {
-      const op = this.op(args);
-      return op && MUTATING.has(op.op) ? [`${op.op} ${op.chain}`] : [];
+    return this.calls.slice(from).flatMap(({ file, args }) => {
+      const op = parse(args);
+      return op && MUTATING.has(op.op) ? [`${file} ${op.table} ${op.op} ${op.chain}`] : [];
     });
   }
 
-  private op(args: readonly string[]): { op: string; chain: string; rest: string[] } | undefined {
-    const a = [...args];
-    if (a[0] === '-w') a.splice(0, 2);
-    if (a[0] !== '-t' || a[1] !== 'nat') return undefined;
-    const [op, chain, ...rest] = a.slice(2);
-    return op === undefined || chain === undefined ? undefined : { op, chain, rest };
+  /** Deletes a rule by position, as an operator would. */
+  deleteAt(bin: string, table: string, chain: string, pos: number): void {
+    this.rules(bin, table, chain)!.splice(pos - 1, 1);
   }
 
-  private apply(args: readonly string[]): ExecResult {
-    const parsed = this.op(args);
+  private save(bin: string, table: string): ExecResult {
+    const chains = this.chains(bin, table);
+    const quote = (r: string): string => r.replace(/--comment (podiam: [^-]*?) (-j|-m)/g, (_, c: string, next: string) => `--comment "${c}" ${next}`);
+    const lines = [`*${table}`, ...[...chains.keys()].map((c) => `:${c} ${BUILTIN[table]!.includes(c) ? 'ACCEPT' : '-'} [0:0]`)];
+    for (const [c, rules] of chains) for (const r of rules) lines.push(`-A ${c} ${quote(r)}`);
+    lines.push('COMMIT');
+    return { exitCode: 0, stdout: lines.join('\n') + '\n', stderr: '' };
+  }
+
+  private apply(bin: string, args: readonly string[]): ExecResult {
+    const parsed = parse(args);
     if (!parsed) return { exitCode: 2, stdout: '', stderr: 'iptables: bad arguments' };
-    const { op, chain, rest } = parsed;
-    const rules = this.chains.get(chain);
+    const { table, op, chain, rest } = parsed;
+    const chains = this.chains(bin, table);
+    const rules = chains.get(chain);
     const noChain: ExecResult = { exitCode: 1, stdout: '', stderr: 'iptables: No chain/target/match by that name.' };
+    const badRule: ExecResult = { exitCode: 1, stdout: '', stderr: 'iptables: Bad rule (does a matching rule exist in that chain?).' };
     switch (op) {
       case '-S':
         if (!rules) return noChain;
         return { exitCode: 0, stdout: [`-N ${chain}`, ...rules.map((r) => `-A ${chain} ${r}`)].join('\n'), stderr: '' };
       case '-N':
         if (rules) return { exitCode: 1, stdout: '', stderr: 'iptables: Chain already exists.' };
-        this.chains.set(chain, []);
+        chains.set(chain, []);
         return OK;
       case '-C':
         if (!rules) return noChain;
-        return rules.includes(rest.join(' ')) ? OK : { exitCode: 1, stdout: '', stderr: 'iptables: Bad rule (does a matching rule exist in that chain?).' };
+        return rules.includes(rest.join(' ')) ? OK : badRule;
       case '-A':
         if (!rules) return noChain;
         rules.push(rest.join(' '));
         return OK;
-      case '-I': {
+      case '-I':
         if (!rules) return noChain;
-        const pos = Number(rest[0]);
-        rules.splice(pos - 1, 0, rest.slice(1).join(' '));
+        rules.splice(Number(rest[0]) - 1, 0, rest.slice(1).join(' '));
         return OK;
-      }
       case '-D': {
         if (!rules) return noChain;
         const i = rules.indexOf(rest.join(' '));
-        if (i === -1) return { exitCode: 1, stdout: '', stderr: 'iptables: Bad rule (does a matching rule exist in that chain?).' };
+        if (i === -1) return badRule;
         rules.splice(i, 1);
         return OK;
       }
@@ -93,9 +111,8 @@ class FakeIptables {
       case '-X': {
         if (!rules) return noChain;
         if (rules.length > 0) return { exitCode: 1, stdout: '', stderr: 'iptables: Directory not empty.' };
-        const referenced = [...this.chains.values()].some((rs) => rs.some((r) => r.endsWith(`-j ${chain}`)));
-        if (referenced) return { exitCode: 1, stdout: '', stderr: 'iptables: Too many links.' };
-        this.chains.delete(chain);
+        if ([...chains.values()].some((rs) => rs.some((r) => r.endsWith(`-j ${chain}`)))) return { exitCode: 1, stdout: '', stderr: 'iptables: Too many links.' };
+        chains.delete(chain);
         return OK;
       }
       default:
@@ -104,203 +121,286 @@ class FakeIptables {
   }
 }
 
+function parse(args: readonly string[]): { table: string; op: string; chain: string; rest: string[] } | undefined {
+  const a = [...args];
+  if (a[0] === '-w') a.splice(0, 2);
+  if (a[0] !== '-t') return undefined;
+  const [table, op, chain, ...rest] = a.slice(1);
+  return table === undefined || op === undefined || chain === undefined ? undefined : { table, op, chain, rest };
+}
+
 function config(extra: string[] = []): Config {
-  const r = parseConfig(['--iptables', '--host-ip=10.0.1.23', '--host-interface=cali+', ...extra], {});
+  const r = parseConfig(['--iptables', '--host-ip=10.0.1.23,fd00:10::23', '--host-interface=cali+', ...extra], {});
   if (r.kind !== 'run') throw new Error('expected a run config');
   return r.config;
 }
 
-function setup(extra: string[] = []) {
-  const fake = new FakeIptables();
+function setup(extra: string[] = [], fake = new FakeNode()) {
   const metrics = createMetrics({ defaultMetrics: false });
-  const log = createLogger({ format: 'json', level: 'error' });
-  const rule = createIptablesRule(config(extra), { log, metrics, exec: fake.exec });
-  return { fake, metrics, rule };
+  const lines: string[] = [];
+  const stream = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      const info = JSON.parse(chunk.toString()) as { message: string; level: string };
+      lines.push(`${info.level} ${info.message}`);
+      done();
+    },
+  });
+  const log = createLogger({ format: 'json', level: 'info', stream });
+  const rules = createInterception(config(extra), { log, metrics, exec: fake.exec });
+  return { fake, metrics, rules, lines };
 }
 
-async function gauge(metrics: ReturnType<typeof createMetrics>): Promise<number | undefined> {
-  return (await metrics.iptablesRule.get()).values[0]?.value;
+async function metric(metrics: ReturnType<typeof createMetrics>, which: 'iptablesRule' | 'iptablesRestores', family: string, rule: string): Promise<number | undefined> {
+  return (await metrics[which].get()).values.find((v) => v.labels.family === family && v.labels.rule === rule)?.value;
 }
 
-const JUMP = '-p tcp -d 169.254.169.254/32 --dport 80 -m comment --comment podiam: pod metadata requests -j PODIAM';
-const DNAT = '-i cali+ -p tcp -d 169.254.169.254/32 --dport 80 -m comment --comment podiam: to podiam -j DNAT --to-destination 10.0.1.23:8181';
+const JUMP4 = '-p tcp -d 169.254.169.254/32 --dport 80 -m comment --comment podiam: pod metadata requests -j PODIAM';
+const DNAT4 = '-i cali+ -p tcp -d 169.254.169.254/32 --dport 80 -m comment --comment podiam: to podiam -j DNAT --to-destination 10.0.1.23:8181';
+const GUARD4 = `-i cali+ -p tcp -d 169.254.169.254/32 --dport 80 -m comment --comment ${COMMENT_GUARD} -j DROP`;
+const JUMP6 = '-p tcp -d fd00:ec2::254/128 --dport 80 -m comment --comment podiam: pod metadata requests -j PODIAM';
+const DNAT6 = '-i cali+ -p tcp -d fd00:ec2::254/128 --dport 80 -m comment --comment podiam: to podiam -j DNAT --to-destination [fd00:10::23]:8181';
+const GUARD6 = `-i cali+ -p tcp -d fd00:ec2::254/128 --dport 80 -m comment --comment ${COMMENT_GUARD} -j DROP`;
 
-describe('ruleSpec', () => {
-  it('builds the jump and the DNAT rule', () => {
-    const spec = ruleSpec({ metadataAddr: '169.254.169.254', hostInterface: 'cali+', hostIp: '10.0.1.23', appPort: 8181 });
-    expect(spec.chain).toBe('PODIAM');
-    expect(spec.jump.join(' ')).toBe(JUMP);
-    expect(spec.dnat.join(' ')).toBe(DNAT);
+describe('familySpec: the rules of each family', () => {
+  it('IPv4: guard (mangle FORWARD, first), DNAT (nat PODIAM), jump (nat PREROUTING, first), in that order', () => {
+    const spec = familySpec({ family: 'ipv4', metadataAddr: '169.254.169.254', hostInterface: 'cali+', hostIp: '10.0.1.23', appPort: 8181, guard: true });
+    expect(spec.bin).toBe('iptables');
+    expect(spec.rules.map((r) => commandLine(spec.bin, r))).toEqual([
+      `iptables -t mangle -I FORWARD 1 ${GUARD4.replace(COMMENT_GUARD, `"${COMMENT_GUARD}"`)}`,
+      'iptables -t nat -A PODIAM -i cali+ -p tcp -d 169.254.169.254/32 --dport 80 -m comment --comment "podiam: to podiam" -j DNAT --to-destination 10.0.1.23:8181',
+      'iptables -t nat -I PREROUTING 1 -p tcp -d 169.254.169.254/32 --dport 80 -m comment --comment "podiam: pod metadata requests" -j PODIAM',
+    ]);
   });
 
-  it('!cali+ becomes "! -i cali+"', () => {
-    const spec = ruleSpec({ metadataAddr: '169.254.169.254', hostInterface: '!cali+', hostIp: '10.0.1.23', appPort: 8181 });
-    expect(spec.dnat.slice(0, 3)).toEqual(['!', '-i', 'cali+']);
-    expect(spec.dnat).not.toContain('!cali+');
+  it('IPv6: the same design with ip6tables, /128 and a bracketed DNAT target', () => {
+    const spec = familySpec({ family: 'ipv6', metadataAddr: 'fd00:ec2::254', hostInterface: 'cali+', hostIp: 'fd00:10::23', appPort: 8181, guard: true });
+    expect(spec.bin).toBe('ip6tables');
+    expect(spec.rules.map((r) => [r.table, r.chain, r.args.join(' ')])).toEqual([
+      ['mangle', 'FORWARD', GUARD6],
+      ['nat', 'PODIAM', DNAT6],
+      ['nat', 'PREROUTING', JUMP6],
+    ]);
   });
 
-  it('uses a custom chain name and port', () => {
-    const spec = ruleSpec({ metadataAddr: '169.254.169.254', hostInterface: 'eni+', hostIp: '10.0.0.1', appPort: 9000, chain: 'MYCHAIN' });
-    expect(spec.jump.slice(-2)).toEqual(['-j', 'MYCHAIN']);
-    expect(spec.dnat.slice(-2)).toEqual(['--to-destination', '10.0.0.1:9000']);
+  it('--iptables-guard=false: no guard; no host address of the family: the guard alone', () => {
+    const noGuard = familySpec({ family: 'ipv4', metadataAddr: '169.254.169.254', hostInterface: 'eni+', hostIp: '10.0.0.1', appPort: 9000, guard: false });
+    expect(noGuard.rules.map((r) => r.name)).toEqual(['dnat', 'jump']);
+    expect(noGuard.rules[0]!.args).toContain('10.0.0.1:9000');
+    const guardOnly = familySpec({ family: 'ipv6', metadataAddr: 'fd00:ec2::254', hostInterface: 'cali+', hostIp: undefined, appPort: 8181, guard: true });
+    expect(guardOnly.rules.map((r) => r.name)).toEqual(['guard']);
+  });
+
+  it('an inverted interface (!eth0) becomes "! -i eth0" in the guard and the DNAT', () => {
+    const spec = familySpec({ family: 'ipv4', metadataAddr: '169.254.169.254', hostInterface: '!eth0', hostIp: '10.0.0.1', appPort: 8181, guard: true });
+    for (const r of spec.rules.filter((x) => x.name !== 'jump')) expect(r.args.slice(0, 3)).toEqual(['!', '-i', 'eth0']);
   });
 });
 
-describe('Iptables.ensure', () => {
-  it('on an empty table creates the chain, the DNAT rule and the jump', async () => {
-    const { fake, rule, metrics } = setup();
-    expect(rule.state()).toBe('missing');
-    await rule.ensure();
-    expect(fake.rules('PODIAM')).toEqual([DNAT]);
-    expect(fake.rules('PREROUTING')).toEqual([JUMP]);
-    expect(fake.mutations()).toEqual(['-N PODIAM', '-F PODIAM', '-A PODIAM', '-I PREROUTING']);
-    expect(rule.state()).toBe('present');
-    expect(await gauge(metrics)).toBe(1);
-    // Every call is iptables, waits for the xtables lock, and works on the nat table.
-    for (const c of fake.calls) {
-      expect(c.file).toBe('iptables');
-      expect(c.args.slice(0, 4)).toEqual(['-w', '5', '-t', 'nat']);
-    }
-    expect(await rule.check()).toBe(true);
+describe('ensure', () => {
+  it('installs every rule of both families, guard first, and flushes conntrack for both', async () => {
+    const { fake, rules, metrics } = setup();
+    await rules.ensure();
+    expect(fake.rules('iptables', 'mangle', 'FORWARD')).toEqual([GUARD4]);
+    expect(fake.rules('iptables', 'nat', 'PODIAM')).toEqual([DNAT4]);
+    expect(fake.rules('iptables', 'nat', 'PREROUTING')).toEqual([JUMP4]);
+    expect(fake.rules('ip6tables', 'mangle', 'FORWARD')).toEqual([GUARD6]);
+    expect(fake.rules('ip6tables', 'nat', 'PODIAM')).toEqual([DNAT6]);
+    expect(fake.rules('ip6tables', 'nat', 'PREROUTING')).toEqual([JUMP6]);
+    // The guard goes in before the DNAT: there is never a moment with neither.
+    const m = fake.mutations();
+    expect(m.indexOf('iptables mangle -I FORWARD')).toBeLessThan(m.indexOf('iptables nat -A PODIAM'));
+    expect(fake.calls.filter((c) => c.file === 'conntrack').map((c) => c.args.join(' '))).toEqual([
+      '-D -f ipv4 -p tcp --orig-dst 169.254.169.254 --orig-port-dst 80 --reply-src 169.254.169.254',
+      '-D -f ipv6 -p tcp --orig-dst fd00:ec2::254 --orig-port-dst 80 --reply-src fd00:ec2::254',
+    ]);
+    expect(rules.ready()).toBe(true);
+    expect(rules.state()).toEqual({ ipv4: { dnat: 'present', guard: 'present' }, ipv6: { dnat: 'present', guard: 'present' } });
+    for (const family of ['ipv4', 'ipv6']) for (const rule of ['dnat', 'guard']) expect(await metric(metrics, 'iptablesRule', family, rule)).toBe(1);
   });
 
-  it('the jump goes first in PREROUTING', async () => {
-    const { fake, rule } = setup();
-    fake.rules('PREROUTING')!.push('-j KUBE-SERVICES');
-    await rule.ensure();
-    expect(fake.rules('PREROUTING')).toEqual([JUMP, '-j KUBE-SERVICES']);
-  });
-
-  it('is idempotent: a second ensure changes nothing', async () => {
-    const { fake, rule } = setup();
-    await rule.ensure();
-    const before = JSON.stringify([...fake.chains]);
+  it('adopts rules already in place (a restart) without duplicates and without touching anything', async () => {
+    const fake = new FakeNode();
+    await setup([], fake).rules.ensure();
     const from = fake.calls.length;
-    await rule.ensure();
+    const again = setup([], fake);
+    await again.rules.ensure();
     expect(fake.mutations(from)).toEqual([]);
-    expect(JSON.stringify([...fake.chains])).toBe(before);
-    expect(fake.rules('PREROUTING')).toEqual([JUMP]);
-    expect(rule.state()).toBe('present');
+    expect(fake.calls.slice(from).some((c) => c.file === 'conntrack')).toBe(false);
+    expect(fake.rules('iptables', 'nat', 'PREROUTING')).toEqual([JUMP4]);
+    expect(fake.rules('iptables', 'mangle', 'FORWARD')).toEqual([GUARD4]);
+    expect(again.rules.ready()).toBe(true);
   });
 
-  it('"!cali+" installs "! -i cali+"', async () => {
-    const { fake, rule } = setup(['--host-interface=!cali+']);
-    await rule.ensure();
-    expect(fake.rules('PODIAM')).toEqual([DNAT.replace('-i cali+', '! -i cali+')]);
+  it('a changed --host-ip replaces the DNAT rule in the chain (one rule, the new target)', async () => {
+    const fake = new FakeNode();
+    await setup([], fake).rules.ensure();
+    await setup(['--host-ip=10.0.1.99'], fake).rules.ensure();
+    expect(fake.rules('iptables', 'nat', 'PODIAM')).toEqual([DNAT4.replace('10.0.1.23', '10.0.1.99')]);
   });
 
-  it('replaces a stale DNAT rule (changed --host-ip or port)', async () => {
-    const { fake, rule } = setup();
-    fake.chains.set('PODIAM', [DNAT.replace('10.0.1.23:8181', '10.0.9.9:8181')]);
-    fake.rules('PREROUTING')!.push(JUMP);
-    await rule.ensure();
-    expect(fake.rules('PODIAM')).toEqual([DNAT]);
-    expect(fake.rules('PREROUTING')).toEqual([JUMP]);
+  it('no iptables: IptablesError naming the binary; nothing else tried', async () => {
+    const fake = new FakeNode();
+    fake.missing.add('iptables');
+    const { rules } = setup([], fake);
+    await expect(rules.ensure()).rejects.toThrow(new IptablesError('--iptables: the iptables binary was not found on PATH (install iptables)'));
+    expect(fake.calls).toHaveLength(1);
   });
 
-  it('restores a deleted jump', async () => {
-    const { fake, rule } = setup();
-    await rule.ensure();
-    fake.rules('PREROUTING')!.length = 0;
-    expect(await rule.check()).toBe(false);
-    await rule.ensure();
-    expect(fake.rules('PREROUTING')).toEqual([JUMP]);
-    expect(await rule.check()).toBe(true);
+  it('no NET_ADMIN: IptablesError saying so', async () => {
+    const fake = new FakeNode();
+    fake.failWith = { exitCode: 4, stdout: '', stderr: 'iptables v1.8.9 (nf_tables): Could not fetch rule set generation id: Permission denied (you must be root)' };
+    await expect(setup([], fake).rules.ensure()).rejects.toThrow(/--iptables: no permission to change iptables rules \(needs root or the NET_ADMIN capability\)/);
   });
 
-  it('a missing binary (ENOENT) -> IptablesError saying "not found"', async () => {
-    const { fake, rule } = setup();
-    fake.spawnError = Object.assign(new Error('spawn iptables ENOENT'), { code: 'ENOENT' });
-    const err = await rule.ensure().then(
-      () => undefined,
-      (e: unknown) => e,
-    );
-    expect(err).toBeInstanceOf(IptablesError);
-    expect((err as Error).message).toMatch(/not found/);
-    expect((err as Error).message).toContain('iptables');
-    expect(rule.state()).toBe('missing');
+  it('no ip6tables: IPv6 off, said once; IPv4 installed and ready', async () => {
+    const fake = new FakeNode();
+    fake.missing.add('ip6tables');
+    const { rules, lines } = setup([], fake);
+    await rules.ensure();
+    expect(lines.filter((l) => l.includes('IPv6 metadata interception is off'))).toHaveLength(1);
+    expect(rules.families()).toEqual(['ipv4']);
+    expect(rules.ready()).toBe(true);
+    expect(fake.rules('iptables', 'nat', 'PREROUTING')).toEqual([JUMP4]);
   });
 
-  it('another spawn failure -> IptablesError with its message', async () => {
-    const { fake, rule } = setup();
-    fake.spawnError = Object.assign(new Error('spawn iptables EACCES'), { code: 'EACCES' });
-    await expect(rule.ensure()).rejects.toThrow(/EACCES/);
-    await expect(rule.ensure()).rejects.toBeInstanceOf(IptablesError);
+  it('--iptables-guard=false: no mangle rule in either family', async () => {
+    const { fake, rules } = setup(['--iptables-guard=false']);
+    await rules.ensure();
+    expect(fake.rules('iptables', 'mangle', 'FORWARD')).toEqual([]);
+    expect(fake.rules('ip6tables', 'mangle', 'FORWARD')).toEqual([]);
+    expect(rules.state()).toEqual({ ipv4: { dnat: 'present' }, ipv6: { dnat: 'present' } });
   });
 
-  it.each([
-    'iptables v1.8.7 (nf_tables): Could not fetch rule set generation id: Permission denied (you must be root)',
-    'iptables v1.8.4 (legacy): can\'t initialize iptables table `nat\': Permission denied (you must be root)',
-    'iptables: Operation not permitted.',
-  ])('permission denied -> IptablesError mentioning NET_ADMIN (%s)', async (stderr) => {
-    const { fake, rule } = setup();
-    fake.failWith = { exitCode: 4, stdout: '', stderr };
-    const err = await rule.ensure().then(
-      () => undefined,
-      (e: unknown) => e,
-    );
-    expect(err).toBeInstanceOf(IptablesError);
-    expect((err as Error).message).toContain('NET_ADMIN');
-    expect(fake.mutations()).toEqual([]);
-  });
-
-  it('another failure names the command and its stderr', async () => {
-    const { fake, rule } = setup();
-    fake.failWith = { exitCode: 3, stdout: '', stderr: 'iptables: table nat does not exist' };
-    await expect(rule.ensure()).rejects.toThrow(/table nat does not exist/);
+  it('no IPv6 host address: the IPv6 guard alone (IPv6 pods refused, never the node role)', async () => {
+    const fake = new FakeNode();
+    const metrics = createMetrics({ defaultMetrics: false });
+    const r = parseConfig(['--iptables', '--host-ip=10.0.1.23', '--host-interface=cali+'], {});
+    if (r.kind !== 'run') throw new Error('run');
+    const rules = createInterception(r.config, { log: createLogger({ format: 'json', level: 'error', stream: new Writable({ write: (_c, _e, done) => done() }) }), metrics, exec: fake.exec });
+    await rules.ensure();
+    expect(fake.rules('ip6tables', 'mangle', 'FORWARD')).toEqual([GUARD6]);
+    expect(fake.rules('ip6tables', 'nat', 'PREROUTING')).toEqual([]);
+    expect(rules.state().ipv6).toEqual({ guard: 'present' });
   });
 });
 
-describe('Iptables.remove', () => {
-  it('deletes the jump, flushes and deletes the chain', async () => {
-    const { fake, rule, metrics } = setup();
-    fake.rules('PREROUTING')!.push('-j KUBE-SERVICES');
-    await rule.ensure();
+describe('reconcile', () => {
+  async function tick(rules: { startReconcile(ms: number): void; stop(): Promise<void> }): Promise<void> {
+    rules.startReconcile(5);
+    await new Promise((r) => setTimeout(r, 60));
+    await rules.stop();
+  }
+
+  it('restores a deleted guard and a flushed nat table, counting each by family and rule, at warn', async () => {
+    const { fake, rules, metrics, lines } = setup();
+    await rules.ensure();
+    fake.deleteAt('iptables', 'mangle', 'FORWARD', 1);
+    fake.rules('ip6tables', 'nat', 'PREROUTING')!.length = 0;
+    fake.rules('ip6tables', 'nat', 'PODIAM')!.length = 0;
+    fake.conntrackDeleted = 1;
+    await tick(rules);
+    expect(fake.rules('iptables', 'mangle', 'FORWARD')).toEqual([GUARD4]);
+    expect(fake.rules('ip6tables', 'nat', 'PREROUTING')).toEqual([JUMP6]);
+    expect(fake.rules('ip6tables', 'nat', 'PODIAM')).toEqual([DNAT6]);
+    expect(await metric(metrics, 'iptablesRestores', 'ipv4', 'guard')).toBe(1);
+    expect(await metric(metrics, 'iptablesRestores', 'ipv6', 'dnat')).toBe(1);
+    expect(await metric(metrics, 'iptablesRestores', 'ipv4', 'dnat')).toBeUndefined();
+    expect(lines.filter((l) => l.startsWith('warn iptables rule missing, restored it'))).toHaveLength(2);
+    expect(lines).toContain('warn cut connections that reached the real metadata service');
+  });
+
+  it('a guard that something moved below another rule still counts as present (DROP in mangle is final unless ACCEPTed earlier)', async () => {
+    const { fake, rules } = setup();
+    await rules.ensure();
+    fake.rules('iptables', 'mangle', 'FORWARD')!.unshift('-j MARK --set-mark 1');
     const from = fake.calls.length;
-    await rule.remove();
-    expect(fake.rules('PREROUTING')).toEqual(['-j KUBE-SERVICES']);
-    expect(fake.rules('PODIAM')).toBeUndefined();
-    expect(fake.mutations(from)).toEqual(['-D PREROUTING', '-D PREROUTING', '-F PODIAM', '-X PODIAM']);
-    expect(rule.state()).toBe('removed');
-    expect(await gauge(metrics)).toBe(0);
+    await tick(rules);
+    expect(fake.mutations(from)).toEqual([]);
   });
 
-  it('deletes every copy of the jump', async () => {
-    const { fake, rule } = setup();
-    await rule.ensure();
-    fake.rules('PREROUTING')!.push(JUMP, JUMP);
-    await rule.remove();
-    expect(fake.rules('PREROUTING')).toEqual([]);
-    expect(fake.rules('PODIAM')).toBeUndefined();
+  it('stop() leaves every rule in place', async () => {
+    const { fake, rules } = setup();
+    await rules.ensure();
+    const from = fake.calls.length;
+    rules.startReconcile(1_000);
+    await rules.stop();
+    expect(fake.mutations(from)).toEqual([]);
+    expect(fake.rules('iptables', 'nat', 'PREROUTING')).toEqual([JUMP4]);
   });
 
-  it('on a clean table does not throw', async () => {
-    const { fake, rule } = setup();
-    await rule.remove();
-    expect(fake.rules('PREROUTING')).toEqual([]);
-    expect(rule.state()).toBe('removed');
+  it('a failing check marks the family error (not ready), and the next round recovers', async () => {
+    const { fake, rules, metrics } = setup();
+    await rules.ensure();
+    fake.failWith = { exitCode: 4, stdout: '', stderr: 'Another app is currently holding the xtables lock' };
+    fake.deleteAt('iptables', 'nat', 'PREROUTING', 1);
+    await tick(rules);
+    expect(rules.ready()).toBe(false);
+    expect(rules.state().ipv4).toEqual({ dnat: 'error', guard: 'error' });
+    expect(await metric(metrics, 'iptablesRule', 'ipv4', 'dnat')).toBe(0);
+    fake.failWith = undefined;
+    await tick(rules);
+    expect(rules.ready()).toBe(true);
+    expect(fake.rules('iptables', 'nat', 'PREROUTING')).toEqual([JUMP4]);
   });
 });
 
-describe('Iptables.startReconcile', () => {
-  afterEach(() => {
-    jest.useRealTimers();
+describe('cleanup', () => {
+  it('removes every rule and chain of both families, reports each, and is idempotent', async () => {
+    const fake = new FakeNode();
+    await setup([], fake).rules.ensure();
+    const first = await cleanup(fake.exec);
+    expect(first.removed).toEqual([
+      'iptables -t nat -D PREROUTING -p tcp -d 169.254.169.254/32 --dport 80 -m comment --comment "podiam: pod metadata requests" -j PODIAM',
+      expect.stringMatching(/^iptables -t nat -D PODIAM -i cali\+ .*DNAT --to-destination 10.0.1.23:8181$/),
+      'iptables -t nat -X PODIAM (flushed and deleted)',
+      expect.stringMatching(/^iptables -t mangle -D FORWARD -i cali\+ .* -j DROP$/),
+      expect.stringMatching(/^ip6tables -t nat -D PREROUTING /),
+      expect.stringMatching(/^ip6tables -t nat -D PODIAM /),
+      'ip6tables -t nat -X PODIAM (flushed and deleted)',
+      expect.stringMatching(/^ip6tables -t mangle -D FORWARD /),
+    ]);
+    for (const bin of ['iptables', 'ip6tables']) {
+      expect(fake.rules(bin, 'nat', 'PREROUTING')).toEqual([]);
+      expect(fake.rules(bin, 'nat', 'PODIAM')).toBeUndefined();
+      expect(fake.rules(bin, 'mangle', 'FORWARD')).toEqual([]);
+    }
+    const from = fake.calls.length;
+    const second = await cleanup(fake.exec);
+    expect(second).toEqual({ removed: [], skipped: [] });
+    expect(fake.mutations(from)).toEqual([]);
   });
 
-  it('restores the rule when someone deletes it, and stops after remove', async () => {
-    jest.useFakeTimers();
-    const { fake, rule, metrics } = setup();
-    await rule.ensure();
-    rule.startReconcile(3000);
-    fake.rules('PREROUTING')!.length = 0;
-    await jest.advanceTimersByTimeAsync(3000);
-    expect(fake.rules('PREROUTING')).toEqual([JUMP]);
-    expect(rule.state()).toBe('present');
-    expect((await metrics.iptablesRestores.get()).values[0]?.value).toBe(1);
-    await rule.remove();
-    const from = fake.calls.length;
-    await jest.advanceTimersByTimeAsync(30_000);
-    expect(fake.calls.length).toBe(from);
-    expect(fake.rules('PREROUTING')).toEqual([]);
+  it('leaves rules that are not podiam\'s, removes duplicates', async () => {
+    const fake = new FakeNode();
+    await setup([], fake).rules.ensure();
+    fake.rules('iptables', 'nat', 'PREROUTING')!.push('-j KUBE-SERVICES', JUMP4);
+    fake.rules('iptables', 'mangle', 'FORWARD')!.push('-m comment --comment cali:xyz -j MARK --set-mark 1');
+    await cleanup(fake.exec);
+    expect(fake.rules('iptables', 'nat', 'PREROUTING')).toEqual(['-j KUBE-SERVICES']);
+    expect(fake.rules('iptables', 'mangle', 'FORWARD')).toEqual(['-m comment --comment cali:xyz -j MARK --set-mark 1']);
   });
+
+  it('no iptables: fails saying so; no ip6tables: IPv6 skipped, IPv4 cleaned', async () => {
+    const none = new FakeNode();
+    none.missing.add('iptables');
+    await expect(cleanup(none.exec)).rejects.toThrow('--cleanup: the iptables binary was not found on PATH (install iptables)');
+    const v4only = new FakeNode();
+    await setup([], v4only).rules.ensure();
+    v4only.missing.add('ip6tables');
+    const report = await cleanup(v4only.exec);
+    expect(report.skipped).toEqual(['ipv6: the ip6tables binary was not found on PATH (install iptables)']);
+    expect(v4only.rules('iptables', 'nat', 'PREROUTING')).toEqual([]);
+  });
+
+  it('no NET_ADMIN: fails saying so', async () => {
+    const fake = new FakeNode();
+    fake.failWith = { exitCode: 4, stdout: '', stderr: 'Permission denied (you must be root)' };
+    await expect(cleanup(fake.exec)).rejects.toThrow(/--cleanup: no permission to change iptables rules \(needs root or the NET_ADMIN capability\)/);
+  });
+});
+
+test('splitWords reads iptables-save quoting', () => {
+  expect(splitWords('-A PREROUTING -d 169.254.169.254/32 -m comment --comment "podiam: a \\"b\\"" -j PODIAM')).toEqual([
+    '-A', 'PREROUTING', '-d', '169.254.169.254/32', '-m', 'comment', '--comment', 'podiam: a "b"', '-j', 'PODIAM',
+  ]);
 });
