@@ -148,9 +148,12 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
   });
 
   let interception: Interception | undefined;
+  let rulesEnsured = false;
   const health = (): Health => {
     const kube = watcher.states();
-    const ready = watcher.synced() && (interception === undefined || interception.ready());
+    // With --iptables, not ready until every family's rules are in (ensure() has returned): the
+    // informers start first, so they can be synced while the rules are still going in.
+    const ready = watcher.synced() && (!config.iptables || (rulesEnsured && interception !== undefined && interception.ready()));
     return { ready, pods: kube.pods, namespaces: kube.namespaces, serviceaccounts: kube.serviceaccounts, watchTimeouts: watcher.watchTimeouts(), ...(interception === undefined ? {} : { iptables: interception.state() }) };
   };
 
@@ -220,6 +223,7 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
       await watcher.stop();
       throw err;
     }
+    rulesEnsured = true;
     interception.startReconcile(config.iptablesReconcileMs);
   }
 

@@ -747,7 +747,7 @@ export class Lab {
 
   /** `podiam --cleanup` (with the DaemonSet's args, as an operator would run it) in the node namespace. */
   runCleanup(opts: { env?: NodeJS.ProcessEnv; wrapper?: readonly string[] } = {}): Promise<ExecResult> {
-    return this.exec(this.nodeNs, [...(opts.wrapper ?? []), process.execPath, path.join(ROOT, 'dist/src/cli.js'), ...this.podiamArgs(), '--cleanup'], { env: opts.env ?? { PATH: SYSTEM_PATH }, timeoutMs: 60_000 });
+    return this.exec(this.nodeNs, [...(opts.wrapper ?? []), process.execPath, ...podiamArgv([...this.podiamArgs(), '--cleanup'])], { env: opts.env ?? { PATH: SYSTEM_PATH }, timeoutMs: 60_000 });
   }
 
   private assertMine(ns: string): void {
