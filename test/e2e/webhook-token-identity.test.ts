@@ -36,7 +36,10 @@ beforeAll(async () => {
     pods: [
       { name: 'wh-app', role: 'role-wh-app', fixture: false },
       { name: 'wh-plain', role: 'role-wh-plain', fixture: false },
+      { name: 'wh-team', namespace: 'team-in', fixture: false },
     ],
+    namespaceLabels: { 'team-in': { [OPT_IN]: 'true' } },
+    serviceAccounts: [{ namespace: 'team-in', name: 'app', annotations: { 'iam.amazonaws.com/role': 'role-wh-team' } }],
   });
   podiam = await lab.startPodiam({ extraArgs: ['--log-format=json', '--token-identity', '--token-addr=169.254.170.23:80', '--token-interface=lo'] });
   await podiam.waitFor(/token identity listening/);
@@ -88,14 +91,15 @@ async function startWebhook(): Promise<WebhookEndpoint> {
  * before webhooks) set serviceAccountName; nodeName is set up front, the lab has no scheduler.
  * Two containers: the app and a sidecar, each with env of its own and no AWS variable.
  */
-function podManifest(labPod: LabPod, annotations: Record<string, string>): Obj {
+function podManifest(labPod: LabPod, annotations: Record<string, string>, serviceAccount: string): Obj {
+  const role = labPod.role === undefined ? {} : { 'iam.amazonaws.com/role': labPod.role };
   return {
     apiVersion: 'v1',
     kind: 'Pod',
-    metadata: { name: labPod.name, namespace: labPod.namespace, annotations: { 'iam.amazonaws.com/role': labPod.role!, ...annotations } },
+    metadata: { name: labPod.name, namespace: labPod.namespace, annotations: { ...role, ...annotations } },
     spec: {
       nodeName: NODE_NAME,
-      serviceAccountName: 'default',
+      serviceAccountName: serviceAccount,
       containers: [
         { name: 'app', image: 'app:1', env: [{ name: 'APP_MODE', value: 'lab' }] },
         { name: 'sidecar', image: 'sidecar:1' },
@@ -105,8 +109,8 @@ function podManifest(labPod: LabPod, annotations: Record<string, string>): Obj {
 }
 
 /** Through the webhook, then created through the API server as admitted, then run (lab kubelet). */
-async function admitCreateRun(labPod: LabPod, annotations: Record<string, string>): Promise<{ response: Obj; running: LabKubeletPod }> {
-  const { pod: admitted, response } = await mutateThroughWebhook(webhook, podManifest(labPod, annotations), labPod.namespace);
+async function admitCreateRun(labPod: LabPod, annotations: Record<string, string>, serviceAccount = 'default'): Promise<{ response: Obj; running: LabKubeletPod }> {
+  const { pod: admitted, response } = await mutateThroughWebhook(webhook, podManifest(labPod, annotations, serviceAccount), labPod.namespace);
   const created = await lab.kube('POST', `/api/v1/namespaces/${labPod.namespace}/pods`, admitted);
   expect(created.status).toBe(201);
   const indexed = await podiam.metric('podiam_pods_indexed');
@@ -208,6 +212,32 @@ describe('an opted-in pod, created as the webhook mutated it', () => {
     expect(who.arn).toBe(arn('role-wh-app', 'default.wh-app'));
     const after = await served();
     expect(after.token).toBeGreaterThan(before.token);
+    expect(after.imds).toBe(before.imds);
+  });
+});
+
+describe('a pod of a namespace labelled to opt in, its role on its ServiceAccount (both read by the webhook from the API server)', () => {
+  let response: Obj;
+  let running: LabKubeletPod;
+
+  beforeAll(async () => {
+    ({ response, running } = await admitCreateRun(lab.pod('wh-team'), {}, 'app'));
+  }, 60_000);
+
+  test('patched, and its token is bound to its own ServiceAccount', async () => {
+    expect(response.patchType).toBe('JSONPatch');
+    await waitFor(() => webhookLog('team-in/wh-team') !== undefined, 5000, 'the webhook log line');
+    expect(webhookLog('team-in/wh-team')).toMatchObject({ reason: 'injected', role: 'role-wh-team' });
+    expect(running.pod.metadata.annotations).toEqual({});
+    expect(decode(readFileSync(running.tokens[0]!.file, 'utf8'))!['kubernetes.io'].serviceaccount.name).toBe('app');
+  });
+
+  test('botocore and the SDK for JavaScript v3 get the ServiceAccount role over the token path', async () => {
+    const before = await served();
+    expect(await botocore(running, 'app')).toMatchObject({ arn: arn('role-wh-team', 'team-in.wh-team'), method: 'container-role' });
+    expect((await sdk(running, 'sidecar')).arn).toBe(arn('role-wh-team', 'team-in.wh-team'));
+    const after = await served();
+    expect(after.token).toBeGreaterThanOrEqual(before.token + 2);
     expect(after.imds).toBe(before.imds);
   });
 });

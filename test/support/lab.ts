@@ -93,6 +93,10 @@ export interface LabOptions {
   readonly pods: readonly LabPodSpec[];
   /** hostNetwork pods: in the Kubernetes fixture only (they share the node namespace and its IP). */
   readonly hostNetworkPods?: readonly LabPodSpec[];
+  /** Labels of Kubernetes namespaces (every pod's namespace exists, unlabelled unless named here). */
+  readonly namespaceLabels?: Readonly<Record<string, Record<string, string>>>;
+  /** ServiceAccounts besides every namespace's `default`, with their annotations. */
+  readonly serviceAccounts?: ReadonlyArray<{ readonly namespace: string; readonly name: string; readonly annotations?: Record<string, string> }>;
   /** Progress lines (what is being built). */
   readonly log?: (line: string) => void;
 }
@@ -388,6 +392,7 @@ export class Lab {
   readonly dir: string;
   private readonly processes: LabProcess[] = [];
   private hostNetworkPods: readonly LabPodSpec[] = [];
+  private fixtureExtras: Pick<LabOptions, 'namespaceLabels' | 'serviceAccounts'> = {};
   private destroyed = false;
   private readonly exitHook = (): void => this.destroySync();
 
@@ -443,6 +448,7 @@ export class Lab {
     liveLabs.add(id);
     const lab = new Lab(id, opts.pods, say);
     lab.hostNetworkPods = opts.hostNetworkPods ?? [];
+    lab.fixtureExtras = { namespaceLabels: opts.namespaceLabels, serviceAccounts: opts.serviceAccounts };
     process.on('exit', lab.exitHook);
     try {
       await lab.build();
@@ -546,8 +552,9 @@ export class Lab {
   }
 
   private kubeFixture(): { namespaces: object[]; pods: object[]; serviceAccounts: object[] } {
-    const names = [...new Set(['default', ...this.pods.map((p) => p.namespace), ...this.hostNetworkPods.map((p) => p.namespace ?? 'default')])];
-    const namespaces = names.map((name) => ({ metadata: { name } }));
+    const { namespaceLabels = {}, serviceAccounts: extraServiceAccounts = [] } = this.fixtureExtras;
+    const names = [...new Set(['default', ...this.pods.map((p) => p.namespace), ...this.hostNetworkPods.map((p) => p.namespace ?? 'default'), ...Object.keys(namespaceLabels)])];
+    const namespaces = names.map((name) => ({ metadata: { name, labels: namespaceLabels[name] ?? {} } }));
     const pods = this.pods.filter((p) => p.fixture).map((p) => ({
       metadata: { name: p.name, namespace: p.namespace, annotations: p.role === undefined ? {} : { 'iam.amazonaws.com/role': p.role } },
       spec: { nodeName: NODE_NAME, containers: [{ name: 'app', image: 'app' }] },
@@ -561,7 +568,8 @@ export class Lab {
       });
     }
     // Every namespace's default ServiceAccount, as the ServiceAccount controller creates it.
-    const serviceAccounts = names.map((namespace) => ({ metadata: { name: 'default', namespace } }));
+    const serviceAccounts: object[] = names.map((namespace) => ({ metadata: { name: 'default', namespace } }));
+    for (const sa of extraServiceAccounts) serviceAccounts.push({ metadata: { name: sa.name, namespace: sa.namespace, annotations: sa.annotations ?? {} } });
     return { namespaces, pods, serviceAccounts };
   }
 
