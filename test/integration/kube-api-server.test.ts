@@ -336,6 +336,38 @@ describe('KubeApiServer with the real @kubernetes/client-node', () => {
     expect(stored[1]).toMatchObject({ metadata: { name: 'e2', namespace: 'team-a' }, apiVersion: 'events.k8s.io/v1' });
   });
 
+  test('pods: POST creates (Pending, server-owned metadata, 409 on a taken name), PATCH status as the kubelet reports', async () => {
+    const api = kc.makeApiClient(CoreV1Api);
+    const lw = nodeListWatch(kc, true);
+    cleanups.push(() => lw.lw.stop());
+    await waitFor('the initial list', () => lw.log.includes('add web'));
+    const created = await api.createNamespacedPod({
+      namespace: 'team-a',
+      body: { metadata: { name: 'made', uid: 'client-uid', annotations: { a: '1' } }, spec: { nodeName: 'node-1', containers: [{ name: 'app', image: 'busybox' }] }, status: { phase: 'Running', podIP: '10.9.9.9' } },
+    });
+    expect(created.metadata).toMatchObject({ name: 'made', namespace: 'team-a', annotations: { a: '1' } });
+    expect(created.metadata?.uid).toMatch(/^[0-9a-f-]{36}$/);
+    expect(created.status).toEqual({ phase: 'Pending' });
+    await waitFor('the created pod seen by the informer', () => lw.log.includes('add made'));
+    const taken = await api.createNamespacedPod({ namespace: 'team-a', body: { metadata: { name: 'made' }, spec: { containers: [{ name: 'app', image: 'busybox' }] } } }).catch((e: unknown) => e);
+    expect((taken as ApiException<string>).code).toBe(409);
+    const elsewhere = await api.createNamespacedPod({ namespace: 'team-a', body: { metadata: { name: 'x', namespace: 'default' }, spec: { containers: [] } } }).catch((e: unknown) => e);
+    expect((elsewhere as ApiException<string>).code).toBe(400);
+    const generated = await api.createNamespacedPod({ namespace: 'default', body: { metadata: { generateName: 'web-' }, spec: { containers: [{ name: 'app', image: 'busybox' }] } } });
+    expect(generated.metadata?.name).toMatch(/^web-[a-z0-9]{5}$/);
+
+    const status = (body: object, type = 'application/merge-patch+json') =>
+      fetch(`${server.url}/api/v1/namespaces/team-a/pods/made/status`, { method: 'PATCH', headers: { 'content-type': type }, body: JSON.stringify(body) });
+    const patched = await status({ status: { phase: 'Running', podIP: '10.1.2.3', podIPs: [{ ip: '10.1.2.3' }] }, spec: { nodeName: 'node-2' } });
+    expect(patched.status).toBe(200);
+    const stored = server.getPod('team-a', 'made')!;
+    expect(stored.status).toEqual({ phase: 'Running', podIP: '10.1.2.3', podIPs: [{ ip: '10.1.2.3' }] });
+    expect(stored.spec).toMatchObject({ nodeName: 'node-1' }); // only the status changes
+    await waitFor('the status update seen by the informer', () => lw.log.includes('update made Running'));
+    expect((await status({ status: {} }, 'application/json-patch+json')).status).toBe(415);
+    expect((await fetch(`${server.url}/api/v1/namespaces/team-a/pods/absent/status`, { method: 'PATCH', headers: { 'content-type': 'application/merge-patch+json' }, body: '{}' })).status).toBe(404);
+  });
+
   test('bearer token auth, latency and the request log', async () => {
     const secured = await KubeApiServer.start({ token: 's3cret' });
     cleanups.push(() => secured.stop());

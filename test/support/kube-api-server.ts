@@ -25,6 +25,8 @@
  *    patch or strategic merge patch (treated as a merge patch).
  *  - Errors are `Status` objects. Unknown paths are 404. With `token`, requests without
  *    `Authorization: Bearer <token>` are 401.
+ *  - Pods: `POST /api/v1/namespaces/{ns}/pods` (201; `generateName`; 409 on a taken name) and
+ *    `PATCH .../pods/{name}/status` (merge patch of `status` only, as the kubelet reports a pod).
  *  - Deleting a namespace cascades like the real namespace controller: the namespace is first
  *    marked Terminating (MODIFIED), its pods are deleted, then the namespace is DELETED.
  *
@@ -913,6 +915,14 @@ export class KubeApiServer {
           this.getOne(res, 'pods', `${ns}/${rest[3]!}`, rest[3]!);
           return;
         }
+        if (rest.length === 3 && rest[2] === 'pods' && method === 'POST') {
+          this.sendJson(res, 201, this.createPodRequest(ns, this.parseBody(body)));
+          return;
+        }
+        if (rest.length === 5 && rest[2] === 'pods' && rest[4] === 'status' && method === 'PATCH') {
+          this.sendJson(res, 200, this.patchPodStatus(ns, rest[3]!, req.headers['content-type'], this.parseBody(body)));
+          return;
+        }
         if (rest.length === 4 && rest[2] === 'pods' && method === 'DELETE') {
           // Removed at once (as with gracePeriodSeconds=0); the answer is the deleted pod.
           if (!this.pods.has(`${ns}/${rest[3]!}`)) this.getOne(res, 'pods', `${ns}/${rest[3]!}`, rest[3]!);
@@ -1136,6 +1146,41 @@ export class KubeApiServer {
       return true;
     }
     return false;
+  }
+
+  /** POST /api/v1/namespaces/{ns}/pods: 201 with the stored pod (generateName honoured), 409 when the name is taken. */
+  private createPodRequest(namespace: string, parsed: unknown): KubeObject {
+    if (!isRecord(parsed)) throw new HttpError(statusObject(400, 'request body must be a JSON object'));
+    const pod = parsed as KubeObjectInput & { metadata?: ObjectMeta };
+    const meta: ObjectMeta = isRecord(pod.metadata) ? { ...pod.metadata } : {};
+    if (meta.namespace !== undefined && meta.namespace !== '' && meta.namespace !== namespace) {
+      throw new HttpError(statusObject(400, 'the namespace of the provided object does not match the namespace sent on the request', 'BadRequest'));
+    }
+    meta.namespace = namespace;
+    if ((meta.name === undefined || meta.name === '') && typeof meta.generateName === 'string' && meta.generateName !== '') meta.name = meta.generateName + randomSuffix();
+    if (typeof meta.name !== 'string' || meta.name === '') throw new HttpError(statusObject(422, 'Pod "" is invalid: metadata.name: Required value: name or generateName is required', 'Invalid'));
+    if (this.pods.has(`${namespace}/${meta.name}`)) throw new HttpError(statusObject(409, `pods "${meta.name}" already exists`, 'AlreadyExists', { name: meta.name, kind: 'pods' }));
+    // The server owns these (a client's values are dropped), and a new pod has no status yet.
+    delete meta.uid;
+    delete meta.resourceVersion;
+    delete meta.creationTimestamp;
+    return this.createPod({ ...pod, metadata: meta, status: {} } as KubeObjectInput);
+  }
+
+  /**
+   * PATCH /api/v1/namespaces/{ns}/pods/{name}/status, as the kubelet reports a pod (phase, podIP,
+   * podIPs): only `status` changes. Merge patch (a strategic merge patch is treated as one).
+   */
+  private patchPodStatus(namespace: string, name: string, contentType: string | undefined, patch: unknown): KubeObject {
+    if (!this.pods.has(`${namespace}/${name}`)) throw new HttpError(statusObject(404, `pods "${name}" not found`, 'NotFound', { name, kind: 'pods' }));
+    const type = (contentType ?? '').split(';')[0]!.trim().toLowerCase();
+    if (type !== 'application/merge-patch+json' && type !== 'application/strategic-merge-patch+json') {
+      throw new HttpError(statusObject(415, 'the body of the request was in an unknown format - accepted media types include: application/merge-patch+json, application/strategic-merge-patch+json'));
+    }
+    if (!isRecord(patch)) throw new HttpError(statusObject(400, 'request body must be a JSON object'));
+    return this.updatePod(namespace, name, (pod) => {
+      pod.status = mergePatch(pod.status ?? {}, patch['status'] ?? {}) as Record<string, unknown>;
+    });
   }
 
   private parseBody(body: string): unknown {

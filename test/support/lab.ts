@@ -63,9 +63,14 @@ export interface LabPodSpec {
   readonly role?: string;
   /** Kubernetes namespace. Default `default`. */
   readonly namespace?: string;
+  /**
+   * false: the network namespace only, no pod in the test API server: the test creates the pod
+   * through the API (kube()) and plays the kubelet (test/support/lab-kubelet.ts). Default true.
+   */
+  readonly fixture?: boolean;
 }
 
-export interface LabPod extends Required<Pick<LabPodSpec, 'name' | 'namespace'>> {
+export interface LabPod extends Required<Pick<LabPodSpec, 'name' | 'namespace' | 'fixture'>> {
   readonly role: string | undefined;
   /** The pod's network namespace. */
   readonly netns: string;
@@ -88,6 +93,10 @@ export interface LabOptions {
   readonly pods: readonly LabPodSpec[];
   /** hostNetwork pods: in the Kubernetes fixture only (they share the node namespace and its IP). */
   readonly hostNetworkPods?: readonly LabPodSpec[];
+  /** Labels of Kubernetes namespaces (every pod's namespace exists, unlabelled unless named here). */
+  readonly namespaceLabels?: Readonly<Record<string, Record<string, string>>>;
+  /** ServiceAccounts besides every namespace's `default`, with their annotations. */
+  readonly serviceAccounts?: ReadonlyArray<{ readonly namespace: string; readonly name: string; readonly annotations?: Record<string, string> }>;
   /** Progress lines (what is being built). */
   readonly log?: (line: string) => void;
 }
@@ -383,6 +392,7 @@ export class Lab {
   readonly dir: string;
   private readonly processes: LabProcess[] = [];
   private hostNetworkPods: readonly LabPodSpec[] = [];
+  private fixtureExtras: Pick<LabOptions, 'namespaceLabels' | 'serviceAccounts'> = {};
   private destroyed = false;
   private readonly exitHook = (): void => this.destroySync();
 
@@ -398,6 +408,7 @@ export class Lab {
       name: p.name,
       namespace: p.namespace ?? 'default',
       role: p.role,
+      fixture: p.fixture ?? true,
       netns: `${id}-${p.name}`,
       ip: `192.0.2.${10 + i}`,
       ip6: `fd00:ab::${10 + i}`,
@@ -437,6 +448,7 @@ export class Lab {
     liveLabs.add(id);
     const lab = new Lab(id, opts.pods, say);
     lab.hostNetworkPods = opts.hostNetworkPods ?? [];
+    lab.fixtureExtras = { namespaceLabels: opts.namespaceLabels, serviceAccounts: opts.serviceAccounts };
     process.on('exit', lab.exitHook);
     try {
       await lab.build();
@@ -540,9 +552,10 @@ export class Lab {
   }
 
   private kubeFixture(): { namespaces: object[]; pods: object[]; serviceAccounts: object[] } {
-    const names = [...new Set(['default', ...this.pods.map((p) => p.namespace), ...this.hostNetworkPods.map((p) => p.namespace ?? 'default')])];
-    const namespaces = names.map((name) => ({ metadata: { name } }));
-    const pods = this.pods.map((p) => ({
+    const { namespaceLabels = {}, serviceAccounts: extraServiceAccounts = [] } = this.fixtureExtras;
+    const names = [...new Set(['default', ...this.pods.map((p) => p.namespace), ...this.hostNetworkPods.map((p) => p.namespace ?? 'default'), ...Object.keys(namespaceLabels)])];
+    const namespaces = names.map((name) => ({ metadata: { name, labels: namespaceLabels[name] ?? {} } }));
+    const pods = this.pods.filter((p) => p.fixture).map((p) => ({
       metadata: { name: p.name, namespace: p.namespace, annotations: p.role === undefined ? {} : { 'iam.amazonaws.com/role': p.role } },
       spec: { nodeName: NODE_NAME, containers: [{ name: 'app', image: 'app' }] },
       status: { phase: 'Running', podIP: p.ip, podIPs: [{ ip: p.ip }, { ip: p.ip6 }] },
@@ -555,7 +568,8 @@ export class Lab {
       });
     }
     // Every namespace's default ServiceAccount, as the ServiceAccount controller creates it.
-    const serviceAccounts = names.map((namespace) => ({ metadata: { name: 'default', namespace } }));
+    const serviceAccounts: object[] = names.map((namespace) => ({ metadata: { name: 'default', namespace } }));
+    for (const sa of extraServiceAccounts) serviceAccounts.push({ metadata: { name: sa.name, namespace: sa.namespace, annotations: sa.annotations ?? {} } });
     return { namespaces, pods, serviceAccounts };
   }
 
@@ -572,6 +586,20 @@ export class Lab {
     const file = path.join(mkdtempSync(path.join(this.dir, 'token-')), 'eks-pod-identity-token');
     writeFileSync(file, token);
     return file;
+  }
+
+  /**
+   * One request to the Kubernetes test API server (from the node namespace, where it listens);
+   * the answer's body parsed as JSON.
+   */
+  async kube(method: string, urlPath: string, body?: unknown, contentType = 'application/json'): Promise<{ status: number; body: Record<string, any> }> {
+    const args = ['curl', '-sS', '--max-time', '10', '-o', '-', '-w', '\n%{http_code}', '-X', method];
+    if (body !== undefined) args.push('-H', `Content-Type: ${contentType}`, '--data-binary', JSON.stringify(body));
+    const r = await this.exec(this.nodeNs, [...args, `${this.kubeUrl}${urlPath}`]);
+    const cut = r.stdout.lastIndexOf('\n');
+    const status = Number(r.stdout.slice(cut + 1)) || 0;
+    if (status === 0) throw new Error(`${method} ${urlPath}: no answer from the test API server: ${r.stderr.trim()}`);
+    return { status, body: JSON.parse(r.stdout.slice(0, cut)) as Record<string, any> };
   }
 
   private async waitForHttp(ns: string, url: string, proc: LabProcess, timeoutMs: number): Promise<void> {

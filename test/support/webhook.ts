@@ -65,10 +65,30 @@ export function applyAdmissionPatch(pod: Obj, response: Obj): Obj {
   return jsonpatch.applyPatch(structuredClone(pod), ops, true, false).newDocument as Obj;
 }
 
+/** A running `podiam webhook`, as its API server reaches it. */
+export interface WebhookEndpoint {
+  readonly port: number;
+  /** The CA its serving certificate is verified against. */
+  readonly ca: Buffer;
+  /**
+   * POSTs an AdmissionReview (JSON) to /mutate and resolves with the 200 answer's body. Default:
+   * HTTPS from this process to 127.0.0.1:port; the node lab passes one that sends from the
+   * namespace the webhook runs in.
+   */
+  readonly post?: (review: string) => Promise<string>;
+}
+
 /** Sends the pod through a running `podiam webhook` (HTTPS, verified against `ca`) and returns it as admitted. */
-export async function mutateThroughWebhook(webhook: { port: number; ca: Buffer }, pod: Obj, namespace: string): Promise<{ pod: Obj; response: Obj }> {
+export async function mutateThroughWebhook(webhook: WebhookEndpoint, pod: Obj, namespace: string): Promise<{ pod: Obj; response: Obj }> {
   const review = podAdmissionReview(pod, namespace);
-  const text = await new Promise<string>((resolve, reject) => {
+  const text = await (webhook.post ?? ((body: string) => postReview(webhook, body)))(JSON.stringify(review));
+  const response = (JSON.parse(text) as Obj).response as Obj;
+  if (response.uid !== review.request.uid || response.allowed !== true) throw new Error(`unexpected admission answer: ${text}`);
+  return { pod: applyAdmissionPatch(pod, response), response };
+}
+
+function postReview(webhook: WebhookEndpoint, body: string): Promise<string> {
+  return new Promise<string>((resolve, reject) => {
     const req = https.request({ host: '127.0.0.1', port: webhook.port, path: '/mutate?timeout=3s', method: 'POST', ca: webhook.ca, agent: false, headers: { 'Content-Type': 'application/json' }, timeout: 5000 }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
@@ -76,9 +96,6 @@ export async function mutateThroughWebhook(webhook: { port: number; ca: Buffer }
     });
     req.on('timeout', () => req.destroy(new Error('webhook did not answer within 5 s')));
     req.on('error', reject);
-    req.end(JSON.stringify(review));
+    req.end(body);
   });
-  const response = (JSON.parse(text) as Obj).response as Obj;
-  if (response.uid !== review.request.uid || response.allowed !== true) throw new Error(`unexpected admission answer: ${text}`);
-  return { pod: applyAdmissionPatch(pod, response), response };
 }
