@@ -10,7 +10,8 @@
  */
 import http from 'node:http';
 import https from 'node:https';
-import type { KubeConfig } from '@kubernetes/client-node/dist/config.js';
+import { KubeConfig } from '@kubernetes/client-node/dist/config.js';
+import type { Config } from '../config.js';
 
 /** A request that did not get a 2xx; `statusCode` as the informer (ListWatch) reads it. */
 export class KubeApiError extends Error {
@@ -88,4 +89,31 @@ export function createKubeApi(kc: KubeConfig, options: { timeoutMs?: number } = 
     get: <T>(path: string, query?: Query) => request<T>('GET', path, query, undefined),
     post: <T>(path: string, body: unknown) => request<T>('POST', path, undefined, body),
   };
+}
+
+/** How to reach the API server: the flags the agent and the webhook share. */
+export type KubeConnection = Pick<Config, 'kubeconfig' | 'apiServer' | 'apiToken' | 'insecure'>;
+
+/** --kubeconfig, else --api-server (with --api-token), else in-cluster; --insecure skips TLS verification. */
+export function createKubeConfig(config: KubeConnection): KubeConfig {
+  const kc = new KubeConfig();
+  if (config.kubeconfig !== undefined) {
+    kc.loadFromFile(config.kubeconfig);
+  } else if (config.apiServer !== undefined) {
+    kc.loadFromOptions({
+      clusters: [{ name: 'podiam', server: config.apiServer, skipTLSVerify: config.insecure }],
+      users: [config.apiToken !== undefined ? { name: 'podiam', token: config.apiToken } : { name: 'podiam' }],
+      contexts: [{ name: 'podiam', cluster: 'podiam', user: 'podiam' }],
+      currentContext: 'podiam',
+    });
+  } else {
+    kc.loadFromCluster();
+  }
+  if (config.insecure) {
+    const cluster = kc.getCurrentCluster();
+    if (cluster !== null && !cluster.skipTLSVerify) {
+      kc.clusters = kc.clusters.map((c) => (c.name === cluster.name ? { ...c, skipTLSVerify: true } : c));
+    }
+  }
+  return kc;
 }

@@ -6,7 +6,7 @@
  */
 import http from 'node:http';
 import https from 'node:https';
-import { KubeConfig } from '@kubernetes/client-node/dist/config.js';
+import { createKubeConfig } from './api.js';
 
 export interface ObjectMetaFacts {
   readonly labels: Readonly<Record<string, string>>;
@@ -37,29 +37,12 @@ export class ReadFailed extends Error {
   }
 }
 
-function kubeConfigFor(connection: ReaderConnection): KubeConfig {
-  const kc = new KubeConfig();
-  if (connection.kubeconfig !== undefined) {
-    kc.loadFromFile(connection.kubeconfig);
-  } else if (connection.apiServer !== undefined) {
-    kc.loadFromOptions({
-      clusters: [{ name: 'podiam', server: connection.apiServer, skipTLSVerify: connection.insecure }],
-      users: [connection.apiToken !== undefined ? { name: 'podiam', token: connection.apiToken } : { name: 'podiam' }],
-      contexts: [{ name: 'podiam', cluster: 'podiam', user: 'podiam' }],
-      currentContext: 'podiam',
-    });
-  } else {
-    kc.loadFromCluster();
-  }
-  if (connection.insecure) kc.clusters = kc.clusters.map((c) => ({ ...c, skipTLSVerify: true }));
-  return kc;
-}
 
 /** Names in a URL path: Kubernetes names are DNS labels/subdomains, but never trust the input. */
 const seg = (s: string): string => encodeURIComponent(s);
 
 export function createObjectReader(connection: ReaderConnection): ObjectReader {
-  const kc = kubeConfigFor(connection);
+  const kc = createKubeConfig(connection);
   const server = kc.getCurrentCluster()?.server;
   if (server === undefined) throw new Error('no Kubernetes cluster in the kubeconfig');
   const base = new URL(server);

@@ -4,10 +4,9 @@
  */
 // From their own modules, not the package index (which loads the whole generated API): see api.ts.
 import { ListWatch } from '@kubernetes/client-node/dist/cache.js';
-import { KubeConfig } from '@kubernetes/client-node/dist/config.js';
+import type { KubeConfig } from '@kubernetes/client-node/dist/config.js';
 import { Watch } from '@kubernetes/client-node/dist/watch.js';
 import type { KubernetesObject, V1Namespace, V1Pod } from '@kubernetes/client-node';
-import type { Config } from '../config.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { NamespaceInfo, PodInfo, ServiceAccountInfo } from '../roles.js';
@@ -20,28 +19,6 @@ const LIST_PAGE = 500;
 
 export type InformerState = 'syncing' | 'watching' | 'reconnecting';
 
-export function createKubeConfig(config: Config): KubeConfig {
-  const kc = new KubeConfig();
-  if (config.kubeconfig !== undefined) {
-    kc.loadFromFile(config.kubeconfig);
-  } else if (config.apiServer !== undefined) {
-    kc.loadFromOptions({
-      clusters: [{ name: 'podiam', server: config.apiServer, skipTLSVerify: config.insecure }],
-      users: [config.apiToken !== undefined ? { name: 'podiam', token: config.apiToken } : { name: 'podiam' }],
-      contexts: [{ name: 'podiam', cluster: 'podiam', user: 'podiam' }],
-      currentContext: 'podiam',
-    });
-  } else {
-    kc.loadFromCluster();
-  }
-  if (config.insecure) {
-    const cluster = kc.getCurrentCluster();
-    if (cluster !== null && !cluster.skipTLSVerify) {
-      kc.clusters = kc.clusters.map((c) => (c.name === cluster.name ? { ...c, skipTLSVerify: true } : c));
-    }
-  }
-  return kc;
-}
 
 /**
  * The watch as ListWatch uses it, bounded in time as client-go's reflector is: a server-side
