@@ -4,8 +4,9 @@
  * names it shares with the node agent mean the same thing there.
  */
 import { ConfigError } from '../errors.js';
-import { parseDuration } from '../config.js';
 import type { LogFormat, LogLevel } from '../config.js';
+import type { FlagSpec } from '../flags.js';
+import { flagReaders, nonEmpty } from '../flags.js';
 
 export interface WebhookConfig {
   /** HTTPS port for AdmissionReview requests (POST /mutate). */
@@ -36,14 +37,6 @@ export interface WebhookConfig {
 
 export type WebhookCliRequest = { readonly kind: 'run'; readonly config: WebhookConfig } | { readonly kind: 'help' };
 
-interface FlagSpec {
-  readonly name: string;
-  readonly type: 'string' | 'port' | 'bool' | 'duration' | 'enum';
-  readonly help: string;
-  readonly example: string;
-  readonly default?: string;
-  readonly values?: readonly string[];
-}
 
 export const WEBHOOK_FLAGS: readonly FlagSpec[] = [
   { name: 'port', type: 'port', default: '8443', example: '--port=8443', help: 'HTTPS port for AdmissionReview requests (POST /mutate)' },
@@ -87,40 +80,8 @@ export function parseWebhookConfig(argv: readonly string[], env: NodeJS.ProcessE
     }
     raw.set(spec.name, value);
   }
-  const get = (name: string): string | undefined => raw.get(name) ?? specs.get(name)!.default;
-  const fail = (name: string, why: string): never => {
-    throw new ConfigError(`--${name}`, `${why}, e.g. ${specs.get(name)!.example}`);
-  };
-  const bool = (name: string): boolean => {
-    const v = get(name) ?? 'false';
-    if (/^(true|1|t|yes)$/i.test(v)) return true;
-    if (/^(false|0|f|no)$/i.test(v)) return false;
-    return fail(name, `${JSON.stringify(v)} is not a boolean`);
-  };
-  const str = (name: string): string | undefined => {
-    const v = get(name);
-    if (v === undefined) return undefined;
-    if (v.trim() === '') return fail(name, 'must not be empty');
-    return v;
-  };
-  const port = (name: string): number => {
-    const v = get(name)!;
-    const n = Number(v);
-    if (!/^\d+$/.test(v) || n < 1 || n > 65535) fail(name, `${JSON.stringify(v)} is not a port (1-65535)`);
-    return n;
-  };
-  const duration = (name: string, minMs: number, maxMs: number): number => {
-    const v = get(name)!;
-    const ms = parseDuration(v);
-    if (ms === undefined) return fail(name, `${JSON.stringify(v)} is not a duration like 500ms, 10s or 1m`);
-    if (ms < minMs || ms > maxMs) fail(name, `${v} is out of range (${minMs}ms..${maxMs}ms)`);
-    return ms;
-  };
-  const oneOf = <T extends string>(name: string): T => {
-    const v = get(name)!;
-    if (!specs.get(name)!.values!.includes(v)) fail(name, `${JSON.stringify(v)} is not one of ${specs.get(name)!.values!.join('|')}`);
-    return v as T;
-  };
+  const { fail, bool, str, port: optionalPort, duration, oneOf } = flagReaders(raw, WEBHOOK_FLAGS);
+  const port = (name: string): number => optionalPort(name)!;
   const key = (name: string): string => {
     const v = str(name)!;
     if (!QUALIFIED_KEY.test(v) || v.length > 316) fail(name, `${JSON.stringify(v)} is not an annotation key`);
@@ -167,9 +128,6 @@ export function parseWebhookConfig(argv: readonly string[], env: NodeJS.ProcessE
   return { kind: 'run', config: Object.freeze(config) };
 }
 
-function nonEmpty(v: string | undefined): string | undefined {
-  return v === undefined || v.trim() === '' ? undefined : v;
-}
 
 export function webhookHelpText(): string {
   const lines = [

@@ -1,0 +1,84 @@
+/**
+ * Reading flag values, shared by the node agent's flags (config.ts) and the webhook's
+ * (webhook/config.ts): the same spellings mean the same thing in both, and a bad value fails the
+ * same way, naming the flag and showing a valid example.
+ */
+import { ConfigError } from './errors.js';
+
+export type FlagType = 'string' | 'port' | 'bool' | 'duration' | 'enum';
+
+export interface FlagSpec {
+  readonly name: string;
+  readonly type: FlagType;
+  readonly help: string;
+  readonly example: string;
+  readonly default?: string;
+  readonly values?: readonly string[];
+  /** Accepted for kube2iam compatibility; parsed and validated, but podiam does not need it. */
+  readonly compat?: string;
+}
+
+/** Go-style durations as kube2iam takes them: 900ms, 15m, 1h30m, 3600s. */
+export function parseDuration(text: string): number | undefined {
+  const m = /^(?:(\d+(?:\.\d+)?)(ms|s|m|h))+$/.exec(text);
+  if (!m) return undefined;
+  const unit: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+  let total = 0;
+  for (const part of text.matchAll(/(\d+(?:\.\d+)?)(ms|s|m|h)/g)) {
+    total += Number(part[1]) * unit[part[2]!]!;
+  }
+  return Math.round(total);
+}
+
+export function formatDuration(ms: number): string {
+  if (ms % 3_600_000 === 0 && ms > 0) return `${ms / 3_600_000}h`;
+  if (ms % 60_000 === 0 && ms > 0) return `${ms / 60_000}m`;
+  if (ms % 1000 === 0) return `${ms / 1000}s`;
+  return `${ms}ms`;
+}
+
+export function nonEmpty(v: string | undefined): string | undefined {
+  return v === undefined || v.trim() === '' ? undefined : v;
+}
+
+/** Typed readers over the flags given (`raw`, by name) and their specs' defaults. */
+export function flagReaders(raw: ReadonlyMap<string, string>, flags: readonly FlagSpec[]) {
+  const specs = new Map(flags.map((f) => [f.name, f]));
+  const get = (name: string): string | undefined => raw.get(name) ?? specs.get(name)!.default;
+  const fail = (name: string, why: string): never => {
+    throw new ConfigError(`--${name}`, `${why}, e.g. ${specs.get(name)!.example}`);
+  };
+  const bool = (name: string): boolean => {
+    const v = get(name) ?? 'false';
+    if (/^(true|1|t|yes)$/i.test(v)) return true;
+    if (/^(false|0|f|no)$/i.test(v)) return false;
+    return fail(name, `${JSON.stringify(v)} is not a boolean`);
+  };
+  const str = (name: string): string | undefined => {
+    const v = get(name);
+    if (v === undefined) return undefined;
+    if (v.trim() === '') return fail(name, 'must not be empty');
+    return v;
+  };
+  const port = (name: string): number | undefined => {
+    const v = get(name);
+    if (v === undefined) return undefined;
+    const n = Number(v);
+    if (!/^\d+$/.test(v) || n < 1 || n > 65535) fail(name, `${JSON.stringify(v)} is not a port (1-65535)`);
+    return n;
+  };
+  const duration = (name: string, minMs: number, maxMs: number): number => {
+    const v = get(name)!;
+    const ms = parseDuration(v);
+    if (ms === undefined) return fail(name, `${JSON.stringify(v)} is not a duration like 900ms, 15m or 1h`);
+    if (ms < minMs || ms > maxMs) fail(name, `${v} is out of range (${formatDuration(minMs)}..${formatDuration(maxMs)})`);
+    return ms;
+  };
+  const oneOf = <T extends string>(name: string): T => {
+    // Any case, as kube2iam (strings.ToLower, logrus.ParseLevel).
+    const v = get(name)!.toLowerCase();
+    if (!specs.get(name)!.values!.includes(v)) fail(name, `${JSON.stringify(v)} is not one of ${specs.get(name)!.values!.join('|')}`);
+    return v as T;
+  };
+  return { get, fail, bool, str, port, duration, oneOf };
+}
