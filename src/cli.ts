@@ -5,6 +5,7 @@ import { ConfigError } from './errors.js';
 import { helpText, parseConfig } from './config.js';
 import { createLogger } from './log.js';
 import { start } from './main.js';
+import { stopSignals } from './signals.js';
 // Static, not import(): esbuild cannot tree-shake what a dynamic import reaches, and the webhook's
 // KubeConfig would pull the whole generated Kubernetes API into the bundle (scripts/build.mjs).
 import { runWebhook } from './webhook/run.js';
@@ -44,28 +45,16 @@ async function main(argv: readonly string[]): Promise<number> {
   });
 
   // Signals are taken from the start: a SIGTERM while starting (after the iptables rule went in,
-  // say) must still shut down cleanly, once start-up has got far enough to know what to undo.
-  let signalled: NodeJS.Signals | undefined;
-  // Aborts a start-up that waits (for the app port, held by kube2iam during a migration).
+  // say) must still shut down cleanly, once start-up has got far enough to know what to undo;
+  // one that arrives while start-up waits (for the app port, held by kube2iam) aborts the wait.
   const starting = new AbortController();
-  let onSignal: (signal: NodeJS.Signals) => void = (signal) => {
-    signalled = signal;
-    starting.abort();
-  };
-  let second = false;
-  const handler = (signal: NodeJS.Signals): void => {
-    // A second signal while draining exits at once.
-    if (second) process.exit(1);
-    second = true;
-    onSignal(signal);
-  };
-  process.on('SIGTERM', handler);
-  process.on('SIGINT', handler);
+  const signals = stopSignals(() => starting.abort());
 
   let podiam;
   try {
     podiam = await start(config, log, starting.signal);
   } catch (err) {
+    const signalled = signals.signalled();
     if (signalled !== undefined && (err as Error).name === 'StartAborted') {
       log.info('podiam stopped before it started', { signal: signalled });
       return 0;
@@ -75,18 +64,7 @@ async function main(argv: readonly string[]): Promise<number> {
     process.stderr.write(`podiam: ${message}\n`);
     return err instanceof ConfigError ? 2 : 1;
   }
-  const running = podiam;
-  return new Promise<number>((resolve) => {
-    onSignal = (signal) =>
-      running.shutdown(signal).then(
-        () => resolve(0),
-        (err: Error) => {
-          log.error('shutdown failed', { error: err.message });
-          resolve(1);
-        },
-      );
-    if (signalled !== undefined) onSignal(signalled);
-  });
+  return signals.runUntilStopped(podiam, log);
 }
 
 /**

@@ -1,6 +1,7 @@
 /** `podiam webhook [flags]`: parse its flags, start, and stop cleanly on SIGTERM/SIGINT. */
 import { ConfigError } from '../errors.js';
 import { createLogger } from '../log.js';
+import { stopSignals } from '../signals.js';
 import { parseWebhookConfig, webhookHelpText } from './config.js';
 import { startWebhook } from './main.js';
 
@@ -24,16 +25,7 @@ export async function runWebhook(argv: readonly string[]): Promise<number> {
   process.on('unhandledRejection', (reason) => {
     log.error('unhandled rejection', { error: reason instanceof Error ? reason.message : String(reason) });
   });
-  let signalled: NodeJS.Signals | undefined;
-  let onSignal: (signal: NodeJS.Signals) => void = (signal) => (signalled = signal);
-  let second = false;
-  const handler = (signal: NodeJS.Signals): void => {
-    if (second) process.exit(1);
-    second = true;
-    onSignal(signal);
-  };
-  process.on('SIGTERM', handler);
-  process.on('SIGINT', handler);
+  const signals = stopSignals();
 
   let webhook;
   try {
@@ -44,16 +36,5 @@ export async function runWebhook(argv: readonly string[]): Promise<number> {
     process.stderr.write(`podiam webhook: ${message}\n`);
     return 1;
   }
-  const running = webhook;
-  return new Promise<number>((resolve) => {
-    onSignal = (signal) =>
-      running.shutdown(signal).then(
-        () => resolve(0),
-        (err: Error) => {
-          log.error('shutdown failed', { error: err.message });
-          resolve(1);
-        },
-      );
-    if (signalled !== undefined) onSignal(signalled);
-  });
+  return signals.runUntilStopped(webhook, log);
 }
