@@ -12,7 +12,6 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import * as k8s from '@kubernetes/client-node';
 import { PodMonitor } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/PodMonitor';
 import { PrometheusRule } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/PrometheusRule';
 import { validate as dockerfileUtilsValidate } from 'dockerfile-utils';
@@ -24,17 +23,15 @@ import { ServiceAccount } from 'kubernetes-models/v1/ServiceAccount';
 import { parseAllDocuments } from 'yaml';
 import { parseConfig } from '../../src/config.js';
 import type { Config } from '../../src/config.js';
+import type { Kind, Obj } from '../support/manifests.js';
+import { MANIFESTS, kustomize, manifestChecks } from '../support/manifests.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const MANIFESTS = path.join(ROOT, 'manifests');
 const VERSION = (JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
 const NAMESPACE = 'kube-system';
 const SAMPLE_HOST_IP = '10.0.1.23';
 const SAMPLE_HOST_IP6 = 'fd00:10::23';
 const SAMPLE_NODE = 'ip-10-0-1-23.ec2.internal';
-
-// Loosely typed views of rendered YAML: the schema checks below are what make them trustworthy.
-type Obj = Record<string, any>;
 
 /** The kustomizations an operator applies, and the --host-interface each must give. */
 const TARGETS: ReadonlyArray<{ dir: string; hostInterface: string; podMonitor: boolean }> = [
@@ -48,30 +45,6 @@ const TARGETS: ReadonlyArray<{ dir: string; hostInterface: string; podMonitor: b
 // ---------------------------------------------------------------------------------------------
 // Rendering and validation helpers
 
-function kustomize(dir: string): Obj[] {
-  let out: string;
-  try {
-    // kubectl kustomize renders locally; an empty KUBECONFIG makes sure no cluster is asked.
-    out = execFileSync('kubectl', ['kustomize', dir], { encoding: 'utf8', env: { ...process.env, KUBECONFIG: '/dev/null' }, stdio: ['ignore', 'pipe', 'pipe'] });
-  } catch (err) {
-    const e = err as { code?: string; stderr?: string; message: string };
-    if (e.code === 'ENOENT') throw new Error('kubectl is not on PATH: these tests render the manifests with `kubectl kustomize`');
-    throw new Error(`kubectl kustomize ${dir} failed: ${e.stderr ?? e.message}`);
-  }
-  return parseAllDocuments(out).map((doc) => {
-    if (doc.errors.length > 0) throw new Error(`kubectl kustomize ${dir}: bad YAML: ${doc.errors[0]!.message}`);
-    return doc.toJS() as Obj;
-  });
-}
-
-interface Kind {
-  /** kubernetes-models class: JSON-schema validation (types, enums, required fields). */
-  readonly model: new (data: Obj) => { validate(): void };
-  /** @kubernetes/client-node model name: the field list for the unknown-field check. */
-  readonly clientModel?: string;
-  readonly namespaced: boolean;
-}
-
 const KINDS: Record<string, Kind> = {
   'v1/ServiceAccount': { model: ServiceAccount as never, clientModel: 'V1ServiceAccount', namespaced: true },
   'rbac.authorization.k8s.io/v1/ClusterRole': { model: ClusterRole as never, clientModel: 'V1ClusterRole', namespaced: false },
@@ -83,64 +56,7 @@ const KINDS: Record<string, Kind> = {
   'monitoring.coreos.com/v1/PrometheusRule': { model: PrometheusRule as never, namespaced: true },
   'v1/ConfigMap': { model: ConfigMap as never, clientModel: 'V1ConfigMap', namespaced: true },
 };
-
-function kindOf(obj: Obj): Kind {
-  const key = `${obj.apiVersion}/${obj.kind}`;
-  const kind = KINDS[key];
-  if (kind === undefined) throw new Error(`no schema for ${key}: add it to KINDS in this test`);
-  return kind;
-}
-
-/** Schema errors of one object, as text ('' when valid). */
-function schemaErrors(obj: Obj): string {
-  try {
-    new (kindOf(obj).model)(obj).validate();
-    return '';
-  } catch (err) {
-    return (err as Error).message;
-  }
-}
-
-interface AttributeTypes {
-  getAttributeTypeMap(): ReadonlyArray<{ baseName: string; type: string }>;
-}
-
-/**
- * Paths of fields the Kubernetes API does not know. kubectl apply validates fields strictly on
- * the server, so a misspelt field fails the operator's apply; the OpenAPI schemas above allow
- * extra properties, so this walks the typed field lists of client-node's generated models.
- */
-function unknownFields(value: unknown, type: string, at: string, out: string[] = []): string[] {
-  if (value === null || value === undefined) return out;
-  const array = /^Array<(.+)>$/.exec(type);
-  if (array !== null) {
-    if (Array.isArray(value)) value.forEach((v, i) => unknownFields(v, array[1]!, `${at}[${i}]`, out));
-    return out;
-  }
-  const map = /^\{ \[key: string\]: (.+); \}$/.exec(type);
-  if (map !== null) {
-    for (const [k, v] of Object.entries(value as Obj)) unknownFields(v, map[1]!, `${at}.${k}`, out);
-    return out;
-  }
-  const model = (k8s as unknown as Record<string, Partial<AttributeTypes> | undefined>)[type];
-  // Primitives, IntOrString and free-form objects have no field list.
-  if (typeof model?.getAttributeTypeMap !== 'function' || typeof value !== 'object' || Array.isArray(value)) return out;
-  const fields = new Map(model.getAttributeTypeMap().map((a) => [a.baseName, a.type]));
-  for (const [k, v] of Object.entries(value as Obj)) {
-    const t = fields.get(k);
-    if (t === undefined) out.push(`${at}.${k}`);
-    else unknownFields(v, t, `${at}.${k}`, out);
-  }
-  return out;
-}
-
-function strictErrors(obj: Obj): string[] {
-  const clientModel = kindOf(obj).clientModel;
-  if (clientModel !== undefined) return unknownFields(obj, clientModel, obj.kind as string);
-  // CRDs: at least the metadata is a core type.
-  const extra = Object.keys(obj).filter((k) => !['apiVersion', 'kind', 'metadata', 'spec'].includes(k));
-  return [...extra.map((k) => `${obj.kind}.${k}`), ...unknownFields(obj.metadata, 'V1ObjectMeta', `${obj.kind}.metadata`)];
-}
+const { kindOf, schemaErrors, strictErrors } = manifestChecks(KINDS);
 
 function find(objs: readonly Obj[], kind: string): Obj {
   const found = objs.filter((o) => o.kind === kind);

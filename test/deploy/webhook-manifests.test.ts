@@ -7,12 +7,9 @@
  * probes, Secret, Certificate and MutatingWebhookConfiguration; the webhook can never block a pod;
  * RBAC is exactly what it reads.
  */
-import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import * as k8s from '@kubernetes/client-node';
 import { Certificate } from '@kubernetes-models/cert-manager/cert-manager.io/v1/Certificate';
 import { Issuer } from '@kubernetes-models/cert-manager/cert-manager.io/v1/Issuer';
 import { MutatingWebhookConfiguration } from 'kubernetes-models/admissionregistration.k8s.io/v1/MutatingWebhookConfiguration';
@@ -23,30 +20,14 @@ import { ClusterRole } from 'kubernetes-models/rbac.authorization.k8s.io/v1/Clus
 import { ClusterRoleBinding } from 'kubernetes-models/rbac.authorization.k8s.io/v1/ClusterRoleBinding';
 import { Service } from 'kubernetes-models/v1/Service';
 import { ServiceAccount } from 'kubernetes-models/v1/ServiceAccount';
-import { parseAllDocuments } from 'yaml';
 import { parseWebhookConfig } from '../../src/webhook/config.js';
 import type { WebhookConfig } from '../../src/webhook/config.js';
+import type { Kind, Obj } from '../support/manifests.js';
+import { MANIFESTS, kustomize, manifestChecks } from '../support/manifests.js';
+import { ROOT } from '../support/podiam-process.js';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const MANIFESTS = path.join(ROOT, 'manifests');
-type Obj = Record<string, any>;
 
-function kustomize(dir: string): Obj[] {
-  let out: string;
-  try {
-    out = execFileSync('kubectl', ['kustomize', dir], { encoding: 'utf8', env: { ...process.env, KUBECONFIG: '/dev/null' }, stdio: ['ignore', 'pipe', 'pipe'] });
-  } catch (err) {
-    const e = err as { code?: string; stderr?: string; message: string };
-    if (e.code === 'ENOENT') throw new Error('kubectl is not on PATH: these tests render the manifests with `kubectl kustomize`');
-    throw new Error(`kubectl kustomize ${dir} failed: ${e.stderr ?? e.message}`);
-  }
-  return parseAllDocuments(out).map((doc) => {
-    if (doc.errors.length > 0) throw new Error(`kubectl kustomize ${dir}: bad YAML: ${doc.errors[0]!.message}`);
-    return doc.toJS() as Obj;
-  });
-}
-
-const KINDS: Record<string, { model: new (data: Obj) => { validate(): void }; clientModel?: string; namespaced: boolean }> = {
+const KINDS: Record<string, Kind> = {
   'v1/ServiceAccount': { model: ServiceAccount as never, clientModel: 'V1ServiceAccount', namespaced: true },
   'v1/Service': { model: Service as never, clientModel: 'V1Service', namespaced: true },
   'rbac.authorization.k8s.io/v1/ClusterRole': { model: ClusterRole as never, clientModel: 'V1ClusterRole', namespaced: false },
@@ -59,52 +40,7 @@ const KINDS: Record<string, { model: new (data: Obj) => { validate(): void }; cl
   'cert-manager.io/v1/Certificate': { model: Certificate as never, namespaced: true },
   'cert-manager.io/v1/Issuer': { model: Issuer as never, namespaced: true },
 };
-
-function kindOf(obj: Obj) {
-  const kind = KINDS[`${obj.apiVersion}/${obj.kind}`];
-  if (kind === undefined) throw new Error(`no schema for ${obj.apiVersion}/${obj.kind}: add it to KINDS`);
-  return kind;
-}
-
-function schemaErrors(obj: Obj): string {
-  try {
-    new (kindOf(obj).model)(obj).validate();
-    return '';
-  } catch (err) {
-    return (err as Error).message;
-  }
-}
-
-/** Fields the API server would reject as unknown, from client-node's generated field lists. */
-function unknownFields(value: unknown, type: string, at: string, out: string[] = []): string[] {
-  if (value === null || value === undefined) return out;
-  const array = /^Array<(.+)>$/.exec(type);
-  if (array !== null) {
-    if (Array.isArray(value)) value.forEach((v, i) => unknownFields(v, array[1]!, `${at}[${i}]`, out));
-    return out;
-  }
-  const map = /^\{ \[key: string\]: (.+); \}$/.exec(type);
-  if (map !== null) {
-    for (const [k, v] of Object.entries(value as Obj)) unknownFields(v, map[1]!, `${at}.${k}`, out);
-    return out;
-  }
-  const model = (k8s as unknown as Record<string, { getAttributeTypeMap?: () => Array<{ baseName: string; type: string }> } | undefined>)[type];
-  if (typeof model?.getAttributeTypeMap !== 'function' || typeof value !== 'object' || Array.isArray(value)) return out;
-  const fields = new Map(model.getAttributeTypeMap().map((a) => [a.baseName, a.type]));
-  for (const [k, v] of Object.entries(value as Obj)) {
-    const t = fields.get(k);
-    if (t === undefined) out.push(`${at}.${k}`);
-    else unknownFields(v, t, `${at}.${k}`, out);
-  }
-  return out;
-}
-
-function strictErrors(obj: Obj): string[] {
-  const clientModel = kindOf(obj).clientModel;
-  if (clientModel !== undefined) return unknownFields(obj, clientModel, obj.kind as string);
-  const extra = Object.keys(obj).filter((k) => !['apiVersion', 'kind', 'metadata', 'spec'].includes(k));
-  return [...extra.map((k) => `${obj.kind}.${k}`), ...unknownFields(obj.metadata, 'V1ObjectMeta', `${obj.kind}.metadata`)];
-}
+const { kindOf, schemaErrors, strictErrors } = manifestChecks(KINDS);
 
 function find(objs: readonly Obj[], kind: string, name = 'podiam-webhook'): Obj {
   const found = objs.filter((o) => o.kind === kind && o.metadata.name === name);
