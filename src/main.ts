@@ -127,18 +127,20 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
     if (!(role instanceof Error)) cache.prefetch(role);
   });
 
+  // A denied pod, on either path: a log line and an Event on the pod (`kubectl describe pod` says why).
+  const reportDenial = (pod: PodInfo, err: Error, fields: Record<string, string>): void => {
+    if (!(err instanceof PodiamError)) return;
+    log.info('credentials denied', { ...fields, pod: `${pod.namespace}/${pod.name}`, code: err.code, reason: err.message });
+    events?.denied(pod, err.code, err.message);
+  };
+
   const routes = new CredentialRoutes({
     pods: { synced: () => watcher.synced(), lookup: (ip) => index.lookup(ip), waitFor: (ip, ms) => index.waitFor(ip, ms), namespace: (n) => index.namespace(n) },
     cache,
     roles: { resolve: (pod, ns) => roles.resolve(pod, ns, index.serviceAccountOf(pod)) },
     podWaitMs: config.podWaitMs,
     onPodWait: (outcome) => metrics.podWaits.inc({ outcome }),
-    onDenied: (pod, err) => {
-      if (err instanceof PodiamError) {
-        log.info('credentials denied', { pod: `${pod.namespace}/${pod.name}`, code: err.code, reason: err.message });
-        events?.denied(pod, err.code, err.message);
-      }
-    },
+    onDenied: (pod, err) => reportDenial(pod, err, {}),
   });
 
   // The node itself: loopback and its host IPs (one per family).
@@ -197,10 +199,7 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
       cache,
       metrics,
       log,
-      onDenied: (pod, err) => {
-        log.info('credentials denied', { path: 'token', pod: `${pod.namespace}/${pod.name}`, code: (err as PodiamError).code, reason: err.message });
-        events?.denied(pod, (err as PodiamError).code, err.message);
-      },
+      onDenied: (pod, err) => reportDenial(pod, err, { path: 'token' }),
       listen,
       close: closeServer,
     }).catch(async (err: unknown) => {
