@@ -51,6 +51,25 @@ function asImageStarts(dir) {
   return argv.slice(1).map((a) => (a.startsWith('/app/') ? path.join(dir, a.slice('/app/'.length)) : a));
 }
 
+/**
+ * Levers measured side by side with "after" (BENCHMARKS.md's lever tables): BENCH_FOOTPRINT_VARIANTS
+ * is a JSON list of { name, nodeFlags?, env?, file? }, each started like "after" but with its Node
+ * flags in place of the ENTRYPOINT's, extra environment, or another bundle. With
+ * BENCH_FOOTPRINT_CASES (empty,pods110,cluster) and BENCH_FOOTPRINT_NO_BEFORE=1 an experiment
+ * runs only what it needs; the summary table is printed only for the full before/after run.
+ */
+function extraVariants(root) {
+  const list = JSON.parse(process.env.BENCH_FOOTPRINT_VARIANTS ?? '[]');
+  const image = asImageStarts(root);
+  const file = image[image.length - 1];
+  return list.map((x) => ({
+    name: x.name,
+    label: x.name,
+    argv: [...(x.nodeFlags ?? image.slice(0, -1)), x.file ? path.resolve(root, x.file) : file],
+    env: x.env ?? {},
+  }));
+}
+
 /** The tsc build of `ref`, made once (git archive + the work tree's node_modules + tsc). */
 function buildBefore(root, ref, log) {
   const sha = execFileSync('git', ['rev-parse', '--short', ref], { cwd: root }).toString().trim();
@@ -108,7 +127,9 @@ export async function footprint(ctx) {
   const variants = [
     { name: 'before', label: `before (${before.sha}, tsc output)`, argv: asImageStarts(before.dir) },
     { name: 'after', label: 'after (dist/podiam.js)', argv: asImageStarts(root) },
-  ];
+    ...extraVariants(root),
+  ].filter((v) => !(process.env.BENCH_FOOTPRINT_NO_BEFORE && v.name === 'before'));
+  const cases = new Set((process.env.BENCH_FOOTPRINT_CASES ?? 'empty,pods110,cluster').split(','));
   for (const v of variants) log(`  ${v.name}: node ${v.argv.map((a) => path.relative(root, a) || a).join(' ')}`);
   const starts = quick ? 1 : Number(process.env.BENCH_STARTS ?? 5);
   const NODE = 'node-1';
@@ -120,7 +141,7 @@ export async function footprint(ctx) {
     const port = await ctx.freePort();
     const args = [`--app-port=${port}`, '--host-ip=127.0.0.1', `--metadata-addr=127.0.0.1:${ctx.imdsPort}`, `--api-server=${kube.url}`, '--insecure', ...(allNodes ? [] : [`--node=${NODE}`]), `--base-role-arn=${BASE_ARN}`, '--log-format=json'];
     const t0 = performance.now();
-    const child = spawn(process.execPath, [...v.argv, ...args], { env: { ...ctx.awsTestEnv(ctx.stsUrl), NODE_ENV: 'production' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [...v.argv, ...args], { env: { ...ctx.awsTestEnv(ctx.stsUrl), NODE_ENV: 'production', ...v.env }, stdio: ['ignore', 'pipe', 'pipe'] });
     const p = { child, port, t0, firstLineMs: undefined, exited: false };
     child.on('exit', () => (p.exited = true));
     let out = '';
@@ -154,7 +175,7 @@ export async function footprint(ctx) {
     }
   };
 
-  const result = { beforeRef: before.sha, starts, variants: {} };
+  const result = { beforeRef: before.sha, starts, variants: Object.fromEntries(variants.map((v) => [v.name, { label: v.label }])) };
 
   // Node alone: the floor under both.
   const nodeAlone = [];
@@ -169,6 +190,7 @@ export async function footprint(ctx) {
   log(`  node alone: ${result.nodeAlone.wallMs} ms to run and exit, RSS ${nodeRss} MB`);
 
   // 0 pods.
+  if (cases.has('empty')) {
   const empty = await ctx.freshKube();
   for (const v of variants) {
     const runs = [];
@@ -185,12 +207,14 @@ export async function footprint(ctx) {
       await p.stop();
     }
     const r = { firstLineMs: median(runs.map((x) => x.firstLineMs)), listenMs: median(runs.map((x) => x.listenMs)), readyMs: median(runs.map((x) => x.readyMs)), idle, runs };
-    result.variants[v.name] = { label: v.label, empty: r };
+    result.variants[v.name].empty = r;
     log(`  ${v.name.padEnd(6)} 0 pods: first log line ${r.firstLineMs} ms, listening ${r.listenMs} ms, ready ${r.readyMs} ms; RSS idle ${idle.rssMB} MB (peak ${idle.hwmMB})`);
   }
   await empty.stop();
+  }
 
   // 110 pods on the node, 20 roles.
+  if (cases.has('pods110')) {
   const kube = await ctx.freshKube();
   const podIps = [];
   const roles = [];
@@ -228,8 +252,10 @@ export async function footprint(ctx) {
     log(`  ${v.name.padEnd(6)} 110 pods: first credentials ${r.firstCredsMs} ms (runs ${firsts.map((x) => x.firstCredsMs).join(', ')}); RSS after 330 requests ${r.after330.rssMB} MB, after ${ctx.memLoadMs / 1000} s of load ${r.afterLoad.rssMB} MB, settled ${r.settled.rssMB} MB (peak ${r.settled.hwmMB}); load ${r.load.rps} req/s p99 ${r.load.p99} ms, ${r.load.serverUsPerReq} µs CPU/req`);
   }
   await kube.stop();
+  }
 
   // 10,000 pods watched cluster-wide.
+  if (cases.has('cluster')) {
   const n = quick ? 2000 : 10_000;
   const big = await ctx.freshKube();
   for (let ns = 0; ns < 20; ns++) big.createNamespace({ metadata: { name: `team-${ns}`, annotations: { 'iam.amazonaws.com/allowed-roles': '["*"]' } } });
@@ -247,6 +273,8 @@ export async function footprint(ctx) {
     log(`  ${v.name.padEnd(6)} ${n} pods cluster-wide: first credentials ${firstCredsMs} ms; RSS at it ${atFirst.rssMB} MB, settled ${settled.rssMB} MB, peak ${settled.hwmMB} MB`);
   }
   await big.stop();
+  }
+  if (variants.length !== 2 || cases.size !== 3) return result;
 
   result.table = table(result, ctx.memLoadMs);
   log('\n' + result.table);
