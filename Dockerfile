@@ -4,9 +4,9 @@
 #   docker build -t ghcr.io/podiam/podiam:0.1.0 .
 #
 # Two stages. "build" installs every dependency (TypeScript and esbuild are dev dependencies),
-# type-checks src/ and bundles it with everything it loads into one file, dist/podiam.js
-# (scripts/build.mjs). The runtime stage starts again from the same slim base and gets only that
-# file and package.json (podiam reads its --version from it): no node_modules, no compiler, no
+# type-checks src/ and bundles it with everything it loads into dist/podiam.js and the chunks it
+# imports, dist/chunks/ (scripts/build.mjs). The runtime stage starts again from the same slim base
+# and gets only those and package.json (podiam reads its --version from it): no node_modules, no compiler, no
 # test code, no build context secrets. .dockerignore is an allowlist, so the context holds nothing
 # but package*.json, tsconfig*.json, scripts/build.mjs and src/.
 
@@ -45,6 +45,7 @@ ENV NODE_ENV=production
 # The bundle is the whole agent (its dependencies are inside it): no node_modules in the image.
 COPY --from=build /app/package.json ./package.json
 COPY --from=build /app/dist/podiam.js ./dist/podiam.js
+COPY --from=build /app/dist/chunks ./dist/chunks
 
 # No USER: podiam runs as root (uid 0) on purpose. Changing the nat table needs CAP_NET_ADMIN,
 # and a non-root process gets no capabilities from the pod's securityContext unless the binary

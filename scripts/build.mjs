@@ -81,6 +81,29 @@ const nodeFetchUrl = {
   },
 };
 
+/** The parts that must stay off the start path, each loaded with import() where it is first used. */
+export const LAZY = [
+  [/(^|\/)node_modules\/@aws-sdk\/client-sts\//, 'the AWS SDK: loaded by src/aws/sts.ts while the informers list and the listener binds'],
+  [/(^|\/)node_modules\/execa\//, 'execa: only with --iptables, --token-interface or --cleanup'],
+  [/^src\/webhook\//, 'the webhook: only for `podiam webhook`'],
+  [/^src\/token\//, 'the token path: only with --token-identity'],
+];
+
+/** The output files every start reads (the entry and its static imports), and their inputs. */
+export function startPath(metafile) {
+  const outputs = metafile.outputs;
+  const entry = path.relative(ROOT, OUTFILE);
+  const files = new Set();
+  const walk = (file) => {
+    if (files.has(file) || outputs[file] === undefined) return;
+    files.add(file);
+    for (const i of outputs[file].imports) if (i.kind === 'import-statement') walk(i.path);
+  };
+  walk(entry);
+  const inputs = [...files].flatMap((file) => Object.keys(outputs[file].inputs));
+  return { files: [...files], bytes: [...files].reduce((n, file) => n + outputs[file].bytes, 0), inputs };
+}
+
 /** The shims' contents, by path in the podiam-shim namespace. */
 const SHIMS = {
   'list-watch-serializer': `export const ObjectSerializer = {
@@ -116,8 +139,13 @@ export async function build({ analyze = false } = {}) {
   checkKubeClient();
   checkNodeFetch();
   const result = await esbuild.build({
-    entryPoints: [ENTRY],
-    outfile: OUTFILE,
+    entryPoints: { podiam: ENTRY },
+    outdir: path.dirname(OUTFILE),
+    // What is not on every start's path (the webhook, token identity, the STS client, the process
+    // runner) is its own chunk, read and compiled only when first imported.
+    splitting: true,
+    chunkNames: 'chunks/[name]-[hash]',
+    absWorkingDir: ROOT,
     bundle: true,
     platform: 'node',
     format: 'esm',
@@ -142,22 +170,35 @@ export async function build({ analyze = false } = {}) {
   const shebang = `#!/usr/bin/env -S node ${NODE_FLAGS.join(' ')}`;
   writeFileSync(OUTFILE, code.startsWith('#!') ? shebang + code.slice(code.indexOf('\n')) : `${shebang}\n${code}`);
   writeFileSync(OUTFILE.replace(/\.js$/, '.meta.json'), JSON.stringify(result.metafile));
-  // The two notes at the top took effect: no generated model is in the bundle.
-  const out = Object.entries(result.metafile.outputs).find(([file]) => file.endsWith('.js'))[1];
-  const models = Object.entries(out.inputs).filter(([file, v]) => file.includes('/client-node/dist/gen/models/') && v.bytesInOutput > 0);
+  // The two notes at the top took effect: no generated model is in the bundle (any of its files).
+  const inputs = Object.entries(result.metafile.outputs)
+    .filter(([file]) => file.endsWith('.js'))
+    .flatMap(([, out]) => Object.entries(out.inputs));
+  const models = inputs.filter(([file, v]) => file.includes('/client-node/dist/gen/models/') && v.bytesInOutput > 0);
   if (models.length > 0) throw new Error(`the bundle holds ${models.length} generated Kubernetes models (e.g. ${models[0][0]}): something imports them`);
-  const unwanted = Object.keys(out.inputs).filter((file) => /\/node_modules\/(whatwg-url|tr46)\//.test(file));
+  const unwanted = inputs.map(([file]) => file).filter((file) => /\/node_modules\/(whatwg-url|tr46)\//.test(file));
   if (unwanted.length > 0) throw new Error(`the bundle holds ${unwanted[0]}: the node-fetch URL shim did not apply`);
+  // What every start reads (dist/podiam.js and the chunks it imports statically) holds none of the
+  // lazy parts: a static import of one of them would put it back on every node's start.
+  const onStart = startPath(result.metafile);
+  for (const [file, why] of LAZY) {
+    const found = onStart.inputs.find((input) => file.test(input));
+    if (found !== undefined) throw new Error(`${found} is on the start path (${why}): import it with import() where it is used`);
+  }
   if (analyze) process.stdout.write(await esbuild.analyzeMetafile(result.metafile, { verbose: false }));
   return result;
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  const { chmodSync, statSync } = await import('node:fs');
+  const { chmodSync } = await import('node:fs');
   // tsc (run first by npm run build) compiles the test support and scripts, and with them the
   // parts of src/ they reach; that copy of src/ is neither shipped nor run: only the bundle is.
   rmSync(path.join(ROOT, 'dist/src'), { recursive: true, force: true });
-  await build({ analyze: process.argv.includes('--analyze') });
+  rmSync(path.join(ROOT, 'dist/chunks'), { recursive: true, force: true });
+  const result = await build({ analyze: process.argv.includes('--analyze') });
   chmodSync(OUTFILE, 0o755);
-  process.stdout.write(`built ${path.relative(ROOT, OUTFILE)} (${Math.round(statSync(OUTFILE).size / 1024)} KB)\n`);
+  const onStart = startPath(result.metafile);
+  const all = Object.entries(result.metafile.outputs).filter(([file]) => file.endsWith('.js'));
+  const kb = (n) => Math.round(n / 1024);
+  process.stdout.write(`built ${path.relative(ROOT, OUTFILE)}: ${kb(onStart.bytes)} KB read at every start (${onStart.files.length} files), ${kb(all.reduce((n, [, o]) => n + o.bytes, 0) - onStart.bytes)} KB in lazy chunks (${all.length - onStart.files.length} files)\n`);
 }

@@ -6,9 +6,6 @@ import { helpText, parseConfig } from './config.js';
 import { createLogger } from './log.js';
 import { start } from './main.js';
 import { stopSignals } from './signals.js';
-// Static, not import(): esbuild cannot tree-shake what a dynamic import reaches, and the webhook's
-// KubeConfig would pull the whole generated Kubernetes API into the bundle (scripts/build.mjs).
-import { runWebhook } from './webhook/run.js';
 
 function version(): string {
   const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
@@ -17,7 +14,8 @@ function version(): string {
 
 async function main(argv: readonly string[]): Promise<number> {
   // `podiam webhook …`: the mutating admission webhook, a process of its own with its own flags.
-  if (argv[0] === 'webhook') return runWebhook(argv.slice(1));
+  // Its own chunk of the bundle (scripts/build.mjs): the agent never reads it.
+  if (argv[0] === 'webhook') return (await import('./webhook/run.js')).runWebhook(argv.slice(1));
   let request;
   try {
     request = parseConfig(argv);

@@ -21,7 +21,6 @@
  * and it never gets the node's credentials. While podiam restarts the DNAT stays, so pods are
  * refused at once by the closed port (a RST), and the guard is not involved.
  */
-import { execa } from 'execa';
 import type { Config } from './config.js';
 import { PodiamError } from './errors.js';
 import type { Logger } from './log.js';
@@ -38,7 +37,9 @@ export type ExecRunner = (file: string, args: readonly string[]) => Promise<Exec
 export const execaRunner: ExecRunner = async (file, args) => {
   // cleanup: false — execa's default registers a signal-exit SIGTERM hook per running child, which
   // re-raised a SIGTERM that arrived mid-command and exited 1. An iptables call is short and is
-  // best left to finish its commit anyway.
+  // best left to finish its commit anyway. execa is its own chunk of the bundle, loaded with the
+  // first command (scripts/build.mjs): a podiam without --iptables never reads it.
+  const { execa } = await import('execa');
   const r = await execa(file, args, { reject: false, timeout: 10_000, stdin: 'ignore', cleanup: false });
   if (r.failed && r.exitCode === undefined) {
     const err = new Error(r.shortMessage ?? `${file} could not run`) as Error & { code?: string };

@@ -6,12 +6,13 @@
  * dataplane rules are); remove() is the explicit cleanup.
  */
 import { isIP } from 'node:net';
-import { execa } from 'execa';
 import { PodiamError } from './errors.js';
 
 export type IpRunner = (args: readonly string[]) => Promise<{ exitCode: number; stderr: string }>;
 
 export const ipRunner: IpRunner = async (args) => {
+  // execa is its own chunk of the bundle, loaded with the first command (scripts/build.mjs).
+  const { execa } = await import('execa');
   const r = await execa('ip', args, { reject: false, timeout: 10_000, stdin: 'ignore', cleanup: false });
   if (r.failed && r.exitCode === undefined) throw new Error(r.shortMessage ?? 'ip could not run');
   return { exitCode: r.exitCode ?? 1, stderr: String(r.stderr ?? '') };

@@ -21,9 +21,7 @@ import { EventRecorder } from './kube/events.js';
 import { PodIndex } from './kube/pod-index.js';
 import { createKubeConfig } from './kube/api.js';
 import { KubeWatcher } from './kube/pods.js';
-import { createTokenReviewer } from './kube/token-review.js';
 import type { TokenIdentity } from './token/start.js';
-import { startTokenIdentity } from './token/start.js';
 import type { Logger } from './log.js';
 import type { Metrics } from './metrics.js';
 import { createMetrics } from './metrics.js';
@@ -191,6 +189,8 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
 
   let token: TokenIdentity | undefined;
   if (config.tokenIdentity) {
+    // The token path is its own chunk of the bundle (scripts/build.mjs): read only when asked for.
+    const [{ startTokenIdentity }, { createTokenReviewer }] = await Promise.all([import('./token/start.js'), import('./kube/token-review.js')]);
     token = await startTokenIdentity(config, {
       review: createTokenReviewer(kc),
       index,

@@ -2,8 +2,12 @@
  * The only module that talks to STS (and the only importer of @aws-sdk/*).
  * The node's own credentials and the endpoint come from the SDK's standard chain, so
  * AWS_ENDPOINT_URL_STS, AWS_ACCESS_KEY_ID, web identity or the instance profile all work.
+ *
+ * The SDK is its own chunk of the bundle (scripts/build.mjs), loaded as soon as the assumer is
+ * created but off the start path: podiam lists its pods, binds its port and installs its rules
+ * while the SDK is read and evaluated; the first AssumeRole waits for it if it must.
  */
-import { AssumeRoleCommand, STSClient } from '@aws-sdk/client-sts';
+import type { STSClient } from '@aws-sdk/client-sts';
 import { StsUnavailable } from '../errors.js';
 import type { StsRefusal } from '../errors.js';
 import type { RoleRequest } from '../roles.js';
@@ -65,12 +69,22 @@ export class StsError extends StsUnavailable {
 
 export function createStsAssumer(options: StsOptions): RoleAssumer & { destroy(): void } {
   const maxAttempts = options.maxAttempts ?? 3;
-  const client = new STSClient({
-    region: options.region,
-    maxAttempts,
-    retryMode: 'standard',
-    requestHandler: { connectionTimeout: Math.min(1000, options.attemptTimeoutMs), requestTimeout: options.attemptTimeoutMs, throwOnRequestTimeout: true },
+  let destroyed = false;
+  const sdk = import('@aws-sdk/client-sts').then((ns) => {
+    // The bundle has the SDK's CommonJS build, whose exports a dynamic import puts on `default`.
+    const m = (ns as unknown as { default?: typeof ns }).default ?? ns;
+    const client = new m.STSClient({
+      region: options.region,
+      maxAttempts,
+      retryMode: 'standard',
+      requestHandler: { connectionTimeout: Math.min(1000, options.attemptTimeoutMs), requestTimeout: options.attemptTimeoutMs, throwOnRequestTimeout: true },
+    });
+    if (destroyed) client.destroy();
+    return { client, AssumeRoleCommand: m.AssumeRoleCommand };
   });
+  let loaded: STSClient | undefined;
+  // Awaited by the first AssumeRole, whose error a failure to load becomes (not unhandled here).
+  sdk.then(({ client }) => (loaded = client), () => undefined);
   // A hard ceiling over all attempts, so a caller never waits on STS longer than this.
   const overallMs = options.attemptTimeoutMs * maxAttempts + 2000;
 
@@ -79,13 +93,15 @@ export function createStsAssumer(options: StsOptions): RoleAssumer & { destroy()
   return {
     assume: (request: RoleRequest) => limit(() => assumeOnce(request)),
     destroy() {
-      client.destroy();
+      destroyed = true;
+      loaded?.destroy();
     },
   };
 
   async function assumeOnce(request: RoleRequest): Promise<AwsCredentials> {
     let out;
     try {
+      const { client, AssumeRoleCommand } = await sdk;
       out = await client.send(
         new AssumeRoleCommand({
           RoleArn: request.roleArn,

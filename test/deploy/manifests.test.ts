@@ -438,7 +438,7 @@ describe('Dockerfile', () => {
     expect(removal[0]).toMatch(/\/usr\/local\/bin\/npx\b/);
     expect(runs(runtime).join(' ')).not.toMatch(/npm run build|tsc|esbuild|apt-get install.*\b(gcc|g\+\+|make|python3?|build-essential|git|curl)\b/);
     const copies = runtime.filter((i) => i.keyword === 'COPY' || i.keyword === 'ADD').map((i) => `${i.keyword} ${i.args}`);
-    expect(copies).toEqual(['COPY --from=build /app/package.json ./package.json', 'COPY --from=build /app/dist/podiam.js ./dist/podiam.js']);
+    expect(copies).toEqual(['COPY --from=build /app/package.json ./package.json', 'COPY --from=build /app/dist/podiam.js ./dist/podiam.js', 'COPY --from=build /app/dist/chunks ./dist/chunks']);
     expect(runtime.find((i) => i.keyword === 'WORKDIR')?.args).toBe('/app');
   });
 
