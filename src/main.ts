@@ -288,10 +288,10 @@ async function rolePolicy(config: Config, passthrough: Passthrough, log: Logger)
 
 function instrument(sts: RoleAssumer & { destroy(): void }, metrics: Metrics): RoleAssumer & { destroy(): void } {
   return {
-    async assume(request) {
+    async assume(request, urgency) {
       const end = metrics.stsSeconds.startTimer();
       try {
-        const creds = await sts.assume(request);
+        const creds = await sts.assume(request, urgency);
         metrics.stsCalls.inc({ outcome: 'success' });
         return creds;
       } catch (err) {

@@ -5,6 +5,7 @@
  */
 import type { RoleRequest } from '../roles.js';
 import type { AwsCredentials, RoleAssumer } from './sts.js';
+import { Urgency } from './sts.js';
 import { StsError } from './sts.js';
 import { StsUnavailable } from '../errors.js';
 
@@ -73,6 +74,8 @@ interface Entry {
   /** When `current` is due for refresh: until then it is served without a second thought. */
   refreshAtMs: number;
   inflight: Promise<IssuedCredentials> | undefined;
+  /** The in-flight call's place in the STS queue: a pod that joins a background call promotes it. */
+  urgency: Urgency | undefined;
   timer: TimerHandle | undefined;
   usedSinceIssue: boolean;
   failures: number;
@@ -233,7 +236,7 @@ export class CredentialCache {
     let e = this.find(request);
     if (e === undefined) {
       const key = cacheKey(request);
-      e = { key, request, current: undefined, refreshAtMs: 0, inflight: undefined, timer: undefined, usedSinceIssue: false, failures: 0, lastError: undefined, retryAtMs: 0 };
+      e = { key, request, current: undefined, refreshAtMs: 0, inflight: undefined, urgency: undefined, timer: undefined, usedSinceIssue: false, failures: 0, lastError: undefined, retryAtMs: 0 };
       this.entries.set(key, e);
       this.byRequest.set(request, e);
     }
@@ -241,11 +244,16 @@ export class CredentialCache {
   }
 
   private fetch(entry: Entry, cause: IssueCause): Promise<IssuedCredentials> {
-    if (entry.inflight !== undefined) return entry.inflight;
+    if (entry.inflight !== undefined) {
+      if (cause === 'request') entry.urgency?.promote();
+      return entry.inflight;
+    }
     const startedMs = this.clock.now();
+    const urgency = new Urgency(cause === 'request');
+    entry.urgency = urgency;
     // Through a microtask, so even an assumer that throws synchronously only rejects the flight.
     const flight = Promise.resolve()
-      .then(() => this.options.assumer.assume(entry.request))
+      .then(() => this.options.assumer.assume(entry.request, urgency))
       .then(
         (creds) => this.install(entry, creds, startedMs, cause),
         (err: unknown) => {

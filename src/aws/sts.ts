@@ -21,7 +21,32 @@ export interface AwsCredentials {
 
 /** "Get credentials for a role": implemented by STS and by the cache that wraps it. */
 export interface RoleAssumer {
-  assume(request: RoleRequest): Promise<AwsCredentials>;
+  /** urgency: how soon the call is wanted while it waits for an STS slot (default: urgent). */
+  assume(request: RoleRequest, urgency?: Urgency): Promise<AwsCredentials>;
+}
+
+/**
+ * Whether a pod is waiting on an AssumeRole. Background calls (prefetch at start, refresh ahead)
+ * queue behind every urgent one for an STS slot; when a pod asks for credentials whose background
+ * call is still queued, promote() moves that same call to the front: no extra call, only a new
+ * place in the queue. So the first pod that asks after a restart does not wait behind the
+ * prefetches of the other 109.
+ */
+export class Urgency {
+  private onPromote: (() => void) | undefined;
+  constructor(private urgentNow: boolean) {}
+  get urgent(): boolean {
+    return this.urgentNow;
+  }
+  promote(): void {
+    if (this.urgentNow) return;
+    this.urgentNow = true;
+    this.onPromote?.();
+  }
+  /** For the queue holding this call: told once, when the call is promoted. */
+  whenPromoted(callback: () => void): void {
+    this.onPromote = callback;
+  }
 }
 
 export interface StsOptions {
@@ -91,7 +116,7 @@ export function createStsAssumer(options: StsOptions): RoleAssumer & { destroy()
   const limit = createLimiter(options.maxConcurrent ?? 16);
 
   return {
-    assume: (request: RoleRequest) => limit(() => assumeOnce(request)),
+    assume: (request: RoleRequest, urgency?: Urgency) => limit(() => assumeOnce(request), urgency),
     destroy() {
       destroyed = true;
       loaded?.destroy();
@@ -129,22 +154,45 @@ export function createStsAssumer(options: StsOptions): RoleAssumer & { destroy()
   }
 }
 
-/** At most `max` tasks at once, first come first served. */
-function createLimiter(max: number): <T>(task: () => Promise<T>) => Promise<T> {
+/**
+ * At most `max` tasks at once. Waiting tasks start urgent ones first, each kind first come first
+ * served; a background task promoted while it waits joins the urgent ones (see Urgency).
+ */
+export function createLimiter(max: number): <T>(task: () => Promise<T>, urgency?: Urgency) => Promise<T> {
   let running = 0;
-  const queue: Array<() => void> = [];
+  interface Waiting {
+    started: boolean;
+    readonly run: () => void;
+  }
+  const urgentQueue: Waiting[] = [];
+  const backgroundQueue: Waiting[] = [];
+  const take = (): Waiting | undefined => {
+    for (const queue of [urgentQueue, backgroundQueue]) {
+      for (let w = queue.shift(); w !== undefined; w = queue.shift()) if (!w.started) return w;
+    }
+    return undefined;
+  };
   const next = (): void => {
     running--;
-    queue.shift()?.();
+    take()?.run();
   };
-  return (task) =>
+  return (task, urgency) =>
     new Promise((resolve, reject) => {
-      const run = (): void => {
-        running++;
-        task().then(resolve, reject).finally(next);
+      const waiting: Waiting = {
+        started: false,
+        run: () => {
+          waiting.started = true;
+          running++;
+          task().then(resolve, reject).finally(next);
+        },
       };
-      if (running < max) run();
-      else queue.push(run);
+      if (running < max) waiting.run();
+      else if (urgency === undefined || urgency.urgent) urgentQueue.push(waiting);
+      else {
+        backgroundQueue.push(waiting);
+        // Promoted while it waits: it also joins the urgent queue (the copy left behind is skipped).
+        urgency.whenPromoted(() => urgentQueue.push(waiting));
+      }
     });
 }
 

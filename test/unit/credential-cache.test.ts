@@ -1,4 +1,4 @@
-import type { AwsCredentials, RoleAssumer } from '../../src/aws/sts.js';
+import type { AwsCredentials, RoleAssumer, Urgency } from '../../src/aws/sts.js';
 import type { CredentialCacheOptions, IssueCause, IssuedCredentials } from '../../src/aws/credential-cache.js';
 import type { RoleRequest } from '../../src/roles.js';
 import { CredentialCache, cacheKey } from '../../src/aws/credential-cache.js';
@@ -22,7 +22,7 @@ interface Hung {
 class FakeAssumer implements RoleAssumer {
   mode: Mode = 'ok';
   ttlMs = HOUR;
-  readonly calls: Array<{ request: RoleRequest; atMs: number }> = [];
+  readonly calls: Array<{ request: RoleRequest; atMs: number; urgency: Urgency | undefined }> = [];
   readonly hung: Hung[] = [];
   private issued = 0;
 
@@ -32,8 +32,8 @@ class FakeAssumer implements RoleAssumer {
     return this.calls.length;
   }
 
-  assume(request: RoleRequest): Promise<AwsCredentials> {
-    this.calls.push({ request, atMs: this.clock.now() });
+  assume(request: RoleRequest, urgency?: Urgency): Promise<AwsCredentials> {
+    this.calls.push({ request, atMs: this.clock.now(), urgency });
     switch (this.mode) {
       case 'ok':
         return Promise.resolve(this.credentials());
@@ -548,6 +548,30 @@ describe('CredentialCache: prefetch', () => {
     }
     expect(unhandled).toEqual([]);
     expect(assumer.count).toBe(2);
+    cache.stop();
+  });
+
+  it('a prefetch waits as a background call; a pod asking while it is in flight promotes that same call', async () => {
+    const { cache, assumer } = setup();
+    assumer.mode = 'hang';
+    cache.prefetch(request());
+    await Promise.resolve();
+    expect(assumer.count).toBe(1);
+    const urgency = assumer.calls[0]!.urgency!;
+    expect(urgency.urgent).toBe(false);
+    const pending = cache.get(request());
+    await Promise.resolve();
+    expect(assumer.count).toBe(1);
+    expect(urgency.urgent).toBe(true);
+    assumer.resolveHung();
+    await pending;
+    cache.stop();
+  });
+
+  it("a pod's own miss is urgent from the start", async () => {
+    const { cache, assumer } = setup();
+    await cache.get(request());
+    expect(assumer.calls[0]!.urgency!.urgent).toBe(true);
     cache.stop();
   });
 
