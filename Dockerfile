@@ -41,7 +41,9 @@ RUN rm -rf /usr/local/lib/node_modules/npm /usr/local/lib/node_modules/corepack 
         /opt/yarn-* /usr/local/bin/yarn /usr/local/bin/yarnpkg
 
 WORKDIR /app
-ENV NODE_ENV=production
+# MALLOC_ARENA_MAX: at most two malloc arenas (scripts/build.mjs, PROCESS_ENV; the bundle's shebang
+# sets it too): ~2-4 MB less RSS under load.
+ENV NODE_ENV=production MALLOC_ARENA_MAX=2
 # The bundle is the whole agent (its dependencies are inside it): no node_modules in the image.
 COPY --from=build /app/package.json ./package.json
 COPY --from=build /app/dist/podiam.js ./dist/podiam.js
@@ -53,5 +55,5 @@ COPY --from=build /app/dist/chunks ./dist/chunks
 # every capability dropped but NET_ADMIN, no privilege escalation, a read-only root filesystem.
 EXPOSE 8181
 # The V8 flags of the bundle's shebang (scripts/build.mjs, NODE_FLAGS; README "Memory and start-up"):
-# semi-spaces of at most 4 MB and a 192 MB old-space ceiling (under the DaemonSet's 256Mi limit).
-ENTRYPOINT ["node", "--max-semi-space-size=4", "--max-old-space-size=192", "/app/dist/podiam.js"]
+# semi-spaces of at most 2 MB and a 192 MB old-space ceiling (under the DaemonSet's 256Mi limit).
+ENTRYPOINT ["node", "--max-semi-space-size=2", "--max-old-space-size=192", "/app/dist/podiam.js"]

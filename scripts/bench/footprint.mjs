@@ -1,7 +1,7 @@
 /**
  * The footprint scenario of `npm run bench`: RSS and time to the first credentials, before and
  * after, side by side in one run, each process started exactly as its image starts it (the
- * Dockerfile's ENTRYPOINT, /app mapped to the build on this machine, NODE_ENV=production).
+ * Dockerfile's ENTRYPOINT, /app mapped to the build on this machine, its last stage's ENV).
  *
  *   before  the tsc build of BENCH_BEFORE_REF (default: the last commit before the bundle),
  *           compiled once into node_modules/.cache/podiam-bench/ from `git archive`
@@ -44,6 +44,15 @@ function entrypoint(dockerfile) {
   return JSON.parse(line.replace(/^ENTRYPOINT\s+/, ''));
 }
 
+/** The ENV of a Dockerfile's last stage (`ENV A=1 B=2` lines), as an environment. */
+function imageEnv(dir) {
+  const lines = readFileSync(path.join(dir, 'Dockerfile'), 'utf8').split('\n');
+  const stage = lines.slice(lines.map((l) => /^FROM\s/.test(l)).lastIndexOf(true));
+  const env = {};
+  for (const l of stage.filter((x) => /^ENV\s/.test(x))) for (const [, k, v] of l.matchAll(/(\w+)=(\S+)/g)) env[k] = v;
+  return env;
+}
+
 /** The argv that runs the image's ENTRYPOINT from `dir` on this machine: node is this node, /app is dir. */
 function asImageStarts(dir) {
   const argv = entrypoint(path.join(dir, 'Dockerfile'));
@@ -66,7 +75,7 @@ function extraVariants(root) {
     name: x.name,
     label: x.name,
     argv: [...(x.nodeFlags ?? image.slice(0, -1)), x.file ? path.resolve(root, x.file) : file],
-    env: x.env ?? {},
+    env: { ...imageEnv(root), ...x.env },
   }));
 }
 
@@ -93,7 +102,24 @@ function buildBefore(root, ref, log) {
 function memory(pid) {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
   const kb = (k) => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN);
-  return { rssMB: Math.round(kb('VmRSS') / 102.4) / 10, hwmMB: Math.round(kb('VmHWM') / 102.4) / 10 };
+  return { rssMB: Math.round(kb('VmRSS') / 102.4) / 10, hwmMB: Math.round(kb('VmHWM') / 102.4) / 10, parts: rssParts(pid) };
+}
+
+/**
+ * Where the RSS is (MB): `file`, the node binary and libraries (pages read from disk, shared with
+ * every other node process on the machine); `brk`, malloc's main heap; `anon`, anonymous mappings
+ * (V8's heap pages, malloc's other arenas, thread stacks).
+ */
+function rssParts(pid) {
+  const parts = { file: 0, brk: 0, anon: 0 };
+  let kind = 'anon';
+  for (const line of readFileSync(`/proc/${pid}/smaps`, 'utf8').split('\n')) {
+    const head = /^[0-9a-f]+-[0-9a-f]+ \S+ \S+ \S+ \S+\s*(.*)$/.exec(line);
+    if (head) kind = head[1] === '' || head[1].startsWith('[anon') ? 'anon' : head[1] === '[heap]' ? 'brk' : head[1].startsWith('[') ? 'anon' : 'file';
+    else if (line.startsWith('Rss:')) parts[kind] += Number(/(\d+)/.exec(line)[1]);
+  }
+  for (const k of Object.keys(parts)) parts[k] = Math.round(parts[k] / 102.4) / 10;
+  return parts;
 }
 
 function get(port, pth, fromIp, timeoutMs = 2000) {
@@ -108,6 +134,16 @@ function get(port, pth, fromIp, timeoutMs = 2000) {
     req.on('error', () => resolve({ status: 0 }));
     req.end();
   });
+}
+
+/** V8's heap by space (committed MB) and external memory, from podiam's own /metrics. */
+async function heapSpaces(port) {
+  const text = (await get(port, '/metrics')).body ?? '';
+  const out = {};
+  for (const m of text.matchAll(/^podiam_nodejs_heap_space_size_total_bytes\{space="(\w+)"\} (\S+)$/gm)) out[m[1].replace(/_space$/, '')] = Math.round(Number(m[2]) / 1e5) / 10;
+  const external = /^podiam_nodejs_external_memory_bytes (\S+)$/m.exec(text);
+  if (external) out.external = Math.round(Number(external[1]) / 1e5) / 10;
+  return out;
 }
 
 const median = (xs) => {
@@ -125,12 +161,12 @@ export async function footprint(ctx) {
   const beforeRef = process.env.BENCH_BEFORE_REF ?? DEFAULT_BEFORE_REF;
   const before = buildBefore(root, beforeRef, log);
   const variants = [
-    { name: 'before', label: `before (${before.sha}, tsc output)`, argv: asImageStarts(before.dir) },
-    { name: 'after', label: 'after (dist/podiam.js)', argv: asImageStarts(root) },
+    { name: 'before', label: `before (${before.sha}, tsc output)`, argv: asImageStarts(before.dir), env: imageEnv(before.dir) },
+    { name: 'after', label: 'after (dist/podiam.js)', argv: asImageStarts(root), env: imageEnv(root) },
     ...extraVariants(root),
   ].filter((v) => !(process.env.BENCH_FOOTPRINT_NO_BEFORE && v.name === 'before'));
   const cases = new Set((process.env.BENCH_FOOTPRINT_CASES ?? 'empty,pods110,cluster').split(','));
-  for (const v of variants) log(`  ${v.name}: node ${v.argv.map((a) => path.relative(root, a) || a).join(' ')}`);
+  for (const v of variants) log(`  ${v.name}: ${Object.entries(v.env).map(([k, x]) => `${k}=${x} `).join('')}node ${v.argv.map((a) => path.relative(root, a) || a).join(' ')}`);
   const starts = quick ? 1 : Number(process.env.BENCH_STARTS ?? 5);
   const NODE = 'node-1';
   const BASE_ARN = 'arn:aws:iam::123456789012:role/';
@@ -141,7 +177,7 @@ export async function footprint(ctx) {
     const port = await ctx.freePort();
     const args = [`--app-port=${port}`, '--host-ip=127.0.0.1', `--metadata-addr=127.0.0.1:${ctx.imdsPort}`, `--api-server=${kube.url}`, '--insecure', ...(allNodes ? [] : [`--node=${NODE}`]), `--base-role-arn=${BASE_ARN}`, '--log-format=json'];
     const t0 = performance.now();
-    const child = spawn(process.execPath, [...v.argv, ...args], { env: { ...ctx.awsTestEnv(ctx.stsUrl), NODE_ENV: 'production', ...v.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [...v.argv, ...args], { env: { ...ctx.awsTestEnv(ctx.stsUrl), ...v.env }, stdio: ['ignore', 'pipe', 'pipe'] });
     const p = { child, port, t0, firstLineMs: undefined, exited: false };
     child.on('exit', () => (p.exited = true));
     let out = '';
@@ -203,12 +239,13 @@ export async function footprint(ctx) {
       if (i === starts - 1) {
         await sleep(15_000);
         idle = memory(p.child.pid);
+        idle.heap = await heapSpaces(p.port);
       }
       await p.stop();
     }
     const r = { firstLineMs: median(runs.map((x) => x.firstLineMs)), listenMs: median(runs.map((x) => x.listenMs)), readyMs: median(runs.map((x) => x.readyMs)), idle, runs };
     result.variants[v.name].empty = r;
-    log(`  ${v.name.padEnd(6)} 0 pods: first log line ${r.firstLineMs} ms, listening ${r.listenMs} ms, ready ${r.readyMs} ms; RSS idle ${idle.rssMB} MB (peak ${idle.hwmMB})`);
+    log(`  ${v.name.padEnd(6)} 0 pods: first log line ${r.firstLineMs} ms, listening ${r.listenMs} ms, ready ${r.readyMs} ms; RSS idle ${idle.rssMB} MB ${JSON.stringify(idle.parts)} heap ${JSON.stringify(idle.heap)} (peak ${idle.hwmMB})`);
   }
   await empty.stop();
   }
@@ -225,6 +262,14 @@ export async function footprint(ctx) {
     roles.push(role);
     kube.createPod(ctx.realisticPod({ name: `fp-${i}`, node: NODE, ip, role, index: i }));
   }
+  // One start not measured: moto's first AssumeRole calls (its own warm-up) must not land on the
+  // first variant's first start.
+  {
+    const p = await startVariant(variants[variants.length - 1], kube);
+    await firstOk(p, credPath(roles[0]), podIps[0], 60_000);
+    await until(async () => (await ctx.metricsOf(p)).issuedPrefetch >= 110, 60_000);
+    await p.stop();
+  }
   for (const v of variants) {
     const firsts = [];
     let loaded;
@@ -239,17 +284,19 @@ export async function footprint(ctx) {
         let bad = 0;
         for (let n = 0; n < 330; n++) if ((await get(p.port, credPath(roles[n % 110]), podIps[n % 110])).status !== 200) bad++;
         const after330 = memory(p.child.pid);
+        after330.heap = await heapSpaces(p.port);
         const load = await ctx.measure(p.child.pid, { connections: 110, port: p.port, warmupMs: 0, durationMs: ctx.memLoadMs, localAddresses: podIps, paths: roles.map(credPath) });
         const afterLoad = memory(p.child.pid);
         await sleep(10_000);
         const settled = memory(p.child.pid);
-        loaded = { non200Of330: bad, after330, afterLoad, settled, load: { rps: load.rps, p50: load.p50, p99: load.p99, max: load.max, requests: load.requests, unexpected: load.unexpected, serverUsPerReq: load.serverUsPerReq } };
+        const heap = await heapSpaces(p.port);
+        loaded = { non200Of330: bad, after330, afterLoad, settled, heap, load: { rps: load.rps, p50: load.p50, p99: load.p99, max: load.max, requests: load.requests, unexpected: load.unexpected, serverUsPerReq: load.serverUsPerReq } };
       }
       await p.stop();
     }
     const r = { firstCredsMs: median(firsts.map((x) => x.firstCredsMs)), firstLineMs: median(firsts.map((x) => x.firstLineMs)), runs: firsts, ...loaded };
     result.variants[v.name].pods110 = r;
-    log(`  ${v.name.padEnd(6)} 110 pods: first credentials ${r.firstCredsMs} ms (runs ${firsts.map((x) => x.firstCredsMs).join(', ')}); RSS after 330 requests ${r.after330.rssMB} MB, after ${ctx.memLoadMs / 1000} s of load ${r.afterLoad.rssMB} MB, settled ${r.settled.rssMB} MB (peak ${r.settled.hwmMB}); load ${r.load.rps} req/s p99 ${r.load.p99} ms, ${r.load.serverUsPerReq} µs CPU/req`);
+    log(`  ${v.name.padEnd(6)} 110 pods: first credentials ${r.firstCredsMs} ms (runs ${firsts.map((x) => x.firstCredsMs).join(', ')}); RSS after 330 requests ${r.after330.rssMB} MB ${JSON.stringify(r.after330.parts)} heap ${JSON.stringify(r.after330.heap)}, after ${ctx.memLoadMs / 1000} s of load ${r.afterLoad.rssMB} MB, settled ${r.settled.rssMB} MB ${JSON.stringify(r.settled.parts)} (peak ${r.settled.hwmMB}); load ${r.load.rps} req/s p99 ${r.load.p99} ms, ${r.load.serverUsPerReq} µs CPU/req; heap by space (MB) ${JSON.stringify(r.heap)}`);
   }
   await kube.stop();
   }

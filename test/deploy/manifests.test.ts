@@ -25,6 +25,7 @@ import { parseConfig } from '../../src/config.js';
 import type { Config } from '../../src/config.js';
 import type { Kind, Obj } from '../support/manifests.js';
 import { MANIFESTS, kustomize, manifestChecks } from '../support/manifests.js';
+import { nodeFlags, shebangEnv } from '../support/podiam-process.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const VERSION = (JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
@@ -452,6 +453,13 @@ describe('Dockerfile', () => {
     const flags = JSON.parse(/export const NODE_FLAGS = (\[[^\]]*\]);/.exec(buildScript)![1]!.replace(/'/g, '"')) as string[];
     expect(flags.length).toBeGreaterThan(0);
     expect(JSON.parse(entrypoints[0]!.args)).toEqual(['node', ...flags, '/app/dist/podiam.js']);
+    // The environment the shebang sets (PROCESS_ENV) is the image's ENV too; the built shebang has both.
+    const processEnv = JSON.parse(/export const PROCESS_ENV = (\{[^}]*\});/.exec(buildScript)![1]!.replace(/'/g, '"').replace(/(\w+):/g, '"$1":')) as Record<string, string>;
+    expect(Object.keys(processEnv).length).toBeGreaterThan(0);
+    const imageEnv = runtime.filter((i) => i.keyword === 'ENV').map((i) => i.args).join(' ');
+    for (const [k, v] of Object.entries(processEnv)) expect(imageEnv).toMatch(new RegExp(`(^|\\s)${k}=${v}(\\s|$)`));
+    expect(shebangEnv()).toEqual(processEnv);
+    expect(nodeFlags()).toEqual(flags);
     expect(runtime.find((i) => i.keyword === 'CMD')).toBeUndefined();
     expect(runtime.filter((i) => i.keyword === 'USER')).toEqual([]);
     expect(dockerfile).toMatch(/No USER: podiam runs as root/);

@@ -32,7 +32,7 @@ import type { ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { ROOT, podiamArgv } from './podiam-process.js';
+import { ROOT, podiamArgv, shebangEnv } from './podiam-process.js';
 
 export const LAB_PREFIX = 'pdmlab';
 export const NODE_IP = '192.0.2.1';
@@ -663,7 +663,7 @@ export class Lab {
   async startPodiam(opts: { extraArgs?: readonly string[]; env?: NodeJS.ProcessEnv; wait?: 'ready' | 'none'; wrapper?: readonly string[] } = {}): Promise<LabPodiam> {
     const args = this.podiamArgs(opts.extraArgs);
     const argv = [...(opts.wrapper ?? []), process.execPath, ...podiamArgv(args)];
-    const child = spawn(IP, ['netns', 'exec', this.nodeNs, ...argv], { env: opts.env ?? this.podiamEnv(), cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    const child = spawn(IP, ['netns', 'exec', this.nodeNs, ...argv], { env: { ...(opts.env ?? this.podiamEnv()), ...shebangEnv() }, cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
     const p = new LabPodiam(child, this, args);
     this.processes.push(p);
     if ((opts.wait ?? 'ready') === 'ready') await p.waitReady();

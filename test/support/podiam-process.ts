@@ -15,15 +15,26 @@ export const ROOT = path.basename(HERE) === 'dist' ? path.dirname(HERE) : HERE;
 /** The artifact: `npm run build` bundles src/ into this one file (scripts/build.mjs). */
 export const CLI = path.join(ROOT, 'dist/podiam.js');
 
-/** The Node flags the artifact's shebang starts it with (the image's ENTRYPOINT has the same). */
-export function nodeFlags(): string[] {
+/** The artifact's shebang: `#!/usr/bin/env -S [NAME=VALUE ...] node [flags ...]`. */
+function shebang(): { env: Record<string, string>; flags: string[] } {
   const fd = openSync(CLI, 'r');
   const head = Buffer.alloc(512);
   const n = readSync(fd, head, 0, head.length, 0);
   closeSync(fd);
-  const m = /^#!\/usr\/bin\/env -S node([^\n]*)\n/.exec(head.subarray(0, n).toString('utf8'));
-  if (!m) throw new Error(`${CLI} has no "#!/usr/bin/env -S node ..." line: run npm run build`);
-  return m[1]!.trim().split(/\s+/).filter(Boolean);
+  const m = /^#!\/usr\/bin\/env -S ((?:\w+=\S* )*)node([^\n]*)\n/.exec(head.subarray(0, n).toString('utf8'));
+  if (!m) throw new Error(`${CLI} has no "#!/usr/bin/env -S [NAME=VALUE ...] node ..." line: run npm run build`);
+  const env = Object.fromEntries(m[1]!.trim().split(/\s+/).filter(Boolean).map((a) => [a.slice(0, a.indexOf('=')), a.slice(a.indexOf('=') + 1)]));
+  return { env, flags: m[2]!.trim().split(/\s+/).filter(Boolean) };
+}
+
+/** The Node flags the artifact's shebang starts it with (the image's ENTRYPOINT has the same). */
+export function nodeFlags(): string[] {
+  return shebang().flags;
+}
+
+/** The environment the shebang (and the image's ENV) adds: merged into every podiam the tests start. */
+export function shebangEnv(): Record<string, string> {
+  return shebang().env;
 }
 
 /** What follows the node binary to start podiam as its bin and its image do: flags, bundle, args. */
@@ -57,7 +68,7 @@ export interface ExitResult {
 /** Runs the CLI to completion (for flag tests). */
 export function runCli(args: readonly string[], env: NodeJS.ProcessEnv = { PATH: process.env.PATH }, timeoutMs = 15_000): Promise<ExitResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, podiamArgv(args), { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, podiamArgv(args), { env: { ...env, ...shebangEnv() }, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -95,7 +106,7 @@ export class PodiamProcess {
 
   /** Starts podiam and waits until it listens (and, unless told otherwise, until /readyz is 200). */
   static async start(args: readonly string[], env: NodeJS.ProcessEnv, opts: { waitReady?: boolean; host?: string; port: number; timeoutMs?: number }): Promise<PodiamProcess> {
-    const child = spawn(process.execPath, podiamArgv(args), { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, podiamArgv(args), { env: { ...env, ...shebangEnv() }, stdio: ['ignore', 'pipe', 'pipe'] });
     const p = new PodiamProcess(child, opts.port, opts.host ?? '127.0.0.1');
     const deadline = Date.now() + (opts.timeoutMs ?? 15_000);
     let exited: ExitResult | undefined;
