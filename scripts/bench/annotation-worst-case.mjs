@@ -10,21 +10,13 @@
  * cost of the match there depends on the regexp engine: the run stops growing the ARN once one
  * resolution passes BUDGET_MS and reports the largest length measured, so it is always bounded.
  */
+import { rolePolicy } from '../../dist/test/support/role-policy.js';
 import { srcModule } from './src-module.mjs';
 
 const { resolveRole } = await srcModule('src/roles.ts');
 
 const BUDGET_MS = Number(process.env.BENCH_BUDGET_MS ?? 1000);
-const policy = {
-  baseRoleArn: 'arn:aws:iam::123456789012:role/',
-  defaultRole: undefined,
-  roleKey: 'iam.amazonaws.com/role',
-  externalIdKey: 'iam.amazonaws.com/external-id',
-  sessionNameKey: 'iam.amazonaws.com/session-name',
-  namespaceKey: 'iam.amazonaws.com/allowed-roles',
-  namespaceRestrictions: true,
-  namespaceRestrictionFormat: 'regexp',
-};
+const policy = rolePolicy({ namespaceRestrictions: true, namespaceRestrictionFormat: 'regexp' });
 const pattern = '[".*a.*a.*a.*b"]';
 
 function once(role) {

@@ -2,6 +2,7 @@ import type { NamespaceInfo, PodInfo, RolePolicy } from '../../src/roles.js';
 import { RoleResolver, resolveRole } from '../../src/roles.js';
 import { checkAnnotationLimits } from '../../src/annotation-limits.js';
 import { BadAnnotation } from '../../src/errors.js';
+import { rolePolicy } from '../support/role-policy.js';
 
 const BASE = 'arn:aws:iam::123456789012:role/';
 const ROLE_KEY = 'iam.amazonaws.com/role';
@@ -10,17 +11,7 @@ const SESSION_KEY = 'iam.amazonaws.com/session-name';
 const NS_KEY = 'iam.amazonaws.com/allowed-roles';
 
 function policy(overrides: Partial<RolePolicy> = {}): RolePolicy {
-  return {
-    baseRoleArn: BASE,
-    defaultRole: undefined,
-    roleKey: ROLE_KEY,
-    externalIdKey: EXT_KEY,
-    sessionNameKey: SESSION_KEY,
-    namespaceKey: NS_KEY,
-    namespaceRestrictions: true,
-    namespaceRestrictionFormat: 'regexp',
-    ...overrides,
-  };
+  return rolePolicy({ namespaceRestrictions: true, namespaceRestrictionFormat: 'regexp', ...overrides });
 }
 
 function pod(annotations: Record<string, string>): PodInfo {

@@ -12,11 +12,12 @@ import { classify, StsError } from '../../src/aws/sts.js';
 import type { AwsCredentials, RoleAssumer } from '../../src/aws/sts.js';
 import { CredentialCache } from '../../src/aws/credential-cache.js';
 import { roleScoped } from '../../src/aws/session-scope.js';
-import type { NamespaceInfo, PodInfo, RolePolicy, RoleRequest } from '../../src/roles.js';
+import type { NamespaceInfo, PodInfo, RoleRequest } from '../../src/roles.js';
 import { RoleResolver } from '../../src/roles.js';
 import { describeHolder, findPortHolder, listeningSockets } from '../../src/port-holder.js';
 import { AllowedRolesAudit } from '../../src/allowed-roles-audit.js';
 import { FakeClock, flushPromises } from '../support/fake-clock.js';
+import { rolePolicy } from '../support/role-policy.js';
 
 function run(argv: string[]): Config {
   const r = parseConfig(argv, {});
@@ -156,16 +157,7 @@ describe('STS refusals', () => {
 });
 
 describe('--session-scope=role', () => {
-  const policy: RolePolicy = {
-    baseRoleArn: 'arn:aws:iam::123456789012:role/',
-    defaultRole: undefined,
-    roleKey: 'iam.amazonaws.com/role',
-    externalIdKey: 'iam.amazonaws.com/external-id',
-    sessionNameKey: 'iam.amazonaws.com/session-name',
-    namespaceKey: 'iam.amazonaws.com/allowed-roles',
-    namespaceRestrictions: false,
-    namespaceRestrictionFormat: 'glob',
-  };
+  const policy = rolePolicy();
   const pod = (name: string, annotations: Record<string, string>, namespace = 'ns'): PodInfo => ({ namespace, name, uid: name, ips: ['10.0.0.1'], phase: 'Running', hostNetwork: false, createdMs: 0, deleting: false, annotations });
 
   it('pods with the same role and external id share one request; others do not', () => {
@@ -220,16 +212,7 @@ describe('who holds the port', () => {
 });
 
 describe('allowed-roles audit', () => {
-  const base: RolePolicy = {
-    baseRoleArn: 'arn:aws:iam::123456789012:role/',
-    defaultRole: undefined,
-    roleKey: 'iam.amazonaws.com/role',
-    externalIdKey: 'iam.amazonaws.com/external-id',
-    sessionNameKey: 'iam.amazonaws.com/session-name',
-    namespaceKey: 'iam.amazonaws.com/allowed-roles',
-    namespaceRestrictions: true,
-    namespaceRestrictionFormat: 'regexp',
-  };
+  const base = rolePolicy({ namespaceRestrictions: true, namespaceRestrictionFormat: 'regexp' });
   const ns = (entries: string[]): NamespaceInfo => ({ name: 'team-a', annotations: { 'iam.amazonaws.com/allowed-roles': JSON.stringify(entries) } });
   const sinks = () => {
     const s = { warnings: [] as string[], invalid: 0, unanchored: 0, events: [] as string[] };

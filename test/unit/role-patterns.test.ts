@@ -8,6 +8,7 @@ import type { NamespaceInfo, PodInfo, RolePolicy } from '../../src/roles.js';
 import { resolveRole } from '../../src/roles.js';
 import { BadAnnotation, RoleNotAllowed } from '../../src/errors.js';
 import { compileRoleRegexp, kube2iamNormalize } from '../../src/role-patterns.js';
+import { rolePolicy } from '../support/role-policy.js';
 
 const BASE = 'arn:aws:iam::123456789012:role/';
 const arn = (name: string) => BASE + name;
@@ -49,16 +50,7 @@ const KUBE2IAM: Array<[string, boolean, string, boolean, string]> = [
 ];
 
 function policy(format: RolePolicy['namespaceRestrictionFormat'], base: boolean): RolePolicy {
-  return {
-    baseRoleArn: base ? BASE : undefined,
-    defaultRole: undefined,
-    roleKey: 'iam.amazonaws.com/role',
-    externalIdKey: 'iam.amazonaws.com/external-id',
-    sessionNameKey: 'iam.amazonaws.com/session-name',
-    namespaceKey: NS_KEY,
-    namespaceRestrictions: true,
-    namespaceRestrictionFormat: format,
-  };
+  return rolePolicy({ baseRoleArn: base ? BASE : undefined, namespaceKey: NS_KEY, namespaceRestrictions: true, namespaceRestrictionFormat: format });
 }
 
 function pod(roleArn: string): PodInfo {

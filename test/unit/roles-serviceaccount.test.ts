@@ -1,22 +1,13 @@
 /** Roles per ServiceAccount and session tags: resolveRole's additions for the token path. */
 import { BadAnnotation, NoRoleForPod, RoleNotAllowed } from '../../src/errors.js';
-import type { PodInfo, RolePolicy, ServiceAccountInfo } from '../../src/roles.js';
+import type { PodInfo, ServiceAccountInfo } from '../../src/roles.js';
 import { RoleResolver, allowedRoles, resolveRole } from '../../src/roles.js';
 import { cacheKey } from '../../src/aws/credential-cache.js';
+import { rolePolicy } from '../support/role-policy.js';
 
 const BASE = 'arn:aws:iam::123456789012:role/';
 const ROLE_KEY = 'iam.amazonaws.com/role';
-const policy = (o: Partial<RolePolicy> = {}): RolePolicy => ({
-  baseRoleArn: BASE,
-  defaultRole: undefined,
-  roleKey: ROLE_KEY,
-  externalIdKey: 'iam.amazonaws.com/external-id',
-  sessionNameKey: 'iam.amazonaws.com/session-name',
-  namespaceKey: 'iam.amazonaws.com/allowed-roles',
-  namespaceRestrictions: false,
-  namespaceRestrictionFormat: 'glob',
-  ...o,
-});
+const policy = rolePolicy;
 const pod = (annotations: Record<string, string> = {}, o: Partial<PodInfo> = {}): PodInfo => ({ namespace: 'apps', name: 'web-1', uid: 'uid-1', ips: ['10.1.0.5'], phase: 'Running', hostNetwork: false, createdMs: 1, deleting: false, annotations, serviceAccount: 'web', ...o });
 const sa = (role?: string): ServiceAccountInfo => ({ namespace: 'apps', name: 'web', uid: 'sa-uid', annotations: role === undefined ? {} : { [ROLE_KEY]: role } });
 

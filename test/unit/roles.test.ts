@@ -1,6 +1,7 @@
 import type { NamespaceInfo, PodInfo, RolePolicy } from '../../src/roles.js';
 import { globToRegExp, resolveRole, sanitizeSessionName, sessionNameOf, toRoleArn } from '../../src/roles.js';
 import { BadAnnotation, NoRoleForPod, RoleNotAllowed } from '../../src/errors.js';
+import { rolePolicy } from '../support/role-policy.js';
 
 const ACCOUNT = '123456789012';
 const BASE = `arn:aws:iam::${ACCOUNT}:role/`;
@@ -9,19 +10,7 @@ const EXT_KEY = 'iam.amazonaws.com/external-id';
 const SESSION_KEY = 'iam.amazonaws.com/session-name';
 const NS_KEY = 'iam.amazonaws.com/allowed-roles';
 
-function policy(overrides: Partial<RolePolicy> = {}): RolePolicy {
-  return {
-    baseRoleArn: BASE,
-    defaultRole: undefined,
-    roleKey: ROLE_KEY,
-    externalIdKey: EXT_KEY,
-    sessionNameKey: SESSION_KEY,
-    namespaceKey: NS_KEY,
-    namespaceRestrictions: false,
-    namespaceRestrictionFormat: 'glob',
-    ...overrides,
-  };
-}
+const policy = rolePolicy;
 
 function pod(annotations: Record<string, string> = {}, overrides: Partial<PodInfo> = {}): PodInfo {
   return {
