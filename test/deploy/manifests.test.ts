@@ -8,8 +8,7 @@
  * exactly what podiam uses. The Dockerfile lints clean with two linters and keeps its structure.
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
+import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { PodMonitor } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/PodMonitor';
@@ -24,7 +23,7 @@ import { parseAllDocuments } from 'yaml';
 import { parseConfig } from '../../src/config.js';
 import type { Config } from '../../src/config.js';
 import type { Kind, Obj } from '../support/manifests.js';
-import { MANIFESTS, kustomize, manifestChecks } from '../support/manifests.js';
+import { MANIFESTS, kustomize, kustomizeOwn, manifestChecks } from '../support/manifests.js';
 import { nodeFlags, shebangEnv } from '../support/podiam-process.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -297,55 +296,43 @@ test('the CNI overlays change nothing but HOST_INTERFACE', () => {
 });
 
 test('an operator’s own kustomization (the README’s example): CNI overlay + PodMonitor component + extra flags', () => {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'podiam-kustomize-'));
-  try {
-    // kustomize takes relative paths only.
-    const rel = (p: string): string => path.relative(dir, path.join(MANIFESTS, p));
-    writeFileSync(
-      path.join(dir, 'kustomization.yaml'),
-      [
-        'apiVersion: kustomize.config.k8s.io/v1beta1',
-        'kind: Kustomization',
-        'resources:',
-        `  - ${rel('overlays/calico')}`,
-        'components:',
-        `  - ${rel('components/prometheus-operator')}`,
-        'images:',
-        '  - name: ghcr.io/podiam/podiam',
-        '    newTag: 0.1.0-test',
-        'patches:',
-        '  - target: {kind: DaemonSet, name: podiam}',
-        '    patch: |-',
-        '      - op: add',
-        '        path: /spec/template/spec/containers/0/args/-',
-        '        value: --base-role-arn=arn:aws:iam::123456789012:role/',
-        '      - op: add',
-        '        path: /spec/template/spec/containers/0/args/-',
-        '        value: --namespace-restrictions',
-        '      - op: add',
-        '        path: /spec/template/spec/containers/0/args/-',
-        '        value: --sts-region=eu-west-1',
-        '',
-      ].join('\n'),
-    );
-    const objs = kustomize(dir);
-    expect(objs.map((o) => o.kind).sort()).toEqual(['ClusterRole', 'ClusterRoleBinding', 'ConfigMap', 'DaemonSet', 'PodMonitor', 'PrometheusRule', 'ServiceAccount']);
-    expect(podiamConfig(find(objs, 'DaemonSet')).config).toMatchObject({
-      hostInterface: 'cali+',
-      iptables: true,
-      baseRoleArn: 'arn:aws:iam::123456789012:role/',
-      namespaceRestrictions: true,
-      stsRegion: 'eu-west-1',
-    });
-    expect(podiamContainer(find(objs, 'DaemonSet')).image).toBe('ghcr.io/podiam/podiam:0.1.0-test');
-    for (const obj of objs) {
-      expect(schemaErrors(obj)).toBe('');
-      expect(strictErrors(obj)).toEqual([]);
-    }
-    expect(find(objs, 'PodMonitor').metadata.namespace).toBe(NAMESPACE);
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
+  const objs = kustomizeOwn((rel) => [
+    'apiVersion: kustomize.config.k8s.io/v1beta1',
+    'kind: Kustomization',
+    'resources:',
+    `  - ${rel('overlays/calico')}`,
+    'components:',
+    `  - ${rel('components/prometheus-operator')}`,
+    'images:',
+    '  - name: ghcr.io/podiam/podiam',
+    '    newTag: 0.1.0-test',
+    'patches:',
+    '  - target: {kind: DaemonSet, name: podiam}',
+    '    patch: |-',
+    '      - op: add',
+    '        path: /spec/template/spec/containers/0/args/-',
+    '        value: --base-role-arn=arn:aws:iam::123456789012:role/',
+    '      - op: add',
+    '        path: /spec/template/spec/containers/0/args/-',
+    '        value: --namespace-restrictions',
+    '      - op: add',
+    '        path: /spec/template/spec/containers/0/args/-',
+    '        value: --sts-region=eu-west-1',
+  ]);
+  expect(objs.map((o) => o.kind).sort()).toEqual(['ClusterRole', 'ClusterRoleBinding', 'ConfigMap', 'DaemonSet', 'PodMonitor', 'PrometheusRule', 'ServiceAccount']);
+  expect(podiamConfig(find(objs, 'DaemonSet')).config).toMatchObject({
+    hostInterface: 'cali+',
+    iptables: true,
+    baseRoleArn: 'arn:aws:iam::123456789012:role/',
+    namespaceRestrictions: true,
+    stsRegion: 'eu-west-1',
+  });
+  expect(podiamContainer(find(objs, 'DaemonSet')).image).toBe('ghcr.io/podiam/podiam:0.1.0-test');
+  for (const obj of objs) {
+    expect(schemaErrors(obj)).toBe('');
+    expect(strictErrors(obj)).toEqual([]);
   }
+  expect(find(objs, 'PodMonitor').metadata.namespace).toBe(NAMESPACE);
 });
 
 test('the monitoring component: the PrometheusRule holds the rules file, the ConfigMap the dashboard, for Grafana’s sidecar', () => {

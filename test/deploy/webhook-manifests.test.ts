@@ -7,8 +7,6 @@
  * probes, Secret, Certificate and MutatingWebhookConfiguration; the webhook can never block a pod;
  * RBAC is exactly what it reads.
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { Certificate } from '@kubernetes-models/cert-manager/cert-manager.io/v1/Certificate';
 import { Issuer } from '@kubernetes-models/cert-manager/cert-manager.io/v1/Issuer';
@@ -23,7 +21,7 @@ import { ServiceAccount } from 'kubernetes-models/v1/ServiceAccount';
 import { parseWebhookConfig } from '../../src/webhook/config.js';
 import type { WebhookConfig } from '../../src/webhook/config.js';
 import type { Kind, Obj } from '../support/manifests.js';
-import { MANIFESTS, kustomize, manifestChecks } from '../support/manifests.js';
+import { MANIFESTS, kustomize, kustomizeOwn, manifestChecks } from '../support/manifests.js';
 import { ROOT } from '../support/podiam-process.js';
 
 
@@ -230,35 +228,24 @@ test('RBAC: exactly get on namespaces and serviceaccounts, bound to the webhook�
 });
 
 test('an operator’s own kustomization (the README’s example): a CNI overlay + the webhook component + inject-all-with-role', () => {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'podiam-kustomize-'));
-  try {
-    const rel = (p: string): string => path.relative(dir, path.join(MANIFESTS, p));
-    writeFileSync(
-      path.join(dir, 'kustomization.yaml'),
-      [
-        'apiVersion: kustomize.config.k8s.io/v1beta1',
-        'kind: Kustomization',
-        'resources:',
-        `  - ${rel('overlays/calico')}`,
-        'components:',
-        `  - ${rel('components/webhook')}`,
-        'patches:',
-        '  - target: {kind: Deployment, name: podiam-webhook}',
-        '    patch: |-',
-        '      - op: add',
-        '        path: /spec/template/spec/containers/0/args/-',
-        '        value: --inject-all-with-role',
-        '',
-      ].join('\n'),
-    );
-    const own = kustomize(dir);
-    expect(webhookConfig(own).injectAllWithRole).toBe(true);
-    expect(find(own, 'DaemonSet', 'podiam').spec.template.spec.containers[0].env.find((e: Obj) => e.name === 'HOST_INTERFACE').value).toBe('cali+');
-    for (const obj of own) {
-      expect(schemaErrors(obj)).toBe('');
-      expect(strictErrors(obj)).toEqual([]);
-    }
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
+  const own = kustomizeOwn((rel) => [
+    'apiVersion: kustomize.config.k8s.io/v1beta1',
+    'kind: Kustomization',
+    'resources:',
+    `  - ${rel('overlays/calico')}`,
+    'components:',
+    `  - ${rel('components/webhook')}`,
+    'patches:',
+    '  - target: {kind: Deployment, name: podiam-webhook}',
+    '    patch: |-',
+    '      - op: add',
+    '        path: /spec/template/spec/containers/0/args/-',
+    '        value: --inject-all-with-role',
+  ]);
+  expect(webhookConfig(own).injectAllWithRole).toBe(true);
+  expect(find(own, 'DaemonSet', 'podiam').spec.template.spec.containers[0].env.find((e: Obj) => e.name === 'HOST_INTERFACE').value).toBe('cali+');
+  for (const obj of own) {
+    expect(schemaErrors(obj)).toBe('');
+    expect(strictErrors(obj)).toEqual([]);
   }
 });

@@ -4,6 +4,8 @@
  * CRDs' own models) and for fields the API server would reject as unknown.
  */
 import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import * as k8s from '@kubernetes/client-node';
 import { parseAllDocuments } from 'yaml';
@@ -28,6 +30,21 @@ export function kustomize(dir: string): Obj[] {
     if (doc.errors.length > 0) throw new Error(`kubectl kustomize ${dir}: bad YAML: ${doc.errors[0]!.message}`);
     return doc.toJS() as Obj;
   });
+}
+
+/**
+ * An operator's own kustomization.yaml, rendered: `lines(rel)` writes it, where `rel(p)` is
+ * manifests/<p> relative to it (kustomize takes relative paths only).
+ */
+export function kustomizeOwn(lines: (rel: (p: string) => string) => readonly string[]): Obj[] {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'podiam-kustomize-'));
+  try {
+    const rel = (p: string): string => path.relative(dir, path.join(MANIFESTS, p));
+    writeFileSync(path.join(dir, 'kustomization.yaml'), [...lines(rel), ''].join('\n'));
+    return kustomize(dir);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 export interface Kind {
