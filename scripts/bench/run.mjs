@@ -34,6 +34,7 @@ import { FakeImds } from '../../dist/test/support/imds-server.js';
 import { KubeApiServer } from '../../dist/test/support/kube-api-server.js';
 import { Moto } from '../../dist/test/support/moto.js';
 import { freePort } from '../../dist/test/support/net.js';
+import { metricSum } from '../../dist/test/support/metrics-text.js';
 import { PodiamProcess, awsTestEnv, podiamArgv } from '../../dist/test/support/podiam-process.js';
 import { StsProxy } from '../../dist/test/support/sts-proxy.js';
 import { footprint } from './footprint.mjs';
@@ -322,15 +323,7 @@ function httpGet(port, pth, fromIp) {
 
 async function metricsOf(p) {
   const text = (await p.get('/metrics')).body;
-  const get = (name, labels = {}) => {
-    let total = 0;
-    for (const line of text.split('\n')) {
-      const m = /^([a-z_:]+)(\{[^}]*\})? (\S+)$/.exec(line);
-      if (!m || m[1] !== name) continue;
-      if (Object.entries(labels).every(([k, v]) => (m[2] ?? '').includes(`${k}="${v}"`))) total += Number(m[3]);
-    }
-    return total;
-  };
+  const get = (name, labels = {}) => metricSum(text, name, labels);
   return {
     issuedRequest: get('podiam_credentials_issued_total', { cause: 'request' }),
     issuedPrefetch: get('podiam_credentials_issued_total', { cause: 'prefetch' }),

@@ -16,6 +16,7 @@ import { freePort } from '../support/net.js';
 import { PodiamProcess, runCli } from '../support/podiam-process.js';
 import { waitFor } from '../support/wait.js';
 import { applyAdmissionPatch, makeCa, makeServingCertificate, mutateThroughWebhook, podAdmissionReview } from '../support/webhook.js';
+import { metricSum } from '../support/metrics-text.js';
 
 type Obj = Record<string, any>;
 const ROLE = 'arn:aws:iam::123456789012:role/app';
@@ -261,13 +262,7 @@ async function metric(name: string, labels: Record<string, string> = {}): Promis
       res.on('end', () => resolve(b));
     }).on('error', reject);
   });
-  let total = 0;
-  for (const line of text.split('\n')) {
-    const m = /^([a-z_:]+)(\{[^}]*\})? (\S+)$/.exec(line);
-    if (!m || m[1] !== name) continue;
-    if (Object.entries(labels).every(([k, v]) => (m[2] ?? '').includes(`${k}="${v}"`))) total += Number(m[3]);
-  }
-  return total;
+  return metricSum(text, name, labels);
 }
 
 describe('bad input: answered at once, allowed, with a warning', () => {

@@ -33,6 +33,7 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { ROOT, podiamArgv, shebangEnv } from './podiam-process.js';
+import { metricSum } from './metrics-text.js';
 
 export const LAB_PREFIX = 'pdmlab';
 export const NODE_IP = '192.0.2.1';
@@ -367,14 +368,7 @@ export class LabPodiam extends LabProcess {
 
   /** The sum of a Prometheus metric's samples whose labels include `labels`. */
   async metric(name: string, labels: Record<string, string> = {}): Promise<number> {
-    const text = (await this.get('/metrics')).body;
-    let total = 0;
-    for (const line of text.split('\n')) {
-      const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$/.exec(line);
-      if (!m || m[1] !== name) continue;
-      if (Object.entries(labels).every(([k, v]) => (m[2] ?? '').includes(`${k}="${v}"`))) total += Number(m[3]);
-    }
-    return total;
+    return metricSum((await this.get('/metrics')).body, name, labels);
   }
 }
 

@@ -8,6 +8,7 @@ import { closeSync, openSync, readSync } from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { metricSum } from './metrics-text.js';
 
 const HERE = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 /** The repository root, whether this file runs from test/support or from dist/test/support. */
@@ -176,16 +177,7 @@ export class PodiamProcess {
   }
 
   async metric(name: string, labels: Record<string, string> = {}): Promise<number> {
-    const text = (await this.get('/metrics')).body;
-    let total = 0;
-    for (const line of text.split('\n')) {
-      if (!line.startsWith(name)) continue;
-      const m = /^([a-z_:]+)(\{[^}]*\})? (\S+)$/.exec(line);
-      if (!m || m[1] !== name) continue;
-      const set = m[2] ?? '';
-      if (Object.entries(labels).every(([k, v]) => set.includes(`${k}="${v}"`))) total += Number(m[3]);
-    }
-    return total;
+    return metricSum((await this.get('/metrics')).body, name, labels);
   }
 
   /** SIGTERM and wait for the exit. */
