@@ -6,7 +6,7 @@
 import { isIP } from 'node:net';
 import { ConfigError } from './errors.js';
 import type { FlagSpec } from './flags.js';
-import { flagReaders, nonEmpty } from './flags.js';
+import { KUBE_CONNECTION_FLAGS, flagReaders, kubeConnection, nonEmpty } from './flags.js';
 
 export { parseDuration } from './flags.js';
 
@@ -113,10 +113,7 @@ export const FLAGS: readonly FlagSpec[] = [
   { name: 'sts-timeout', type: 'duration', default: '3s', example: '--sts-timeout=3s', help: 'timeout of one STS AssumeRole attempt' },
   { name: 'sts-region', type: 'string', example: '--sts-region=eu-west-1', help: 'STS region (default: AWS_REGION, AWS_DEFAULT_REGION, else us-east-1)' },
   { name: 'node', type: 'string', example: '--node=ip-10-0-1-23.ec2.internal', help: 'watch only pods of this node (env NODE_NAME)' },
-  { name: 'kubeconfig', type: 'string', example: '--kubeconfig=/root/.kube/config', help: 'kubeconfig file (else KUBECONFIG, else --api-server, else in-cluster)' },
-  { name: 'api-server', type: 'string', example: '--api-server=https://10.0.0.1:443', help: 'Kubernetes API server URL' },
-  { name: 'api-token', type: 'string', example: '--api-token=$(cat /path/token)', help: 'bearer token for --api-server' },
-  { name: 'insecure', type: 'bool', default: 'false', example: '--insecure', help: 'skip TLS verification of the API server (required for http:// servers)' },
+  ...KUBE_CONNECTION_FLAGS,
   { name: 'events', type: 'bool', default: 'true', example: '--events=false', help: 'record Kubernetes Events on pods that are denied credentials' },
   { name: 'log-format', type: 'enum', default: 'text', values: ['text', 'json'], example: '--log-format=json', help: 'log format (any case)' },
   { name: 'log-level', type: 'enum', default: 'info', values: ['panic', 'fatal', 'error', 'warn', 'warning', 'info', 'debug', 'trace'], example: '--log-level=info', help: 'log level; logrus names too (any case): trace is debug, panic and fatal are error' },
@@ -181,7 +178,8 @@ function splitArgs(argv: readonly string[]): Raw {
 
 export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): CliRequest {
   const raw = splitArgs(argv);
-  const { get, fail, bool, str, port, duration, oneOf } = flagReaders(raw, FLAGS);
+  const readers = flagReaders(raw, FLAGS);
+  const { get, fail, bool, str, port, duration, oneOf } = readers;
 
   const tokenAddrs = () =>
     (str('token-addr') ?? '').split(',').map((part) => {
@@ -251,17 +249,7 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pr
     );
   }
 
-  const apiServer = str('api-server');
-  if (apiServer !== undefined) {
-    let url: URL | undefined;
-    try {
-      url = new URL(apiServer);
-    } catch {
-      url = undefined;
-    }
-    if (!url || (url.protocol !== 'https:' && url.protocol !== 'http:')) fail('api-server', `${JSON.stringify(apiServer)} is not an http(s) URL`);
-    if (url!.protocol === 'http:' && !bool('insecure')) fail('api-server', `${apiServer} is plain http: add --insecure to allow it, or use https`);
-  }
+  const kube = kubeConnection(readers, env);
 
   // logrus levels: https://github.com/sirupsen/logrus/blob/master/logrus.go (ParseLevel).
   const logrusLevel = oneOf<LogLevel | 'warning' | 'trace' | 'fatal' | 'panic'>('log-level');
@@ -317,10 +305,7 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pr
     stsTimeoutMs: duration('sts-timeout', 100, 60_000),
     stsRegion: str('sts-region') ?? nonEmpty(env.AWS_REGION) ?? nonEmpty(env.AWS_DEFAULT_REGION) ?? 'us-east-1',
     node: str('node') ?? nonEmpty(env.NODE_NAME),
-    kubeconfig: str('kubeconfig') ?? nonEmpty(env.KUBECONFIG),
-    apiServer,
-    apiToken: str('api-token'),
-    insecure: bool('insecure'),
+    ...kube,
     events: bool('events'),
     watchDeadlineMs: duration('watch-deadline', 1000, 60_000),
     logFormat: oneOf<LogFormat>('log-format'),

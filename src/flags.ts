@@ -4,6 +4,7 @@
  * same way, naming the flag and showing a valid example.
  */
 import { ConfigError } from './errors.js';
+import type { KubeConnection } from './kube/api.js';
 
 export type FlagType = 'string' | 'port' | 'bool' | 'duration' | 'enum';
 
@@ -81,4 +82,31 @@ export function flagReaders(raw: ReadonlyMap<string, string>, flags: readonly Fl
     return v as T;
   };
   return { get, fail, bool, str, port, duration, oneOf };
+}
+
+export type FlagReaders = ReturnType<typeof flagReaders>;
+
+/** How to reach the API server (src/kube/api.ts, createKubeConfig): the agent's and the webhook's flags alike. */
+export const KUBE_CONNECTION_FLAGS: readonly FlagSpec[] = [
+  { name: 'kubeconfig', type: 'string', example: '--kubeconfig=/root/.kube/config', help: 'kubeconfig file (else KUBECONFIG, else --api-server, else in-cluster)' },
+  { name: 'api-server', type: 'string', example: '--api-server=https://10.0.0.1:443', help: 'Kubernetes API server URL' },
+  { name: 'api-token', type: 'string', example: '--api-token=$(cat /path/token)', help: 'bearer token for --api-server' },
+  { name: 'insecure', type: 'bool', default: 'false', example: '--insecure', help: 'skip TLS verification of the API server (required for http:// servers)' },
+];
+
+/** The KUBE_CONNECTION_FLAGS read and checked: --api-server must be an http(s) URL, plain http only with --insecure. */
+export function kubeConnection({ fail, bool, str }: FlagReaders, env: NodeJS.ProcessEnv): KubeConnection {
+  const apiServer = str('api-server');
+  const insecure = bool('insecure');
+  if (apiServer !== undefined) {
+    let url: URL | undefined;
+    try {
+      url = new URL(apiServer);
+    } catch {
+      url = undefined;
+    }
+    if (!url || (url.protocol !== 'https:' && url.protocol !== 'http:')) fail('api-server', `${JSON.stringify(apiServer)} is not an http(s) URL`);
+    if (url!.protocol === 'http:' && !insecure) fail('api-server', `${apiServer} is plain http: add --insecure to allow it, or use https`);
+  }
+  return { kubeconfig: str('kubeconfig') ?? nonEmpty(env.KUBECONFIG), apiServer, apiToken: str('api-token'), insecure };
 }

@@ -6,7 +6,7 @@
 import { ConfigError } from '../errors.js';
 import type { LogFormat, LogLevel } from '../config.js';
 import type { FlagSpec } from '../flags.js';
-import { flagReaders, nonEmpty } from '../flags.js';
+import { KUBE_CONNECTION_FLAGS, flagReaders, kubeConnection } from '../flags.js';
 
 export interface WebhookConfig {
   /** HTTPS port for AdmissionReview requests (POST /mutate). */
@@ -51,10 +51,7 @@ export const WEBHOOK_FLAGS: readonly FlagSpec[] = [
   { name: 'lookup-timeout', type: 'duration', default: '1s', example: '--lookup-timeout=1s', help: 'timeout of one Namespace or ServiceAccount GET' },
   { name: 'cache-ttl', type: 'duration', default: '10s', example: '--cache-ttl=10s', help: 'how long a Namespace or ServiceAccount read is reused (0s: never)' },
   { name: 'shutdown-delay', type: 'duration', default: '5s', example: '--shutdown-delay=5s', help: 'on SIGTERM, keep answering (while not ready) this long before closing' },
-  { name: 'kubeconfig', type: 'string', example: '--kubeconfig=/root/.kube/config', help: 'kubeconfig file (else KUBECONFIG, else --api-server, else in-cluster)' },
-  { name: 'api-server', type: 'string', example: '--api-server=https://10.0.0.1:443', help: 'Kubernetes API server URL' },
-  { name: 'api-token', type: 'string', example: '--api-token=$(cat /path/token)', help: 'bearer token for --api-server' },
-  { name: 'insecure', type: 'bool', default: 'false', example: '--insecure', help: 'skip TLS verification of the API server (required for http:// servers)' },
+  ...KUBE_CONNECTION_FLAGS,
   { name: 'log-format', type: 'enum', default: 'text', values: ['text', 'json'], example: '--log-format=json', help: 'log format' },
   { name: 'log-level', type: 'enum', default: 'info', values: ['error', 'warn', 'info', 'debug'], example: '--log-level=info', help: 'log level' },
   { name: 'help', type: 'bool', default: 'false', example: '--help', help: 'print this help and exit' },
@@ -80,7 +77,8 @@ export function parseWebhookConfig(argv: readonly string[], env: NodeJS.ProcessE
     }
     raw.set(spec.name, value);
   }
-  const { fail, bool, str, port: optionalPort, duration, oneOf } = flagReaders(raw, WEBHOOK_FLAGS);
+  const readers = flagReaders(raw, WEBHOOK_FLAGS);
+  const { fail, bool, str, port: optionalPort, duration, oneOf } = readers;
   const port = (name: string): number => optionalPort(name)!;
   const key = (name: string): string => {
     const v = str(name)!;
@@ -106,25 +104,12 @@ export function parseWebhookConfig(argv: readonly string[], env: NodeJS.ProcessE
     lookupTimeoutMs: duration('lookup-timeout', 50, 10_000),
     cacheTtlMs: duration('cache-ttl', 0, 300_000),
     shutdownDelayMs: duration('shutdown-delay', 0, 60_000),
-    kubeconfig: str('kubeconfig') ?? nonEmpty(env.KUBECONFIG),
-    apiServer: str('api-server'),
-    apiToken: str('api-token'),
-    insecure: bool('insecure'),
+    ...kubeConnection(readers, env),
     logFormat: oneOf<LogFormat>('log-format'),
     logLevel: oneOf<LogLevel>('log-level'),
   };
   if (config.port === config.metricsPort) fail('metrics-port', `must differ from --port (${config.port})`);
   if (/[\s,]/.test(config.tokenAudience)) fail('token-audience', `${JSON.stringify(config.tokenAudience)} must be one audience, without spaces or commas`);
-  if (config.apiServer !== undefined) {
-    let url: URL | undefined;
-    try {
-      url = new URL(config.apiServer);
-    } catch {
-      url = undefined;
-    }
-    if (!url || (url.protocol !== 'https:' && url.protocol !== 'http:')) fail('api-server', `${JSON.stringify(config.apiServer)} is not an http(s) URL`);
-    if (url!.protocol === 'http:' && !config.insecure) fail('api-server', `${config.apiServer} is plain http: add --insecure to allow it, or use https`);
-  }
   return { kind: 'run', config: Object.freeze(config) };
 }
 
