@@ -7,7 +7,6 @@
  * created but off the start path: podiam lists its pods, binds its port and installs its rules
  * while the SDK is read and evaluated; the first AssumeRole waits for it if it must.
  */
-import type { STSClient } from '@aws-sdk/client-sts';
 import { StsUnavailable } from '../errors.js';
 import type { StsRefusal } from '../errors.js';
 import type { RoleRequest } from '../roles.js';
@@ -94,7 +93,6 @@ export class StsError extends StsUnavailable {
 
 export function createStsAssumer(options: StsOptions): RoleAssumer & { destroy(): void } {
   const maxAttempts = options.maxAttempts ?? 3;
-  let destroyed = false;
   const sdk = import('@aws-sdk/client-sts').then((ns) => {
     // The bundle has the SDK's CommonJS build, whose exports a dynamic import puts on `default`.
     const m = (ns as unknown as { default?: typeof ns }).default ?? ns;
@@ -104,12 +102,10 @@ export function createStsAssumer(options: StsOptions): RoleAssumer & { destroy()
       retryMode: 'standard',
       requestHandler: { connectionTimeout: Math.min(1000, options.attemptTimeoutMs), requestTimeout: options.attemptTimeoutMs, throwOnRequestTimeout: true },
     });
-    if (destroyed) client.destroy();
     return { client, AssumeRoleCommand: m.AssumeRoleCommand };
   });
-  let loaded: STSClient | undefined;
   // Awaited by the first AssumeRole, whose error a failure to load becomes (not unhandled here).
-  sdk.then(({ client }) => (loaded = client), () => undefined);
+  sdk.catch(() => undefined);
   // A hard ceiling over all attempts, so a caller never waits on STS longer than this.
   const overallMs = options.attemptTimeoutMs * maxAttempts + 2000;
 
@@ -118,8 +114,8 @@ export function createStsAssumer(options: StsOptions): RoleAssumer & { destroy()
   return {
     assume: (request: RoleRequest, urgency?: Urgency) => limit(() => assumeOnce(request), urgency),
     destroy() {
-      destroyed = true;
-      loaded?.destroy();
+      // The client once it exists: now, or when the SDK has loaded.
+      sdk.then(({ client }) => client.destroy(), () => undefined);
     },
   };
 
