@@ -1,22 +1,17 @@
 /**
  * The token listener's link-local addresses on the node (169.254.170.23, fd00:ec2::23), so pods
  * and hostNetwork pods reach it without any DNAT, as the EKS Pod Identity agent binds them on
- * its own dummy link. The only module besides iptables.ts that runs processes (`ip`).
+ * its own dummy link. It runs `ip` through src/exec.ts, as iptables.ts runs iptables.
  * Idempotent: ensure() twice is one state. Kept on exit (a restarting agent adopts them, as
  * dataplane rules are); remove() is the explicit cleanup.
  */
 import { isIP } from 'node:net';
 import { PodiamError } from './errors.js';
+import { execaRunner } from './exec.js';
 
 export type IpRunner = (args: readonly string[]) => Promise<{ exitCode: number; stderr: string }>;
 
-export const ipRunner: IpRunner = async (args) => {
-  // execa is its own chunk of the bundle, loaded with the first command (scripts/build.mjs).
-  const { execa } = await import('execa');
-  const r = await execa('ip', args, { reject: false, timeout: 10_000, stdin: 'ignore', cleanup: false });
-  if (r.failed && r.exitCode === undefined) throw new Error(r.shortMessage ?? 'ip could not run');
-  return { exitCode: r.exitCode ?? 1, stderr: String(r.stderr ?? '') };
-};
+export const ipRunner: IpRunner = (args) => execaRunner('ip', args);
 
 export class LinkAddressError extends PodiamError {
   constructor(message: string) {

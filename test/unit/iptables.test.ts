@@ -1,5 +1,5 @@
 import { Writable } from 'node:stream';
-import type { ExecResult, ExecRunner } from '../../src/iptables.js';
+import type { ExecResult, ExecRunner } from '../../src/exec.js';
 import { COMMENT_GUARD, IptablesError, cleanup, commandLine, createInterception, familySpec, splitWords } from '../../src/iptables.js';
 import { parseConfig } from '../../src/config.js';
 import type { Config } from '../../src/config.js';
