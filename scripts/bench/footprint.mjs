@@ -99,7 +99,8 @@ function buildBefore(root, ref, log) {
   return { dir, sha };
 }
 
-function memory(pid) {
+/** VmRSS and VmHWM (peak) in MB, from /proc/<pid>/status, and where the RSS is (rssParts). */
+export function memory(pid) {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
   const kb = (k) => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN);
   return { rssMB: Math.round(kb('VmRSS') / 102.4) / 10, hwmMB: Math.round(kb('VmHWM') / 102.4) / 10, parts: rssParts(pid) };

@@ -37,7 +37,7 @@ import { freePort } from '../../dist/test/support/net.js';
 import { metricSum } from '../../dist/test/support/metrics-text.js';
 import { PodiamProcess, awsTestEnv, podiamArgv } from '../../dist/test/support/podiam-process.js';
 import { StsProxy } from '../../dist/test/support/sts-proxy.js';
-import { footprint } from './footprint.mjs';
+import { footprint, memory } from './footprint.mjs';
 import { realisticPod } from './pods.mjs';
 import { summarize } from './profile-summary.mjs';
 import { startExpiryRewriter } from './sts-expiry-rewriter.mjs';
@@ -106,12 +106,6 @@ function machineBusyMs() {
   return ((f[0] + f[1] + f[2] + f[5] + f[6] + f[7]) * 1000) / CLK_TCK;
 }
 
-/** VmRSS and VmHWM (peak) in MB, from /proc/<pid>/status. */
-function memory(pid) {
-  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-  const kb = (k) => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN);
-  return { rssMB: Math.round(kb('VmRSS') / 102.4) / 10, hwmMB: Math.round(kb('VmHWM') / 102.4) / 10 };
-}
 
 /** Runs the load generator in its own process; resolves with its JSON result. */
 function loadgen(opts) {
