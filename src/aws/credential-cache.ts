@@ -5,8 +5,7 @@
  */
 import type { RoleRequest } from '../roles.js';
 import type { AwsCredentials, RoleAssumer } from './sts.js';
-import { Urgency } from './sts.js';
-import { StsError } from './sts.js';
+import { StsError, Urgency } from './sts.js';
 import { StsUnavailable } from '../errors.js';
 
 export interface TimerHandle {
