@@ -7,6 +7,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { BadRequest, PodiamError, toJsonHttpResponse } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
+import { remoteIp } from '../server.js';
 import type { TokenAnswer, TokenCredentials } from './credentials.js';
 
 export interface TokenServerDeps {
@@ -92,8 +93,7 @@ function denialLogger(log: Logger): (status: number, code: string, reason: strin
       seen.suppressed++;
       return;
     }
-    const ip = (req.socket.remoteAddress ?? '').replace(/^::ffff:/, '');
-    log.info('token credentials refused', { path: 'token', status, code, reason, ip, ...(seen?.suppressed ? { suppressed: seen.suppressed } : {}) });
+    log.info('token credentials refused', { path: 'token', status, code, reason, ip: remoteIp(req), ...(seen?.suppressed ? { suppressed: seen.suppressed } : {}) });
     last.set(code, { atMs: now, suppressed: 0 });
   };
 }
