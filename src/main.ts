@@ -11,6 +11,8 @@ import { AllowedRolesAudit } from './allowed-roles-audit.js';
 import { describeHolder, findPortHolder } from './port-holder.js';
 import type { Config } from './config.js';
 import { describeConfig } from './config.js';
+import { LocalCredentials } from './credentials/local.js';
+import type { CredentialSource } from './credentials/source.js';
 import { ConfigError, PodiamError } from './errors.js';
 import { Callers, nodeAddresses } from './imds/callers.js';
 import { CredentialRoutes } from './imds/credentials.js';
@@ -116,13 +118,13 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
       if (ns !== undefined && !(role instanceof Error)) audit.check(ns, [role.roleArn]);
     });
   }
+  // Where the IMDS and token paths get a pod's role and credentials: decided and assumed here.
+  const source: CredentialSource = new LocalCredentials({ roleOf, cache });
   index.onPodServable((pod) => {
     // Prefetch: a new pod's first request should find its credentials already in memory.
     // Denials are reported when the pod asks. Only for this node's pods: watching the whole
     // cluster (no --node), prefetching would assume every role of every pod.
-    if (config.node === undefined) return;
-    const role = roleOf(pod);
-    if (!(role instanceof Error)) cache.prefetch(role);
+    if (config.node !== undefined) source.prefetch(pod);
   });
 
   // A denied pod, on either path: a log line and an Event on the pod (`kubectl describe pod` says why).
@@ -133,9 +135,8 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
   };
 
   const routes = new CredentialRoutes({
-    pods: { synced: () => watcher.synced(), lookup: (ip) => index.lookup(ip), waitFor: (ip, ms) => index.waitFor(ip, ms), namespace: (n) => index.namespace(n) },
-    cache,
-    roles: { resolve: (pod, ns) => roles.resolve(pod, ns, index.serviceAccountOf(pod)) },
+    pods: { synced: () => watcher.synced(), lookup: (ip) => index.lookup(ip), waitFor: (ip, ms) => index.waitFor(ip, ms) },
+    source,
     podWaitMs: config.podWaitMs,
     onPodWait: (outcome) => metrics.podWaits.inc({ outcome }),
     onDenied: (pod, err) => reportDenial(pod, err, {}),
@@ -195,8 +196,7 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
       review: createTokenReviewer(kc),
       index,
       synced: () => watcher.synced(),
-      roleOf,
-      cache,
+      source,
       metrics,
       log,
       onDenied: (pod, err) => reportDenial(pod, err, { path: 'token' }),

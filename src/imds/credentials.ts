@@ -1,10 +1,10 @@
 /**
  * The security-credentials routes: who is calling (source IP -> pod), which role it may have,
- * and its credentials from the cache. Reads top-down, as a request flows.
+ * and its credentials from the credential source. Reads top-down, as a request flows.
  */
-import type { CredentialCache, IssuedCredentials } from '../aws/credential-cache.js';
+import type { CredentialSource, PodCredentials } from '../credentials/source.js';
 import { NotReady, PodNotFound, RoleMismatch, StsUnavailable } from '../errors.js';
-import type { NamespaceInfo, PodInfo, RoleRequest, RoleResolver } from '../roles.js';
+import type { PodInfo, RoleRequest } from '../roles.js';
 import { podRef } from '../roles.js';
 import { renderIamInfo } from './format.js';
 
@@ -12,13 +12,14 @@ export interface PodDirectory {
   synced(): boolean;
   lookup(podIp: string): PodInfo | undefined;
   waitFor(podIp: string, ms: number): Promise<PodInfo | undefined>;
-  namespace(name: string): NamespaceInfo | undefined;
 }
+
+const BY_IP = Object.freeze({ kind: 'ip' as const });
 
 export interface CredentialRoutesOptions {
   readonly pods: PodDirectory;
-  readonly cache: Pick<CredentialCache, 'get' | 'peek'>;
-  readonly roles: Pick<RoleResolver, 'resolve'>;
+  /** The pod's role and credentials: this node's cache over STS, or the broker. */
+  readonly source: CredentialSource;
   readonly podWaitMs: number;
   readonly onPodWait?: (outcome: 'found' | 'timeout') => void;
   /** A denial that the pod's owner should hear about (Kubernetes Event). */
@@ -37,15 +38,15 @@ export class CredentialRoutes {
   /** GET .../security-credentials/ -> the pod's role name. */
   async roleName(podIp: string): Promise<string> {
     const pod = await this.podFor(podIp);
-    return this.roleOf(pod).roleName;
+    return (await this.roleOf(pod)).roleName;
   }
 
   /** GET .../security-credentials/<role> -> EC2-exact JSON, only for the pod's own role. */
   async credentials(podIp: string, askedRole: string): Promise<CredentialAnswer> {
     const pod = await this.podFor(podIp);
-    const role = this.roleOf(pod);
+    const role = await this.roleOf(pod);
     if (askedRole !== role.roleName) throw this.denied(pod, new RoleMismatch(podRef(pod), askedRole, role.roleName));
-    const creds = await this.credentialsOf(pod, role);
+    const { creds } = await this.credentialsOf(pod);
     return { pod, role, body: creds.body };
   }
 
@@ -55,27 +56,27 @@ export class CredentialRoutes {
    * and the caller takes the full path above, which answers it and reports any denial.
    */
   credentialsNow(podIp: string, askedRole: string): CredentialAnswer | undefined {
-    const { pods, roles, cache } = this.options;
+    const { pods, source } = this.options;
     if (!pods.synced()) return undefined;
     const pod = pods.lookup(podIp);
     if (pod === undefined) return undefined;
-    const role = roles.resolve(pod, pods.namespace(pod.namespace));
-    if (role instanceof Error || role.roleName !== askedRole) return undefined;
-    const creds = cache.peek(role);
-    return creds === undefined ? undefined : { pod, role, body: creds.body };
+    const fresh = source.peek(pod);
+    if (fresh === undefined || fresh.role.roleName !== askedRole) return undefined;
+    return { pod, role: fresh.role, body: fresh.creds.body };
   }
 
   /** GET .../iam/info -> the pod's role in EC2's iam/info shape, never the node's profile. */
   async iamInfo(podIp: string): Promise<Buffer> {
     const pod = await this.podFor(podIp);
-    const role = this.roleOf(pod);
-    return renderIamInfo(role.roleArn, (await this.credentialsOf(pod, role)).issuedMs);
+    await this.roleOf(pod);
+    const { role, creds } = await this.credentialsOf(pod);
+    return renderIamInfo(role.roleArn, creds.issuedMs);
   }
 
-  /** From the cache; STS refusing the role (RoleNotTrusted, RoleInvalid) is a denial the pod's owner hears about. */
-  private async credentialsOf(pod: PodInfo, role: RoleRequest): Promise<IssuedCredentials> {
+  /** From the source; STS refusing the role (RoleNotTrusted, RoleInvalid) is a denial the pod's owner hears about. */
+  private async credentialsOf(pod: PodInfo): Promise<PodCredentials> {
     try {
-      return await this.options.cache.get(role);
+      return await this.options.source.credentials(pod, BY_IP);
     } catch (err) {
       if (err instanceof StsUnavailable && err.status === 403) throw this.denied(pod, err);
       throw err;
@@ -94,10 +95,13 @@ export class CredentialRoutes {
     return pod;
   }
 
-  private roleOf(pod: PodInfo): RoleRequest {
-    const result = this.options.roles.resolve(pod, this.options.pods.namespace(pod.namespace));
-    if (result instanceof Error) throw this.denied(pod, result);
-    return result;
+  /** The pod's role; a denial is one the pod's owner hears about. */
+  private async roleOf(pod: PodInfo): Promise<RoleRequest> {
+    try {
+      return await this.options.source.role(pod);
+    } catch (err) {
+      throw this.denied(pod, err as Error);
+    }
   }
 
   private denied(pod: PodInfo, err: Error): Error {

@@ -3,7 +3,8 @@
  * caller is who its ServiceAccount token says, never its IP. Reads top-down, as a request flows:
  * token -> verdict (cached TokenReview) -> live pod on this node -> role -> credentials.
  */
-import type { CredentialCache, IssuedCredentials } from '../aws/credential-cache.js';
+import type { IssuedCredentials } from '../aws/credential-cache.js';
+import type { CredentialSource } from '../credentials/source.js';
 import { NotReady, TokenPodNotHere } from '../errors.js';
 import type { PodInfo, RoleRequest } from '../roles.js';
 import { claimsOf, tokenFromHeader, tokenHash } from './bearer.js';
@@ -19,9 +20,8 @@ export interface TokenCredentialsOptions {
   readonly pods: TokenPods;
   readonly reviews: Pick<TokenReviews, 'cached' | 'verdict' | 'isCurrent'>;
   readonly audience: string;
-  /** The pod's role (its own annotation, else its ServiceAccount's, else the default), or a denial. */
-  readonly roleOf: (pod: PodInfo) => RoleRequest | Error;
-  readonly cache: Pick<CredentialCache, 'get' | 'peek'>;
+  /** The pod's role (its own annotation, else its ServiceAccount's, else the default) and credentials: this node's cache over STS, or the broker. */
+  readonly source: CredentialSource;
   readonly now?: () => number;
   /** A denial the pod's owner should hear about (log line, Kubernetes Event). */
   readonly onDenied?: (pod: PodInfo, err: Error) => void;
@@ -50,15 +50,15 @@ export class TokenCredentials {
   }
 
   async credentials(authorization: string | string[] | undefined): Promise<TokenAnswer> {
-    const { pods, reviews, cache } = this.options;
+    const { pods, reviews, source } = this.options;
     if (!pods.synced()) throw new NotReady('the pod informer');
     const token = tokenFromHeader(authorization); //                           400
     const hash = tokenHash(token);
     const verdict = reviews.cached(hash) ?? (await this.review(token, hash)); // 401, 403, 503
     if (verdict.error !== undefined) throw verdict.error;
     const pod = this.livePod(verdict.identity!); //                            403
-    const role = this.roleOf(pod); //                                           404, 403
-    const creds = await cache.get(role); //                                     5xx
+    await this.roleOf(pod); //                                                  404, 403
+    const { role, creds } = await source.credentials(pod, { kind: 'token', token }); // 5xx
     return { pod, role, body: this.body(verdict, role, creds) };
   }
 
@@ -67,7 +67,7 @@ export class TokenCredentials {
    * credentials fresh in memory. Anything else is undefined: the caller takes the full path.
    */
   credentialsNow(authorization: string | string[] | undefined, connection?: object): TokenAnswer | undefined {
-    const { pods, reviews, cache } = this.options;
+    const { pods, reviews, source } = this.options;
     if (typeof authorization !== 'string' || !pods.synced()) return undefined;
     const memo = connection === undefined ? undefined : this.byConnection.get(connection);
     let verdict: Verdict | undefined;
@@ -81,10 +81,8 @@ export class TokenCredentials {
     if (identity === undefined) return undefined;
     const pod = pods.pod(identity.namespace, identity.podName);
     if (pod === undefined || pod.uid !== identity.podUid || ended(pod)) return undefined;
-    const role = this.options.roleOf(pod);
-    if (role instanceof Error) return undefined;
-    const creds = cache.peek(role);
-    return creds === undefined ? undefined : { pod, role, body: this.body(verdict!, role, creds) };
+    const fresh = source.peek(pod);
+    return fresh === undefined ? undefined : { pod, role: fresh.role, body: this.body(verdict!, fresh.role, fresh.creds) };
   }
 
   /**
@@ -105,13 +103,14 @@ export class TokenCredentials {
     return pod;
   }
 
-  private roleOf(pod: PodInfo): RoleRequest {
-    const role = this.options.roleOf(pod);
-    if (role instanceof Error) {
-      this.options.onDenied?.(pod, role);
-      throw role;
+  /** The pod's role; a denial is one the pod's owner hears about. */
+  private async roleOf(pod: PodInfo): Promise<RoleRequest> {
+    try {
+      return await this.options.source.role(pod);
+    } catch (err) {
+      this.options.onDenied?.(pod, err as Error);
+      throw err;
     }
-    return role;
   }
 
   private body(verdict: Verdict, role: RoleRequest, creds: IssuedCredentials): Buffer {

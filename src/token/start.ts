@@ -4,8 +4,8 @@
  */
 import type http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { CredentialCache } from '../aws/credential-cache.js';
 import type { Config } from '../config.js';
+import type { CredentialSource } from '../credentials/source.js';
 import { PodiamError } from '../errors.js';
 import { ec2Time } from '../imds/format.js';
 import type { ReviewOutcome } from '../kube/token-review.js';
@@ -13,7 +13,7 @@ import type { PodIndex } from '../kube/pod-index.js';
 import { createLinkAddresses } from '../link-addresses.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
-import type { PodInfo, RoleRequest } from '../roles.js';
+import type { PodInfo } from '../roles.js';
 import { podRef } from '../roles.js';
 import { TokenCredentials } from './credentials.js';
 import { TokenReviews } from './reviews.js';
@@ -23,8 +23,7 @@ export interface TokenIdentityDeps {
   readonly review: (token: string, audiences: readonly string[]) => Promise<ReviewOutcome>;
   readonly index: Pick<PodIndex, 'pod' | 'onPodGone'>;
   readonly synced: () => boolean;
-  readonly roleOf: (pod: PodInfo) => RoleRequest | Error;
-  readonly cache: Pick<CredentialCache, 'get' | 'peek'>;
+  readonly source: CredentialSource;
   readonly metrics: Metrics;
   readonly log: Logger;
   readonly onDenied: (pod: PodInfo, err: Error) => void;
@@ -45,8 +44,7 @@ export async function startTokenIdentity(config: Config, deps: TokenIdentityDeps
     pods: { synced: deps.synced, pod: (ns, name) => deps.index.pod(ns, name) },
     reviews,
     audience: config.tokenAudience,
-    roleOf: deps.roleOf,
-    cache: deps.cache,
+    source: deps.source,
     onDenied: (pod, err) => {
       if (err instanceof PodiamError) deps.onDenied(pod, err);
     },
