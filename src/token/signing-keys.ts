@@ -89,6 +89,8 @@ export class SigningKeys {
     let key = this.keys.get(kid);
     if (key === undefined) {
       if (this.fetched && this.now() - this.lastFetchMs < (this.options.minRefetchMs ?? 10_000)) {
+        // The last fetch failed: a new key may be out there (a rotation during an outage is not a forgery).
+        if (this.lastError !== undefined) throw new TokenReviewUnavailable(`could not read the API server's signing keys: ${this.lastError}`);
         // Just fetched, and the kid is not there: not the API server's (or a rotation this second; the next refetch sees it).
         return { valid: false, reason: 'it is signed with a key the API server does not publish', lasting: false };
       }
