@@ -87,6 +87,11 @@ export class SigningKeys {
     if (typeof kid !== 'string' || kid === '' || kid.length > 256) return { valid: false, reason: 'its header has no kid', lasting: true };
 
     let key = this.keys.get(kid);
+    if (key === undefined && this.inflight !== undefined) {
+      // A fetch is on its way (another token's unknown kid, or the first): its answer is the one to judge by.
+      await this.inflight.catch(() => undefined);
+      key = this.keys.get(kid);
+    }
     if (key === undefined) {
       if (this.fetched && this.now() - this.lastFetchMs < (this.options.minRefetchMs ?? 10_000)) {
         // The last fetch failed: a new key may be out there (a rotation during an outage is not a forgery).
@@ -163,7 +168,10 @@ export function usableKeys(published: readonly PublishedKey[]): Map<string, Veri
     try {
       // Only the public members: a private JWK ("d") must not become a key podiam holds.
       const pub: crypto.JsonWebKey = spec.kty === 'RSA' ? { kty: 'RSA', n: jwk['n'] as string, e: jwk['e'] as string } : { kty: 'EC', crv: jwk['crv'] as string, x: jwk['x'] as string, y: jwk['y'] as string };
-      keys.set(kid, { key: crypto.createPublicKey({ key: pub, format: 'jwk' }), alg: alg! });
+      const key = crypto.createPublicKey({ key: pub, format: 'jwk' });
+      // RSA under 2048 bits is not a key to trust a credential to (kube-apiserver's are 2048 or more).
+      if (spec.kty === 'RSA' && (key.asymmetricKeyDetails?.modulusLength ?? 0) < 2048) continue;
+      keys.set(kid, { key, alg: alg! });
     } catch {
       // Malformed key: skipped; a token signed with it is refused as signed by an unknown key.
     }
