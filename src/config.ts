@@ -5,6 +5,7 @@
  */
 import { isIP } from 'node:net';
 import { ConfigError } from './errors.js';
+import type { ImdsTokensMode } from './imds/token-policy.js';
 import type { FlagSpec } from './flags.js';
 import { KUBE_CONNECTION_FLAGS, flagReaders, kubeConnection, nonEmpty } from './flags.js';
 
@@ -64,6 +65,10 @@ export interface Config {
   readonly sessionScope: SessionScope;
   /** Serve the node's signed instance identity (pkcs7, signature, rsa2048) to pods. */
   readonly allowSignedIdentity: boolean;
+  /** Serve user-data to pods (the node itself always gets it). */
+  readonly allowUserData: boolean;
+  /** IMDSv2 tokens from pods: required, optional, or as the node's metadata service (auto). */
+  readonly imdsTokens: ImdsTokensMode;
   /** kube2iam flags given that podiam accepts and ignores: logged once at start, by name. */
   readonly ignoredFlags: readonly string[];
   /** Token identity (/v1/credentials): see src/token/. */
@@ -119,6 +124,8 @@ export const FLAGS: readonly FlagSpec[] = [
   { name: 'log-level', type: 'enum', default: 'info', values: ['panic', 'fatal', 'error', 'warn', 'warning', 'info', 'debug', 'trace'], example: '--log-level=info', help: 'log level; logrus names too (any case): trace is debug, panic and fatal are error' },
   { name: 'session-scope', type: 'enum', default: 'pod', values: ['pod', 'role'], example: '--session-scope=role', help: 'pod: one STS session per pod (CloudTrail names the pod); role: one per role and external id on this node, as kube2iam (fewer STS calls)' },
   { name: 'allow-signed-identity', type: 'bool', default: 'false', example: '--allow-signed-identity', help: "serve the node's signed instance identity (dynamic/instance-identity/pkcs7, signature, rsa2048) to pods: any pod can then authenticate as the node (Vault, SPIRE)" },
+  { name: 'allow-user-data', type: 'bool', default: 'false', example: '--allow-user-data', help: "serve user-data to pods (the node always gets it): kubeadm and kOps put the cluster join token there, so any pod could join the cluster as a node" },
+  { name: 'imds-tokens', type: 'enum', default: 'auto', values: ['auto', 'required', 'optional'], example: '--imds-tokens=required', help: "IMDSv2 tokens from pods: required (a token-less GET is 401, as EC2 with HttpTokens=required), optional, or auto: as the node's metadata service answers a token-less GET at start (required until it answers)" },
   { name: 'watch-deadline', type: 'duration', default: '55s', example: '--watch-deadline=55s', help: 'a Kubernetes watch silent this long is replaced (relist + watch); at most 60s' },
   { name: 'verbose', type: 'bool', default: 'false', example: '--verbose', help: 'same as --log-level=debug' },
   { name: 'debug', type: 'bool', default: 'false', example: '--debug', help: 'serve /debug/store and log at debug level' },
@@ -314,6 +321,8 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pr
     stsRefusalTtlMs: Math.max(1000, duration('iam-role-error-ttl', 0, 3_600_000)),
     sessionScope: oneOf<SessionScope>('session-scope'),
     allowSignedIdentity: bool('allow-signed-identity'),
+    allowUserData: bool('allow-user-data'),
+    imdsTokens: oneOf<ImdsTokensMode>('imds-tokens'),
     ignoredFlags: FLAGS.filter((f) => f.compat?.startsWith('ignored') === true && raw.has(f.name)).map((f) => `--${f.name}`),
     tokenIdentity: bool('token-identity'),
     tokenAddrs: Object.freeze(tokenAddrs()),

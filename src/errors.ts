@@ -140,6 +140,20 @@ export class TokenReviewUnavailable extends PodiamError {
   }
 }
 
+/** A pod's well-signed tokens asked for more TokenReviews than its budget (src/token/reviews.ts). */
+export class TooManyTokenReviews extends PodiamError {
+  constructor(pod: string, retryInSeconds: number) {
+    super('TooManyTokenReviews', 429, `too many new tokens of pod ${pod} to review; try again in ${retryInSeconds} s`);
+  }
+}
+
+/** IMDSv2 is required (--imds-tokens, or the node's HttpTokens=required) and the GET has no valid token: EC2's 401. */
+export class ImdsTokenRequired extends PodiamError {
+  constructor(reason: string) {
+    super('Unauthorized', 401, reason);
+  }
+}
+
 export interface HttpErrorResponse {
   readonly status: number;
   readonly code: string;

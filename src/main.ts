@@ -14,10 +14,12 @@ import { describeConfig } from './config.js';
 import { LocalCredentials } from './credentials/local.js';
 import type { CredentialSource } from './credentials/source.js';
 import { ConfigError, PodiamError } from './errors.js';
-import { Callers, nodeAddresses } from './imds/callers.js';
+import { Callers, callerId, nodeAddresses } from './imds/callers.js';
 import { CredentialRoutes } from './imds/credentials.js';
 import { renderCredentials } from './imds/format.js';
 import { Passthrough, baseArnFromIamInfo } from './imds/passthrough.js';
+import { ImdsTokenPolicy, PROBE_PATH } from './imds/token-policy.js';
+import { TokenBroker } from './imds/tokens.js';
 import type { Interception } from './iptables.js';
 import { EventRecorder } from './kube/events.js';
 import { PodIndex } from './kube/pod-index.js';
@@ -54,6 +56,9 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
   }
 
   const passthrough = new Passthrough({ host: config.metadataHost, port: config.metadataPort, timeoutMs: config.metadataTimeoutMs });
+  // IMDSv1 follows the node (--imds-tokens=auto): probed while the rest starts, awaited before listening.
+  const imdsTokens = new ImdsTokenPolicy({ mode: config.imdsTokens, probe: () => passthrough.statusWithoutToken(PROBE_PATH), log });
+  const imdsTokensProbed = imdsTokens.start();
   const policy = await rolePolicy(config, passthrough, log);
   // --session-scope=role: pods with the same role and external id share one session (kube2iam's economy).
   const roles = config.sessionScope === 'role' ? roleScoped(new RoleResolver(policy), config.node) : new RoleResolver(policy);
@@ -159,8 +164,15 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
     return { ready, pods: kube.pods, namespaces: kube.namespaces, serviceaccounts: kube.serviceaccounts, watchTimeouts: watcher.watchTimeouts(), ...(interception === undefined ? {} : { iptables: interception.state() }) };
   };
 
+  // Pods' IMDSv2 tokens, shared by the IPv4 and IPv6 servers; a pod's go when the pod goes.
+  const podTokens = new TokenBroker();
+  index.onPodGone((pod) => podTokens.dropCaller(callerId(pod)));
+
   const serverDeps = {
     credentials: routes,
+    tokens: podTokens,
+    imdsTokensRequired: () => imdsTokens.required(),
+    allowUserData: config.allowUserData,
     callers,
     passthrough,
     metrics,
@@ -177,6 +189,7 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
   // The informers (and with them the first prefetches) start now, while the sockets bind and the
   // iptables rule goes in: the first credentials answer waits for the pod list and STS, not for both in turn.
   watcher.start();
+  await imdsTokensProbed;
 
   // kube2iam listens on every interface (#152): podiam only on --host-ip when given.
   const address = await listenWhenFree(server, config.appPort, config.hostIp, log, metrics, signal).catch(async (err: unknown) => {
@@ -191,9 +204,10 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
   let token: TokenIdentity | undefined;
   if (config.tokenIdentity) {
     // The token path is its own chunk of the bundle (scripts/build.mjs): read only when asked for.
-    const [{ startTokenIdentity }, { createTokenReviewer }] = await Promise.all([import('./token/start.js'), import('./kube/token-review.js')]);
+    const [{ startTokenIdentity }, { createTokenReviewer }, { createSigningKeysFetcher }] = await Promise.all([import('./token/start.js'), import('./kube/token-review.js'), import('./kube/token-keys.js')]);
     token = await startTokenIdentity(config, {
       review: createTokenReviewer(kc),
+      signingKeys: createSigningKeysFetcher(kc),
       index,
       synced: () => watcher.synced(),
       source,
@@ -246,6 +260,7 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
         if (metricsServer) await closeServer(metricsServer, 1_000);
         await watcher.stop();
         cache.stop();
+        imdsTokens.stop();
         sts.destroy();
         passthrough.close();
         events?.stop();

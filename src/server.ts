@@ -4,14 +4,16 @@
  */
 import http from 'node:http';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { BadRequest, PathRefused, PodiamError, toHttpResponse } from './errors.js';
+import { BadRequest, ImdsTokenRequired, PathRefused, PodiamError, toHttpResponse } from './errors.js';
 import type { PathKind } from './imds/allow-list.js';
-import { checkMethod, classifyPath } from './imds/allow-list.js';
+import { TOKEN_PATH, checkMethod, classifyPath, isUserData } from './imds/allow-list.js';
 import type { Callers } from './imds/callers.js';
+import { callerId } from './imds/callers.js';
 import type { CredentialAnswer, CredentialRoutes } from './imds/credentials.js';
 import type { Passthrough } from './imds/passthrough.js';
 import { TOKEN_HEADER, TTL_HEADER } from './imds/passthrough.js';
 import { TokenBroker } from './imds/tokens.js';
+import type { TokenHolder } from './imds/tokens.js';
 import type { Logger } from './log.js';
 import type { Metrics } from './metrics.js';
 
@@ -36,9 +38,14 @@ export interface ServerDeps {
   readonly allowSignedIdentity?: boolean;
   /** Who may use the token route and the forwarded paths: this node's pods and the node itself. */
   readonly callers: Pick<Callers, 'admit'>;
+  /** --allow-user-data: forward user-data to pods too (the node always gets it). */
+  readonly allowUserData?: boolean;
+  /** IMDSv2 required (src/imds/token-policy.ts): a GET without a valid token is 401, as on EC2. */
+  readonly imdsTokensRequired?: () => boolean;
 }
 
 const MAX_PATH = 1024;
+const TOKEN_MISSING = `IMDSv2 is required on this node: PUT ${TOKEN_PATH} for a token and send it in X-aws-ec2-metadata-token`;
 const MAX_BODY = 64 * 1024;
 const TEXT = 'text/plain';
 
@@ -97,6 +104,14 @@ const PARSED_URLS_MAX = 512;
 export function createServer(deps: ServerDeps): http.Server {
   const { credentials, passthrough, metrics, log } = deps;
   const tokens = deps.tokens ?? new TokenBroker();
+  const tokensRequired = deps.imdsTokensRequired ?? (() => false);
+
+  /** With IMDSv2 required: the GET carries a token of this caller's, else EC2's 401. */
+  const checkImdsToken = (req: IncomingMessage, holder: TokenHolder): void => {
+    const token = req.headers[TOKEN_HEADER];
+    if (token === undefined) throw new ImdsTokenRequired(TOKEN_MISSING);
+    if (typeof token !== 'string' || tokens.unwrap(token, holder) === undefined) throw new ImdsTokenRequired(`the IMDSv2 token is invalid or expired; PUT ${TOKEN_PATH} for a new one`);
+  };
   // winston's isDebugEnabled() walks the transports on every call; its answer only changes with the level.
   let debugLevel: string | undefined;
   let debugEnabled = false;
@@ -156,8 +171,15 @@ export function createServer(deps: ServerDeps): http.Server {
     const podIp = remoteIp(req);
     // The allow-list, before any routing: GET/HEAD on metadata and local paths, PUT on the token route.
     checkMethod(method, kind, decoded);
+    // IMDSv2 required: a token-less GET is refused before routing, as EC2 does.
+    if (kind === 'metadata' && tokensRequired() && req.headers[TOKEN_HEADER] === undefined) throw new ImdsTokenRequired(TOKEN_MISSING);
 
     if (rest !== undefined) {
+      if (tokensRequired()) {
+        // Answered by podiam, not forwarded: the token is checked here, against its holder.
+        const caller = await deps.callers.admit(podIp);
+        checkImdsToken(req, { ip: podIp, id: caller.id });
+      }
       if (credentialRole === '') {
         at.route = 'role-name';
         send(res, 200, await credentials.roleName(podIp));
@@ -211,6 +233,9 @@ export function createServer(deps: ServerDeps): http.Server {
     at.route = kind === 'token' ? 'token' : 'proxy';
     const caller = await deps.callers.admit(podIp);
     const holder = { ip: podIp, id: caller.id };
+    if (caller.kind === 'pod' && deps.allowUserData !== true && isUserData(decoded)) {
+      throw new PathRefused(decoded, "user-data is the node's bootstrap script (kubeadm and kOps join tokens in it let a pod join the cluster as a node); --allow-user-data serves it");
+    }
 
     if (kind === 'token') {
       at.route = 'token';
@@ -273,10 +298,22 @@ export function createServer(deps: ServerDeps): http.Server {
       if (parsed !== undefined && parsed.credentialRole !== undefined && parsed.credentialRole !== '' && (req.method === 'GET' || req.method === 'HEAD')) {
         const podIp = remoteIp(req);
         const now = credentials.credentialsNow(podIp, parsed.credentialRole);
+        if (now !== undefined && tokensRequired()) {
+          // IMDSv2 required: the token must be this pod's (one Map lookup), else the full path's 401.
+          const token = req.headers[TOKEN_HEADER];
+          if (typeof token !== 'string' || tokens.unwrap(token, { ip: podIp, id: callerId(now.pod) }) === undefined) {
+            handleFull();
+            return;
+          }
+        }
         if (now !== undefined) {
           // Known pod, its own role, fresh credentials in memory: answered in this tick.
           sendCredentials(res, now, podIp);
           observe('credentials', 200);
+          return;
+        }
+        if (tokensRequired()) {
+          handleFull();
           return;
         }
         credentials.credentials(podIp, parsed.credentialRole).then(
@@ -288,11 +325,14 @@ export function createServer(deps: ServerDeps): http.Server {
         );
         return;
       }
-      const at: { route: Route } = { route: 'invalid' };
-      handle(req, res, at).then(
-        (route) => observe(route, res.statusCode),
-        (err: unknown) => failed(err, at.route),
-      );
+      handleFull();
+      function handleFull(): void {
+        const at: { route: Route } = { route: 'invalid' };
+        handle(req, res, at).then(
+          (route) => observe(route, res.statusCode),
+          (err: unknown) => failed(err, at.route),
+        );
+      }
       function failed(err: unknown, reached: Route): void {
         const route: Route = err instanceof PathRefused ? 'refused' : err instanceof BadRequest ? 'invalid' : reached;
         fail(req, res, route, err);

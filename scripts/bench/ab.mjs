@@ -7,7 +7,10 @@
  *
  *   cp -r dist bench-results/base-dist          # before the change
  *   npm run build                               # after it
- *   node scripts/bench/ab.mjs bench-results/base-dist dist [--path credentials|passthrough|role-name] [--connections 32] [--rounds 6] [--seconds 6]
+ *   node scripts/bench/ab.mjs bench-results/base-dist dist [--path credentials|passthrough|role-name|token] [--connections 32] [--rounds 6] [--seconds 6]
+ *
+ * `--path token`: cached GET /v1/credentials with a ServiceAccount token (--token-identity), one
+ * token reused over keep-alive connections, as SDKs do.
  *
  * Loopback only, bounded: rounds x seconds of load.
  */
@@ -30,23 +33,29 @@ const { values, positionals } = parseArgs({
 });
 const [distA, distB = 'dist'] = positionals;
 if (distA === undefined) {
-  console.error('usage: ab.mjs <distA> [distB=dist] [--path credentials|passthrough|role-name] [--connections N] [--rounds N] [--seconds N]');
+  console.error('usage: ab.mjs <distA> [distB=dist] [--path credentials|passthrough|role-name|token] [--connections N] [--rounds N] [--seconds N]');
   process.exit(2);
 }
 const connections = Number(values.connections);
 const rounds = Math.min(20, Number(values.rounds));
 const seconds = Math.min(30, Number(values.seconds));
 const podIp = '127.10.9.2';
-const reqPath = { credentials: '/latest/meta-data/iam/security-credentials/ab-role', passthrough: '/latest/meta-data/instance-id', 'role-name': '/latest/meta-data/iam/security-credentials/' }[values.path];
+const tokenPath = values.path === 'token';
+const reqPath = { credentials: '/latest/meta-data/iam/security-credentials/ab-role', passthrough: '/latest/meta-data/instance-id', 'role-name': '/latest/meta-data/iam/security-credentials/', token: '/v1/credentials' }[values.path];
+if (reqPath === undefined) {
+  console.error(`--path ${values.path}: not one of credentials|passthrough|role-name|token`);
+  process.exit(2);
+}
 
 const cpuMs = (pid) => {
   const st = readFileSync(`/proc/${pid}/stat`, 'utf8');
   const f = st.slice(st.lastIndexOf(')') + 2).split(' ');
   return (Number(f[11]) + Number(f[12])) * 10;
 };
+let headers = {};
 const get = (port, p) =>
   new Promise((resolve, reject) => {
-    http.get({ host: '127.0.0.1', port, path: p, localAddress: podIp, agent: false }, (res) => {
+    http.get({ host: '127.0.0.1', port, path: p, localAddress: podIp, agent: false, headers }, (res) => {
       res.resume();
       res.on('end', () => resolve(res.statusCode));
     }).on('error', reject);
@@ -58,15 +67,23 @@ const imds = await FakeImds.start();
 imds.server.keepAliveTimeout = 65_000;
 const kube = await KubeApiServer.start({ omitListItemTypeMeta: true });
 kube.createNamespace({ metadata: { name: 'default' } });
-kube.createPod(realisticPod({ name: 'ab-0', node: 'node-1', ip: podIp, role: 'ab-role' }));
+const abPod = kube.createPod(realisticPod({ name: 'ab-0', node: 'node-1', ip: podIp, role: 'ab-role' }));
+if (tokenPath) {
+  const { namespace, name } = abPod.metadata;
+  const serviceAccount = abPod.spec.serviceAccountName;
+  kube.createServiceAccount({ metadata: { name: serviceAccount, namespace } });
+  headers = { Authorization: kube.tokenApi.issue({ namespace, serviceAccount, pod: name, audiences: ['pods.eks.amazonaws.com'], expirationSeconds: 86400 }) };
+}
 
 const children = [];
 async function start(dist) {
-  const port = await freePort();
+  const appPort = await freePort();
+  const tokenPort = tokenPath ? await freePort() : undefined;
+  const port = tokenPort ?? appPort;
   // A dist/ from before the bundle has src/cli.js; since, the artifact is podiam.js (run with its shebang's flags).
   const bundle = path.resolve(dist, 'podiam.js');
   const entry = existsSync(bundle) ? [...shebangFlags(bundle), bundle] : [path.resolve(dist, 'src/cli.js')];
-  const child = spawn(process.execPath, [...entry, `--app-port=${port}`, '--host-ip=127.0.0.1', `--metadata-addr=127.0.0.1:${imds.port}`, `--api-server=${kube.url}`, '--insecure', '--node=node-1', '--base-role-arn=arn:aws:iam::123456789012:role/', '--log-format=json'], { env: awsTestEnv(moto.url), stdio: 'ignore' });
+  const child = spawn(process.execPath, [...entry, `--app-port=${appPort}`, ...(tokenPort === undefined ? [] : ['--token-identity', `--token-addr=127.0.0.1:${tokenPort}`]), '--host-ip=127.0.0.1', `--metadata-addr=127.0.0.1:${imds.port}`, `--api-server=${kube.url}`, '--insecure', '--node=node-1', '--base-role-arn=arn:aws:iam::123456789012:role/', '--log-format=json'], { env: awsTestEnv(moto.url), stdio: 'ignore' });
   children.push(child);
   for (let i = 0; i < 200; i++) {
     if ((await get(port, reqPath).catch(() => 0)) === 200) return { pid: child.pid, port };
@@ -77,7 +94,7 @@ async function start(dist) {
 
 function load(port) {
   return new Promise((resolve, reject) => {
-    const opts = { port, path: reqPath, connections, durationMs: seconds * 1000, warmupMs: 1000, localAddresses: [podIp] };
+    const opts = { port, path: reqPath, headers, connections, durationMs: seconds * 1000, warmupMs: 1000, localAddresses: [podIp] };
     const child = spawn(process.execPath, [path.join(HERE, 'loadgen.mjs'), JSON.stringify(opts)], { stdio: ['ignore', 'pipe', 'inherit'] });
     let out = '';
     child.stdout.on('data', (d) => (out += d));

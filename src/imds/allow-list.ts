@@ -60,3 +60,14 @@ export function checkMethod(method: string, kind: PathKind, path: string): void 
   if (method === 'PUT' && DATED_TOKEN_PATH.test(path)) throw new BadRequest(403, `tokens are issued on ${TOKEN_PATH} only`);
   throw new BadRequest(405, `${method.slice(0, 16)} is not allowed on ${path.slice(0, 200)}`);
 }
+
+/**
+ * user-data: the node's bootstrap script. On kubeadm and kOps nodes it holds the cluster join
+ * token (and sometimes more): a pod that reads it can join the cluster as a node. The node keeps
+ * it (its own addresses); pods get 403 PathRefused unless --allow-user-data.
+ */
+const USER_DATA_PATH = /^\/(?:latest|1\.0|\d{4}-\d{2}-\d{2})\/user-data\/?$/i;
+
+export function isUserData(decodedPath: string): boolean {
+  return USER_DATA_PATH.test(decodedPath);
+}

@@ -35,8 +35,13 @@ export class Callers {
     if (!pods.synced()) throw new NotReady('the pod informer');
     const pod = (await pods.waitFor(ip, 0)) ?? (await pods.waitFor(ip, podWaitMs));
     if (pod === undefined) throw new CallerNotAllowed(ip);
-    return { kind: 'pod', id: pod.uid !== '' ? pod.uid : `${pod.namespace}/${pod.name}`, pod };
+    return { kind: 'pod', id: callerId(pod), pod };
   }
+}
+
+/** A pod's caller id: its UID (a pod recreated under the same name is someone else). */
+export function callerId(pod: PodInfo): string {
+  return pod.uid !== '' ? pod.uid : `${pod.namespace}/${pod.name}`;
 }
 
 /**

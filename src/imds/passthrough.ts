@@ -86,6 +86,11 @@ export class Passthrough {
     return r.body;
   }
 
+  /** The status of a token-less GET (401 where the node requires IMDSv2); rejects when there is no answer. */
+  async statusWithoutToken(path: string): Promise<number> {
+    return (await this.request('GET', path, {})).status;
+  }
+
   close(): void {
     this.proxy.close();
     this.agent.destroy();

@@ -8,7 +8,10 @@
  * A token is bound to its caller: the source IP and the pod's UID (a pod that gets a deleted
  * pod's IP does not inherit its tokens). The table is bounded per caller: a caller past its cap
  * loses its own oldest token, never another's, and when the whole table is full a new token is
- * refused (503) rather than evicting anyone. Tokens live in memory only: after a restart they are
+ * refused (503) rather than evicting anyone. A pod's tokens go when the pod goes (dropCaller, on
+ * the index's onPodGone): short-lived pods cannot fill the table with tokens nobody can use for
+ * hours (the second adversarial review: 1,030 pods x 64 tokens of 6 h, then deleted, left every
+ * caller with 503 for 6 h). Tokens live in memory only: after a restart they are
  * unknown, and a GET carrying one is 401, as EC2 answers an expired token; SDKs then PUT for a new one.
  */
 import { randomBytes } from 'node:crypto';
@@ -71,6 +74,13 @@ export class TokenBroker {
 
   size(): number {
     return this.tokens.size;
+  }
+
+  /** Every token of this caller goes (its pod was deleted): no one can use them any more. */
+  dropCaller(id: string): void {
+    const mine = this.byCaller.get(id);
+    if (mine === undefined) return;
+    for (const token of [...mine]) this.delete(token);
   }
 
   private now(): number {

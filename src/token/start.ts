@@ -9,6 +9,7 @@ import type { CredentialSource } from '../credentials/source.js';
 import { PodiamError } from '../errors.js';
 import { ec2Time } from '../imds/format.js';
 import type { ReviewOutcome } from '../kube/token-review.js';
+import type { SigningKeysFetcher } from '../kube/token-keys.js';
 import type { PodIndex } from '../kube/pod-index.js';
 import { createLinkAddresses } from '../link-addresses.js';
 import type { Logger } from '../log.js';
@@ -18,9 +19,12 @@ import { podRef } from '../roles.js';
 import { TokenCredentials } from './credentials.js';
 import { TokenReviews } from './reviews.js';
 import { createTokenServer } from './server.js';
+import { SigningKeys } from './signing-keys.js';
 
 export interface TokenIdentityDeps {
   readonly review: (token: string, audiences: readonly string[]) => Promise<ReviewOutcome>;
+  /** The API server's token signing keys (its /openid/v1/jwks). */
+  readonly signingKeys: SigningKeysFetcher;
   readonly index: Pick<PodIndex, 'pod' | 'onPodGone'>;
   readonly synced: () => boolean;
   readonly source: CredentialSource;
@@ -38,7 +42,15 @@ export interface TokenIdentity {
 
 export async function startTokenIdentity(config: Config, deps: TokenIdentityDeps): Promise<TokenIdentity> {
   const { log, metrics } = deps;
-  const reviews = new TokenReviews({ review: deps.review, audience: config.tokenAudience, onReview: (outcome) => metrics.tokenReviews.inc({ outcome }) });
+  const keys = new SigningKeys({
+    fetch: deps.signingKeys,
+    onFetch: (outcome) =>
+      'error' in outcome
+        ? log.warn('could not read the API server\'s token signing keys (the last ones read stay in use)', { error: outcome.error, keys: keys.size() })
+        : log.info('token signing keys read from the API server', { keys: outcome.keys }),
+  });
+  keys.prefetch();
+  const reviews = new TokenReviews({ review: deps.review, checkSignature: (token) => keys.check(token), audience: config.tokenAudience, onReview: (outcome) => metrics.tokenReviews.inc({ outcome }) });
   deps.index.onPodGone((pod) => reviews.dropPod(pod.uid));
   const credentials = new TokenCredentials({
     pods: { synced: deps.synced, pod: (ns, name) => deps.index.pod(ns, name) },

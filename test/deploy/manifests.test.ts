@@ -265,16 +265,16 @@ describe.each(TARGETS)('kubectl kustomize $dir', ({ dir, hostInterface, podMonit
     expect(ds.spec.template.metadata.labels).toMatchObject(ds.spec.selector.matchLabels);
   });
 
-  test('RBAC: exactly pods, namespaces and serviceaccounts get/list/watch, events create/patch, tokenreviews create, bound to the pod’s service account', () => {
+  test('RBAC: exactly pods, namespaces and serviceaccounts get/list/watch, events create/patch, tokenreviews create, the token signing keys get, bound to the pod’s service account', () => {
     const objs = objsOf(dir);
     const role = find(objs, 'ClusterRole');
     const grants = (role.rules as Obj[]).flatMap((r) => {
       expect(r.resourceNames).toBeUndefined();
-      expect(r.nonResourceURLs).toBeUndefined();
+      if (r.nonResourceURLs !== undefined) return (r.nonResourceURLs as string[]).flatMap((u) => (r.verbs as string[]).map((v) => `url:${u}:${v}`));
       return (r.apiGroups as string[]).flatMap((g) => (r.resources as string[]).flatMap((res) => (r.verbs as string[]).map((v) => `${g}/${res}:${v}`)));
     });
     expect(grants.sort()).toEqual(
-      ['/pods:get', '/pods:list', '/pods:watch', '/namespaces:get', '/namespaces:list', '/namespaces:watch', '/serviceaccounts:get', '/serviceaccounts:list', '/serviceaccounts:watch', '/events:create', '/events:patch', 'authentication.k8s.io/tokenreviews:create'].sort(),
+      ['/pods:get', '/pods:list', '/pods:watch', '/namespaces:get', '/namespaces:list', '/namespaces:watch', '/serviceaccounts:get', '/serviceaccounts:list', '/serviceaccounts:watch', '/events:create', '/events:patch', 'authentication.k8s.io/tokenreviews:create', 'url:/openid/v1/jwks:get'].sort(),
     );
     expect(grants.join(' ')).not.toMatch(/\*|secrets/);
     const sa = find(objs, 'ServiceAccount');

@@ -111,3 +111,37 @@ test('ServiceAccounts list and watch like pods', async () => {
   expect(seen).toContain('iam.amazonaws.com/role');
   controller.abort();
 });
+
+test('OIDC discovery and the key set are served as kube-apiserver serves them; key rotation keeps both keys until the old one is retired', async () => {
+  const discovery = await fetch(kube.url + '/.well-known/openid-configuration');
+  expect(discovery.headers.get('content-type')).toBe('application/json');
+  expect(await discovery.json()).toMatchObject({ issuer: 'https://kubernetes.default.svc.cluster.local', jwks_uri: `${kube.url}/openid/v1/jwks`, id_token_signing_alg_values_supported: ['RS256'] });
+  const keySet = async () => {
+    const r = await fetch(kube.url + '/openid/v1/jwks');
+    expect(r.headers.get('content-type')).toBe('application/jwk-set+json');
+    return ((await r.json()) as { keys: Array<Record<string, string>> }).keys;
+  };
+  const before = await keySet();
+  expect(before).toHaveLength(1);
+  expect(Object.keys(before[0]!).sort()).toEqual(['alg', 'e', 'kid', 'kty', 'n', 'use']);
+  expect(before[0]).toMatchObject({ use: 'sig', kty: 'RSA', alg: 'RS256' });
+
+  const oldToken = (await tokenFor('web-1')).body.status.token as string;
+  const newKid = kube.tokenApi.rotateKey();
+  expect(newKid).not.toBe(before[0]!.kid);
+  const newToken = (await tokenFor('web-1')).body.status.token as string;
+  expect(JSON.parse(Buffer.from(newToken.split('.')[0]!, 'base64url').toString())).toEqual({ alg: 'RS256', kid: newKid });
+  expect((await keySet()).map((k) => k.kid)).toEqual([newKid, before[0]!.kid]);
+  expect((await review(oldToken)).body.status.authenticated).toBe(true);
+  expect((await review(newToken)).body.status.authenticated).toBe(true);
+
+  kube.tokenApi.rotateKey({ retireOld: true });
+  expect((await keySet()).map((k) => k.kid)).toEqual([kube.tokenApi.signingKid()]);
+  expect((await review(oldToken)).body.status).toMatchObject({ error: expect.stringContaining('invalid bearer token') });
+  expect((await review(oldToken)).body.status.authenticated).toBeUndefined();
+  expect((await review(newToken)).body.status.authenticated).toBeUndefined();
+
+  kube.tokenApi.setJwksDown(true);
+  expect((await fetch(kube.url + '/openid/v1/jwks')).status).toBe(503);
+  kube.tokenApi.setJwksDown(false);
+});

@@ -851,10 +851,10 @@ export class KubeApiServer {
     });
   }
 
-  private sendJson(res: ServerResponse, code: number, body: unknown): void {
+  private sendJson(res: ServerResponse, code: number, body: unknown, contentType = 'application/json'): void {
     if (res.headersSent || res.destroyed) return;
     const text = JSON.stringify(body) + '\n';
-    res.writeHead(code, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+    res.writeHead(code, { 'content-type': contentType, 'content-length': Buffer.byteLength(text) });
     res.end(text);
   }
 
@@ -948,7 +948,7 @@ export class KubeApiServer {
     }
     const answer = this.tokenApi.handle(method, parts, body);
     if (answer !== undefined) {
-      this.sendJson(res, answer.code, answer.body);
+      this.sendJson(res, answer.code, answer.body, answer.contentType);
       return;
     }
     this.sendJson(res, 404, statusObject(404, 'the server could not find the requested resource', 'NotFound', {}));

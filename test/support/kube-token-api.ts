@@ -17,10 +17,16 @@
  *    `status.user` carries username, uid, groups and `extra` with
  *    `authentication.kubernetes.io/pod-name`, `pod-uid` and `credential-id`; `status.audiences`.
  *    A failed review is `authenticated: false` with an `error`, as the real server answers.
- *  - OIDC discovery: `/.well-known/openid-configuration` and `/openid/v1/jwks`.
+ *  - OIDC discovery: `/.well-known/openid-configuration` (`application/json`) and
+ *    `/openid/v1/jwks` (`application/jwk-set+json`), as kube-apiserver serves them: every public
+ *    key it verifies with (`--service-account-key-file` may list several), each
+ *    `{use: "sig", kty, kid, alg, n, e}`; tokens are signed with the newest
+ *    (`--service-account-signing-key-file`).
  *
- * Test controls: `reviews` (count of TokenReviews served), `issue()` (a token without HTTP),
- * `sign()` (any claims with this server's key), `forgeKey()` (a key the server does not know).
+ * Test controls: `reviews` (count of TokenReviews served), `jwksFetches` (GETs of the key set),
+ * `issue()` (a token without HTTP), `sign()` (any claims with this server's key), `forgeKey()`
+ * (a key the server does not know), `rotateKey()` (sign with a new key from now on, the old one
+ * still published unless retired), `setJwksDown()` (the key set answers 503).
  */
 import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, randomUUID, sign as rsaSign, verify as rsaVerify } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
@@ -60,6 +66,14 @@ export interface TokenIssue {
 export interface TokenApiAnswer {
   code: number;
   body: unknown;
+  /** Default application/json. */
+  contentType?: string;
+}
+
+interface SigningKey {
+  privateKey: KeyObject;
+  publicKey: KeyObject;
+  kid: string;
 }
 
 function b64url(data: Buffer | string): string {
@@ -75,11 +89,15 @@ class ApiError extends Error {
 export class KubeTokenApi {
   /** TokenReviews answered so far (authenticated or not). */
   reviews = 0;
+  /** GETs of /openid/v1/jwks answered so far (failed ones included). */
+  jwksFetches = 0;
+  private jwksDown = false;
   readonly issuer = DEFAULT_ISSUER;
   /** The API server's own audience (used when a TokenRequest or TokenReview names none). */
   readonly apiAudiences = [DEFAULT_ISSUER];
 
-  private keys: { privateKey: KeyObject; publicKey: KeyObject; kid: string } | undefined;
+  /** Published keys, the signing one first; generated on first use (RSA key generation costs tens of ms). */
+  private keys: SigningKey[] = [];
 
   constructor(private readonly server: KubeApiServer) {}
 
@@ -90,7 +108,12 @@ export class KubeTokenApi {
       if (method === 'GET' && path === '.well-known/openid-configuration') {
         return { code: 200, body: { issuer: this.issuer, jwks_uri: `${this.server.url}/openid/v1/jwks`, response_types_supported: ['id_token'], subject_types_supported: ['public'], id_token_signing_alg_values_supported: ['RS256'] } };
       }
-      if (method === 'GET' && path === 'openid/v1/jwks') return { code: 200, body: { keys: [this.jwk()] } };
+      if (method === 'GET' && path === 'openid/v1/jwks') {
+        this.jwksFetches += 1;
+        if (this.jwksDown) return { code: 503, body: statusObject(503, 'the server is currently unable to handle the request', 'ServiceUnavailable') };
+        this.keyPair();
+        return { code: 200, body: { keys: this.keys.map((k) => jwk(k)) }, contentType: 'application/jwk-set+json' };
+      }
       if (method === 'POST' && parts.length === 7 && parts[0] === 'api' && parts[1] === 'v1' && parts[2] === 'namespaces' && parts[4] === 'serviceaccounts' && parts[6] === 'token') {
         return { code: 201, body: this.tokenRequest(parts[3]!, parts[5]!, parse(body)) };
       }
@@ -147,6 +170,28 @@ export class KubeTokenApi {
   /** A private key this server does not trust (a forged signature). */
   forgeKey(): KeyObject {
     return generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey;
+  }
+
+  /**
+   * Key rotation: tokens are signed with a new key (new `kid`) from now on. The old key stays
+   * published and valid (kube-apiserver given both key files) unless `retireOld`, when tokens it
+   * signed stop validating. Returns the new kid.
+   */
+  rotateKey(opts: { retireOld?: boolean } = {}): string {
+    this.keyPair();
+    const fresh = newKey();
+    this.keys = opts.retireOld ? [fresh] : [fresh, ...this.keys];
+    return fresh.kid;
+  }
+
+  /** The kid tokens are signed with now. */
+  signingKid(): string {
+    return this.keyPair().kid;
+  }
+
+  /** While down, GET /openid/v1/jwks answers 503 (TokenRequest and TokenReview still work). */
+  setJwksDown(down: boolean): void {
+    this.jwksDown = down;
   }
 
   private tokenRequest(namespace: string, serviceAccount: string, body: Record<string, unknown>): unknown {
@@ -213,31 +258,38 @@ export class KubeTokenApi {
     const parts = token.split('.');
     if (parts.length !== 3) return undefined;
     try {
-      const header = JSON.parse(Buffer.from(parts[0]!, 'base64url').toString()) as { alg?: string };
+      const header = JSON.parse(Buffer.from(parts[0]!, 'base64url').toString()) as { alg?: string; kid?: string };
       if (header.alg !== 'RS256') return undefined;
-      const ok = rsaVerify('sha256', Buffer.from(`${parts[0]}.${parts[1]}`), this.keyPair().publicKey, Buffer.from(parts[2]!, 'base64url'));
+      this.keyPair();
+      const key = this.keys.find((k) => k.kid === header.kid);
+      if (key === undefined) return undefined;
+      const ok = rsaVerify('sha256', Buffer.from(`${parts[0]}.${parts[1]}`), key.publicKey, Buffer.from(parts[2]!, 'base64url'));
       return ok ? (JSON.parse(Buffer.from(parts[1]!, 'base64url').toString()) as Partial<BoundTokenClaims>) : undefined;
     } catch {
       return undefined;
     }
   }
 
-  private jwk(): Record<string, unknown> {
-    const keys = this.keyPair();
-    return { ...keys.publicKey.export({ format: 'jwk' }), use: 'sig', kid: keys.kid, alg: 'RS256' };
+  /** The signing key (the first published), generated on first use. */
+  private keyPair(): SigningKey {
+    if (this.keys.length === 0) this.keys = [newKey()];
+    return this.keys[0]!;
   }
+}
 
-  /** Generated on first use: RSA key generation costs tens of milliseconds. */
-  private keyPair(): { privateKey: KeyObject; publicKey: KeyObject; kid: string } {
-    if (this.keys === undefined) {
-      const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
-      const pk = createPrivateKey(privateKey.export({ format: 'pem', type: 'pkcs8' }));
-      const publicKey = createPublicKey(pk);
-      const kid = createHash('sha256').update(publicKey.export({ format: 'der', type: 'spki' })).digest('base64url');
-      this.keys = { privateKey: pk, publicKey, kid };
-    }
-    return this.keys;
-  }
+/** An RSA key with kube-apiserver's kid: base64url SHA-256 of the public key's DER. */
+function newKey(): SigningKey {
+  const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const pk = createPrivateKey(privateKey.export({ format: 'pem', type: 'pkcs8' }));
+  const publicKey = createPublicKey(pk);
+  const kid = createHash('sha256').update(publicKey.export({ format: 'der', type: 'spki' })).digest('base64url');
+  return { privateKey: pk, publicKey, kid };
+}
+
+/** As kube-apiserver publishes a key: {use, kty, kid, alg, n, e}. */
+function jwk(key: SigningKey): Record<string, unknown> {
+  const { kty, n, e } = key.publicKey.export({ format: 'jwk' });
+  return { use: 'sig', kty, kid: key.kid, alg: 'RS256', n, e };
 }
 
 /** The claims of a JWT, unverified (for tests reading what was issued). */

@@ -94,10 +94,10 @@ test('distinct tokens: a few reviews at once, a full queue is refused rather tha
     peak = Math.max(peak, running);
     await new Promise<void>((r) => waiting.push(r));
     running--;
-    return ok(claims(t));
+    return ok(claims(t, `uid-${t}`));
   }, { maxInFlight: 2, maxQueued: 3 });
-  const flights = ['a', 'b', 'c', 'd', 'e'].map((t) => reviews.verdict(t, t, claims(t)));
-  await expect(reviews.verdict('f', 'f', claims('f'))).rejects.toBeInstanceOf(TokenReviewUnavailable);
+  const flights = ['a', 'b', 'c', 'd', 'e'].map((t) => reviews.verdict(t, t, claims(t, `uid-${t}`)));
+  await expect(reviews.verdict('f', 'f', claims('f', 'uid-f'))).rejects.toBeInstanceOf(TokenReviewUnavailable);
   while (waiting.length > 0 || running > 0) {
     waiting.shift()?.();
     await new Promise((r) => setImmediate(r));

@@ -48,4 +48,18 @@ describe('TokenBroker', () => {
     expect(broker.wrap('d', 60, pod('10.0.0.4', 'd'))).toHaveLength(56);
     expect(broker.unwrap(a, pod('10.0.0.1', 'a'))).toBeUndefined();
   });
+  test('a caller’s tokens go with it (its pod was deleted); the others stay', () => {
+    const broker = new TokenBroker({ maxTokens: 128, maxPerCaller: 64 });
+    const gone = Array.from({ length: 64 }, () => broker.wrap('real', 21600, pod('10.0.0.1', 'uid-gone')));
+    const kept = broker.wrap('real', 21600, pod('10.0.0.2', 'uid-kept'));
+    expect(broker.size()).toBe(65);
+    broker.dropCaller('uid-gone');
+    broker.dropCaller('uid-never-seen');
+    expect(broker.size()).toBe(1);
+    for (const t of gone) expect(broker.unwrap(t, pod('10.0.0.1', 'uid-gone'))).toBeUndefined();
+    expect(broker.unwrap(kept, pod('10.0.0.2', 'uid-kept'))).toBe('real');
+    // The table is free again for the next pods.
+    for (let i = 0; i < 127; i++) broker.wrap('real', 21600, pod('10.0.0.3', `uid-${i}`));
+    expect(broker.size()).toBe(128);
+  });
 });
