@@ -3,7 +3,7 @@
  */
 import type http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { CredentialCache, cacheKey } from './aws/credential-cache.js';
+import { CredentialCache } from './aws/credential-cache.js';
 import type { RoleAssumer } from './aws/sts.js';
 import { createStsAssumer } from './aws/sts.js';
 import { roleScoped } from './aws/session-scope.js';
@@ -68,14 +68,6 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
     assumer: sts,
     render: renderCredentials,
     refusalTtlMs: config.stsRefusalTtlMs,
-    isWanted: (request) => {
-      const key = cacheKey(request);
-      for (const pod of index.allPods()) {
-        const role = roleOf(pod);
-        if (!(role instanceof Error) && cacheKey(role) === key) return true;
-      }
-      return false;
-    },
     events: {
       issued: (c, cause) => {
         metrics.credentialsIssued.inc({ cause });
@@ -87,6 +79,7 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
         log.warn('could not get credentials', { pod: request.pod, roleArn: request.roleArn, cause, error: err.message, detail: (err as { detail?: string }).detail, retryInMs });
       },
       lookup: (result) => metrics.countLookup(result),
+      throttled: (_request, cause) => metrics.newSessionsThrottled.inc({ cause }),
     },
   });
 
@@ -117,13 +110,17 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
     });
   }
   index.onPodServable((pod) => {
+    // What each live pod wants now: a key no pod wants any more (pod gone, annotation changed)
+    // leaves the cache at once.
+    const role = roleOf(pod);
+    cache.want(pod.uid, role instanceof Error ? undefined : role);
     // Prefetch: a new pod's first request should find its credentials already in memory.
     // Denials are reported when the pod asks. Only for this node's pods: watching the whole
     // cluster (no --node), prefetching would assume every role of every pod.
     if (config.node === undefined) return;
-    const role = roleOf(pod);
     if (!(role instanceof Error)) cache.prefetch(role);
   });
+  index.onPodGone((pod) => cache.want(pod.uid, undefined));
 
   // A denied pod, on either path: a log line and an Event on the pod (`kubectl describe pod` says why).
   const reportDenial = (pod: PodInfo, err: Error, fields: Record<string, string>): void => {
