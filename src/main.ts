@@ -11,6 +11,7 @@ import { AllowedRolesAudit } from './allowed-roles-audit.js';
 import { describeHolder, findPortHolder } from './port-holder.js';
 import type { Config } from './config.js';
 import { describeConfig } from './config.js';
+import { ConnectionLimiter } from './connection-limits.js';
 import { ConfigError, PodiamError } from './errors.js';
 import { Callers, nodeAddresses } from './imds/callers.js';
 import { CredentialRoutes } from './imds/credentials.js';
@@ -168,6 +169,9 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
     debugStore: config.debug ? () => ({ pods: index.snapshot(), credentials: cache.snapshot(), informers: watcher.states() }) : undefined,
   };
   const server = createServer(serverDeps);
+  // One pod cannot hoard connections (fds, memory): caps per source IP and in all, shared by the IPv4 and IPv6 listeners.
+  const connections = new ConnectionLimiter({ maxPerIp: config.maxConnectionsPerIp, max: config.maxConnections, onRefused: (limit) => metrics.connectionsRefused.inc({ listener: 'imds', limit }) });
+  connections.attach(server);
   const metricsServer = config.metricsPort === config.appPort ? undefined : createMetricsServer(metrics, health);
 
   // The informers (and with them the first prefetches) start now, while the sockets bind and the
@@ -182,7 +186,11 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
   if (metricsServer) await listen(metricsServer, config.metricsPort, config.hostIp);
   // The node's IPv6 address too (--host-ip=<v4>,<v6>): IPv6 pods are DNAT'd there. Its own
   // server, so passthrough uses the family the pod used (the real service's IPv6 endpoint).
-  const v6 = await listenIpv6(config, server, log, (passthrough6) => createServer({ ...serverDeps, passthrough: passthrough6 }));
+  const v6 = await listenIpv6(config, server, log, (passthrough6) => {
+    const server6 = createServer({ ...serverDeps, passthrough: passthrough6 });
+    connections.attach(server6);
+    return server6;
+  });
 
   let token: TokenIdentity | undefined;
   if (config.tokenIdentity) {
