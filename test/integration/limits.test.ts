@@ -111,7 +111,7 @@ describe('a pod churning its own session-name annotation', () => {
 });
 
 describe('a pod hoarding connections', () => {
-  test('12,000 keep-alive connections from one pod: 64 kept, the rest closed at once and counted; fds and RSS bounded; other pods served', async () => {
+  test('12,000 keep-alive connections from one pod: 256 kept (the default cap), the rest closed at once and counted; fds and RSS bounded; other pods served', async () => {
     const podiam = await world.podiam();
     const pid = podiam.child.pid!;
     const attacker = world.nextIp();
@@ -128,10 +128,10 @@ describe('a pod hoarding connections', () => {
       const rssDuring = rssBytes(pid);
       console.log(`12,000 connections: ${kept.length} kept, ${closed} closed; podiam fds ${fdsBefore} -> ${fdsDuring}, RSS ${(rssBefore / 2 ** 20).toFixed(0)} -> ${(rssDuring / 2 ** 20).toFixed(0)} MiB`);
       // Today's main: 12,000 kept, fds 24 -> 12,023, RSS +70 MiB.
-      expect(kept.length).toBe(64);
-      expect(closed).toBe(12_000 - 64);
-      expect(await podiam.metric('podiam_connections_refused_total', { listener: 'imds', limit: 'per-ip' })).toBe(12_000 - 64);
-      expect(fdsDuring - fdsBefore).toBeLessThanOrEqual(64 + 10);
+      expect(kept.length).toBe(256);
+      expect(closed).toBe(12_000 - 256);
+      expect(await podiam.metric('podiam_connections_refused_total', { listener: 'imds', limit: 'per-ip' })).toBe(12_000 - 256);
+      expect(fdsDuring - fdsBefore).toBeLessThanOrEqual(256 + 10);
       expect(rssDuring - rssBefore).toBeLessThan(32 * 2 ** 20);
       // Another pod is not affected, and the kept connections still work.
       expect((await podiam.get(CREDS, other)).body).toBe('neighbour-role');
