@@ -46,6 +46,10 @@ export interface Config {
   readonly namespaceRestrictionFormat: RestrictionFormat;
   readonly sessionTtlSeconds: number;
   readonly podWaitMs: number;
+  /** Open connections one source IP may hold on the metadata (and token) listeners. */
+  readonly maxConnectionsPerIp: number;
+  /** Open connections in all on the metadata listeners (and, separately, on the token listeners). */
+  readonly maxConnections: number;
   readonly stsTimeoutMs: number;
   readonly stsRegion: string;
   readonly node: string | undefined;
@@ -115,6 +119,8 @@ export const FLAGS: readonly FlagSpec[] = [
   { name: 'namespace-restriction-format', type: 'enum', default: 'glob', values: ['glob', 'regexp', 'regexp-anchored'], example: '--namespace-restriction-format=regexp', help: 'how allowed-roles entries match the role ARN: glob; regexp (RE2, unanchored, exactly as kube2iam); regexp-anchored (the whole ARN must match)' },
   { name: 'iam-role-session-ttl', type: 'duration', default: '1h', example: '--iam-role-session-ttl=1h', help: 'STS session duration, exactly (15m..12h)' },
   { name: 'pod-wait', type: 'duration', default: '900ms', example: '--pod-wait=900ms', help: 'how long a request from an unknown IP waits for its pod to appear' },
+  { name: 'max-connections-per-ip', type: 'string', default: '256', example: '--max-connections-per-ip=256', help: 'open connections one source IP (a pod, or the node) may hold on the metadata listeners, and on the token listeners; more are closed at once (podiam_connections_refused_total)' },
+  { name: 'max-connections', type: 'string', default: '8192', example: '--max-connections=8192', help: 'open connections all sources together may hold on the metadata listeners, and on the token listeners; more are closed at once' },
   { name: 'sts-timeout', type: 'duration', default: '3s', example: '--sts-timeout=3s', help: 'timeout of one STS AssumeRole attempt' },
   { name: 'sts-region', type: 'string', example: '--sts-region=eu-west-1', help: 'STS region (default: AWS_REGION, AWS_DEFAULT_REGION, else us-east-1)' },
   { name: 'node', type: 'string', example: '--node=ip-10-0-1-23.ec2.internal', help: 'watch only pods of this node (env NODE_NAME)' },
@@ -280,6 +286,12 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pr
     fail('session-tags', 'cannot be combined with --session-scope=role (a shared session cannot carry one pod\'s tags); use --session-scope=pod');
   }
 
+  const count = (name: string, min: number, max: number): number => {
+    const text = str(name)!;
+    const n = /^\d{1,7}$/.test(text) ? Number(text) : NaN;
+    if (!(n >= min && n <= max)) fail(name, `${JSON.stringify(text)} is not a whole number from ${min} to ${max}`);
+    return n;
+  };
   const sessionTtlMs = duration('iam-role-session-ttl', 15 * 60_000, 12 * 3_600_000);
   if (sessionTtlMs % 1000 !== 0) fail('iam-role-session-ttl', 'must be whole seconds');
 
@@ -309,6 +321,8 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pr
     namespaceRestrictionFormat: oneOf<RestrictionFormat>('namespace-restriction-format'),
     sessionTtlSeconds: sessionTtlMs / 1000,
     podWaitMs: duration('pod-wait', 0, 30_000),
+    maxConnectionsPerIp: count('max-connections-per-ip', 1, 1_000_000),
+    maxConnections: count('max-connections', 1, 1_000_000),
     stsTimeoutMs: duration('sts-timeout', 100, 60_000),
     stsRegion: str('sts-region') ?? nonEmpty(env.AWS_REGION) ?? nonEmpty(env.AWS_DEFAULT_REGION) ?? 'us-east-1',
     node: str('node') ?? nonEmpty(env.NODE_NAME),

@@ -3,7 +3,7 @@
  */
 import type http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { CredentialCache, cacheKey } from './aws/credential-cache.js';
+import { CredentialCache } from './aws/credential-cache.js';
 import type { RoleAssumer } from './aws/sts.js';
 import { createStsAssumer } from './aws/sts.js';
 import { roleScoped } from './aws/session-scope.js';
@@ -13,6 +13,7 @@ import type { Config } from './config.js';
 import { describeConfig } from './config.js';
 import { LocalCredentials } from './credentials/local.js';
 import type { CredentialSource } from './credentials/source.js';
+import { ConnectionLimiter } from './connection-limits.js';
 import { ConfigError, PodiamError } from './errors.js';
 import { Callers, callerId, nodeAddresses } from './imds/callers.js';
 import { CredentialRoutes } from './imds/credentials.js';
@@ -75,14 +76,6 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
     assumer: sts,
     render: renderCredentials,
     refusalTtlMs: config.stsRefusalTtlMs,
-    isWanted: (request) => {
-      const key = cacheKey(request);
-      for (const pod of index.allPods()) {
-        const role = roleOf(pod);
-        if (!(role instanceof Error) && cacheKey(role) === key) return true;
-      }
-      return false;
-    },
     events: {
       issued: (c, cause) => {
         metrics.credentialsIssued.inc({ cause });
@@ -94,6 +87,7 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
         log.warn('could not get credentials', { pod: request.pod, roleArn: request.roleArn, cause, error: err.message, detail: (err as { detail?: string }).detail, retryInMs });
       },
       lookup: (result) => metrics.countLookup(result),
+      throttled: (_request, cause) => metrics.newSessionsThrottled.inc({ cause }),
     },
   });
 
@@ -126,11 +120,16 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
   // Where the IMDS and token paths get a pod's role and credentials: decided and assumed here.
   const source: CredentialSource = new LocalCredentials({ roleOf, cache });
   index.onPodServable((pod) => {
+    // What each live pod wants now: a key no pod wants any more (pod gone, annotation changed)
+    // leaves the cache at once.
+    const role = roleOf(pod);
+    cache.want(pod.uid, role instanceof Error ? undefined : role);
     // Prefetch: a new pod's first request should find its credentials already in memory.
     // Denials are reported when the pod asks. Only for this node's pods: watching the whole
     // cluster (no --node), prefetching would assume every role of every pod.
     if (config.node !== undefined) source.prefetch(pod);
   });
+  index.onPodGone((pod) => cache.want(pod.uid, undefined));
 
   // A denied pod, on either path: a log line and an Event on the pod (`kubectl describe pod` says why).
   const reportDenial = (pod: PodInfo, err: Error, fields: Record<string, string>): void => {
@@ -184,6 +183,9 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
     debugStore: config.debug ? () => ({ pods: index.snapshot(), credentials: cache.snapshot(), informers: watcher.states() }) : undefined,
   };
   const server = createServer(serverDeps);
+  // One pod cannot hoard connections (fds, memory): caps per source IP and in all, shared by the IPv4 and IPv6 listeners.
+  const connections = new ConnectionLimiter({ maxPerIp: config.maxConnectionsPerIp, max: config.maxConnections, onRefused: (limit) => metrics.connectionsRefused.inc({ listener: 'imds', limit }) });
+  connections.attach(server);
   const metricsServer = config.metricsPort === config.appPort ? undefined : createMetricsServer(metrics, health);
 
   // The informers (and with them the first prefetches) start now, while the sockets bind and the
@@ -199,7 +201,11 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
   if (metricsServer) await listen(metricsServer, config.metricsPort, config.hostIp);
   // The node's IPv6 address too (--host-ip=<v4>,<v6>): IPv6 pods are DNAT'd there. Its own
   // server, so passthrough uses the family the pod used (the real service's IPv6 endpoint).
-  const v6 = await listenIpv6(config, server, log, (passthrough6) => createServer({ ...serverDeps, passthrough: passthrough6 }));
+  const v6 = await listenIpv6(config, server, log, (passthrough6) => {
+    const server6 = createServer({ ...serverDeps, passthrough: passthrough6 });
+    connections.attach(server6);
+    return server6;
+  });
 
   let token: TokenIdentity | undefined;
   if (config.tokenIdentity) {

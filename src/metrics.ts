@@ -104,6 +104,8 @@ export function createMetrics(options: MetricsOptions = {}) {
     allowedRolesInvalid: new Counter({ name: 'podiam_allowed_roles_invalid_entries_total', help: 'allowed-roles regexp entries that do not compile and are skipped, by namespace (each entry counted once)', labelNames: ['namespace'] as const, registers: r }),
     allowedRolesUnanchored: new Counter({ name: 'podiam_allowed_roles_unanchored_matches_total', help: 'allowed-roles regexp entries that allow a role in use only because kube2iam regexps are unanchored, by namespace (each entry and role counted once)', labelNames: ['namespace'] as const, registers: r }),
     listenRetries: new Counter({ name: 'podiam_listen_retries_total', help: 'Attempts to bind the app port that found it taken (another process holds it, e.g. kube2iam)', registers: r }),
+    newSessionsThrottled: new Counter({ name: 'podiam_new_sessions_throttled_total', help: 'New STS sessions a pod asked for over its budget (its annotations keep changing), by cause: prefetch (deferred, last value wins) or request (refused, retried by the SDK)', labelNames: ['cause'] as const, registers: r }),
+    connectionsRefused: new Counter({ name: 'podiam_connections_refused_total', help: 'Connections closed at once on accept, by listener (imds, token) and limit (per-ip: --max-connections-per-ip, total: --max-connections)', labelNames: ['listener', 'limit'] as const, registers: r }),
   };
 }
 

@@ -2,6 +2,10 @@
  * Credentials per (role ARN, external id, session name), kept fresh in the background so the
  * request path answers from memory. Concurrent misses share one STS call (a Map of promises).
  * Time comes from an injected Clock, so refresh tests never sleep.
+ *
+ * Bounded against a pod that keeps changing its own annotations (every session-name or role
+ * value is a new key): entries no live pod wants are dropped (want()), and each pod may open only
+ * a few new sessions a minute (a token bucket per pod; a prefetch over it waits, last value wins).
  */
 import type { RoleRequest } from '../roles.js';
 import type { AwsCredentials, RoleAssumer } from './sts.js';
@@ -34,10 +38,16 @@ export interface IssuedCredentials {
 
 export type IssueCause = 'request' | 'prefetch' | 'refresh';
 
+/** Opened per pod before it is throttled, and one more every newSessionIntervalMs after. */
+export const NEW_SESSION_BURST = 3;
+export const NEW_SESSION_INTERVAL_MS = 20_000;
+
 export interface CacheEvents {
   issued(creds: IssuedCredentials, cause: IssueCause): void;
   failed(request: RoleRequest, cause: IssueCause, err: StsUnavailable, retryInMs: number | undefined): void;
   lookup(result: 'hit' | 'miss' | 'stale'): void;
+  /** A pod was over its new-session budget: its prefetch waits ('prefetch') or its request is refused ('request'). */
+  throttled(request: RoleRequest, cause: 'request' | 'prefetch'): void;
 }
 
 export interface CredentialCacheOptions {
@@ -64,6 +74,18 @@ export interface CredentialCacheOptions {
    */
   readonly refusalTtlMs?: number;
   readonly random?: () => number;
+  /** New sessions (first fetch of a key) a pod may open at once; NEW_SESSION_BURST by default. */
+  readonly newSessionBurst?: number;
+  /** Then one more per this many ms; NEW_SESSION_INTERVAL_MS by default. */
+  readonly newSessionIntervalMs?: number;
+}
+
+/** A pod's budget of new sessions, and the prefetch waiting for it (its latest request wins). */
+interface PodBudget {
+  tokens: number;
+  atMs: number;
+  waiting: RoleRequest | undefined;
+  timer: TimerHandle | undefined;
 }
 
 interface Entry {
@@ -81,6 +103,10 @@ interface Entry {
   /** After a failed fetch with nothing to serve, callers get this error until retryAtMs. */
   lastError: StsUnavailable | undefined;
   retryAtMs: number;
+  /** STS was asked for this key at least once (the first time spends the pod's budget). */
+  attempted: boolean;
+  /** Removed from the cache (nobody wants it): an in-flight call that settles later schedules nothing. */
+  dropped: boolean;
 }
 
 const MINUTE = 60_000;
@@ -102,6 +128,14 @@ export class CredentialCache {
   private readonly retryMaxMs: number;
   private readonly random: () => number;
   private readonly staleWaitMs: number;
+  private readonly newSessionBurst: number;
+  private readonly newSessionIntervalMs: number;
+  /** Pod (an id its caller chooses, e.g. the uid) -> the key it wants now. */
+  private readonly podWants = new Map<string, string>();
+  /** Key -> how many live pods want it. A key reaching 0 is dropped at once. */
+  private readonly wantedBy = new Map<string, number>();
+  /** By RoleRequest.pod (namespace/name). */
+  private readonly budgets = new Map<string, PodBudget>();
   private stopped = false;
 
   constructor(private readonly options: CredentialCacheOptions) {
@@ -112,6 +146,33 @@ export class CredentialCache {
     this.retryMaxMs = options.retryMaxMs ?? MINUTE;
     this.random = options.random ?? Math.random;
     this.staleWaitMs = options.staleWaitMs ?? 250;
+    this.newSessionBurst = options.newSessionBurst ?? NEW_SESSION_BURST;
+    this.newSessionIntervalMs = options.newSessionIntervalMs ?? NEW_SESSION_INTERVAL_MS;
+  }
+
+  /**
+   * What a live pod wants now (undefined: nothing, e.g. it is gone). O(1) per call: a key no live
+   * pod wants any more is dropped with its timer, so a pod changing its annotations leaves
+   * nothing behind. Keys never named here (pods the caller does not track) live out their time.
+   */
+  want(podId: string, request: RoleRequest | undefined): void {
+    const key = request === undefined ? undefined : cacheKey(request);
+    const old = this.podWants.get(podId);
+    if (old === key) return;
+    if (key === undefined) this.podWants.delete(podId);
+    else {
+      this.podWants.set(podId, key);
+      this.wantedBy.set(key, (this.wantedBy.get(key) ?? 0) + 1);
+    }
+    if (old === undefined) return;
+    const left = (this.wantedBy.get(old) ?? 1) - 1;
+    if (left > 0) {
+      this.wantedBy.set(old, left);
+      return;
+    }
+    this.wantedBy.delete(old);
+    const entry = this.entries.get(old);
+    if (entry !== undefined) this.drop(entry);
   }
 
   /** Credentials for the request: from memory when fresh, else one shared STS call. */
@@ -135,6 +196,15 @@ export class CredentialCache {
     }
     this.options.events?.lookup?.('miss');
     if (entry.inflight === undefined && entry.lastError !== undefined && now < entry.retryAtMs) throw entry.lastError;
+    if (entry.inflight === undefined && !entry.attempted) {
+      const waitMs = this.spend(request.pod, now, 0);
+      if (waitMs > 0) {
+        this.options.events?.throttled?.(request, 'request');
+        // Not remembered as the entry's error: the budget, not STS, said no. The empty entry goes.
+        this.drop(entry);
+        throw new StsUnavailable(request.roleArn, `pod ${request.pod} opened too many new STS sessions (its role or session-name annotation keeps changing); retry in ${Math.ceil(waitMs / 1000)} s`);
+      }
+    }
     return this.fetch(entry, 'request');
   }
 
@@ -166,11 +236,23 @@ export class CredentialCache {
 
   /** Start fetching in the background (a pod with a role appeared). Never throws. */
   prefetch(request: RoleRequest): void {
-    const entry = this.entry(request);
-    const current = entry.current;
-    if (current !== undefined && this.clock.now() < entry.refreshAtMs) return;
-    if (entry.inflight !== undefined || this.clock.now() < entry.retryAtMs) return;
-    this.fetch(entry, 'prefetch').catch(() => undefined);
+    const now = this.clock.now();
+    const known = this.find(request);
+    if (known !== undefined) {
+      const current = known.current;
+      if (current !== undefined && now < known.refreshAtMs) return;
+      if (known.inflight !== undefined || now < known.retryAtMs) return;
+    }
+    if (known === undefined || !known.attempted) {
+      // A new session: within the pod's budget now, else later, for whatever it wants by then.
+      const waitMs = this.spend(request.pod, now, 1);
+      if (waitMs > 0) {
+        this.options.events?.throttled?.(request, 'prefetch');
+        this.prefetchLater(request, waitMs);
+        return;
+      }
+    }
+    this.fetch(known ?? this.entry(request), 'prefetch').catch(() => undefined);
   }
 
   /** A view without secrets, for /debug/store. */
@@ -202,7 +284,7 @@ export class CredentialCache {
       if (e.current === undefined) continue;
       const remaining = e.current.expirationMs - now;
       if (min !== undefined && remaining >= min) continue;
-      // The cheap test first: keepRefreshing may ask isWanted, which walks the pods.
+      // The cheap test first: keepRefreshing may ask the isWanted option.
       if (remaining < this.minRemainingMs && !this.keepRefreshing(e)) continue;
       min = remaining;
     }
@@ -212,6 +294,68 @@ export class CredentialCache {
   stop(): void {
     this.stopped = true;
     for (const e of this.entries.values()) this.clearTimer(e);
+    for (const b of this.budgets.values()) if (b.timer !== undefined) this.clock.clearTimeout(b.timer);
+  }
+
+  /**
+   * Takes one new session from the pod's budget: 0 when taken, else how long until one is free.
+   * Refills at one per newSessionIntervalMs up to newSessionBurst, so a pod's first requests are
+   * never held back. Prefetches leave `reserve` sessions for the pod's own requests: after a
+   * burst of annotation changes the pod's request for its latest value is still answered at once.
+   */
+  private spend(pod: string, now: number, reserve: number): number {
+    let b = this.budgets.get(pod);
+    if (b === undefined) {
+      if (this.budgets.size >= 4096) this.pruneBudgets(now);
+      b = { tokens: this.newSessionBurst, atMs: now, waiting: undefined, timer: undefined };
+      this.budgets.set(pod, b);
+    }
+    this.refill(b, now);
+    if (b.tokens >= 1 + reserve) {
+      b.tokens -= 1;
+      return 0;
+    }
+    return Math.max(1, b.atMs + (1 + reserve - b.tokens) * this.newSessionIntervalMs - now);
+  }
+
+  private refill(b: PodBudget, now: number): void {
+    const earned = Math.floor((now - b.atMs) / this.newSessionIntervalMs);
+    if (earned <= 0) return;
+    b.tokens = Math.min(this.newSessionBurst, b.tokens + earned);
+    b.atMs = b.tokens >= this.newSessionBurst ? now : b.atMs + earned * this.newSessionIntervalMs;
+  }
+
+  /** Budgets back to full with nothing waiting are the same as none: forget them. */
+  private pruneBudgets(now: number): void {
+    for (const [pod, b] of this.budgets) {
+      this.refill(b, now);
+      if (b.tokens >= this.newSessionBurst && b.timer === undefined) this.budgets.delete(pod);
+    }
+  }
+
+  /** One timer per pod; a newer request replaces the waiting one (its last value wins). */
+  private prefetchLater(request: RoleRequest, waitMs: number): void {
+    const b = this.budgets.get(request.pod)!;
+    b.waiting = request;
+    if (b.timer !== undefined || this.stopped) return;
+    b.timer = this.clock.setTimeout(() => {
+      b.timer = undefined;
+      const latest = b.waiting;
+      b.waiting = undefined;
+      // Only if a live pod still wants it: a pod gone or changed again meanwhile costs nothing.
+      if (latest !== undefined && this.isWantedRequest(latest)) this.prefetch(latest);
+    }, waitMs);
+  }
+
+  private isWantedRequest(request: RoleRequest): boolean {
+    return (this.wantedBy.get(cacheKey(request)) ?? 0) > 0 || (this.options.isWanted?.(request) ?? false);
+  }
+
+  /** Out of the cache now: no timer, never found again; an in-flight call still answers its waiters. */
+  private drop(entry: Entry): void {
+    entry.dropped = true;
+    this.clearTimer(entry);
+    if (this.entries.get(entry.key) === entry) this.entries.delete(entry.key);
   }
 
   /**
@@ -235,7 +379,7 @@ export class CredentialCache {
     let e = this.find(request);
     if (e === undefined) {
       const key = cacheKey(request);
-      e = { key, request, current: undefined, refreshAtMs: 0, inflight: undefined, urgency: undefined, timer: undefined, usedSinceIssue: false, failures: 0, lastError: undefined, retryAtMs: 0 };
+      e = { key, request, current: undefined, refreshAtMs: 0, inflight: undefined, urgency: undefined, timer: undefined, usedSinceIssue: false, failures: 0, lastError: undefined, retryAtMs: 0, attempted: false, dropped: false };
       this.entries.set(key, e);
       this.byRequest.set(request, e);
     }
@@ -248,6 +392,7 @@ export class CredentialCache {
       return entry.inflight;
     }
     const startedMs = this.clock.now();
+    entry.attempted = true;
     const urgency = new Urgency(cause === 'request');
     entry.urgency = urgency;
     // Through a microtask, so even an assumer that throws synchronously only rejects the flight.
@@ -324,12 +469,12 @@ export class CredentialCache {
   }
 
   private keepRefreshing(entry: Entry): boolean {
-    return entry.usedSinceIssue || (this.options.isWanted?.(entry.request) ?? false);
+    return entry.usedSinceIssue || (this.wantedBy.get(entry.key) ?? 0) > 0 || (this.options.isWanted?.(entry.request) ?? false);
   }
 
   private schedule(entry: Entry, atMs: number): void {
     this.clearTimer(entry);
-    if (this.stopped) return;
+    if (this.stopped || entry.dropped) return;
     entry.timer = this.clock.setTimeout(() => this.onTimer(entry), Math.max(0, atMs - this.clock.now()));
   }
 
@@ -343,7 +488,7 @@ export class CredentialCache {
     }
     if (entry.current === undefined && entry.lastError !== undefined) {
       // A failed fetch with nothing cached: only a live pod keeps it retrying.
-      if (this.options.isWanted?.(entry.request) ?? false) this.fetch(entry, 'refresh').catch(() => undefined);
+      if ((this.wantedBy.get(entry.key) ?? 0) > 0 || (this.options.isWanted?.(entry.request) ?? false)) this.fetch(entry, 'refresh').catch(() => undefined);
       else if (entry.inflight === undefined) this.entries.delete(entry.key);
       return;
     }

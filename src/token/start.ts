@@ -5,6 +5,7 @@
 import type http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Config } from '../config.js';
+import { ConnectionLimiter } from '../connection-limits.js';
 import type { CredentialSource } from '../credentials/source.js';
 import { PodiamError } from '../errors.js';
 import { ec2Time } from '../imds/format.js';
@@ -71,9 +72,12 @@ export async function startTokenIdentity(config: Config, deps: TokenIdentityDeps
   }
   const servers: http.Server[] = [];
   const addresses: AddressInfo[] = [];
+  // The metadata listeners' caps, counted separately for the token listeners.
+  const connections = new ConnectionLimiter({ maxPerIp: config.maxConnectionsPerIp, max: config.maxConnections, onRefused: (limit) => metrics.connectionsRefused.inc({ listener: 'token', limit }) });
   try {
     for (const a of config.tokenAddrs) {
       const server = createTokenServer({ credentials, metrics, log });
+      connections.attach(server);
       servers.push(server);
       addresses.push(await deps.listen(server, a.port, a.host));
     }

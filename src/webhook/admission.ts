@@ -46,9 +46,16 @@ export async function admit(body: unknown, lookups: Lookups, options: MutateOpti
   if (!isPodCreate(request)) return answer(uid, { result: 'skipped', reason: 'not-a-pod-create', pod: '' });
 
   const pod = request.object;
-  const namespace = stringOr(request.namespace, '') || (isObject(pod) && isObject(pod.metadata) ? stringOr(pod.metadata.namespace, '') : '');
+  const objectNamespace = isObject(pod) && isObject(pod.metadata) ? stringOr(pod.metadata.namespace, '') : '';
+  const namespace = stringOr(request.namespace, '') || objectNamespace;
   const podName = nameOf(pod, namespace);
   if (!isPod(pod) || namespace === '') return answer(uid, { result: 'error', reason: 'bad-pod', pod: podName, detail: 'request.object is not a pod with containers in a namespace' });
+  // The only namespace this answer may read: the request's. The API server makes the object's
+  // agree with it before admission, so a review where they differ (or a name no Kubernetes object
+  // can have) was not sent by it: answered without any read.
+  if ((objectNamespace !== '' && objectNamespace !== namespace) || !DNS_LABEL.test(namespace) || !DNS_SUBDOMAIN.test(serviceAccountOf(pod))) {
+    return answer(uid, { result: 'error', reason: 'bad-pod', pod: podName, detail: 'the pod\'s namespace or ServiceAccount name is not one the API server would send' });
+  }
   if (PROTECTED_NAMESPACES.has(namespace)) return answer(uid, { result: 'skipped', reason: 'protected-namespace', pod: podName });
 
   const own = podChoice(pod, options.optInKey);
@@ -88,6 +95,10 @@ function reviewRequest(body: unknown): ReviewRequest | string {
   if (typeof request.uid !== 'string' || request.uid === '') return 'AdmissionReview request has no uid';
   return request;
 }
+
+/** Namespace names are DNS labels; ServiceAccount names DNS subdomains (RFC 1123). */
+const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
+const DNS_SUBDOMAIN = /^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
 
 function isPodCreate(request: ReviewRequest): boolean {
   const kind = request.kind;

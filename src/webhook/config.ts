@@ -16,6 +16,8 @@ export interface WebhookConfig {
   readonly tlsCertFile: string;
   readonly tlsKeyFile: string;
   readonly tlsReloadMs: number;
+  /** Only callers with a client certificate signed by this CA (PEM) are answered: the API server, configured to present one. */
+  readonly clientCaFile: string | undefined;
   /** Audience of the projected ServiceAccount token; the node agent's --token-audience. */
   readonly tokenAudience: string;
   readonly roleKey: string;
@@ -44,6 +46,7 @@ export const WEBHOOK_FLAGS: readonly FlagSpec[] = [
   { name: 'tls-cert-file', type: 'string', default: '/etc/podiam/webhook/tls/tls.crt', example: '--tls-cert-file=/etc/podiam/webhook/tls/tls.crt', help: 'serving certificate (PEM, chain allowed); reloaded when it changes' },
   { name: 'tls-key-file', type: 'string', default: '/etc/podiam/webhook/tls/tls.key', example: '--tls-key-file=/etc/podiam/webhook/tls/tls.key', help: 'private key of the serving certificate (PEM)' },
   { name: 'tls-reload-interval', type: 'duration', default: '10s', example: '--tls-reload-interval=10s', help: 'how often the certificate files are checked for a new certificate' },
+  { name: 'client-ca-file', type: 'string', example: '--client-ca-file=/etc/podiam/webhook/client-ca/ca.crt', help: 'require a client certificate signed by this CA (PEM) on /mutate: only an API server configured to present one (AdmissionConfiguration kubeConfigFile) is answered (default: any caller)' },
   { name: 'token-audience', type: 'string', default: 'pods.eks.amazonaws.com', example: '--token-audience=pods.eks.amazonaws.com', help: 'audience of the injected ServiceAccount token (the node agent’s --token-audience)' },
   { name: 'iam-role-key', type: 'string', default: 'iam.amazonaws.com/role', example: '--iam-role-key=iam.amazonaws.com/role', help: 'pod or ServiceAccount annotation holding the role' },
   { name: 'opt-in-key', type: 'string', default: 'podiam.io/token-identity', example: '--opt-in-key=podiam.io/token-identity', help: 'pod annotation/label or namespace label: "true" opts in, "false" opts out' },
@@ -95,6 +98,7 @@ export function parseWebhookConfig(argv: readonly string[], env: NodeJS.ProcessE
     tlsCertFile: str('tls-cert-file')!,
     tlsKeyFile: str('tls-key-file')!,
     tlsReloadMs: duration('tls-reload-interval', 100, 3_600_000),
+    clientCaFile: str('client-ca-file'),
     tokenAudience: str('token-audience')!,
     roleKey: key('iam-role-key'),
     optInKey: key('opt-in-key'),

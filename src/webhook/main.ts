@@ -1,5 +1,7 @@
 /** Wiring only: config → certificate → Kubernetes reads → servers → listen; shutdown in reverse. */
 import { once } from 'node:events';
+import { readFile } from 'node:fs/promises';
+import { createSecureContext } from 'node:tls';
 import type { Server } from 'node:http';
 import { createObjectReader } from '../kube/object-reader.js';
 import type { Logger } from '../log.js';
@@ -21,12 +23,13 @@ export async function startWebhook(config: WebhookConfig, log: Logger): Promise<
     throw new Error(`cannot load the serving certificate (--tls-cert-file, --tls-key-file): ${err.message}`);
   });
   metrics.certificateReloads.inc({ outcome: 'success' });
+  const clientCa = config.clientCaFile === undefined ? undefined : await loadClientCa(config.clientCaFile);
   const reader = createObjectReader(config);
   const lookups = cachedLookups(reader, { timeoutMs: config.lookupTimeoutMs, ttlMs: config.cacheTtlMs });
   const options = { tokenAudience: config.tokenAudience, roleKey: config.roleKey, optInKey: config.optInKey, injectAllWithRole: config.injectAllWithRole };
 
-  const admission = createAdmissionServer(certificate, { lookups, options, log, metrics });
-  const reloader = new CertificateReloader(certificate, { certFile: config.tlsCertFile, keyFile: config.tlsKeyFile, intervalMs: config.tlsReloadMs, server: admission, log, metrics });
+  const admission = createAdmissionServer(certificate, { lookups, options, log, metrics, clientCa });
+  const reloader = new CertificateReloader(certificate, { certFile: config.tlsCertFile, keyFile: config.tlsKeyFile, intervalMs: config.tlsReloadMs, server: admission, log, metrics, clientCa });
   let listening = false;
   const health = createHealthServer({ metrics, ready: () => listening });
 
@@ -50,6 +53,18 @@ export async function startWebhook(config: WebhookConfig, log: Logger): Promise<
       log.info('podiam webhook stopped');
     },
   };
+}
+
+/** The CA the API server's client certificate must chain to: PEM that Node's TLS accepts. */
+async function loadClientCa(file: string): Promise<Buffer> {
+  try {
+    const ca = await readFile(file);
+    createSecureContext({ ca });
+    if (!ca.includes('-----BEGIN CERTIFICATE-----')) throw new Error('no PEM certificate in it');
+    return ca;
+  } catch (err) {
+    throw new Error(`cannot load --client-ca-file ${file}: ${(err as Error).message}`);
+  }
 }
 
 async function listen(server: Server, port: number): Promise<void> {

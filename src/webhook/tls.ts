@@ -37,7 +37,7 @@ export class CertificateReloader {
 
   constructor(
     private current: CertificatePair,
-    private readonly options: { certFile: string; keyFile: string; intervalMs: number; server: Server; log: Logger; metrics: WebhookMetrics },
+    private readonly options: { certFile: string; keyFile: string; intervalMs: number; server: Server; log: Logger; metrics: WebhookMetrics; clientCa?: Buffer },
   ) {
     options.metrics.certificateExpiry.set(current.notAfter.getTime() / 1000);
   }
@@ -74,7 +74,8 @@ export class CertificateReloader {
     }
     this.lastFailure = undefined;
     if (pair.cert.equals(this.current.cert) && pair.key.equals(this.current.key)) return;
-    server.setSecureContext({ cert: pair.cert, key: pair.key });
+    // The client CA (--client-ca-file) is part of the context: a new context without it would refuse the API server.
+    server.setSecureContext({ cert: pair.cert, key: pair.key, ...(this.options.clientCa === undefined ? {} : { ca: this.options.clientCa }) });
     this.current = pair;
     metrics.certificateReloads.inc({ outcome: 'success' });
     metrics.certificateExpiry.set(pair.notAfter.getTime() / 1000);

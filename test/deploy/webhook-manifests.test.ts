@@ -11,6 +11,7 @@ import path from 'node:path';
 import { Certificate } from '@kubernetes-models/cert-manager/cert-manager.io/v1/Certificate';
 import { Issuer } from '@kubernetes-models/cert-manager/cert-manager.io/v1/Issuer';
 import { MutatingWebhookConfiguration } from 'kubernetes-models/admissionregistration.k8s.io/v1/MutatingWebhookConfiguration';
+import { NetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1/NetworkPolicy';
 import { DaemonSet } from 'kubernetes-models/apps/v1/DaemonSet';
 import { Deployment } from 'kubernetes-models/apps/v1/Deployment';
 import { PodDisruptionBudget } from 'kubernetes-models/policy/v1/PodDisruptionBudget';
@@ -33,6 +34,7 @@ const KINDS: Record<string, Kind> = {
   'apps/v1/DaemonSet': { model: DaemonSet as never, clientModel: 'V1DaemonSet', namespaced: true },
   'apps/v1/Deployment': { model: Deployment as never, clientModel: 'V1Deployment', namespaced: true },
   'policy/v1/PodDisruptionBudget': { model: PodDisruptionBudget as never, clientModel: 'V1PodDisruptionBudget', namespaced: true },
+  'networking.k8s.io/v1/NetworkPolicy': { model: NetworkPolicy as never, clientModel: 'V1NetworkPolicy', namespaced: true },
   'admissionregistration.k8s.io/v1/MutatingWebhookConfiguration': { model: MutatingWebhookConfiguration as never, clientModel: 'V1MutatingWebhookConfiguration', namespaced: false },
   // CRDs: their own schemas; the unknown-field walk stops at ObjectMeta.
   'cert-manager.io/v1/Certificate': { model: Certificate as never, namespaced: true },
@@ -88,6 +90,7 @@ test(`kubectl kustomize ${OVERLAY}: the base and exactly the webhook's objects`,
       'Issuer/podiam-webhook-ca',
       'Issuer/podiam-webhook-selfsigned',
       'MutatingWebhookConfiguration/podiam-webhook',
+      'NetworkPolicy/podiam-webhook',
       'PodDisruptionBudget/podiam-webhook',
       'Service/podiam-webhook',
       'ServiceAccount/podiam-webhook',
@@ -248,4 +251,65 @@ test('an operator’s own kustomization (the README’s example): a CNI overlay 
     expect(schemaErrors(obj)).toBe('');
     expect(strictErrors(obj)).toEqual([]);
   }
+});
+
+/**
+ * What a NetworkPolicy lets reach the webhook's pods on one container port: per ingress rule that
+ * covers the port, its sources ('*' for a rule without `from`: every source).
+ */
+function sourcesOf(policy: Obj, c: Obj, port: number): string[] {
+  const sources: string[] = [];
+  for (const rule of (policy.spec.ingress ?? []) as Obj[]) {
+    const ports = (rule.ports ?? []) as Obj[];
+    if (ports.length > 0 && !ports.some((p) => portNumber(c, p.port) === port)) continue;
+    if (rule.from === undefined || rule.from.length === 0) {
+      sources.push('*');
+      continue;
+    }
+    for (const peer of rule.from as Obj[]) {
+      // Only ipBlocks: a pod or namespace selector would let pods call /mutate.
+      expect(Object.keys(peer)).toEqual(['ipBlock']);
+      sources.push(peer.ipBlock.cidr as string);
+    }
+  }
+  return sources;
+}
+
+test('the NetworkPolicy: the webhook’s pods, ingress only; /mutate only from ipBlock sources, the metrics port for probes and Prometheus, nothing else', () => {
+  const policy = find(objs, 'NetworkPolicy');
+  const deployment = find(objs, 'Deployment');
+  const c = container(objs);
+  const config = webhookConfig(objs);
+  expect(policy.metadata.namespace).toBe(deployment.metadata.namespace);
+  expect(policy.spec.podSelector).toEqual({ matchLabels: deployment.spec.selector.matchLabels });
+  expect(policy.spec.policyTypes).toEqual(['Ingress']);
+  // The default is open on 8443 (a wrong CIDR would stall every pod creation for 3 s) until the
+  // operator sets the API server's source; never by a pod or namespace selector.
+  expect(sourcesOf(policy, c, config.port).sort()).toEqual(['0.0.0.0/0', '::/0']);
+  expect(sourcesOf(policy, c, config.metricsPort)).toEqual(['*']);
+  // Every rule names its ports: no port of the pod is open by a rule without ports.
+  for (const rule of policy.spec.ingress as Obj[]) expect((rule.ports as Obj[]).length).toBeGreaterThan(0);
+  expect(sourcesOf(policy, c, 9999)).toEqual([]);
+});
+
+test('an operator sets the API server’s source (the README’s patch): only that CIDR reaches /mutate', () => {
+  const own = kustomizeOwn((rel) => [
+    'apiVersion: kustomize.config.k8s.io/v1beta1',
+    'kind: Kustomization',
+    'resources:',
+    `  - ${rel('base')}`,
+    'components:',
+    `  - ${rel('components/webhook')}`,
+    'patches:',
+    '  - target: {kind: NetworkPolicy, name: podiam-webhook}',
+    '    patch: |-',
+    '      - op: replace',
+    '        path: /spec/ingress/0/from',
+    '        value: [{ipBlock: {cidr: 10.0.0.0/28}}, {ipBlock: {cidr: 10.0.0.16/28}}]',
+  ]);
+  const policy = find(own, 'NetworkPolicy');
+  const c = container(own);
+  expect(sourcesOf(policy, c, webhookConfig(own).port)).toEqual(['10.0.0.0/28', '10.0.0.16/28']);
+  expect(schemaErrors(policy)).toBe('');
+  expect(strictErrors(policy)).toEqual([]);
 });

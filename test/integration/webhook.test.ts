@@ -13,6 +13,7 @@ import path from 'node:path';
 import tls from 'node:tls';
 import { Pod } from 'kubernetes-models/v1/Pod';
 import { freePort } from '../support/net.js';
+import { FakeApi } from '../support/webhook-api.js';
 import { PodiamProcess, runCli } from '../support/podiam-process.js';
 import { waitFor } from '../support/wait.js';
 import { applyAdmissionPatch, makeCa, makeServingCertificate, mutateThroughWebhook, podAdmissionReview } from '../support/webhook.js';
@@ -20,51 +21,6 @@ import { metricSum } from '../support/metrics-text.js';
 
 type Obj = Record<string, any>;
 const ROLE = 'arn:aws:iam::123456789012:role/app';
-
-// ---------------------------------------------------------------------------------------------
-// A Kubernetes API server holding Namespaces and ServiceAccounts (GET only, as the webhook reads)
-
-class FakeApi {
-  readonly namespaces = new Map<string, Obj>();
-  readonly serviceAccounts = new Map<string, Obj>();
-  readonly requests: string[] = [];
-  delayMs = 0;
-  private server = http.createServer((req, res) => {
-    this.requests.push(`${req.method} ${req.url} ${req.headers.authorization ?? ''}`);
-    const reply = () => {
-      const ns = /^\/api\/v1\/namespaces\/([^/]+)$/.exec(req.url ?? '');
-      const sa = /^\/api\/v1\/namespaces\/([^/]+)\/serviceaccounts\/([^/]+)$/.exec(req.url ?? '');
-      const obj = ns ? this.namespaces.get(ns[1]!) : sa ? this.serviceAccounts.get(`${sa[1]}/${sa[2]}`) : undefined;
-      if (req.headers.authorization !== 'Bearer test-token') return send(res, 401, { kind: 'Status', code: 401 });
-      if (obj === undefined) return send(res, 404, { kind: 'Status', code: 404, reason: 'NotFound' });
-      send(res, 200, obj);
-    };
-    if (this.delayMs > 0) setTimeout(reply, this.delayMs);
-    else reply();
-  });
-  port = 0;
-  async start(): Promise<void> {
-    this.port = await freePort();
-    await new Promise<void>((r) => this.server.listen(this.port, '127.0.0.1', r));
-  }
-  async stop(): Promise<void> {
-    this.server.closeAllConnections();
-    await new Promise<void>((r) => this.server.close(() => r()));
-  }
-  namespace(name: string, labels: Record<string, string> = {}): void {
-    this.namespaces.set(name, { apiVersion: 'v1', kind: 'Namespace', metadata: { name, labels: { 'kubernetes.io/metadata.name': name, ...labels } } });
-  }
-  serviceAccount(ns: string, name: string, annotations: Record<string, string> = {}): void {
-    this.serviceAccounts.set(`${ns}/${name}`, { apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name, namespace: ns, annotations } });
-  }
-}
-
-function send(res: http.ServerResponse, status: number, body: unknown): void {
-  res.writeHead(status, { 'Content-Type': 'application/json' });
-  res.end(JSON.stringify(body));
-}
-
-// ---------------------------------------------------------------------------------------------
 
 let dir: string;
 let api: FakeApi;
@@ -291,6 +247,7 @@ describe('bad input: answered at once, allowed, with a warning', () => {
     // Either the 413 answer, or the connection cut while still sending: never a hang.
     expect([413, -1]).toContain(big.status);
     expect(await metric('podiam_webhook_admissions_total', { result: 'error', reason: 'bad-request' })).toBeGreaterThanOrEqual(2);
+    if (big.status === 413) expect(await metric('podiam_webhook_admissions_total', { result: 'error', reason: 'too-large' })).toBeGreaterThanOrEqual(1);
   });
 
   test('a slow API server does not hold the pod: answered after --lookup-timeout, allowed, with a warning', async () => {

@@ -31,10 +31,22 @@ export function makeServingCertificate(dir: string, name: string, cn: string): {
   return { certFile: path.join(dir, `${name}.crt`), keyFile: path.join(dir, `${name}.key`) };
 }
 
+/** A client certificate (as the API server presents with an AdmissionConfiguration kubeconfig) signed by the CA in `dir`. */
+export function makeClientCertificate(dir: string, name: string, cn: string): { cert: Buffer; key: Buffer } {
+  openssl(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${cn}`], dir);
+  writeFileSync(path.join(dir, `${name}.ext`), 'extendedKeyUsage=clientAuth\n');
+  openssl(['x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-out', `${name}.crt`, '-days', '1', '-extfile', `${name}.ext`], dir);
+  return { cert: readFileSync(path.join(dir, `${name}.crt`)), key: readFileSync(path.join(dir, `${name}.key`)) };
+}
+
 let reviews = 0;
 
-/** An AdmissionReview v1 for a pod CREATE, as the API server sends it. */
+/**
+ * An AdmissionReview v1 for a pod CREATE, as the API server sends it: the object's namespace is
+ * the request's (the API server sets it, or refuses a pod whose namespace differs, before admission).
+ */
 export function podAdmissionReview(pod: Obj, namespace: string, request: Obj = {}): Obj {
+  if (pod !== null && typeof pod === 'object' && pod.metadata !== null && typeof pod.metadata === 'object') pod = { ...pod, metadata: { ...pod.metadata, namespace } };
   return {
     apiVersion: 'admission.k8s.io/v1',
     kind: 'AdmissionReview',

@@ -354,3 +354,15 @@ describe('interception flags', () => {
     expect(() => parseConfig(['--cleanup', '--no-such-flag'], {})).toThrow(ConfigError);
   });
 });
+
+describe('connection caps (--max-connections-per-ip, --max-connections)', () => {
+  it('default to 256 per IP and 8192 in all, and take whole numbers', () => {
+    expect(run([])).toMatchObject({ maxConnectionsPerIp: 256, maxConnections: 8192 });
+    expect(run(['--max-connections-per-ip=16', '--max-connections', '100'])).toMatchObject({ maxConnectionsPerIp: 16, maxConnections: 100 });
+  });
+
+  it.each([['--max-connections-per-ip=0'], ['--max-connections-per-ip=-1'], ['--max-connections=1.5'], ['--max-connections=lots'], ['--max-connections=99999999']])('%s: an error naming the flag, with an example', (arg) => {
+    const err = configError([arg]);
+    expect(err.message).toMatch(new RegExp(`^${arg.slice(0, arg.indexOf('='))}: .*whole number.*e\\.g\\. --max-connections`));
+  });
+});

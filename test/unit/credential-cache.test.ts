@@ -1,7 +1,7 @@
 import type { AwsCredentials, RoleAssumer, Urgency } from '../../src/aws/sts.js';
 import type { CredentialCacheOptions, IssueCause, IssuedCredentials } from '../../src/aws/credential-cache.js';
 import type { RoleRequest } from '../../src/roles.js';
-import { CredentialCache, cacheKey } from '../../src/aws/credential-cache.js';
+import { CredentialCache, NEW_SESSION_BURST, NEW_SESSION_INTERVAL_MS, cacheKey } from '../../src/aws/credential-cache.js';
 import { StsError } from '../../src/aws/sts.js';
 import { StsUnavailable } from '../../src/errors.js';
 import { FakeClock, flushPromises } from '../support/fake-clock.js';
@@ -170,7 +170,8 @@ describe('CredentialCache: single flight and hits', () => {
     expect(assumer.calls.map((c) => c.request.externalId)).toEqual(['ext-a', 'ext-b', undefined]);
     await cache.get(request({ externalId: 'ext-a' }));
     expect(assumer.count).toBe(3);
-    await cache.get(request({ sessionName: 'other.pod' }));
+    // (Another pod: a fourth new session within a second from one pod would be over its budget.)
+    await cache.get(request({ sessionName: 'other.pod', pod: 'team-a/other' }));
     expect(assumer.count).toBe(4);
     // The pod is not part of the key: another pod with the same role, id and session name shares.
     await cache.get(request({ pod: 'team-a/web-2' }));
@@ -649,6 +650,117 @@ describe('CredentialCache: servedRemainingMs (podiam_credentials_min_remaining_s
     expect(cache.servedRemainingMs()).toBeUndefined();
     wanted = true;
     expect(cache.servedRemainingMs()).toBe(10 * MINUTE);
+    cache.stop();
+  });
+});
+
+describe('CredentialCache: a pod churning its own annotations (issue 19)', () => {
+  const named = (i: number): RoleRequest => request({ sessionName: `team-a.churn-${i}` });
+
+  it('a key no live pod wants is dropped at once, with its timer; a shared key stays while one pod wants it', async () => {
+    const { cache, clock } = setup();
+    cache.want('uid-1', request());
+    cache.want('uid-2', request());
+    await cache.get(request());
+    expect(cache.size()).toBe(1);
+    cache.want('uid-1', undefined);
+    expect(cache.size()).toBe(1);
+    cache.want('uid-2', named(1));
+    expect(cache.size()).toBe(0);
+    expect(clock.pending()).toBe(0);
+    cache.stop();
+  });
+
+  it('an entry dropped while its STS call is in flight answers its waiter and leaves nothing behind', async () => {
+    const { cache, assumer, clock } = setup();
+    assumer.mode = 'hang';
+    cache.want('uid-1', request());
+    const pending = cache.get(request());
+    await flushPromises();
+    cache.want('uid-1', undefined);
+    assumer.resolveHung();
+    expect((await pending).accessKeyId).toMatch(/^ASIA/);
+    expect(cache.size()).toBe(0);
+    expect(clock.pending()).toBe(0);
+    cache.stop();
+  });
+
+  it('300 session-name changes with a prefetch each: a few AssumeRole calls, one entry, and the last value fetched', async () => {
+    const { cache, assumer, clock } = setup();
+    for (let i = 0; i < 300; i++) {
+      cache.want('uid-1', named(i));
+      cache.prefetch(named(i));
+      await clock.advance(10); // 3 s of churn in all
+    }
+    expect(assumer.count).toBeLessThanOrEqual(NEW_SESSION_BURST);
+    expect(cache.size()).toBeLessThanOrEqual(1);
+    // The pod's own request for its latest value is answered at once (prefetches keep one session for it).
+    expect((await cache.get(named(299))).request.sessionName).toBe('team-a.churn-299');
+    await clock.advance(NEW_SESSION_INTERVAL_MS * 2);
+    // The waiting prefetch found the pod's last value already fetched: no call for a stale value.
+    expect(assumer.calls.at(-1)!.request.sessionName).toBe('team-a.churn-299');
+    expect(assumer.count).toBeLessThanOrEqual(NEW_SESSION_BURST);
+    expect(cache.size()).toBe(1);
+    expect(cache.peek(named(299))).toBeDefined();
+    // A minute of churn more: about one new session per interval, never one per change.
+    const before = assumer.count;
+    for (let i = 300; i < 900; i++) {
+      cache.want('uid-1', named(i));
+      cache.prefetch(named(i));
+      await clock.advance(100);
+    }
+    expect(assumer.count - before).toBeLessThanOrEqual(60_000 / NEW_SESSION_INTERVAL_MS + 1);
+    expect(cache.size()).toBeLessThanOrEqual(1);
+    cache.stop();
+  });
+
+  it("a pod's first requests are answered at once; over the budget its request is refused without an STS call, then allowed again", async () => {
+    const { cache, assumer, clock } = setup();
+    for (let i = 0; i < NEW_SESSION_BURST; i++) await cache.get(named(i));
+    expect(assumer.count).toBe(NEW_SESSION_BURST);
+    const refused = await settle(cache.get(named(99)));
+    expect(refused.ok).toBe(false);
+    expect((refused as { error: StsUnavailable }).error).toBeInstanceOf(StsUnavailable);
+    expect(String((refused as { error: Error }).error.message)).toMatch(/too many new STS sessions/);
+    expect(assumer.count).toBe(NEW_SESSION_BURST);
+    // Another pod is not held back by this one.
+    await cache.get(request({ pod: 'team-a/web-2', sessionName: 'team-a.web-2' }));
+    // Known keys are not new sessions: still answered from memory.
+    await cache.get(named(0));
+    expect(assumer.count).toBe(NEW_SESSION_BURST + 1);
+    await clock.advance(NEW_SESSION_INTERVAL_MS);
+    expect((await cache.get(named(99))).request.sessionName).toBe('team-a.churn-99');
+    cache.stop();
+  });
+
+  it('a prefetch over the budget waits, then fetches only what the pod wants by then (its last value)', async () => {
+    const { cache, assumer, clock } = setup();
+    for (let i = 0; i < 50; i++) {
+      cache.want('uid-1', named(i));
+      cache.prefetch(named(i));
+    }
+    await flushPromises();
+    expect(assumer.count).toBe(NEW_SESSION_BURST - 1);
+    await clock.advance(NEW_SESSION_INTERVAL_MS * 2);
+    expect(assumer.calls.map((c) => c.request.sessionName).slice(NEW_SESSION_BURST - 1)).toEqual(['team-a.churn-49']);
+    expect(cache.peek(named(49))).toBeDefined();
+    expect(cache.size()).toBe(1);
+    cache.stop();
+  });
+
+  it('a waiting prefetch for a pod that is gone makes no call', async () => {
+    const { cache, assumer, clock } = setup();
+    for (let i = 0; i < NEW_SESSION_BURST + 1; i++) {
+      cache.want('uid-1', named(i));
+      cache.prefetch(named(i));
+    }
+    await flushPromises();
+    // Prefetches leave one new session for the pod's own request.
+    expect(assumer.count).toBe(NEW_SESSION_BURST - 1);
+    cache.want('uid-1', undefined);
+    await clock.advance(NEW_SESSION_INTERVAL_MS * 4);
+    expect(assumer.count).toBe(NEW_SESSION_BURST - 1);
+    expect(cache.size()).toBe(0);
     cache.stop();
   });
 });

@@ -136,3 +136,32 @@ test('--inject-all-with-role: a pod with a role in a namespace that says nothing
   expect((await admit(review(pod()), lookups, OPTIONS)).outcome).toMatchObject({ result: 'skipped', reason: 'not-opted-in' });
   expect(calls).toEqual(['ns team-a']);
 });
+
+describe('only the request’s namespace is ever read (issue 19: the webhook answers anyone)', () => {
+  const withRole = { 'team-a/app': facts({}, { 'iam.amazonaws.com/role': ROLE }), 'victim/app': facts({}, { 'iam.amazonaws.com/role': ROLE }) };
+
+  test('the pod’s own namespace, when it agrees with the request’s, is fine', async () => {
+    const { lookups, calls } = fakeLookups({}, withRole);
+    const p = pod(OPT_IN);
+    p.metadata.namespace = 'team-a';
+    expect((await admit(review(p), lookups, OPTIONS)).outcome.result).toBe('mutated');
+    expect(calls).toEqual(['sa team-a/app']);
+  });
+
+  test.each([
+    ['the pod names another namespace than the request', { namespace: 'team-a' }, { namespace: 'victim' }, 'app'],
+    ['a namespace no object can have', {}, { namespace: 'Team_A' }, 'app'],
+    ['a ServiceAccount name with a slash', {}, {}, 'x/../../victim'],
+    ['a ServiceAccount name of dots', {}, {}, '..'],
+    ['an upper-case ServiceAccount name', {}, {}, 'App'],
+  ])('%s: no read at all, not injected', async (_name, metadata, request, serviceAccountName) => {
+    const { lookups, calls } = fakeLookups({}, withRole);
+    const p = pod(OPT_IN, { serviceAccountName });
+    Object.assign(p.metadata, metadata);
+    const { review: out, outcome } = await admit(review(p, request), lookups, OPTIONS);
+    expect(outcome).toMatchObject({ result: 'error', reason: 'bad-pod' });
+    expect(calls).toEqual([]);
+    expect((out as Obj).response.patch).toBeUndefined();
+    expect((out as Obj).response.allowed).toBe(true);
+  });
+});
