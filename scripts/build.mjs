@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 /**
  * Builds THE artifact: dist/podiam.js, one ESM file with podiam and every dependency it loads
- * (esbuild, tree-shaken, Node 20). `npm start`, the package's bin, the image, the tests and the
+ * (esbuild, tree-shaken, Node 22, the image's). `npm start`, the package's bin, the image, the tests and the
  * bench all run this file; `tsc` only type-checks src/ and compiles the test support and scripts.
  *
  *   node scripts/build.mjs            # dist/podiam.js and dist/podiam.meta.json
@@ -158,7 +158,7 @@ export async function build({ analyze = false } = {}) {
     bundle: true,
     platform: 'node',
     format: 'esm',
-    target: 'node20',
+    target: 'node22',
     treeShaking: true,
     // Identifiers and whitespace only: function names stay readable in stack traces and profiles.
     minifyWhitespace: true,
