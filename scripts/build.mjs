@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 /**
  * Builds THE artifact: dist/podiam.js, one ESM file with podiam and every dependency it loads
- * (esbuild, tree-shaken, Node 20). `npm start`, the package's bin, the image, the tests and the
+ * (esbuild, tree-shaken, Node 22, the image's). `npm start`, the package's bin, the image, the tests and the
  * bench all run this file; `tsc` only type-checks src/ and compiles the test support and scripts.
  *
  *   node scripts/build.mjs            # dist/podiam.js and dist/podiam.meta.json
@@ -24,6 +24,7 @@
  *   table it builds at load, ~5 MB of RSS) is never used. It is replaced by Node's URL.
  */
 import { readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
+import { isBuiltin } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as esbuild from 'esbuild';
@@ -83,6 +84,46 @@ const listWatchSerializer = {
 };
 
 /** node-fetch's whatwg-url import, answered with Node's own URL (see above). */
+/**
+ * Node's builtins, as podiam's own modules import them (`import http from 'node:http'`), taken with
+ * process.getBuiltinModule() instead of an ESM import. On Node 22 an ESM import of a builtin builds
+ * its ESM facade, which reads every export: node:http's lazy WebSocket, CloseEvent and MessageEvent
+ * getters then load undici, and with it tls, http2, worker_threads, zlib, perf_hooks: 116 internal
+ * modules instead of 45 for `import http from 'node:http'` alone, ~5 MB more of the node binary
+ * resident (measured with /proc/self/smaps) and their heap, on every node. The module made here
+ * exports the default and the names that are plain values at build time (never a getter, so
+ * nothing lazy is loaded), plus the getters in GETTERS; importing any other name fails the build
+ * ("No matching export"): add it to GETTERS, as a function called through (still lazy) or a value.
+ */
+const builtinsWithoutFacade = {
+  name: 'builtins-without-facade',
+  setup(b) {
+    b.onResolve({ filter: /^[a-z_:/]+$/ }, (args) => {
+      if (args.kind !== 'import-statement' && args.kind !== 'dynamic-import') return undefined;
+      const name = args.path.replace(/^node:/, '');
+      return isBuiltin(name) && !name.startsWith('_') ? { path: name, namespace: 'podiam-builtin' } : undefined;
+    });
+    b.onLoad({ filter: /.*/, namespace: 'podiam-builtin' }, (args) => {
+      const id = `node:${args.path}`;
+      const descriptors = Object.getOwnPropertyDescriptors(process.getBuiltinModule(id));
+      const names = Object.entries(descriptors)
+        .filter(([name, d]) => d.get === undefined && /^[A-Za-z_$][\w$]*$/.test(name) && !RESERVED.has(name))
+        .map(([name]) => name);
+      const getters = Object.entries(GETTERS[args.path] ?? {}).map(([name, how]) =>
+        how === 'call' ? `export function ${name}(...args) { return m.${name}(...args); }` : `export const ${name} = m.${name};`,
+      );
+      return { contents: [`const m = process.getBuiltinModule(${JSON.stringify(id)});`, 'export default m;', `export const { ${names.join(', ')} } = m;`, ...getters, ''].join('\n'), loader: 'js' };
+    });
+  },
+};
+/** Lazy getters of builtins that bundled code imports by name: 'call' stays lazy (a function called through), 'value' is read at load. */
+const GETTERS = {
+  fs: { ReadStream: 'value' }, // @smithy (the STS client's chunk): \`instanceof ReadStream\`; internal/fs/streams, which http loads anyway
+  crypto: { getRandomValues: 'call' }, // @smithy: webcrypto, loaded only if called
+  util: { aborted: 'call' }, // execa
+};
+const RESERVED = new Set(['default', 'delete', 'new', 'class', 'function', 'import', 'export', 'return', 'var', 'let', 'const', 'in', 'of', 'do', 'if', 'for', 'while', 'with', 'switch', 'case', 'break', 'continue', 'try', 'catch', 'finally', 'throw', 'typeof', 'instanceof', 'void', 'this', 'super', 'null', 'true', 'false', 'enum', 'await', 'yield', 'static', 'extends', 'debugger']);
+
 const nodeFetchUrl = {
   name: 'node-fetch-url',
   setup(build) {
@@ -158,7 +199,7 @@ export async function build({ analyze = false } = {}) {
     bundle: true,
     platform: 'node',
     format: 'esm',
-    target: 'node20',
+    target: 'node22',
     treeShaking: true,
     // Identifiers and whitespace only: function names stay readable in stack traces and profiles.
     minifyWhitespace: true,
@@ -167,7 +208,7 @@ export async function build({ analyze = false } = {}) {
     sourcemap: 'linked',
     metafile: true,
     logLevel: 'warning',
-    plugins: [kubeGeneratedIsPure, listWatchSerializer, nodeFetchUrl],
+    plugins: [builtinsWithoutFacade, kubeGeneratedIsPure, listWatchSerializer, nodeFetchUrl],
     banner: {
       // The CommonJS dependencies (winston, prom-client, http-proxy, ...) require() Node's builtins.
       js: ["import { createRequire as __podiamCreateRequire } from 'node:module';", 'const require = __podiamCreateRequire(import.meta.url);'].join('\n'),

@@ -4,6 +4,7 @@
  * DaemonSet can switch image and keep its args (https://github.com/jtblin/kube2iam#usage).
  */
 import { isIP } from 'node:net';
+import { isRegionName } from './aws/sts-region.js';
 import { ConfigError } from './errors.js';
 import type { ImdsTokensMode } from './imds/token-policy.js';
 import type { FlagSpec } from './flags.js';
@@ -51,7 +52,12 @@ export interface Config {
   /** Open connections in all on the metadata listeners (and, separately, on the token listeners). */
   readonly maxConnections: number;
   readonly stsTimeoutMs: number;
-  readonly stsRegion: string;
+  /** --sts-region, else AWS_REGION, else AWS_DEFAULT_REGION; undefined: the node's region, from the metadata service at start (aws/sts-region.ts). */
+  readonly stsRegion: string | undefined;
+  /** Where stsRegion came from (undefined with it). */
+  readonly stsRegionFrom: '--sts-region' | 'AWS_REGION' | 'AWS_DEFAULT_REGION' | undefined;
+  /** AWS_ENDPOINT_URL_STS (else AWS_ENDPOINT_URL): the SDK sends AssumeRole there instead of STS's regional endpoint; named in the start-up log. */
+  readonly stsEndpointOverride: string | undefined;
   readonly node: string | undefined;
   readonly kubeconfig: string | undefined;
   readonly apiServer: string | undefined;
@@ -122,7 +128,7 @@ export const FLAGS: readonly FlagSpec[] = [
   { name: 'max-connections-per-ip', type: 'string', default: '256', example: '--max-connections-per-ip=256', help: 'open connections one source IP (a pod, or the node) may hold on the metadata listeners, and on the token listeners; more are closed at once (podiam_connections_refused_total)' },
   { name: 'max-connections', type: 'string', default: '8192', example: '--max-connections=8192', help: 'open connections all sources together may hold on the metadata listeners, and on the token listeners; more are closed at once' },
   { name: 'sts-timeout', type: 'duration', default: '3s', example: '--sts-timeout=3s', help: 'timeout of one STS AssumeRole attempt' },
-  { name: 'sts-region', type: 'string', example: '--sts-region=eu-west-1', help: 'STS region (default: AWS_REGION, AWS_DEFAULT_REGION, else us-east-1)' },
+  { name: 'sts-region', type: 'string', example: '--sts-region=eu-west-1', help: "STS region, its regional endpoint (default: AWS_REGION, AWS_DEFAULT_REGION, else the node's region from the metadata service)" },
   { name: 'node', type: 'string', example: '--node=ip-10-0-1-23.ec2.internal', help: 'watch only pods of this node (env NODE_NAME)' },
   ...KUBE_CONNECTION_FLAGS,
   { name: 'events', type: 'bool', default: 'true', example: '--events=false', help: 'record Kubernetes Events on pods that are denied credentials' },
@@ -150,7 +156,7 @@ export const FLAGS: readonly FlagSpec[] = [
   { name: 'backoff-max-elapsed-time', type: 'duration', default: '2s', example: '--backoff-max-elapsed-time=2s', help: 'kube2iam compatibility', compat: 'ignored: a request from an unknown IP waits for its pod up to --pod-wait' },
   { name: 'cache-resync-period', type: 'duration', default: '30m', example: '--cache-resync-period=30m', help: 'kube2iam compatibility', compat: 'ignored: the watch keeps the cache current' },
   { name: 'resolve-duplicate-cache-ips', type: 'bool', default: 'false', example: '--resolve-duplicate-cache-ips', help: 'kube2iam compatibility', compat: 'ignored: always on, the newest live pod wins a shared IP' },
-  { name: 'use-regional-sts-endpoint', type: 'bool', default: 'false', example: '--use-regional-sts-endpoint', help: 'kube2iam compatibility', compat: 'ignored: always regional, the endpoint of --sts-region (else AWS_REGION)' },
+  { name: 'use-regional-sts-endpoint', type: 'bool', default: 'false', example: '--use-regional-sts-endpoint', help: 'kube2iam compatibility', compat: "ignored: always regional, the endpoint of --sts-region (else AWS_REGION, else the node's region)" },
 ];
 
 const ROLE_ARN = /^arn:aws[a-z-]*:iam::\d{12}:role\/[\w+=,.@/-]*$/;
@@ -204,6 +210,19 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pr
     const link = str('token-interface');
     if (link !== undefined && !/^[A-Za-z0-9_.-]{1,15}$/.test(link)) fail('token-interface', `${JSON.stringify(link)} is not an interface name`);
     return link;
+  };
+
+  // The region names STS's endpoint (sts.<region>.amazonaws.com): a region's spelling, nothing else.
+  const stsRegion = (): Pick<Config, 'stsRegion' | 'stsRegionFrom'> => {
+    for (const [from, value] of [['--sts-region', str('sts-region')], ['AWS_REGION', nonEmpty(env.AWS_REGION)], ['AWS_DEFAULT_REGION', nonEmpty(env.AWS_DEFAULT_REGION)]] as const) {
+      if (value === undefined) continue;
+      if (!isRegionName(value)) {
+        if (from === '--sts-region') fail('sts-region', `${JSON.stringify(value)} is not a region name`);
+        throw new ConfigError('--sts-region', `${from}=${JSON.stringify(value)} is not a region name; set --sts-region, e.g. --sts-region=eu-west-1`);
+      }
+      return { stsRegion: value, stsRegionFrom: from };
+    }
+    return { stsRegion: undefined, stsRegionFrom: undefined };
   };
 
   // Validate every flag given, even the compatibility ones, so a typo never passes silently.
@@ -324,7 +343,8 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pr
     maxConnectionsPerIp: count('max-connections-per-ip', 1, 1_000_000),
     maxConnections: count('max-connections', 1, 1_000_000),
     stsTimeoutMs: duration('sts-timeout', 100, 60_000),
-    stsRegion: str('sts-region') ?? nonEmpty(env.AWS_REGION) ?? nonEmpty(env.AWS_DEFAULT_REGION) ?? 'us-east-1',
+    ...stsRegion(),
+    stsEndpointOverride: nonEmpty(env.AWS_ENDPOINT_URL_STS) ?? nonEmpty(env.AWS_ENDPOINT_URL),
     node: str('node') ?? nonEmpty(env.NODE_NAME),
     ...kube,
     events: bool('events'),

@@ -2,7 +2,8 @@
  * The token listener's link-local addresses on the node (169.254.170.23, fd00:ec2::23), so pods
  * and hostNetwork pods reach it without any DNAT, as the EKS Pod Identity agent binds them on
  * its own dummy link. It runs `ip` through src/exec.ts, as iptables.ts runs iptables.
- * Idempotent: ensure() twice is one state. Kept on exit (a restarting agent adopts them, as
+ * Idempotent: ensure() twice is one state, and so is remove() (iproute2 says "Cannot assign
+ * requested address" or "Address not found" for an address already gone). Kept on exit (a restarting agent adopts them, as
  * dataplane rules are); remove() is the explicit cleanup.
  */
 import { isIP } from 'node:net';
@@ -38,7 +39,7 @@ export function createLinkAddresses(link: string, addresses: readonly string[], 
       for (const a of addresses) await ip(cidr(a));
     },
     async remove() {
-      for (const a of addresses) await ip([...(isIP(a) === 6 ? ['-6'] : []), 'addr', 'del', `${a}/${isIP(a) === 6 ? 128 : 32}`, 'dev', link], /Cannot assign|not exist|Cannot find device/);
+      for (const a of addresses) await ip([...(isIP(a) === 6 ? ['-6'] : []), 'addr', 'del', `${a}/${isIP(a) === 6 ? 128 : 32}`, 'dev', link], /Cannot assign|not exist|address not found|Cannot find device/i);
       if (link !== 'lo') await ip(['link', 'del', link], /Cannot find device/);
     },
   };

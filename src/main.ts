@@ -7,6 +7,7 @@ import { CredentialCache } from './aws/credential-cache.js';
 import type { RoleAssumer } from './aws/sts.js';
 import { createStsAssumer } from './aws/sts.js';
 import { roleScoped } from './aws/session-scope.js';
+import { resolveStsRegion } from './aws/sts-region.js';
 import { AllowedRolesAudit } from './allowed-roles-audit.js';
 import { describeHolder, findPortHolder } from './port-holder.js';
 import type { Config } from './config.js';
@@ -70,7 +71,13 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
     log.warn('--iam-role-session-ttl under 30m: credentials will be served with less than 15 minutes left, and SDKs will refresh them often', { sessionTtlSeconds: config.sessionTtlSeconds });
   }
 
-  const sts = instrument(createStsAssumer({ region: config.stsRegion, sessionTtlSeconds: config.sessionTtlSeconds, attemptTimeoutMs: config.stsTimeoutMs }), metrics);
+  const region = await resolveStsRegion({ configured: config.stsRegion, configuredFrom: config.stsRegionFrom, fetch: (path) => passthrough.fetch(path), metadataTarget: passthrough.target });
+  const stsClient = createStsAssumer({ region: region.region, sessionTtlSeconds: config.sessionTtlSeconds, attemptTimeoutMs: config.stsTimeoutMs });
+  stsClient.endpoint(config.stsEndpointOverride).then(
+    (endpoint) => log.info('STS endpoint', { region: region.region, regionFrom: region.from, endpoint }),
+    (err: unknown) => log.warn('STS client did not load', { region: region.region, error: (err as Error).message }),
+  );
+  const sts = instrument(stsClient, metrics);
   const index = new PodIndex();
   const cache = new CredentialCache({
     assumer: sts,

@@ -133,6 +133,8 @@ function requestRecorder(requests: Counter<'route' | 'code'>, seconds: Histogram
   const counterStore = requests as unknown as Stored<CounterSeries>;
   const histogramStore = seconds as unknown as Stored<HistogramSeries>;
   const upperBounds = histogramStore.upperBounds ?? [];
+  // bucketValues is keyed by each bound as a property key: the strings made once, not per request.
+  const bucketKeys = upperBounds.map(String);
   const counters = new Map<string, Map<number, { hash: string; series: CounterSeries }>>();
   const histograms = new Map<string, { hash: string; series: HistogramSeries }>();
 
@@ -152,17 +154,17 @@ function requestRecorder(requests: Counter<'route' | 'code'>, seconds: Histogram
     const h = histograms.get(route);
     if (h !== undefined && Number.isFinite(value) && histogramStore.hashMap[h.hash] === h.series) {
       // prom-client's observe(): the first bound >= value, else none (+Inf is the count).
-      let bound = -1;
+      let key: string | undefined;
       for (let i = 0; i < upperBounds.length; i++) {
         if (value <= upperBounds[i]!) {
-          bound = upperBounds[i]!;
+          key = bucketKeys[i];
           break;
         }
       }
       const series = h.series;
       series.sum += value;
       series.count += 1;
-      if (Object.prototype.hasOwnProperty.call(series.bucketValues, bound)) series.bucketValues[bound]! += 1;
+      if (key !== undefined && Object.prototype.hasOwnProperty.call(series.bucketValues, key)) series.bucketValues[key]! += 1;
     } else {
       seconds.observe({ route }, value);
       for (const [hash, series] of Object.entries(histogramStore.hashMap)) {

@@ -302,50 +302,51 @@ export function createServer(deps: ServerDeps): http.Server {
           // IMDSv2 required: the token must be this pod's (one Map lookup), else the full path's 401.
           const token = req.headers[TOKEN_HEADER];
           if (typeof token !== 'string' || tokens.unwrap(token, { ip: podIp, id: callerId(now.pod) }) === undefined) {
-            handleFull();
+            handleFull(req, res, started);
             return;
           }
         }
         if (now !== undefined) {
           // Known pod, its own role, fresh credentials in memory: answered in this tick.
           sendCredentials(res, now, podIp);
-          observe('credentials', 200);
+          observe(req, started, 'credentials', 200);
           return;
         }
         if (tokensRequired()) {
-          handleFull();
+          handleFull(req, res, started);
           return;
         }
         credentials.credentials(podIp, parsed.credentialRole).then(
           (answer) => {
             sendCredentials(res, answer, podIp);
-            observe('credentials', res.statusCode);
+            observe(req, started, 'credentials', res.statusCode);
           },
-          (err: unknown) => failed(err, 'credentials'),
+          (err: unknown) => failed(req, res, started, err, 'credentials'),
         );
         return;
       }
-      handleFull();
-      function handleFull(): void {
-        const at: { route: Route } = { route: 'invalid' };
-        handle(req, res, at).then(
-          (route) => observe(route, res.statusCode),
-          (err: unknown) => failed(err, at.route),
-        );
-      }
-      function failed(err: unknown, reached: Route): void {
-        const route: Route = err instanceof PathRefused ? 'refused' : err instanceof BadRequest ? 'invalid' : reached;
-        fail(req, res, route, err);
-        observe(route, res.statusCode);
-      }
-      function observe(route: Route, code: number): void {
-        const seconds = (performance.now() - started) / 1000;
-        metrics.observeRequest(route, code, seconds);
-        // Requests are logged at debug only: the hot path never logs at info.
-        if (debugOn()) log.debug('request', { method: req.method, path: req.url?.slice(0, 256), ip: remoteIp(req), route, status: code, ms: Math.round(seconds * 10_000) / 10 });
-      }
+      handleFull(req, res, started);
     },
   );
+  // Outside the request callback, so a request does not allocate them (two closures a request, before).
+  function handleFull(req: IncomingMessage, res: ServerResponse, started: number): void {
+    const at: { route: Route } = { route: 'invalid' };
+    handle(req, res, at).then(
+      (route) => observe(req, started, route, res.statusCode),
+      (err: unknown) => failed(req, res, started, err, at.route),
+    );
+  }
+  function failed(req: IncomingMessage, res: ServerResponse, started: number, err: unknown, reached: Route): void {
+    const route: Route = err instanceof PathRefused ? 'refused' : err instanceof BadRequest ? 'invalid' : reached;
+    fail(req, res, route, err);
+    observe(req, started, route, res.statusCode);
+  }
+  function observe(req: IncomingMessage, started: number, route: Route, code: number): void {
+    const seconds = (performance.now() - started) / 1000;
+    metrics.observeRequest(route, code, seconds);
+    // Requests are logged at debug only: the hot path never logs at info.
+    if (debugOn()) log.debug('request', { method: req.method, path: req.url?.slice(0, 256), ip: remoteIp(req), route, status: code, ms: Math.round(seconds * 10_000) / 10 });
+  }
   server.on('clientError', (err: Error & { code?: string }, socket) => {
     // Malformed, oversized or too slow: answer if we still can, then close both directions
     // (a half-closed socket would stay open as long as the client keeps it so).

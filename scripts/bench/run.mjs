@@ -35,7 +35,7 @@ import { KubeApiServer } from '../../dist/test/support/kube-api-server.js';
 import { Moto } from '../../dist/test/support/moto.js';
 import { freePort } from '../../dist/test/support/net.js';
 import { metricSum } from '../../dist/test/support/metrics-text.js';
-import { PodiamProcess, awsTestEnv, podiamArgv } from '../../dist/test/support/podiam-process.js';
+import { CLI, PodiamProcess, awsTestEnv, nodeFlags as shebangFlags } from '../../dist/test/support/podiam-process.js';
 import { StsProxy } from '../../dist/test/support/sts-proxy.js';
 import { footprint, memory } from './footprint.mjs';
 import { realisticPod } from './pods.mjs';
@@ -275,7 +275,8 @@ async function startPodiam(kube, { allNodes = false, extra = [], stsUrl = sts.ur
   if (nodeFlags.length === 0) {
     p = await PodiamProcess.start(args, { ...awsTestEnv(stsUrl), ...env }, { port, timeoutMs });
   } else {
-    const child = spawn(process.execPath, [...nodeFlags, ...podiamArgv(args)], { env: { ...awsTestEnv(stsUrl), ...env }, stdio: ['ignore', 'ignore', 'inherit'] });
+    // After the shebang's flags, so a lever (--max-semi-space-size=8, say) replaces the shebang's value.
+    const child = spawn(process.execPath, [...shebangFlags(), ...nodeFlags, CLI, ...args], { env: { ...awsTestEnv(stsUrl), ...env }, stdio: ['ignore', 'ignore', 'inherit'] });
     const exited = new Promise((resolve) => child.on('exit', resolve));
     p = {
       child,
@@ -363,7 +364,9 @@ async function cached() {
   kube.createPod(realisticPod({ name: 'cached-0', node: NODE, ip: podIp, role: 'bench-cached' }));
   // autocannon cannot bind a source address: this pod is the one at 127.0.0.1.
   kube.createPod(realisticPod({ name: 'localhost-0', node: NODE, ip: '127.0.0.1', role: 'bench-localhost' }));
-  const p = await startPodiam(kube);
+  // BENCH_CACHED_NODE_FLAGS (JSON list): V8/Node flags for podiam on top of its shebang's, a lever measured against the same ceiling.
+  const leverFlags = JSON.parse(process.env.BENCH_CACHED_NODE_FLAGS ?? '[]');
+  const p = await startPodiam(kube, { nodeFlags: leverFlags });
   const first = await p.get(CRED_PATH('bench-cached'), podIp);
   if (first.status !== 200) throw new Error(`cached: ${first.status} ${first.body}`);
   const bodyBytes = Buffer.byteLength(first.body);
@@ -396,7 +399,7 @@ async function cached() {
   bare.stop();
   await stopPodiam(p);
   await kube.stop();
-  return { bodyBytes, rows, autocannon32: ac };
+  return { node: process.version, podiamNodeFlags: [...shebangFlags(), ...leverFlags], bodyBytes, rows, autocannon32: ac };
 }
 
 async function first() {
@@ -719,7 +722,7 @@ function markdown(r) {
   const s = Object.fromEntries(Object.entries(r.scenarios).filter(([, v]) => v.error === undefined));
   for (const [name, v] of Object.entries(r.scenarios)) if (v.error !== undefined) L.push(`**${name} failed:** ${v.error}`, '');
   if (s.cached) {
-    L.push(`## Cached credentials (${s.cached.bodyBytes}-byte body)`, '');
+    L.push(`## Cached credentials (${s.cached.bodyBytes}-byte body; Node ${s.cached.node}, podiam and the bare server alike; podiam's flags ${s.cached.podiamNodeFlags.join(' ')})`, '');
     L.push('| connections | podiam req/s | p50 ms | p99 ms | podiam µs CPU/req | bare req/s | p50 ms | p99 ms | bare µs CPU/req | req/s ratio | CPU/req ratio | p99 ratio |', '|---|---|---|---|---|---|---|---|---|---|---|---|');
     for (const x of s.cached.rows) L.push(`| ${x.connections} | ${x.podiam.rps} | ${x.podiam.p50} | ${x.podiam.p99} | ${x.podiam.serverUsPerReq} | ${x.bare.rps} | ${x.bare.p50} | ${x.bare.p99} | ${x.bare.serverUsPerReq} | ${x.rpsRatio} | ${x.cpuRatio} | ${x.p99Ratio} |`);
     const ac = s.cached.autocannon32;
@@ -788,6 +791,8 @@ function markdown(r) {
 
 function save() {
   writeFileSync(path.join(OUT, `${stamp}.json`), JSON.stringify(results, null, 2) + '\n');
+  // scripts/bench/nodes.mjs reads each Node's results from here.
+  if (process.env.BENCH_RESULT_FILE) writeFileSync(process.env.BENCH_RESULT_FILE, JSON.stringify(results, null, 2) + '\n');
   writeFileSync(path.join(OUT, `${stamp}.md`), markdown(results));
 }
 

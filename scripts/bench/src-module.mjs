@@ -15,7 +15,7 @@ export async function srcModule(relativePath) {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'podiam-bench-'));
   const outfile = path.join(dir, 'module.mjs');
   try {
-    await esbuild.build({ entryPoints: [path.join(ROOT, relativePath)], outfile, bundle: true, platform: 'node', format: 'esm', target: 'node20', logLevel: 'warning', absWorkingDir: ROOT });
+    await esbuild.build({ entryPoints: [path.join(ROOT, relativePath)], outfile, bundle: true, platform: 'node', format: 'esm', target: 'node22', logLevel: 'warning', absWorkingDir: ROOT });
     return await import(pathToFileURL(outfile).href);
   } finally {
     rmSync(dir, { recursive: true, force: true });

@@ -91,13 +91,21 @@ export class StsError extends StsUnavailable {
   }
 }
 
-export function createStsAssumer(options: StsOptions): RoleAssumer & { destroy(): void } {
+export interface StsAssumer extends RoleAssumer {
+  /** Where AssumeRole goes: the SDK's own endpoint resolution for the region (or `override`), once it has loaded. */
+  endpoint(override?: string): Promise<string>;
+  destroy(): void;
+}
+
+export function createStsAssumer(options: StsOptions): StsAssumer {
   const maxAttempts = options.maxAttempts ?? 3;
   const sdk = import('@aws-sdk/client-sts').then((ns) => {
     // The bundle has the SDK's CommonJS build, whose exports a dynamic import puts on `default`.
     const m = (ns as unknown as { default?: typeof ns }).default ?? ns;
     const client = new m.STSClient({
       region: options.region,
+      // Always the region's own endpoint (sts.<region>.amazonaws.com), us-east-1 included.
+      useGlobalEndpoint: false,
       maxAttempts,
       retryMode: 'standard',
       requestHandler: { connectionTimeout: Math.min(1000, options.attemptTimeoutMs), requestTimeout: options.attemptTimeoutMs, throwOnRequestTimeout: true },
@@ -113,6 +121,11 @@ export function createStsAssumer(options: StsOptions): RoleAssumer & { destroy()
 
   return {
     assume: (request: RoleRequest, urgency?: Urgency) => limit(() => assumeOnce(request), urgency),
+    async endpoint(override) {
+      if (override !== undefined) return override;
+      const { client } = await sdk;
+      return client.config.endpointProvider({ Region: options.region, UseGlobalEndpoint: false, UseFIPS: false, UseDualStack: false }).url.href;
+    },
     destroy() {
       // The client once it exists: now, or when the SDK has loaded.
       sdk.then(({ client }) => client.destroy(), () => undefined);

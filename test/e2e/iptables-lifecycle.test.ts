@@ -314,7 +314,10 @@ async function cutByPodiam(family: 'ipv4' | 'ipv6', client: LabProcess): Promise
   expect(answer.body ?? '').not.toContain('node-role');
   expect(answer.status).toBeUndefined();
   expect(['reset', 'closed', 'timeout']).toContain(answer.error);
-  expect(p.output()).toMatch(/"connections":1,"family":"ipv[46]","level":"warn","message":"cut connections that reached the real metadata service"/);
+  // At least the pod's: on IPv4 podiam's own start-up lookup of the node's region (placement/region,
+  // from the node's address, before the rules) is a tracked connection to the real service too.
+  const cut = /"connections":(\d+),"family":"ipv[46]","level":"warn","message":"cut connections that reached the real metadata service"/.exec(p.output());
+  expect(Number(cut?.[1])).toBeGreaterThanOrEqual(1);
   // Meanwhile a new connection is podiam's.
   expect(await podSees(family === 'ipv4' ? CREDS : CREDS6)).toBe('app-role');
 }

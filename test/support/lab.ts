@@ -51,6 +51,8 @@ export const OUTSIDER_IP6 = 'fd00:ab::200';
 export const IMDS_IFACE = 'veth-imds';
 export const OUTSIDER_IFACE = 'veth-out0';
 /** A PATH with the usual system directories, for commands run inside the lab. */
+/** The lab node's region, as its metadata service says (placement/region). */
+export const LAB_REGION = 'lab-region-1';
 export const SYSTEM_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 /** iproute2's `ip`, by absolute path: commands in the lab may run with any PATH (even none). */
 const IP = ['/usr/sbin/ip', '/sbin/ip', '/usr/bin/ip', '/bin/ip'].find((p) => existsSync(p)) ?? 'ip';
@@ -530,7 +532,7 @@ export class Lab {
     writeFileSync(fixture, JSON.stringify(this.kubeFixture(), null, 2));
     const node = process.execPath;
     // '::' in the metadata namespace: both its addresses (169.254.169.254 and fd00:ec2::254), nothing else.
-    const imds = this.spawnIn(this.imdsNs, 'fake-imds', [node, path.join(ROOT, 'dist/test/support/imds-server-cli.js'), '--host', '::', '--port', '80', '--keep-alive-ms', '60000'], { PATH: SYSTEM_PATH });
+    const imds = this.spawnIn(this.imdsNs, 'fake-imds', [node, path.join(ROOT, 'dist/test/support/imds-server-cli.js'), '--host', '::', '--port', '80', '--keep-alive-ms', '60000', '--region', LAB_REGION], { PATH: SYSTEM_PATH });
     const kube = this.spawnIn(this.nodeNs, 'kube-api', [node, path.join(ROOT, 'dist/test/support/kube-api-server-cli.js'), '--host', '127.0.0.1', '--port', String(KUBE_PORT), '--fixture', fixture], { PATH: SYSTEM_PATH });
     const moto = this.spawnIn(this.nodeNs, 'moto_server', [which('moto_server')!, '-H', NODE_IP, '-p', String(MOTO_PORT)], {
       PATH: `${process.env.PATH ?? ''}:${SYSTEM_PATH}`,
@@ -626,7 +628,7 @@ export class Lab {
       PATH: SYSTEM_PATH,
       AWS_ACCESS_KEY_ID: 'testing',
       AWS_SECRET_ACCESS_KEY: 'testing',
-      AWS_REGION: 'us-east-1',
+      // No AWS_REGION, as in the DaemonSet: podiam reads the node's region (LAB_REGION) from the metadata service.
       AWS_ENDPOINT_URL_STS: this.motoUrl,
       AWS_EC2_METADATA_DISABLED: 'true',
       AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true',
@@ -768,8 +770,8 @@ export class Lab {
   }
 
   /** `podiam --cleanup` (with the DaemonSet's args, as an operator would run it) in the node namespace. */
-  runCleanup(opts: { env?: NodeJS.ProcessEnv; wrapper?: readonly string[] } = {}): Promise<ExecResult> {
-    return this.exec(this.nodeNs, [...(opts.wrapper ?? []), process.execPath, ...podiamArgv([...this.podiamArgs(), '--cleanup'])], { env: opts.env ?? { PATH: SYSTEM_PATH }, timeoutMs: 60_000 });
+  runCleanup(opts: { env?: NodeJS.ProcessEnv; wrapper?: readonly string[]; extraArgs?: readonly string[] } = {}): Promise<ExecResult> {
+    return this.exec(this.nodeNs, [...(opts.wrapper ?? []), process.execPath, ...podiamArgv([...this.podiamArgs(opts.extraArgs), '--cleanup'])], { env: opts.env ?? { PATH: SYSTEM_PATH }, timeoutMs: 60_000 });
   }
 
   private assertMine(ns: string): void {

@@ -33,6 +33,10 @@ export interface StsCall {
   params: Record<string, string>;
   /** Access key id from the SigV4 Authorization header, if any. */
   accessKeyId?: string;
+  /** The region the request was signed for (the SigV4 credential scope: AKID/date/<region>/sts/aws4_request), if any. */
+  region?: string;
+  /** The Host header the client sent. */
+  host?: string;
   /** Date.now() when the request body had been read. */
   time: number;
   /** 'forwarded' (reached the target), 'failed' (answered by failNext), 'error' (target unreachable: 502). */
@@ -262,6 +266,10 @@ export class StsProxy {
       };
       const akid = auth === undefined ? undefined : /Credential=([^/,\s]+)\//.exec(auth)?.[1];
       if (akid !== undefined) call.accessKeyId = akid;
+      const region = auth === undefined ? undefined : /Credential=[^/,\s]+\/\d{8}\/([^/,\s]+)\/sts\/aws4_request/.exec(auth)?.[1];
+      if (region !== undefined) call.region = region;
+      const host = header(req.headers, 'host');
+      if (host !== undefined) call.host = host;
       this.calls.push(call);
 
       const fault = this.takeFault(action);

@@ -5,6 +5,7 @@
  */
 import { STSClient, GetCallerIdentityCommand } from '@aws-sdk/client-sts';
 import { FakeImds } from './imds-server.js';
+import type { FakeImdsOptions } from './imds-server.js';
 import { KubeApiServer } from './kube-api-server.js';
 import type { KubeObject } from './kube-api-server.js';
 import { Moto } from './moto.js';
@@ -27,8 +28,8 @@ export class World {
     readonly sts: StsProxy,
   ) {}
 
-  static async start(): Promise<World> {
-    const [kube, imds, moto] = await Promise.all([KubeApiServer.start(), FakeImds.start(), Moto.start()]);
+  static async start(opts: { imds?: FakeImdsOptions } = {}): Promise<World> {
+    const [kube, imds, moto] = await Promise.all([KubeApiServer.start(), FakeImds.start(opts.imds), Moto.start()]);
     const sts = await StsProxy.start(moto.url);
     kube.createNamespace({ metadata: { name: 'default' } });
     kube.createServiceAccount({ metadata: { name: 'default', namespace: 'default' } });

@@ -43,7 +43,7 @@ describe('parseConfig defaults', () => {
     expect(c.namespaceKey).toBe('iam.amazonaws.com/allowed-roles');
     expect(c.namespaceRestrictions).toBe(false);
     expect(c.namespaceRestrictionFormat).toBe('glob');
-    expect(c.stsRegion).toBe('us-east-1');
+    expect(c.stsRegion).toBeUndefined();
     expect(c.node).toBeUndefined();
     expect(c.events).toBe(true);
     expect(c.insecure).toBe(false);
@@ -153,10 +153,17 @@ describe('parseConfig values', () => {
     expect(c.hostIp).toBe('10.0.0.7');
   });
 
-  it('the STS region comes from --sts-region, AWS_REGION, AWS_DEFAULT_REGION, else us-east-1', () => {
-    expect(run(['--sts-region=eu-west-1'], { AWS_REGION: 'us-west-2' }).stsRegion).toBe('eu-west-1');
-    expect(run([], { AWS_REGION: 'us-west-2', AWS_DEFAULT_REGION: 'ap-south-1' }).stsRegion).toBe('us-west-2');
-    expect(run([], { AWS_DEFAULT_REGION: 'ap-south-1' }).stsRegion).toBe('ap-south-1');
+  it("the STS region comes from --sts-region, AWS_REGION, AWS_DEFAULT_REGION, else none (the node's, at start)", () => {
+    expect(run(['--sts-region=eu-west-1'], { AWS_REGION: 'us-west-2' })).toMatchObject({ stsRegion: 'eu-west-1', stsRegionFrom: '--sts-region' });
+    expect(run([], { AWS_REGION: 'us-west-2', AWS_DEFAULT_REGION: 'ap-south-1' })).toMatchObject({ stsRegion: 'us-west-2', stsRegionFrom: 'AWS_REGION' });
+    expect(run([], { AWS_DEFAULT_REGION: 'ap-south-1' })).toMatchObject({ stsRegion: 'ap-south-1', stsRegionFrom: 'AWS_DEFAULT_REGION' });
+    expect(run([], {})).toMatchObject({ stsRegion: undefined, stsRegionFrom: undefined });
+    expect(run([], { AWS_ENDPOINT_URL_STS: 'http://127.0.0.1:4566' }).stsEndpointOverride).toBe('http://127.0.0.1:4566');
+  });
+
+  it('a region that is not a region name is refused, naming --sts-region', () => {
+    expect(() => run(['--sts-region=eu-west-1.evil.example'], {})).toThrow(/--sts-region: "eu-west-1.evil.example" is not a region name, e.g. --sts-region=eu-west-1/);
+    expect(() => run([], { AWS_REGION: 'us east 1' })).toThrow(/--sts-region: AWS_REGION="us east 1" is not a region name; set --sts-region, e.g. --sts-region=eu-west-1/);
   });
 
   it('--base-role-arn gets a trailing /', () => {
