@@ -222,6 +222,11 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pr
 
   const tokenAudience = str('token-audience')!;
   if (!/^[\x21-\x7e]{1,256}$/.test(tokenAudience)) fail('token-audience', `${JSON.stringify(tokenAudience)} must be 1-256 printable characters without spaces`);
+  const node = str('node') ?? nonEmpty(env.NODE_NAME);
+  // The broker serves an agent only its own node's pods: an agent watching the whole cluster would
+  // ask for every other node's pods and be refused.
+  if (broker !== undefined && node === undefined) fail('node', '--broker needs the node this agent runs on (--node or NODE_NAME, from spec.nodeName)');
+
   const config: Config = {
     appPort,
     metricsPort: port('metrics-port') ?? appPort,
@@ -240,7 +245,7 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pr
     ...policy,
     autoDiscoverBaseArn,
     podWaitMs: duration('pod-wait', 0, 30_000),
-    node: str('node') ?? nonEmpty(env.NODE_NAME),
+    node,
     ...kube,
     events: bool('events'),
     watchDeadlineMs: duration('watch-deadline', 1000, 60_000),
