@@ -60,7 +60,7 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
   const events = config.events ? new EventRecorder(kc, { log, metrics, component: 'podiam', host: config.node }) : undefined;
   // Where the IMDS and token paths get a pod's role and credentials: decided and assumed on this
   // node (standalone), or asked of the broker (--broker: no STS, no AWS SDK, no AWS credentials here).
-  const credentials = config.broker !== undefined ? await brokerSource(config.broker, metrics, log) : localSource(config, await rolePolicy(config, passthrough), { index, metrics, log, events, node: config.node });
+  const credentials = config.broker !== undefined ? await brokerSource(config.broker, metrics, log) : localSource(config, await rolePolicy(config, passthrough, log), { index, metrics, log, events, node: config.node });
   const source: CredentialSource = credentials.source;
   index.onPodServable((pod) => {
     // Prefetch: a new pod's first request should find its credentials already in memory.
@@ -201,7 +201,7 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
   };
 }
 
-async function rolePolicy(config: Config, passthrough: Passthrough): Promise<RolePolicy> {
+async function rolePolicy(config: Config, passthrough: Passthrough, log: Logger): Promise<RolePolicy> {
   let baseRoleArn = config.baseRoleArn;
   if (config.autoDiscoverBaseArn) {
     let info: string;
@@ -212,6 +212,7 @@ async function rolePolicy(config: Config, passthrough: Passthrough): Promise<Rol
     }
     baseRoleArn = baseArnFromIamInfo(info);
     if (baseRoleArn === undefined) throw new ConfigError('--auto-discover-base-arn', `iam/info from ${passthrough.target} has no instance-profile ARN; set --base-role-arn instead`);
+    log.info('discovered base role ARN', { baseRoleArn });
   }
   return rolePolicyOf(config, baseRoleArn);
 }

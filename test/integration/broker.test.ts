@@ -257,3 +257,33 @@ test('role policy flags are refused on an agent in broker mode, naming them', as
   expect(r.code).toBe(2);
   expect(r.stderr).toMatch(/--base-role-arn.*belongs to the broker.*--namespace-restrictions/s);
 });
+
+test("a broker's cold start prefetches the cluster at --sts-qps, and an agent's request jumps the queue", async () => {
+  const names = Array.from({ length: 24 }, (_, i) => `cold-${i}`);
+  const uids = new Map(names.map((name) => [name, pod(name, { role: name }).uid]));
+  // Let the running brokers prefetch these first: what follows counts only the cold broker's calls.
+  await waitFor(() => names.every((n) => world.sts.countFor(`arn:aws:iam::${ACCOUNT}:role/${n}`) >= 1), 15_000);
+  const from = world.sts.calls.length;
+  const cold = await lab.broker(['--sts-qps=4'], { name: 'broker-cold' });
+  try {
+    // Roles prefetched: every pod with a role in the cluster (this file made dozens).
+    await waitFor(async () => (await cold.process.metric('podiam_broker_prefetch_queued')) > 10, 5000);
+    const last = names[names.length - 1]!;
+    const started = Date.now();
+    const r = await lab.ask(cold.url, '/v1/credentials', tokenA, { namespace: 'default', name: last, uid: uids.get(last)!, proof: { kind: 'ip' } });
+    const tookMs = Date.now() - started;
+    expect(r.status).toBe(200);
+    served.push((JSON.parse(r.body) as { credentials: Ec2Creds }).credentials.SecretAccessKey);
+    // Not behind the queue (dozens of calls at 4 a second would take many seconds).
+    expect(tookMs).toBeLessThan(1500);
+    expect(await cold.process.metric('podiam_broker_prefetch_queued')).toBeGreaterThan(5);
+    // The rate: from the first call on, at most the burst (4) plus 4 a second, plus the pod's own call.
+    await new Promise((resolve) => setTimeout(resolve, 3000));
+    const calls = world.sts.calls.slice(from).filter((c) => c.action === 'AssumeRole');
+    const spanS = (calls[calls.length - 1]!.time - calls[0]!.time) / 1000;
+    expect(calls.length).toBeGreaterThan(8);
+    expect(calls.length).toBeLessThanOrEqual(4 + Math.ceil(4 * spanS) + 1 + 1);
+  } finally {
+    await cold.process.stop();
+  }
+}, 40_000);
