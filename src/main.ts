@@ -102,7 +102,9 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
     // With --iptables, not ready until every family's rules are in (ensure() has returned): the
     // informers start first, so they can be synced while the rules are still going in.
     const ready = watcher.synced() && (!config.iptables || (rulesEnsured && interception !== undefined && interception.ready()));
-    return { ready, pods: kube.pods, namespaces: kube.namespaces, serviceaccounts: kube.serviceaccounts, watchTimeouts: watcher.watchTimeouts(), ...(interception === undefined ? {} : { iptables: interception.state() }) };
+    // In broker mode only pods are watched here (the broker watches namespaces and ServiceAccounts).
+    const informers = config.broker !== undefined ? { pods: kube.pods } : { pods: kube.pods, namespaces: kube.namespaces, serviceaccounts: kube.serviceaccounts };
+    return { ready, ...informers, watchTimeouts: watcher.watchTimeouts(), ...(interception === undefined ? {} : { iptables: interception.state() }) };
   };
 
   const serverDeps = {
