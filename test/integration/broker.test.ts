@@ -4,11 +4,15 @@
  * node agents started with --broker, with no AWS credentials in their environment.
  * The node restriction is attacked directly at the broker's API with real tokens.
  */
+import { copyFileSync } from 'node:fs';
 import http from 'node:http';
+import path from 'node:path';
+import tls from 'node:tls';
 import { BrokerLab, AGENT_AUDIENCE, AGENT_NAMESPACE, AGENT_SA } from '../support/broker.js';
 import { freePort } from '../support/net.js';
 import type { PodiamProcess } from '../support/podiam-process.js';
 import { waitFor } from '../support/wait.js';
+import { makeServingCertificate } from '../support/webhook.js';
 import { ACCOUNT, World } from '../support/world.js';
 
 const CREDS = '/latest/meta-data/iam/security-credentials/';
@@ -287,3 +291,36 @@ test("a broker's cold start prefetches the cluster at --sts-qps, and an agent's 
     await cold.process.stop();
   }
 }, 40_000);
+
+test('the broker reloads its serving certificate when the files change, without a restart', async () => {
+  const one = makeServingCertificate(lab.dir, 'rot-one', 'broker-one');
+  const two = makeServingCertificate(lab.dir, 'rot-two', 'broker-two');
+  const certFile = path.join(lab.dir, 'rot.crt');
+  const keyFile = path.join(lab.dir, 'rot.key');
+  copyFileSync(one.certFile, certFile);
+  copyFileSync(one.keyFile, keyFile);
+  const b = await lab.broker([`--tls-cert-file=${certFile}`, `--tls-key-file=${keyFile}`, '--tls-reload-interval=200ms'], { name: 'broker-rotation' });
+  const servedName = (): Promise<string> =>
+    new Promise((resolve, reject) => {
+      const socket = tls.connect({ host: '127.0.0.1', port: b.port, ca: lab.ca, servername: 'localhost', minVersion: 'TLSv1.2' }, () => {
+        const cn = socket.getPeerCertificate().subject.CN;
+        socket.end();
+        resolve(String(cn));
+      });
+      socket.on('error', reject);
+    });
+  try {
+    expect(await servedName()).toBe('broker-one');
+    copyFileSync(two.keyFile, keyFile);
+    copyFileSync(two.certFile, certFile);
+    await waitFor(async () => (await servedName()) === 'broker-two', 5000);
+    expect(await b.process.metric('podiam_broker_certificate_reloads_total', { outcome: 'success' })).toBe(2);
+    // TLS below 1.2 is refused.
+    await expect(new Promise((resolve, reject) => {
+      const socket = tls.connect({ host: '127.0.0.1', port: b.port, ca: lab.ca, servername: 'localhost', minVersion: 'TLSv1', maxVersion: 'TLSv1.1' }, () => resolve(socket.end()));
+      socket.on('error', reject);
+    })).rejects.toThrow();
+  } finally {
+    await b.process.stop();
+  }
+}, 30_000);
