@@ -120,7 +120,7 @@ export class BrokerCredentials implements CredentialSource {
     if (current !== undefined && current.creds.expirationMs - now > EXPIRY_GUARD_MS) {
       // Stale but valid: fresh ones if the broker gives them, else these (it may be down).
       return flight.catch((err: unknown) => {
-        if (err instanceof PodiamError && err.status < 500) throw err;
+        if (isPodDenial(err)) throw err;
         return current;
       });
     }
@@ -259,7 +259,7 @@ export class BrokerCredentials implements CredentialSource {
 
   private onError(e: Entry, err: unknown): Error {
     const error = err instanceof Error ? err : new Error(String(err));
-    if (error instanceof PodiamError && error.status < 500) {
+    if (isPodDenial(error)) {
       // A denial (node restriction, no role, not allowed, STS refused): nothing is served for the
       // pod until it changes or the denial's time is up.
       e.answer = undefined;
@@ -297,6 +297,17 @@ export class BrokerCredentials implements CredentialSource {
     if (e.timer !== undefined) this.clock.clearTimeout(e.timer);
     e.timer = undefined;
   }
+}
+
+/**
+ * The broker refusing THIS AGENT (its token expired or not yet rotated in, its pod not seen yet)
+ * says nothing about the pod: held credentials keep being served and asked for again, as when the
+ * broker is down. Any other 4xx is about the pod (its role, its namespace, its node): a denial.
+ */
+const AGENT_REFUSALS = new Set(['NotAnAgent', 'AgentTokenInvalid', 'AgentPodUnknown']);
+
+function isPodDenial(err: unknown): err is PodiamError {
+  return err instanceof PodiamError && err.status < 500 && !AGENT_REFUSALS.has(err.code);
 }
 
 function podCoordinates(pod: PodInfo): { namespace: string; name: string; uid: string } {

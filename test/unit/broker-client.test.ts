@@ -121,3 +121,17 @@ test("the pod's annotations change: the answer is dropped and the broker asked a
   expect(client.size()).toBe(0);
   expect(client.peek(changed)).toBeUndefined();
 });
+
+test("the broker refusing the agent itself (its token) keeps the pods' held credentials, unlike a pod's denial", async () => {
+  const { clock, broker, client } = setup();
+  const pod = podInfo('app');
+  const held = await client.credentials(pod, { kind: 'ip' });
+  broker.deny = new PodiamError('AgentTokenInvalid', 403, 'the token has expired');
+  await clock.advance(42.5 * MINUTE + 1000);
+  expect(await client.credentials(pod, { kind: 'ip' })).toBe(held);
+  await expect(client.credentials(podInfo('new'), { kind: 'ip' })).rejects.toMatchObject({ code: 'AgentTokenInvalid', status: 403 });
+  broker.deny = undefined;
+  await clock.advance(30_000);
+  await flushPromises();
+  expect(client.peek(pod)?.creds.accessKeyId).not.toBe(held.creds.accessKeyId);
+});
