@@ -139,6 +139,20 @@ const ROWS = [
       ]),
     ],
   ],
+  [
+    'Broker',
+    [
+      stateTimeline('Broker reachable (agents)', 'Broker mode: each agent\'s last call to the broker got an answer (1) or no replica answered (0). Failing calls for 2 minutes fire PodiamBrokerUnavailable. Empty without --broker.', [[`min by (node) (podiam_broker_up{${SEL}})`, '{{node}}']]),
+      timeseries('Agent calls to the broker by outcome', 'Misses, prefetches and refreshes asked of the broker per second: ok, denied (a 4xx: node restriction or the pod\'s own denial), unavailable (no replica answered within --broker-timeout), error.', 'reqps', [[rate('podiam_broker_requests_total', 'outcome'), '{{outcome}}']]),
+      timeseries('Agent calls to the broker (p50, p99)', 'Time for the broker to answer an agent, failover included.', 's', [
+        [quantile(0.5, 'podiam_broker_request_seconds', 'node'), 'p50 {{node}}'],
+        [quantile(0.99, 'podiam_broker_request_seconds', 'node'), 'p99 {{node}}'],
+      ]),
+      timeseries('Broker refusals by code', 'Agent requests the broker refused: node restriction (PodNotOnAgentNode, PodUidMismatch), authentication (NotAnAgent, AgentTokenInvalid, AgentPodUnknown), token path (TokenNotForPod). Any of these is worth a look: an agent asking for another node\'s pods is a stolen token or a bug.', 'reqps', [[rate('podiam_broker_refusals_total', 'code'), '{{code}}']]),
+      timeseries('Broker answers by code', 'Answers of the broker per second, by route and code (OK, or the denial or error code).', 'reqps', [[rate('podiam_broker_served_total', 'route, code'), '{{route}} {{code}}']]),
+      timeseries('Broker prefetch queue', 'Background AssumeRole calls waiting for --sts-qps (a cold start of a large cluster drains at that rate; pods\' own requests never wait).', 'short', [[`sum by (pod) (podiam_broker_prefetch_queued{${SEL}})`, '{{pod}}']]),
+    ],
+  ],
 ];
 
 export function dashboard() {
