@@ -53,9 +53,10 @@ interface Inflight {
 
 export function createAdmissionServer(certificate: CertificatePair, deps: WebhookServerDeps): https.Server {
   const inflight: Inflight = { admissions: 0, largeBytes: 0 };
+  const refused = refusalLogger(deps.log);
   const clientAuth = deps.clientCa === undefined ? {} : { ca: deps.clientCa, requestCert: true, rejectUnauthorized: true };
   const server = https.createServer({ cert: certificate.cert, key: certificate.key, minVersion: 'TLSv1.2', ...clientAuth }, (req, res) => {
-    void handleAdmission(req, res, deps, inflight);
+    void handleAdmission(req, res, deps, inflight, refused);
   });
   server.requestTimeout = REQUEST_TIMEOUT_MS;
   server.headersTimeout = 10_000;
@@ -87,7 +88,25 @@ function reserve(inflight: Inflight, length: number | undefined): { release(): v
   };
 }
 
-async function handleAdmission(req: IncomingMessage, res: ServerResponse, deps: WebhookServerDeps, inflight: Inflight): Promise<void> {
+/**
+ * One warn line per refused request, at most one a second per status (a flood of them must not
+ * become a flood of log lines); the lines skipped are counted in the next one.
+ */
+function refusalLogger(log: Logger): (status: number, fields: Record<string, unknown>) => void {
+  const last = new Map<number, { atMs: number; suppressed: number }>();
+  return (status, fields) => {
+    const now = Date.now();
+    const seen = last.get(status);
+    if (seen !== undefined && now - seen.atMs < 1000) {
+      seen.suppressed++;
+      return;
+    }
+    log.warn('webhook request refused', { ...fields, status, ...(seen?.suppressed ? { suppressed: seen.suppressed } : {}) });
+    last.set(status, { atMs: now, suppressed: 0 });
+  };
+}
+
+async function handleAdmission(req: IncomingMessage, res: ServerResponse, deps: WebhookServerDeps, inflight: Inflight, refused: (status: number, fields: Record<string, unknown>) => void): Promise<void> {
   const started = process.hrtime.bigint();
   let room: { release(): void } | undefined;
   try {
@@ -112,8 +131,7 @@ async function handleAdmission(req: IncomingMessage, res: ServerResponse, deps: 
     const answer = toHttpResponse(err);
     const reason = answer.status === 429 ? 'busy' : answer.status === 413 ? 'too-large' : 'bad-request';
     deps.metrics.admissions.inc({ result: 'error', reason });
-    // Not per refusal at warn: a flood of them must not become a flood of log lines.
-    deps.log.log(answer.status === 429 ? 'debug' : 'warn', 'webhook request refused', { method: req.method, path: req.url?.slice(0, 256), status: answer.status, error: answer.code, reason: (err as Error).message });
+    refused(answer.status, { method: req.method, path: req.url?.slice(0, 256), error: answer.code, reason: (err as Error).message });
     // The body (if any) is left unread: the connection goes with the answer.
     if (!req.complete) res.setHeader('Connection', 'close');
     send(res, answer.status, 'text/plain; charset=utf-8', answer.body);
