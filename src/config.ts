@@ -14,6 +14,9 @@ export type LogFormat = 'text' | 'json';
 export type LogLevel = 'error' | 'warn' | 'info' | 'debug';
 export type RestrictionFormat = 'glob' | 'regexp' | 'regexp-anchored';
 export type SessionScope = 'pod' | 'role';
+/** Where a pod's role may come from, in precedence order (--role-sources; roles.ts). */
+export const ROLE_SOURCES = ['associations', 'pod-annotation', 'serviceaccount-annotation', 'default-role'] as const;
+export type RoleSourceKind = (typeof ROLE_SOURCES)[number];
 
 export interface Config {
   readonly appPort: number;
@@ -73,6 +76,10 @@ export interface Config {
   /** Interface the token addresses are added to (undefined: podiam adds none). */
   readonly tokenInterface: string | undefined;
   readonly sessionTags: boolean;
+  /** --cluster-arn: the eks-cluster-arn session tag (and the cluster name, unless --cluster-name). */
+  readonly clusterArn: string | undefined;
+  /** --role-sources: undefined is all (association > pod annotation > ServiceAccount annotation > default role). */
+  readonly roleSources: ReadonlySet<RoleSourceKind> | undefined;
   readonly clusterName: string | undefined;
 }
 
@@ -128,6 +135,8 @@ export const FLAGS: readonly FlagSpec[] = [
   { name: 'token-interface', type: 'string', example: '--token-interface=pod-id-link0', help: 'add the --token-addr addresses to this link (a dummy link is created if missing; needs NET_ADMIN)' },
   { name: 'session-tags', type: 'bool', default: 'false', example: '--session-tags', help: 'AssumeRole with session tags kubernetes-namespace, -service-account, -pod-name, -pod-uid (role trust needs sts:TagSession)' },
   { name: 'cluster-name', type: 'string', example: '--cluster-name=prod-eu', help: 'with --session-tags: also tag eks-cluster-name' },
+  { name: 'cluster-arn', type: 'string', example: '--cluster-arn=arn:aws:eks:eu-west-1:123456789012:cluster/prod-eu', help: 'session tag eks-cluster-arn (and eks-cluster-name from it, unless --cluster-name), with --session-tags and on associations' },
+  { name: 'role-sources', type: 'string', default: 'all', example: '--role-sources=associations', help: 'where pods\' roles may come from: all, or a comma-separated subset of associations, pod-annotation, serviceaccount-annotation, default-role' },
   { name: 'version', type: 'bool', default: 'false', example: '--version', help: 'print the version and exit' },
   { name: 'help', type: 'bool', default: 'false', example: '--help', help: 'print this help and exit' },
   // kube2iam flags podiam accepts so existing DaemonSet args keep working.
@@ -268,6 +277,11 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pr
   // An STS tag value: up to 256 characters of letters, digits, spaces and _.:/=+-@.
   if (clusterName !== undefined && !/^[\p{L}\p{Z}\p{N}_.:/=+\-@]{1,256}$/u.test(clusterName)) fail('cluster-name', `${JSON.stringify(clusterName)} is not a valid session tag value`);
 
+  const clusterArn = str('cluster-arn');
+  const clusterArnName = clusterArn === undefined ? undefined : /^arn:aws[a-z-]*:eks:[a-z0-9-]+:\d{12}:cluster\/([A-Za-z0-9][A-Za-z0-9_-]{0,99})$/.exec(clusterArn)?.[1];
+  if (clusterArn !== undefined && clusterArnName === undefined) fail('cluster-arn', `${JSON.stringify(clusterArn)} is not an EKS cluster ARN`);
+  const roleSources = parseRoleSources(str('role-sources')!, fail);
+
   // Session tags name one pod; a role-scoped session is shared by every pod with that role.
   if (bool('session-tags') && oneOf<SessionScope>('session-scope') === 'role') {
     fail('session-tags', 'cannot be combined with --session-scope=role (a shared session cannot carry one pod\'s tags); use --session-scope=pod');
@@ -320,7 +334,9 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pr
     tokenAudience,
     tokenInterface: tokenInterface(),
     sessionTags: bool('session-tags'),
-    clusterName,
+    clusterName: clusterName ?? clusterArnName,
+    clusterArn,
+    roleSources,
   };
   return { kind: 'run', config: Object.freeze(config) };
 }
@@ -337,6 +353,16 @@ function parseHostIps(text: string | undefined, fail: (name: string, why: string
     out[key] = part;
   }
   return out;
+}
+
+/** --role-sources: `all` (undefined), or a comma-separated subset of ROLE_SOURCES. */
+function parseRoleSources(text: string, fail: (name: string, why: string) => never): ReadonlySet<RoleSourceKind> | undefined {
+  if (text.trim() === 'all') return undefined;
+  const kinds = text.split(',').map((part) => part.trim());
+  for (const kind of kinds) {
+    if (!(ROLE_SOURCES as readonly string[]).includes(kind)) fail('role-sources', `${JSON.stringify(kind)} is not a role source (all, or some of ${ROLE_SOURCES.join(', ')})`);
+  }
+  return Object.freeze(new Set(kinds as RoleSourceKind[]));
 }
 
 /** host, host:port, or [v6]:port. */

@@ -4,10 +4,12 @@
 import type http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { CredentialCache, cacheKey } from './aws/credential-cache.js';
-import type { RoleAssumer } from './aws/sts.js';
+import type { AwsCredentials, RoleAssumer } from './aws/sts.js';
 import { createStsAssumer } from './aws/sts.js';
 import { roleScoped } from './aws/session-scope.js';
 import { AllowedRolesAudit } from './allowed-roles-audit.js';
+import { Associations } from './associations.js';
+import { chainRoles } from './aws/role-chain.js';
 import { describeHolder, findPortHolder } from './port-holder.js';
 import type { Config } from './config.js';
 import { describeConfig } from './config.js';
@@ -56,8 +58,9 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
   const passthrough = new Passthrough({ host: config.metadataHost, port: config.metadataPort, timeoutMs: config.metadataTimeoutMs });
   const policy = await rolePolicy(config, passthrough, log);
   // --session-scope=role: pods with the same role and external id share one session (kube2iam's economy).
-  const roles = config.sessionScope === 'role' ? roleScoped(new RoleResolver(policy), config.node) : new RoleResolver(policy);
-  const roleOf = (pod: PodInfo) => roles.resolve(pod, index.namespace(pod.namespace), index.serviceAccountOf(pod));
+  const resolver = new RoleResolver(policy);
+  const roles = config.sessionScope === 'role' ? roleScoped(resolver, config.node) : resolver;
+  const roleOf = (pod: PodInfo) => roles.resolve(pod, index.namespace(pod.namespace), index.serviceAccountOf(pod), associations?.of(pod));
   if (config.sessionTtlSeconds < 1800) {
     // Refresh happens at half-life for short sessions, so served credentials have under 15 min
     // left and botocore re-reads them on every call (cheap here, from memory, but noisy).
@@ -66,8 +69,9 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
 
   const sts = instrument(createStsAssumer({ region: config.stsRegion, sessionTtlSeconds: config.sessionTtlSeconds, attemptTimeoutMs: config.stsTimeoutMs }), metrics);
   const index = new PodIndex();
-  const cache = new CredentialCache({
-    assumer: sts,
+  const cache: CredentialCache = new CredentialCache({
+    // An association's targetRoleArn: assumed with its roleArn's credentials, from this same cache.
+    assumer: chainRoles(sts, async (source): Promise<AwsCredentials> => (await cache.get(source)).credentials),
     render: renderCredentials,
     refusalTtlMs: config.stsRefusalTtlMs,
     isWanted: (request) => {
@@ -82,7 +86,7 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
       issued: (c, cause) => {
         metrics.credentialsIssued.inc({ cause });
         // The audit line: who got which role until when. Never the secret or the token.
-        log.info('credentials issued', { pod: c.request.pod, roleArn: c.request.roleArn, sessionName: c.request.sessionName, accessKeyId: c.accessKeyId, expiration: new Date(c.expirationMs).toISOString(), cause });
+        log.info('credentials issued', { pod: c.request.pod, roleArn: c.request.roleArn, sourceRoleArn: c.request.sourceRole?.roleArn, association: c.request.association, sessionName: c.request.sessionName, accessKeyId: c.accessKeyId, expiration: new Date(c.expirationMs).toISOString(), cause });
       },
       failed: (request, cause, err, retryInMs) => {
         metrics.refreshFailures.inc({ cause });
@@ -94,6 +98,22 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
 
   const kc = createKubeConfig(config);
   const watcher = new KubeWatcher(kc, index, { node: config.node, log, metrics, watchDeadlineMs: config.watchDeadlineMs });
+  // PodIdentityAssociations (unless --role-sources leaves them out): role resolution reads them as data.
+  const associations = config.roleSources === undefined || config.roleSources.has('associations') ? new Associations(kc, { log, metrics, watchDeadlineMs: config.watchDeadlineMs, namespace: (name) => index.namespace(name), check: (a, ns) => resolver.checkAssociation(a, ns) }) : undefined;
+  const synced = (): boolean => watcher.synced() && (associations?.synced() ?? true);
+  const stopWatching = async (): Promise<void> => {
+    await watcher.stop();
+    await associations?.stop();
+  };
+  // Status verdicts read namespaces: written once every informer has listed, again when a namespace changes.
+  if (associations !== undefined) {
+    void Promise.all([watcher.whenSynced(), associations.whenSynced()]).then(() => associations.writeStatus());
+    index.onNamespace(() => associations.namespaceChanged());
+  }
+  associations?.index.onChange((a) => {
+    // Its pods' role changed: fetch ahead, as for a new pod.
+    if (config.node !== undefined) for (const pod of index.allPods()) if (pod.namespace === a.namespace && (pod.serviceAccount ?? 'default') === a.serviceAccount) source.prefetch(pod);
+  });
   const events = config.events ? new EventRecorder(kc, { log, metrics, component: 'podiam', host: config.node }) : undefined;
   const audit = new AllowedRolesAudit(policy, {
     warn: (message, fields) => log.warn(message, fields),
@@ -135,7 +155,7 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
   };
 
   const routes = new CredentialRoutes({
-    pods: { synced: () => watcher.synced(), lookup: (ip) => index.lookup(ip), waitFor: (ip, ms) => index.waitFor(ip, ms) },
+    pods: { synced, lookup: (ip) => index.lookup(ip), waitFor: (ip, ms) => index.waitFor(ip, ms) },
     source,
     podWaitMs: config.podWaitMs,
     onPodWait: (outcome) => metrics.podWaits.inc({ outcome }),
@@ -155,7 +175,7 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
     const kube = watcher.states();
     // With --iptables, not ready until every family's rules are in (ensure() has returned): the
     // informers start first, so they can be synced while the rules are still going in.
-    const ready = watcher.synced() && (!config.iptables || (rulesEnsured && interception !== undefined && interception.ready()));
+    const ready = synced() && (!config.iptables || (rulesEnsured && interception !== undefined && interception.ready()));
     return { ready, pods: kube.pods, namespaces: kube.namespaces, serviceaccounts: kube.serviceaccounts, watchTimeouts: watcher.watchTimeouts(), ...(interception === undefined ? {} : { iptables: interception.state() }) };
   };
 
@@ -177,10 +197,11 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
   // The informers (and with them the first prefetches) start now, while the sockets bind and the
   // iptables rule goes in: the first credentials answer waits for the pod list and STS, not for both in turn.
   watcher.start();
+  associations?.start();
 
   // kube2iam listens on every interface (#152): podiam only on --host-ip when given.
   const address = await listenWhenFree(server, config.appPort, config.hostIp, log, metrics, signal).catch(async (err: unknown) => {
-    await watcher.stop();
+    await stopWatching();
     throw err;
   });
   if (metricsServer) await listen(metricsServer, config.metricsPort, config.hostIp);
@@ -195,7 +216,7 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
     token = await startTokenIdentity(config, {
       review: createTokenReviewer(kc),
       index,
-      synced: () => watcher.synced(),
+      synced,
       source,
       metrics,
       log,
@@ -205,7 +226,7 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
     }).catch(async (err: unknown) => {
       await closeServer(server, 0);
       if (metricsServer) await closeServer(metricsServer, 0);
-      await watcher.stop();
+      await stopWatching();
       throw err;
     });
   }
@@ -220,7 +241,7 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
       await closeServer(server, 0);
       if (v6) await closeServer(v6.server, 0);
       if (metricsServer) await closeServer(metricsServer, 0);
-      await watcher.stop();
+      await stopWatching();
       throw err;
     }
     rulesEnsured = true;
@@ -244,7 +265,7 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
         v6?.passthrough.close();
         await token?.close();
         if (metricsServer) await closeServer(metricsServer, 1_000);
-        await watcher.stop();
+        await stopWatching();
         cache.stop();
         sts.destroy();
         passthrough.close();
@@ -283,15 +304,17 @@ async function rolePolicy(config: Config, passthrough: Passthrough, log: Logger)
     namespaceRestrictionFormat: config.namespaceRestrictionFormat,
     sessionTags: config.sessionTags,
     clusterName: config.clusterName,
+    clusterArn: config.clusterArn,
+    roleSources: config.roleSources,
   });
 }
 
 function instrument(sts: RoleAssumer & { destroy(): void }, metrics: Metrics): RoleAssumer & { destroy(): void } {
   return {
-    async assume(request, urgency) {
+    async assume(request, urgency, using) {
       const end = metrics.stsSeconds.startTimer();
       try {
-        const creds = await sts.assume(request, urgency);
+        const creds = await sts.assume(request, urgency, using);
         metrics.stsCalls.inc({ outcome: 'success' });
         return creds;
       } catch (err) {
