@@ -10,6 +10,7 @@
 import path from 'node:path';
 import { Certificate } from '@kubernetes-models/cert-manager/cert-manager.io/v1/Certificate';
 import { Issuer } from '@kubernetes-models/cert-manager/cert-manager.io/v1/Issuer';
+import { CustomResourceDefinition } from 'kubernetes-models/apiextensions.k8s.io/v1/CustomResourceDefinition';
 import { MutatingWebhookConfiguration } from 'kubernetes-models/admissionregistration.k8s.io/v1/MutatingWebhookConfiguration';
 import { DaemonSet } from 'kubernetes-models/apps/v1/DaemonSet';
 import { Deployment } from 'kubernetes-models/apps/v1/Deployment';
@@ -18,7 +19,9 @@ import { ClusterRole } from 'kubernetes-models/rbac.authorization.k8s.io/v1/Clus
 import { ClusterRoleBinding } from 'kubernetes-models/rbac.authorization.k8s.io/v1/ClusterRoleBinding';
 import { Service } from 'kubernetes-models/v1/Service';
 import { ServiceAccount } from 'kubernetes-models/v1/ServiceAccount';
+import { parseConfig } from '../../src/config.js';
 import { parseWebhookConfig } from '../../src/webhook/config.js';
+import { CREDENTIALS_FULL_URI } from '../../src/webhook/mutate.js';
 import type { WebhookConfig } from '../../src/webhook/config.js';
 import type { Kind, Obj } from '../support/manifests.js';
 import { MANIFESTS, kustomize, kustomizeOwn, manifestChecks } from '../support/manifests.js';
@@ -37,6 +40,7 @@ const KINDS: Record<string, Kind> = {
   // CRDs: their own schemas; the unknown-field walk stops at ObjectMeta.
   'cert-manager.io/v1/Certificate': { model: Certificate as never, namespaced: true },
   'cert-manager.io/v1/Issuer': { model: Issuer as never, namespaced: true },
+  'apiextensions.k8s.io/v1/CustomResourceDefinition': { model: CustomResourceDefinition as never, clientModel: 'V1CustomResourceDefinition', namespaced: false },
 };
 const { kindOf, schemaErrors, strictErrors } = manifestChecks(KINDS);
 
@@ -93,8 +97,29 @@ test(`kubectl kustomize ${OVERLAY}: the base and exactly the webhook's objects`,
       'ServiceAccount/podiam-webhook',
     ].sort(),
   );
-  // The component changes nothing of the base.
-  expect(objs.filter((o) => base.includes(`${o.kind}/${o.metadata.name}`))).toEqual(kustomize(MANIFESTS));
+  // Of the base, the component changes exactly the agent's args: token identity on, its addresses on a dummy link.
+  const expected = kustomize(MANIFESTS);
+  const ds = expected.find((o) => o.kind === 'DaemonSet')!;
+  ds.spec.template.spec.containers[0].args.push('--token-identity', '--token-interface=pod-id-link0');
+  expect(objs.filter((o) => base.includes(`${o.kind}/${o.metadata.name}`))).toEqual(expected);
+});
+
+test('the agent serves what the webhook points pods at: --token-identity on 169.254.170.23:80 (the injected URI), the same audience', () => {
+  const args = (find(objs, 'DaemonSet', 'podiam').spec.template.spec.containers[0].args as string[]).map((a) =>
+    a.replace('$(HOST_IPS)', '10.0.1.23').replace('$(NODE_NAME)', 'node-1').replace('$(HOST_INTERFACE)', 'docker0'),
+  );
+  const request = parseConfig(args, {});
+  if (request.kind !== 'run') throw new Error('the agent args do not run');
+  const agent = request.config;
+  expect(agent.tokenIdentity).toBe(true);
+  expect(agent.tokenInterface).toBe('pod-id-link0');
+  const injected = new URL(CREDENTIALS_FULL_URI);
+  expect(agent.tokenAddrs).toContainEqual({ host: injected.hostname, port: Number(injected.port || 80) });
+  expect(agent.tokenAudience).toBe(webhookConfig(objs).tokenAudience);
+  // The component alone (no other overlay) is the same switch for any CNI overlay.
+  const calico = kustomizeOwn((rel) => ['apiVersion: kustomize.config.k8s.io/v1beta1', 'kind: Kustomization', 'resources:', `  - ${rel('overlays/calico')}`, 'components:', `  - ${rel('components/token-identity')}`]);
+  expect(find(calico, 'DaemonSet', 'podiam').spec.template.spec.containers[0].args).toEqual(expect.arrayContaining(['--token-identity', '--token-interface=pod-id-link0', '--host-interface=$(HOST_INTERFACE)']));
+  expect(calico.filter((o) => o.kind === 'MutatingWebhookConfiguration')).toHaveLength(1);
 });
 
 test('every object validates against its schema, has no unknown fields, and sits in kube-system when namespaced', () => {
@@ -234,7 +259,7 @@ test('an operator’s own kustomization (the README’s example): a CNI overlay 
     'resources:',
     `  - ${rel('overlays/calico')}`,
     'components:',
-    `  - ${rel('components/webhook')}`,
+    `  - ${rel('components/token-identity')}`,
     'patches:',
     '  - target: {kind: Deployment, name: podiam-webhook}',
     '    patch: |-',
