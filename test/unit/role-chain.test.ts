@@ -96,7 +96,7 @@ test('the first hop is refreshed ahead too, and the target then signs with its n
 test('a failing first hop fails the target with the first hop’s error, naming its role', async () => {
   const clock = new FakeClock();
   const failing: RoleAssumer = {
-    assume: (request, _u, using) => (using === undefined ? Promise.reject(Object.assign(new Error('AccessDenied'), { name: 'AccessDenied' })) : Promise.resolve({ accessKeyId: 'x', secretAccessKey: 's', sessionToken: 't', expiration: new Date(clock.now() + HOUR) })),
+    assume: (_request, _u, using) => (using === undefined ? Promise.reject(Object.assign(new Error('AccessDenied'), { name: 'AccessDenied' })) : Promise.resolve({ accessKeyId: 'x', secretAccessKey: 's', sessionToken: 't', expiration: new Date(clock.now() + HOUR) })),
   };
   const cache: CredentialCache = new CredentialCache({ clock, assumer: chainRoles(failing, async (source) => (await cache.get(source)).credentials), render: (c) => Buffer.from(c.accessKeyId) });
   await expect(cache.get(target)).rejects.toThrow(/hop|AccessDenied/);
