@@ -153,7 +153,7 @@ describe.each(TARGETS)('kubectl kustomize $dir', ({ dir, hostInterface, podMonit
   test('renders exactly the expected objects', () => {
     const kinds = objsOf(dir).map((o) => `${o.kind}/${o.metadata.name}`).sort();
     const expected = ['ClusterRole/podiam', 'ClusterRoleBinding/podiam', 'CustomResourceDefinition/podidentityassociations.podiam.io', 'DaemonSet/podiam', 'ServiceAccount/podiam'];
-    if (podMonitor) expected.push('PodMonitor/podiam', 'PrometheusRule/podiam', 'ConfigMap/podiam-grafana-dashboard');
+    if (podMonitor) expected.push('PodMonitor/podiam', 'PodMonitor/podiam-webhook', 'PrometheusRule/podiam', 'ConfigMap/podiam-grafana-dashboard');
     expect(kinds).toEqual(expected.sort());
   });
 
@@ -208,7 +208,7 @@ describe.each(TARGETS)('kubectl kustomize $dir', ({ dir, hostInterface, podMonit
       'prometheus.io/path': '/metrics',
     });
     if (podMonitor) {
-      const pm = find(objsOf(dir), 'PodMonitor');
+      const pm = objsOf(dir).find((o) => o.kind === 'PodMonitor' && o.metadata.name === 'podiam')!;
       expect(pm.spec.selector.matchLabels).toEqual(ds.spec.selector.matchLabels);
       expect(pm.spec.podMetricsEndpoints).toHaveLength(1);
       const ep = pm.spec.podMetricsEndpoints[0];
@@ -321,7 +321,7 @@ test('an operator’s own kustomization (the README’s example): CNI overlay + 
     '        path: /spec/template/spec/containers/0/args/-',
     '        value: --sts-region=eu-west-1',
   ]);
-  expect(objs.map((o) => o.kind).sort()).toEqual(['ClusterRole', 'ClusterRoleBinding', 'ConfigMap', 'CustomResourceDefinition', 'DaemonSet', 'PodMonitor', 'PrometheusRule', 'ServiceAccount']);
+  expect(objs.map((o) => o.kind).sort()).toEqual(['ClusterRole', 'ClusterRoleBinding', 'ConfigMap', 'CustomResourceDefinition', 'DaemonSet', 'PodMonitor', 'PodMonitor', 'PrometheusRule', 'ServiceAccount']);
   expect(podiamConfig(find(objs, 'DaemonSet')).config).toMatchObject({
     hostInterface: 'cali+',
     iptables: true,
@@ -334,7 +334,7 @@ test('an operator’s own kustomization (the README’s example): CNI overlay + 
     expect(schemaErrors(obj)).toBe('');
     expect(strictErrors(obj)).toEqual([]);
   }
-  expect(find(objs, 'PodMonitor').metadata.namespace).toBe(NAMESPACE);
+  for (const pm of objs.filter((o) => o.kind === 'PodMonitor')) expect(pm.metadata.namespace).toBe(NAMESPACE);
 });
 
 test('the monitoring component: the PrometheusRule holds the rules file, the ConfigMap the dashboard, for Grafana’s sidecar', () => {

@@ -7,9 +7,12 @@
  * probes, Secret, Certificate and MutatingWebhookConfiguration; the webhook can never block a pod;
  * RBAC is exactly what it reads.
  */
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
+import { parse } from 'yaml';
 import { Certificate } from '@kubernetes-models/cert-manager/cert-manager.io/v1/Certificate';
 import { Issuer } from '@kubernetes-models/cert-manager/cert-manager.io/v1/Issuer';
+import { PodMonitor } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/PodMonitor';
 import { CustomResourceDefinition } from 'kubernetes-models/apiextensions.k8s.io/v1/CustomResourceDefinition';
 import { MutatingWebhookConfiguration } from 'kubernetes-models/admissionregistration.k8s.io/v1/MutatingWebhookConfiguration';
 import { DaemonSet } from 'kubernetes-models/apps/v1/DaemonSet';
@@ -40,6 +43,7 @@ const KINDS: Record<string, Kind> = {
   // CRDs: their own schemas; the unknown-field walk stops at ObjectMeta.
   'cert-manager.io/v1/Certificate': { model: Certificate as never, namespaced: true },
   'cert-manager.io/v1/Issuer': { model: Issuer as never, namespaced: true },
+  'monitoring.coreos.com/v1/PodMonitor': { model: PodMonitor as never, namespaced: true },
   'apiextensions.k8s.io/v1/CustomResourceDefinition': { model: CustomResourceDefinition as never, clientModel: 'V1CustomResourceDefinition', namespaced: false },
 };
 const { kindOf, schemaErrors, strictErrors } = manifestChecks(KINDS);
@@ -273,4 +277,33 @@ test('an operator’s own kustomization (the README’s example): a CNI overlay 
     expect(schemaErrors(obj)).toBe('');
     expect(strictErrors(obj)).toEqual([]);
   }
+});
+
+test('the webhook’s metrics are scraped: by the PodMonitor podiam-webhook and by the plain scrape job, as job="podiam-webhook", which the certificate alert selects', () => {
+  const own = kustomizeOwn((rel) => ['apiVersion: kustomize.config.k8s.io/v1beta1', 'kind: Kustomization', 'resources:', `  - ${rel('overlays/calico')}`, 'components:', `  - ${rel('components/token-identity')}`, `  - ${rel('components/prometheus-operator')}`]);
+  const deployment = find(own, 'Deployment');
+  const c = container(own);
+  const podLabels = deployment.spec.template.metadata.labels as Record<string, string>;
+  const config = webhookConfig(own);
+  // The PodMonitor.
+  const pm = find(own, 'PodMonitor');
+  for (const [k, v] of Object.entries(pm.spec.selector.matchLabels as Record<string, string>)) expect(podLabels[k]).toBe(v);
+  // It selects no agent pod (those are job="podiam").
+  const agentLabels = find(own, 'DaemonSet', 'podiam').spec.template.metadata.labels as Record<string, string>;
+  expect(Object.entries(pm.spec.selector.matchLabels as Record<string, string>).every(([k, v]) => agentLabels[k] === v)).toBe(false);
+  expect(pm.spec.podMetricsEndpoints).toHaveLength(1);
+  expect(portNumber(c, pm.spec.podMetricsEndpoints[0].port)).toBe(config.metricsPort);
+  expect(pm.spec.podMetricsEndpoints[0].relabelings).toEqual(expect.arrayContaining([{ targetLabel: 'job', replacement: 'podiam-webhook' }, { sourceLabels: ['__meta_kubernetes_pod_node_name'], targetLabel: 'node' }]));
+  // The plain scrape job: the same pods, the same port, the same job name.
+  const scrape = parse(readFileSync(path.join(MANIFESTS, 'monitoring/prometheus-scrape.yaml'), 'utf8')) as Obj;
+  const job = (scrape.scrape_configs as Obj[]).find((j) => j.job_name === 'podiam-webhook')!;
+  const [key, value] = (job.kubernetes_sd_configs[0].selectors[0].label as string).split('=');
+  expect(podLabels[key!]).toBe(value);
+  const keepPort = (job.relabel_configs as Obj[]).find((r) => (r.source_labels as string[]).includes('__meta_kubernetes_pod_container_port_name'))!;
+  expect((c.ports as Obj[]).filter((p) => new RegExp(`^(?:${keepPort.regex})$`).test(p.name)).map((p) => p.containerPort)).toEqual([config.metricsPort]);
+  expect(deployment.spec.template.metadata.annotations).toMatchObject({ 'prometheus.io/scrape': 'true', 'prometheus.io/path': '/metrics' });
+  // The alert on the certificate selects that job, and ships in the PrometheusRule.
+  const rule = find(own, 'PrometheusRule', 'podiam');
+  const alert = (rule.spec.groups as Obj[]).flatMap((g) => g.rules as Obj[]).find((r) => r.alert === 'PodiamWebhookCertificateExpiringSoon')!;
+  expect(alert.expr).toContain('podiam_webhook_certificate_expiry_timestamp_seconds{job="podiam-webhook"}');
 });
