@@ -32,7 +32,11 @@
  *
  * Deliberate simplifications: no pagination (`limit`/`continue` are ignored), list
  * `resourceVersion` is ignored (always a consistent read), pods may be created in a namespace
- * that does not exist, and only pods, namespaces and serviceaccounts can be watched.
+ * that does not exist, and only pods, namespaces, serviceaccounts and podidentityassociations can
+ * be watched.
+ *
+ * PodIdentityAssociations (podiam.io/v1alpha1, cluster-scoped, with a status subresource and the
+ * shipped CRD's schema) are in kube-association-api.ts (`associationApi`), over this store.
  *
  * ServiceAccounts: list/watch/get like pods (`/api/v1/serviceaccounts`,
  * `/api/v1/namespaces/{ns}/serviceaccounts[/{name}]`). TokenRequest, TokenReview and the OIDC
