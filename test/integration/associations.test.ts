@@ -103,6 +103,12 @@ test('an association gives a role where no annotation does, with all six EKS ses
   });
   const audit = podiam.logLines().find((l) => l['message'] === 'credentials issued' && l['roleArn'] === `${BASE_ARN}assoc-app`);
   expect(audit).toMatchObject({ pod: 'default/assoc-app', association: 'app' });
+  // The token path resolves the same role (the same resolver, the same cache entry: no new call).
+  const token = world.kube.tokenApi.issue({ namespace: 'default', serviceAccount: 'app', pod: 'assoc-app', audiences: [AUDIENCE], expirationSeconds: 86400 });
+  const r = await tokenCreds(token);
+  expect(r.status).toBe(200);
+  expect(await world.callerArn(JSON.parse(r.body))).toBe(`arn:aws:sts::${ACCOUNT}:assumed-role/assoc-app/default.assoc-app`);
+  expect(assumeCalls(`${BASE_ARN}assoc-app`)).toHaveLength(1);
 });
 
 test('disableSessionTags: the association’s AssumeRole carries no tags', async () => {
