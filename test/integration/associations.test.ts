@@ -250,3 +250,18 @@ test('without the CRD installed, podiam is ready and roles come from annotations
     world.kube.associationApi.installed = true;
   }
 });
+
+test('an agent that may not list associations (403) is not ready, and becomes ready once it may', async () => {
+  world.kube.associationApi.forbidden = true;
+  let p: PodiamProcess | undefined;
+  try {
+    p = await world.podiam([], { waitReady: false });
+    await waitFor(() => p!.output().includes('podidentityassociations'), 10_000, 'the watch failure logged');
+    expect((await p.get('/readyz')).status).toBe(503);
+    expect(p.logLines().some((l) => l['message'] === 'kubernetes watch failed, retrying' && l['resource'] === 'podidentityassociations')).toBe(true);
+  } finally {
+    world.kube.associationApi.forbidden = false;
+  }
+  await waitFor(async () => (await p!.get('/readyz')).status === 200, 15_000, 'ready once allowed');
+  await p.stop();
+});

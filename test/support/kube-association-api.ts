@@ -14,7 +14,7 @@
  *    pruned, as the real server does. A violation is a 422 Invalid naming the field. The
  *    `x-kubernetes-validations` CEL rules are NOT evaluated here (test/deploy checks they exist).
  *
- * Test controls: `installed`, `create()`, `update()`, `remove()`, `get()`, `statusWrites`.
+ * Test controls: `installed`, `forbidden` (403 for everything, as without RBAC), `create()`, `update()`, `remove()`, `get()`, `statusWrites`.
  */
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
@@ -79,6 +79,8 @@ export function validateAgainst(schema: Schema, value: unknown, at: string, erro
 export class KubeAssociationApi {
   /** false: the CRD is not installed, every path of the group is a 404 (as on a cluster without it). */
   installed = true;
+  /** true: every request of the group is a 403 Forbidden (a ClusterRole without the resource). */
+  forbidden = false;
   /** Status writes received (PUT or PATCH of the status subresource), in order. */
   readonly statusWrites: Array<{ name: string; body: unknown }> = [];
   private readonly schema = associationSchema();
@@ -114,6 +116,10 @@ export class KubeAssociationApi {
   handle(res: ServerResponse, method: string, parts: string[], query: Record<string, string>, watch: boolean, contentType: string | undefined, body: string): boolean {
     if (parts[0] !== 'apis' || parts[1] !== GROUP || parts[2] !== VERSION || parts[3] !== PLURAL) return false;
     const { store } = this.server;
+    if (this.forbidden) {
+      store.send(res, 403, { kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message: `${PLURAL}.${GROUP} is forbidden: User "system:serviceaccount:kube-system:podiam" cannot list resource "${PLURAL}" in API group "${GROUP}" at the cluster scope`, reason: 'Forbidden', details: { group: GROUP, kind: PLURAL }, code: 403 });
+      return true;
+    }
     if (!this.installed) {
       store.send(res, 404, { kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message: 'the server could not find the requested resource', reason: 'NotFound', details: {}, code: 404 });
       return true;
