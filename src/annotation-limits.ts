@@ -6,6 +6,9 @@
 import { BadAnnotation } from './errors.js';
 import type { NamespaceInfo, PodInfo, RolePolicy, ServiceAccountInfo } from './roles.js';
 
+/** IRSA's ServiceAccount annotation (roles.ts reads it after podiam's own key). */
+const IRSA_ROLE_KEY = 'eks.amazonaws.com/role-arn';
+
 /** IAM: RoleName 1-64, Path 1-512 (https://docs.aws.amazon.com/IAM/latest/APIReference/API_Role.html). */
 export const MAX_ROLE_NAME = 64;
 export const MAX_ROLE_PATH = 512;
@@ -34,8 +37,11 @@ export function checkAnnotationLimits(pod: PodInfo, namespace: NamespaceInfo | u
   if (podRole !== undefined) checkRole(podRole, onPod);
   // A ServiceAccount's role is as untrusted as a pod's (whoever may edit the ServiceAccount wrote it).
   const saRole = serviceAccount?.annotations[policy.roleKey];
-  if (saRole !== undefined) checkRole(saRole, (key, why) => new BadAnnotation(`serviceaccount ${serviceAccount!.namespace}/${serviceAccount!.name}`, key, why));
-  const role = podRole !== undefined && podRole.trim() !== '' ? podRole : saRole;
+  const onServiceAccount = (key: string) => (_: string, why: string) => new BadAnnotation(`serviceaccount ${serviceAccount!.namespace}/${serviceAccount!.name}`, key, why);
+  if (saRole !== undefined) checkRole(saRole, onServiceAccount(policy.roleKey));
+  const irsaRole = serviceAccount?.annotations[IRSA_ROLE_KEY];
+  if (irsaRole !== undefined) checkRole(irsaRole, onServiceAccount(IRSA_ROLE_KEY));
+  const role = podRole !== undefined && podRole.trim() !== '' ? podRole : (saRole ?? irsaRole);
   const externalId = pod.annotations[policy.externalIdKey];
   if (externalId !== undefined && externalId.length > MAX_EXTERNAL_ID) throw onPod(policy.externalIdKey, `${externalId.length} characters; STS allows at most ${MAX_EXTERNAL_ID}`);
   const sessionName = pod.annotations[policy.sessionNameKey];

@@ -17,8 +17,8 @@ export { parseDuration } from './flags.js';
 
 export type LogFormat = 'text' | 'json';
 export type LogLevel = 'error' | 'warn' | 'info' | 'debug';
-export type { RestrictionFormat, SessionScope } from './role-policy-flags.js';
-export { isRoleArn } from './role-policy-flags.js';
+export type { RestrictionFormat, RoleSourceKind, SessionScope } from './role-policy-flags.js';
+export { ROLE_SOURCES, isRoleArn } from './role-policy-flags.js';
 
 export interface Config extends RolePolicyConfig {
   readonly appPort: number;
@@ -301,6 +301,8 @@ function parseHostIps(text: string | undefined, fail: (name: string, why: string
   }
   return out;
 }
+
+/** --role-sources: `all` (undefined), or a comma-separated subset of ROLE_SOURCES. */
 
 /** host, host:port, or [v6]:port. */
 export function parseHostPort(text: string): [string, number] | undefined {

@@ -37,8 +37,18 @@ export class PodNotFound extends PodiamError {
 
 /** The pod has no role annotation and there is no --default-role. */
 export class NoRoleForPod extends PodiamError {
-  constructor(pod: string, roleKey: string) {
-    super('NoRoleForPod', 404, `pod ${pod} has no ${roleKey} annotation and no --default-role is set`);
+  constructor(pod: string, roleKey: string, sources?: readonly string[]) {
+    super('NoRoleForPod', 404, sources === undefined ? `pod ${pod} has no ${roleKey} annotation and no --default-role is set` : `pod ${pod} has no role from the sources --role-sources allows (${sources.join(',')})`);
+  }
+}
+
+/** A PodIdentityAssociation holds a value podiam cannot use (its status says InvalidArn). */
+export class InvalidAssociation extends PodiamError {
+  constructor(
+    readonly association: string,
+    reason: string,
+  ) {
+    super('InvalidAssociation', 403, `podidentityassociation ${association} is invalid: ${reason}`);
   }
 }
 

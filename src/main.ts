@@ -5,6 +5,7 @@ import type http from 'node:http';
 import { readFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { resolveStsRegion } from './aws/sts-region.js';
+import { Associations } from './associations.js';
 import { describeHolder, findPortHolder } from './port-holder.js';
 import type { Config } from './config.js';
 import { describeConfig } from './config.js';
@@ -30,7 +31,7 @@ import type { TokenIdentity } from './token/start.js';
 import type { Logger } from './log.js';
 import type { Metrics } from './metrics.js';
 import { createMetrics } from './metrics.js';
-import type { PodInfo, RolePolicy } from './roles.js';
+import type { PodInfo, RolePolicy, RoleResolver } from './roles.js';
 import type { Health } from './server.js';
 import { createMetricsServer, createServer } from './server.js';
 
@@ -64,10 +65,27 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
   // In broker mode this node watches its own pods only: roles are decided by the broker, which
   // watches namespaces and ServiceAccounts for the cluster.
   const watcher = new KubeWatcher(kc, index, { node: config.node, log, metrics, watchDeadlineMs: config.watchDeadlineMs, podsOnly: config.broker !== undefined });
+  // PodIdentityAssociations (unless --role-sources leaves them out): role resolution reads them as data.
+  // In broker mode the broker reads them. The status verdict is the local resolver's (bound below).
+  const associations = config.broker === undefined && (config.roleSources === undefined || config.roleSources.has('associations')) ? new Associations(kc, { log, metrics, watchDeadlineMs: config.watchDeadlineMs, namespace: (name) => index.namespace(name), check: (a, ns) => credentials.checkAssociation!(a, ns) }) : undefined;
+  const synced = (): boolean => watcher.synced() && (associations?.synced() ?? true);
+  const stopWatching = async (): Promise<void> => {
+    await watcher.stop();
+    await associations?.stop();
+  };
+  // Status verdicts read namespaces: written once every informer has listed, again when a namespace changes.
+  if (associations !== undefined) {
+    void Promise.all([watcher.whenSynced(), associations.whenSynced()]).then(() => associations.writeStatus());
+    index.onNamespace(() => associations.namespaceChanged());
+  }
+  associations?.index.onChange((a) => {
+    // Its pods' role changed: fetch ahead, as for a new pod.
+    if (config.node !== undefined) for (const pod of index.allPods()) if (pod.namespace === a.namespace && (pod.serviceAccount ?? 'default') === a.serviceAccount) source.prefetch(pod);
+  });
   const events = config.events ? new EventRecorder(kc, { log, metrics, component: 'podiam', host: config.node }) : undefined;
   // Where the IMDS and token paths get a pod's role and credentials: decided and assumed on this
   // node (standalone), or asked of the broker (--broker: no STS, no AWS SDK, no AWS credentials here).
-  const credentials = config.broker !== undefined ? await brokerSource(config.broker, metrics, log) : await localSource(config, passthrough, { index, metrics, log, events, node: config.node });
+  const credentials: AgentCredentials = config.broker !== undefined ? await brokerSource(config.broker, metrics, log) : await localSource(config, passthrough, { index, metrics, log, events, node: config.node, associationOf: associations === undefined ? undefined : (pod) => associations.of(pod) });
   const source: CredentialSource = credentials.source;
   index.onPodServable((pod) => {
     // Prefetch: a new pod's first request should find its credentials already in memory.
@@ -88,7 +106,7 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
   };
 
   const routes = new CredentialRoutes({
-    pods: { synced: () => watcher.synced(), lookup: (ip) => index.lookup(ip), waitFor: (ip, ms) => index.waitFor(ip, ms) },
+    pods: { synced, lookup: (ip) => index.lookup(ip), waitFor: (ip, ms) => index.waitFor(ip, ms) },
     source,
     podWaitMs: config.podWaitMs,
     onPodWait: (outcome) => metrics.podWaits.inc({ outcome }),
@@ -108,7 +126,7 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
     const kube = watcher.states();
     // With --iptables, not ready until every family's rules are in (ensure() has returned): the
     // informers start first, so they can be synced while the rules are still going in.
-    const ready = watcher.synced() && (!config.iptables || (rulesEnsured && interception !== undefined && interception.ready()));
+    const ready = synced() && (!config.iptables || (rulesEnsured && interception !== undefined && interception.ready()));
     // In broker mode only pods are watched here (the broker watches namespaces and ServiceAccounts).
     const informers = config.broker !== undefined ? { pods: kube.pods } : { pods: kube.pods, namespaces: kube.namespaces, serviceaccounts: kube.serviceaccounts };
     return { ready, ...informers, watchTimeouts: watcher.watchTimeouts(), ...(interception === undefined ? {} : { iptables: interception.state() }) };
@@ -142,11 +160,12 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
   // The informers (and with them the first prefetches) start now, while the sockets bind and the
   // iptables rule goes in: the first credentials answer waits for the pod list and STS, not for both in turn.
   watcher.start();
+  associations?.start();
   await imdsTokensProbed;
 
   // kube2iam listens on every interface (#152): podiam only on --host-ip when given.
   const address = await listenWhenFree(server, config.appPort, config.hostIp, log, metrics, signal).catch(async (err: unknown) => {
-    await watcher.stop();
+    await stopWatching();
     throw err;
   });
   if (metricsServer) await listen(metricsServer, config.metricsPort, config.hostIp);
@@ -166,7 +185,7 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
       review: createTokenReviewer(kc),
       signingKeys: createSigningKeysFetcher(kc),
       index,
-      synced: () => watcher.synced(),
+      synced,
       source,
       metrics,
       log,
@@ -176,7 +195,7 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
     }).catch(async (err: unknown) => {
       await closeServer(server, 0);
       if (metricsServer) await closeServer(metricsServer, 0);
-      await watcher.stop();
+      await stopWatching();
       throw err;
     });
   }
@@ -191,7 +210,7 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
       await closeServer(server, 0);
       if (v6) await closeServer(v6.server, 0);
       if (metricsServer) await closeServer(metricsServer, 0);
-      await watcher.stop();
+      await stopWatching();
       throw err;
     }
     rulesEnsured = true;
@@ -215,7 +234,7 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
         v6?.passthrough.close();
         await token?.close();
         if (metricsServer) await closeServer(metricsServer, 1_000);
-        await watcher.stop();
+        await stopWatching();
         credentials.stop();
         imdsTokens.stop();
         passthrough.close();
@@ -251,6 +270,8 @@ interface AgentCredentials {
   snapshot(): unknown;
   /** A pod left this node (the broker client drops its answers; the local cache refreshes only what live pods use). */
   readonly forget?: (podUid: string) => void;
+  /** Standalone: an association's status verdict, as this node's resolver decides it. */
+  readonly checkAssociation?: RoleResolver['checkAssociation'];
   stop(): void;
 }
 
@@ -259,7 +280,7 @@ async function localSource(config: Config, passthrough: Passthrough, deps: Omit<
   const policy = await rolePolicy(config, passthrough, deps.log);
   const region = await resolveStsRegion({ configured: config.stsRegion, configuredFrom: config.stsRegionFrom, fetch: (path) => passthrough.fetch(path), metadataTarget: passthrough.target });
   const stack = createLocalStack(config, policy, { ...deps, region, stsEndpointOverride: config.stsEndpointOverride });
-  return { source: stack.source, size: () => stack.cache.size(), servedRemainingMs: () => stack.cache.servedRemainingMs(), snapshot: () => stack.cache.snapshot(), stop: () => stack.stop() };
+  return { source: stack.source, size: () => stack.cache.size(), servedRemainingMs: () => stack.cache.servedRemainingMs(), snapshot: () => stack.cache.snapshot(), checkAssociation: (a, ns) => stack.resolver.checkAssociation(a, ns), stop: () => stack.stop() };
 }
 
 /** Broker mode: the broker's answers, kept in memory. */

@@ -11,6 +11,9 @@ import { nonEmpty } from './flags.js';
 
 export type RestrictionFormat = 'glob' | 'regexp' | 'regexp-anchored';
 export type SessionScope = 'pod' | 'role';
+/** Where a pod's role may come from, in precedence order (--role-sources; roles.ts). */
+export const ROLE_SOURCES = ['associations', 'pod-annotation', 'serviceaccount-annotation', 'default-role'] as const;
+export type RoleSourceKind = (typeof ROLE_SOURCES)[number];
 
 export interface RolePolicyConfig {
   readonly baseRoleArn: string | undefined;
@@ -35,6 +38,10 @@ export interface RolePolicyConfig {
   readonly sessionScope: SessionScope;
   readonly sessionTags: boolean;
   readonly clusterName: string | undefined;
+  /** --cluster-arn: the eks-cluster-arn session tag (and the cluster name, unless --cluster-name). */
+  readonly clusterArn: string | undefined;
+  /** --role-sources: undefined is all (association > pod annotation > ServiceAccount annotation > default role). */
+  readonly roleSources: ReadonlySet<RoleSourceKind> | undefined;
 }
 
 export const ROLE_POLICY_FLAGS: readonly FlagSpec[] = [
@@ -52,6 +59,8 @@ export const ROLE_POLICY_FLAGS: readonly FlagSpec[] = [
   { name: 'session-scope', type: 'enum', default: 'pod', values: ['pod', 'role'], example: '--session-scope=role', help: 'pod: one STS session per pod (CloudTrail names the pod); role: one per role and external id on this node, as kube2iam (fewer STS calls)' },
   { name: 'session-tags', type: 'bool', default: 'false', example: '--session-tags', help: 'AssumeRole with session tags kubernetes-namespace, -service-account, -pod-name, -pod-uid (role trust needs sts:TagSession)' },
   { name: 'cluster-name', type: 'string', example: '--cluster-name=prod-eu', help: 'with --session-tags: also tag eks-cluster-name' },
+  { name: 'cluster-arn', type: 'string', example: '--cluster-arn=arn:aws:eks:eu-west-1:123456789012:cluster/prod-eu', help: 'session tag eks-cluster-arn (and eks-cluster-name from it, unless --cluster-name), with --session-tags and on associations' },
+  { name: 'role-sources', type: 'string', default: 'all', example: '--role-sources=associations', help: 'where pods\' roles may come from: all, or a comma-separated subset of associations, pod-annotation, serviceaccount-annotation, default-role' },
   { name: 'iam-role-error-ttl', type: 'duration', default: '30s', example: '--iam-role-error-ttl=30s', help: 'how long an STS refusal (AccessDenied, invalid role ARN) is answered from memory before STS is asked again (at least 1s; kube2iam default 0)' },
   { name: 'auto-discover-default-role', type: 'bool', default: 'false', example: '--default-role=arn:aws:iam::123456789012:role/<node-role>', help: 'kube2iam compatibility', compat: "refused: name the node's role with --default-role if you mean it" },
 ];
@@ -90,6 +99,11 @@ export function rolePolicyConfig({ get, fail, bool, str, duration, oneOf }: Flag
   // An STS tag value: up to 256 characters of letters, digits, spaces and _.:/=+-@.
   if (clusterName !== undefined && !/^[\p{L}\p{Z}\p{N}_.:/=+\-@]{1,256}$/u.test(clusterName)) fail('cluster-name', `${JSON.stringify(clusterName)} is not a valid session tag value`);
 
+  const clusterArn = str('cluster-arn');
+  const clusterArnName = clusterArn === undefined ? undefined : /^arn:aws[a-z-]*:eks:[a-z0-9-]+:\d{12}:cluster\/([A-Za-z0-9][A-Za-z0-9_-]{0,99})$/.exec(clusterArn)?.[1];
+  if (clusterArn !== undefined && clusterArnName === undefined) fail('cluster-arn', `${JSON.stringify(clusterArn)} is not an EKS cluster ARN`);
+  const roleSources = parseRoleSources(str('role-sources')!, fail);
+
   // Session tags name one pod; a role-scoped session is shared by every pod with that role.
   if (bool('session-tags') && oneOf<SessionScope>('session-scope') === 'role') {
     fail('session-tags', 'cannot be combined with --session-scope=role (a shared session cannot carry one pod\'s tags); use --session-scope=pod');
@@ -123,6 +137,18 @@ export function rolePolicyConfig({ get, fail, bool, str, duration, oneOf }: Flag
     stsRefusalTtlMs: Math.max(1000, duration('iam-role-error-ttl', 0, 3_600_000)),
     sessionScope: oneOf<SessionScope>('session-scope'),
     sessionTags: bool('session-tags'),
-    clusterName,
+    clusterName: clusterName ?? clusterArnName,
+    clusterArn,
+    roleSources,
   };
 }
+
+function parseRoleSources(text: string, fail: (name: string, why: string) => never): ReadonlySet<RoleSourceKind> | undefined {
+  if (text.trim() === 'all') return undefined;
+  const kinds = text.split(',').map((part) => part.trim());
+  for (const kind of kinds) {
+    if (!(ROLE_SOURCES as readonly string[]).includes(kind)) fail('role-sources', `${JSON.stringify(kind)} is not a role source (all, or some of ${ROLE_SOURCES.join(', ')})`);
+  }
+  return Object.freeze(new Set(kinds as RoleSourceKind[]));
+}
+

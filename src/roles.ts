@@ -2,9 +2,10 @@
  * Pure: a pod and its namespace -> the role it may assume, or a typed denial. No I/O.
  */
 import { createHash } from 'node:crypto';
-import { checkAnnotationLimits } from './annotation-limits.js';
+import { MAX_ROLE_ARN, checkAnnotationLimits } from './annotation-limits.js';
 import { isRoleArn } from './config.js';
-import { BadAnnotation, NoRoleForPod, RoleNotAllowed } from './errors.js';
+import type { RoleSourceKind } from './role-policy-flags.js';
+import { BadAnnotation, InvalidAssociation, NoRoleForPod, RoleNotAllowed } from './errors.js';
 import { compileRoleRegexp } from './role-patterns.js';
 
 /** What podiam knows of a pod: enough to resolve its role, nothing of the Kubernetes SDK. */
@@ -32,6 +33,26 @@ export interface ServiceAccountInfo {
   readonly annotations: Readonly<Record<string, string>>;
 }
 
+/**
+ * A PodIdentityAssociation (podiam.io/v1alpha1, cluster-scoped: created by the platform team, as
+ * EKS's associations are made through the EKS API): this namespace's ServiceAccount gets this role.
+ * Validated by the CRD's schema; resolveRole checks again (an older CRD may have let a bad one in).
+ */
+export interface AssociationInfo {
+  /** metadata.name of the custom resource (for messages and its status). */
+  readonly name: string;
+  readonly namespace: string;
+  readonly serviceAccount: string;
+  readonly roleArn: string;
+  /** Role chaining: roleArn's credentials assume this role (EKS's cross-account associations). */
+  readonly targetRoleArn?: string;
+  readonly externalId?: string;
+  readonly disableSessionTags: boolean;
+}
+
+/** IRSA's ServiceAccount annotation: read as the ServiceAccount's role after podiam's own key. */
+export const IRSA_ROLE_KEY = 'eks.amazonaws.com/role-arn';
+
 export interface NamespaceInfo {
   readonly name: string;
   readonly annotations: Readonly<Record<string, string>>;
@@ -49,6 +70,10 @@ export interface RolePolicy {
   /** --session-tags: AssumeRole carries the pod's identity as session tags (EKS Pod Identity's ABAC). */
   readonly sessionTags?: boolean;
   readonly clusterName?: string;
+  /** --cluster-arn: the eks-cluster-arn session tag. */
+  readonly clusterArn?: string;
+  /** --role-sources: undefined is all of them. */
+  readonly roleSources?: ReadonlySet<RoleSourceKind>;
 }
 
 /** Everything STS needs; also the credential cache key. */
@@ -62,6 +87,13 @@ export interface RoleRequest {
   readonly pod: string;
   /** STS session tags [key, value] (with --session-tags); part of the cache key. */
   readonly tags?: ReadonlyArray<readonly [string, string]>;
+  /**
+   * Role chaining: the first hop. Its credentials (cached on their own) assume roleArn; set for an
+   * association with a targetRoleArn. Part of the cache key.
+   */
+  readonly sourceRole?: RoleRequest;
+  /** The association that granted the role (its metadata.name), for the audit line. */
+  readonly association?: string;
 }
 
 export function podRef(pod: { namespace: string; name: string }): string {
@@ -74,22 +106,29 @@ export function resolveRole(
   policy: RolePolicy,
   allowed: (namespace: NamespaceInfo | undefined, nsName: string, policy: RolePolicy) => RoleMatcher[] = allowedRoles,
   serviceAccount?: ServiceAccountInfo,
+  association?: AssociationInfo,
 ): RoleRequest {
+  // Precedence: association > pod annotation > ServiceAccount annotation (podiam's key, then
+  // IRSA's) > default role; --role-sources leaves some out (associations only: the platform team's).
+  const sources = policy.roleSources;
+  const uses = (kind: RoleSourceKind): boolean => sources === undefined || sources.has(kind);
+  const ref = podRef(pod);
+  if (association !== undefined && uses('associations')) return fromAssociation(pod, namespace, policy, association, allowed);
   // Lengths first, before any parsing or pattern matching (annotation-limits.ts).
   checkAnnotationLimits(pod, namespace, policy, serviceAccount);
-  const ref = podRef(pod);
   // The pod's own annotation wins; else its ServiceAccount's (as IRSA and Pod Identity grant roles).
-  const own = pod.annotations[policy.roleKey]?.trim();
-  const fromServiceAccount = (own === undefined || own === '') && serviceAccount?.annotations[policy.roleKey]?.trim() ? serviceAccount : undefined;
-  const annotated = fromServiceAccount === undefined ? own : fromServiceAccount.annotations[policy.roleKey]!.trim();
+  const own = uses('pod-annotation') ? pod.annotations[policy.roleKey]?.trim() : undefined;
+  const saKey = uses('serviceaccount-annotation') ? serviceAccountRoleKey(serviceAccount, policy.roleKey) : undefined;
+  const fromServiceAccount = (own === undefined || own === '') && saKey !== undefined ? serviceAccount : undefined;
+  const annotated = fromServiceAccount === undefined ? own : fromServiceAccount.annotations[saKey!]!.trim();
   const fromDefault = annotated === undefined || annotated === '';
-  const wanted = fromDefault ? policy.defaultRole : annotated;
-  if (wanted === undefined) throw new NoRoleForPod(ref, policy.roleKey);
+  const wanted = fromDefault ? (uses('default-role') ? policy.defaultRole : undefined) : annotated;
+  if (wanted === undefined) throw sources === undefined ? new NoRoleForPod(ref, policy.roleKey) : new NoRoleForPod(ref, policy.roleKey, [...sources]);
 
   const roleArn = toRoleArn(wanted, policy.baseRoleArn);
   if (roleArn === undefined) {
     if (fromDefault) throw new BadAnnotation('flag', '--default-role', `${JSON.stringify(wanted)} is a role name but no base role ARN is known (set --base-role-arn)`);
-    if (fromServiceAccount) throw new BadAnnotation(`serviceaccount ${podRef(fromServiceAccount)}`, policy.roleKey, `${JSON.stringify(wanted)} is neither a role ARN (arn:aws:iam::<account>:role/<name>) nor a role name with --base-role-arn set`);
+    if (fromServiceAccount) throw new BadAnnotation(`serviceaccount ${podRef(fromServiceAccount)}`, saKey!, `${JSON.stringify(wanted)} is neither a role ARN (arn:aws:iam::<account>:role/<name>) nor a role name with --base-role-arn set`);
     throw new BadAnnotation(`pod ${ref}`, policy.roleKey, `${JSON.stringify(wanted)} is neither a role ARN (arn:aws:iam::<account>:role/<name>) nor a role name with --base-role-arn set`);
   }
 
@@ -108,16 +147,76 @@ export function resolveRole(
     externalId: externalIdOf(pod, policy.externalIdKey),
     sessionName: sessionNameOf(pod, policy.sessionNameKey),
     pod: ref,
-    ...(policy.sessionTags === true ? { tags: sessionTagsOf(pod, policy.clusterName) } : {}),
+    ...(policy.sessionTags === true ? { tags: sessionTagsOf(pod, policy.clusterName, policy.clusterArn) } : {}),
   };
+}
+
+/** The ServiceAccount's role annotation in use: podiam's key, else IRSA's (a cluster moving from IRSA keeps its annotations). */
+function serviceAccountRoleKey(serviceAccount: ServiceAccountInfo | undefined, roleKey: string): string | undefined {
+  if (serviceAccount === undefined) return undefined;
+  if (serviceAccount.annotations[roleKey]?.trim()) return roleKey;
+  if (serviceAccount.annotations[IRSA_ROLE_KEY]?.trim()) return IRSA_ROLE_KEY;
+  return undefined;
+}
+
+/**
+ * The role an association grants, as EKS Pod Identity does: session tags unless the association
+ * disables them (EKS sets them by default), and with a targetRoleArn, roleArn first, then the
+ * target with roleArn's credentials. Namespace restrictions apply to the role the pod ends with.
+ */
+function fromAssociation(
+  pod: PodInfo,
+  namespace: NamespaceInfo | undefined,
+  policy: RolePolicy,
+  association: AssociationInfo,
+  allowed: (namespace: NamespaceInfo | undefined, nsName: string, policy: RolePolicy) => RoleMatcher[],
+): RoleRequest {
+  const ref = podRef(pod);
+  checkAssociation(association, namespace, policy, allowed, `${ref} (podidentityassociation ${association.name})`);
+  const tags = association.disableSessionTags ? undefined : sessionTagsOf(pod, policy.clusterName, policy.clusterArn);
+  const sessionName = sessionNameOf(pod, policy.sessionNameKey);
+  const hop = (roleArn: string, externalId: string | undefined): RoleRequest => ({
+    roleArn,
+    roleName: roleArn.slice(roleArn.lastIndexOf('/') + 1),
+    externalId,
+    sessionName,
+    pod: ref,
+    ...(tags === undefined ? {} : { tags }),
+    association: association.name,
+  });
+  if (association.targetRoleArn === undefined) return hop(association.roleArn, association.externalId);
+  // The external id is the target's (EKS puts its own on the second AssumeRole).
+  return { ...hop(association.targetRoleArn, association.externalId), sourceRole: hop(association.roleArn, undefined) };
+}
+
+/**
+ * Whether an association can grant its role at all, whatever the pod: its ARNs and external id
+ * (InvalidAssociation) and the namespace's restrictions (RoleNotAllowed). Also its status's verdict.
+ */
+export function checkAssociation(
+  association: AssociationInfo,
+  namespace: NamespaceInfo | undefined,
+  policy: RolePolicy,
+  allowed: (namespace: NamespaceInfo | undefined, nsName: string, policy: RolePolicy) => RoleMatcher[] = allowedRoles,
+  subject = `${association.namespace}/* (serviceaccount ${association.serviceAccount}, podidentityassociation ${association.name})`,
+): void {
+  for (const [field, arn] of [['spec.roleArn', association.roleArn], ['spec.targetRoleArn', association.targetRoleArn]] as const) {
+    if (arn !== undefined && !(arn.length <= MAX_ROLE_ARN && isRoleArn(arn) && !arn.endsWith('/'))) throw new InvalidAssociation(association.name, `${field} ${JSON.stringify(arn.slice(0, 120))} is not a role ARN (arn:aws:iam::<account>:role/<name>)`);
+  }
+  if (association.externalId !== undefined && !/^[\w+=,.@:/-]{2,1224}$/.test(association.externalId)) throw new InvalidAssociation(association.name, 'spec.externalId must be 2-1224 characters of letters, digits and +=,.@:/-');
+  const served = association.targetRoleArn ?? association.roleArn;
+  if (policy.namespaceRestrictions && !allowed(namespace, association.namespace, policy).some((p) => p.test(served))) {
+    throw new RoleNotAllowed(subject, served, association.namespace, policy.namespaceKey);
+  }
 }
 
 /**
  * The session tags EKS Pod Identity sets, so the same ABAC policies work
  * (https://docs.aws.amazon.com/eks/latest/userguide/pod-id-abac.html).
  */
-export function sessionTagsOf(pod: PodInfo, clusterName: string | undefined): Array<[string, string]> {
+export function sessionTagsOf(pod: PodInfo, clusterName: string | undefined, clusterArn?: string): Array<[string, string]> {
   const tags: Array<[string, string]> = [];
+  if (clusterArn !== undefined) tags.push(['eks-cluster-arn', clusterArn]);
   if (clusterName !== undefined) tags.push(['eks-cluster-name', clusterName]);
   tags.push(['kubernetes-namespace', pod.namespace], ['kubernetes-service-account', pod.serviceAccount ?? 'default'], ['kubernetes-pod-name', pod.name], ['kubernetes-pod-uid', pod.uid]);
   return tags;
@@ -138,22 +237,32 @@ export function toRoleArn(value: string, baseRoleArn: string | undefined): strin
  * objects on every change, never mutate them). Denials are returned, not thrown.
  */
 export class RoleResolver {
-  private readonly byPod = new WeakMap<PodInfo, { ns: NamespaceInfo | undefined; sa?: ServiceAccountInfo | undefined; result: RoleRequest | Error }>();
+  private readonly byPod = new WeakMap<PodInfo, { ns: NamespaceInfo | undefined; sa?: ServiceAccountInfo | undefined; assoc?: AssociationInfo | undefined; result: RoleRequest | Error }>();
   private readonly byNamespace = new WeakMap<NamespaceInfo, RoleMatcher[] | Error>();
 
   constructor(readonly policy: RolePolicy) {}
 
-  resolve(pod: PodInfo, namespace: NamespaceInfo | undefined, serviceAccount?: ServiceAccountInfo): RoleRequest | Error {
+  resolve(pod: PodInfo, namespace: NamespaceInfo | undefined, serviceAccount?: ServiceAccountInfo, association?: AssociationInfo): RoleRequest | Error {
     const memo = this.byPod.get(pod);
-    if (memo !== undefined && memo.ns === namespace && memo.sa === serviceAccount) return memo.result;
+    if (memo !== undefined && memo.ns === namespace && memo.sa === serviceAccount && memo.assoc === association) return memo.result;
     let result: RoleRequest | Error;
     try {
-      result = resolveRole(pod, namespace, this.policy, (ns, nsName, policy) => this.allowed(ns, nsName, policy), serviceAccount);
+      result = resolveRole(pod, namespace, this.policy, (ns, nsName, policy) => this.allowed(ns, nsName, policy), serviceAccount, association);
     } catch (err) {
       result = err as Error;
     }
-    this.byPod.set(pod, { ns: namespace, sa: serviceAccount, result });
+    this.byPod.set(pod, { ns: namespace, sa: serviceAccount, assoc: association, result });
     return result;
+  }
+
+  /** An association's verdict (its status): undefined when it can grant its role, else why not. */
+  checkAssociation(association: AssociationInfo, namespace: NamespaceInfo | undefined): Error | undefined {
+    try {
+      checkAssociation(association, namespace, this.policy, (ns, nsName, policy) => this.allowed(ns, nsName, policy));
+      return undefined;
+    } catch (err) {
+      return err as Error;
+    }
   }
 
   private allowed(ns: NamespaceInfo | undefined, nsName: string, policy: RolePolicy): RoleMatcher[] {

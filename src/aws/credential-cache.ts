@@ -34,6 +34,8 @@ export interface IssuedCredentials {
   readonly expirationMs: number;
   /** The EC2 answer, rendered once per credentials, never per request. */
   readonly body: Buffer;
+  /** As STS gave them: what a chained role's second AssumeRole signs with (role-chain.ts). */
+  readonly credentials: AwsCredentials;
 }
 
 export type IssueCause = 'request' | 'prefetch' | 'refresh';
@@ -114,7 +116,7 @@ const MINUTE = 60_000;
 const EXPIRY_GUARD_MS = 10_000;
 
 export function cacheKey(r: RoleRequest): string {
-  return `${r.roleArn}\n${r.externalId ?? ''}\n${r.sessionName}${r.tags === undefined ? '' : `\n${r.tags.map(([k, v]) => `${k}=${v}`).join('\n')}`}`;
+  return `${r.roleArn}\n${r.externalId ?? ''}\n${r.sessionName}${r.tags === undefined ? '' : `\n${r.tags.map(([k, v]) => `${k}=${v}`).join('\n')}`}${r.sourceRole === undefined ? '' : `\nvia\n${cacheKey(r.sourceRole)}`}`;
 }
 
 export class CredentialCache {
@@ -419,6 +421,7 @@ export class CredentialCache {
       issuedMs,
       expirationMs: creds.expiration.getTime(),
       body: this.options.render(creds, issuedMs),
+      credentials: creds,
     };
     entry.current = issued;
     entry.refreshAtMs = this.refreshAtMs(issued);

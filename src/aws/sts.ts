@@ -20,9 +20,15 @@ export interface AwsCredentials {
 
 /** "Get credentials for a role": implemented by STS and by the cache that wraps it. */
 export interface RoleAssumer {
-  /** urgency: how soon the call is wanted while it waits for an STS slot (default: urgent). */
-  assume(request: RoleRequest, urgency?: Urgency): Promise<AwsCredentials>;
+  /**
+   * urgency: how soon the call is wanted while it waits for an STS slot (default: urgent).
+   * using: call STS with these credentials instead of the node's (role chaining, role-chain.ts).
+   */
+  assume(request: RoleRequest, urgency?: Urgency, using?: AwsCredentials): Promise<AwsCredentials>;
 }
+
+/** STS caps a session assumed with role credentials (role chaining) at one hour. */
+export const CHAINED_SESSION_MAX_SECONDS = 3600;
 
 /**
  * Whether a pod is waiting on an AssumeRole. Background calls (prefetch at start, refresh ahead)
@@ -102,15 +108,19 @@ export function createStsAssumer(options: StsOptions): StsAssumer {
   const sdk = import('@aws-sdk/client-sts').then((ns) => {
     // The bundle has the SDK's CommonJS build, whose exports a dynamic import puts on `default`.
     const m = (ns as unknown as { default?: typeof ns }).default ?? ns;
-    const client = new m.STSClient({
+    const clientOptions = {
       region: options.region,
       // Always the region's own endpoint (sts.<region>.amazonaws.com), us-east-1 included.
       useGlobalEndpoint: false,
       maxAttempts,
       retryMode: 'standard',
       requestHandler: { connectionTimeout: Math.min(1000, options.attemptTimeoutMs), requestTimeout: options.attemptTimeoutMs, throwOnRequestTimeout: true },
-    });
-    return { client, AssumeRoleCommand: m.AssumeRoleCommand };
+    };
+    const client = new m.STSClient(clientOptions);
+    // A chained call signs with the first hop's credentials: a client of its own, for that call.
+    const clientWith = (using: AwsCredentials) =>
+      new m.STSClient({ ...clientOptions, credentials: { accessKeyId: using.accessKeyId, secretAccessKey: using.secretAccessKey, sessionToken: using.sessionToken, expiration: using.expiration } });
+    return { client, clientWith, AssumeRoleCommand: m.AssumeRoleCommand };
   });
   // Awaited by the first AssumeRole, whose error a failure to load becomes (not unhandled here).
   sdk.catch(() => undefined);
@@ -120,7 +130,7 @@ export function createStsAssumer(options: StsOptions): StsAssumer {
   const limit = createLimiter(options.maxConcurrent ?? 16);
 
   return {
-    assume: (request: RoleRequest, urgency?: Urgency) => limit(() => assumeOnce(request), urgency),
+    assume: (request: RoleRequest, urgency?: Urgency, using?: AwsCredentials) => limit(() => assumeOnce(request, using), urgency),
     async endpoint(override) {
       if (override !== undefined) return override;
       const { client } = await sdk;
@@ -132,23 +142,29 @@ export function createStsAssumer(options: StsOptions): StsAssumer {
     },
   };
 
-  async function assumeOnce(request: RoleRequest): Promise<AwsCredentials> {
+  async function assumeOnce(request: RoleRequest, using: AwsCredentials | undefined): Promise<AwsCredentials> {
     let out;
+    let chainedClient: { destroy(): void } | undefined;
     try {
-      const { client, AssumeRoleCommand } = await sdk;
-      out = await client.send(
+      const { client, clientWith, AssumeRoleCommand } = await sdk;
+      const sender = using === undefined ? client : clientWith(using);
+      if (using !== undefined) chainedClient = sender;
+      out = await sender.send(
         new AssumeRoleCommand({
           RoleArn: request.roleArn,
           RoleSessionName: request.sessionName,
           ExternalId: request.externalId,
           Tags: request.tags?.map(([Key, Value]) => ({ Key, Value })),
-          // Exactly the configured TTL: kube2iam asks for twice its flag (kube2iam #240).
-          DurationSeconds: options.sessionTtlSeconds,
+          // Exactly the configured TTL: kube2iam asks for twice its flag (kube2iam #240). A chained
+          // session at most one hour, or STS refuses the call.
+          DurationSeconds: using === undefined ? options.sessionTtlSeconds : Math.min(options.sessionTtlSeconds, CHAINED_SESSION_MAX_SECONDS),
         }),
         { abortSignal: AbortSignal.timeout(overallMs) },
       );
     } catch (err) {
       throw classify(request.roleArn, err);
+    } finally {
+      chainedClient?.destroy();
     }
     const c = out.Credentials;
     if (!c?.AccessKeyId || !c.SecretAccessKey || !c.SessionToken || !c.Expiration) {

@@ -235,13 +235,15 @@ export class BrokerCredentials implements CredentialSource {
     if (wire === undefined) throw new PodiamError('BrokerError', 502, 'the broker answered /v1/credentials with something else than credentials');
     const role = roleOf(wire, pod);
     const expirationMs = Date.parse(wire.credentials.Expiration);
+    const credentials = { accessKeyId: wire.credentials.AccessKeyId, secretAccessKey: wire.credentials.SecretAccessKey, sessionToken: wire.credentials.Token, expiration: new Date(expirationMs) };
     const creds: IssuedCredentials = {
       request: role,
       accessKeyId: wire.credentials.AccessKeyId,
       issuedMs: wire.issuedMs,
       expirationMs,
       // The EC2 body, rendered once, exactly as a standalone agent renders its own.
-      body: renderCredentials({ accessKeyId: wire.credentials.AccessKeyId, secretAccessKey: wire.credentials.SecretAccessKey, sessionToken: wire.credentials.Token, expiration: new Date(expirationMs) }, wire.issuedMs),
+      body: renderCredentials(credentials, wire.issuedMs),
+      credentials,
     };
     const answer: PodCredentials = { role, creds };
     if (e.gone || e.pod !== pod) return answer;

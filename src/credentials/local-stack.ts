@@ -7,8 +7,9 @@
  */
 import { CredentialCache } from '../aws/credential-cache.js';
 import type { Clock } from '../aws/credential-cache.js';
+import { chainRoles } from '../aws/role-chain.js';
 import { roleScoped } from '../aws/session-scope.js';
-import type { RoleAssumer } from '../aws/sts.js';
+import type { AwsCredentials, RoleAssumer } from '../aws/sts.js';
 import { createStsAssumer } from '../aws/sts.js';
 import { AllowedRolesAudit } from '../allowed-roles-audit.js';
 import { renderCredentials } from '../imds/format.js';
@@ -17,7 +18,7 @@ import type { PodIndex } from '../kube/pod-index.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { RolePolicyConfig } from '../role-policy-flags.js';
-import type { PodInfo, RolePolicy, RoleRequest } from '../roles.js';
+import type { AssociationInfo, PodInfo, RolePolicy, RoleRequest } from '../roles.js';
 import { RoleResolver, toRoleArn } from '../roles.js';
 import { ConfigError } from '../errors.js';
 import { LocalCredentials } from './local.js';
@@ -33,6 +34,8 @@ export interface LocalStackDeps {
   readonly events?: EventRecorder;
   /** The node named in role-scoped session names (--session-scope=role); the broker has none. */
   readonly node: string | undefined;
+  /** The pod's PodIdentityAssociation, when associations are read (role resolution takes it as data). */
+  readonly associationOf?: (pod: PodInfo) => AssociationInfo | undefined;
   /** Wraps STS (the broker paces its background calls with --sts-qps). */
   readonly pace?: (sts: RoleAssumer) => RoleAssumer;
   readonly clock?: Clock;
@@ -41,6 +44,8 @@ export interface LocalStackDeps {
 export interface LocalStack {
   readonly source: LocalCredentials;
   readonly roleOf: (pod: PodInfo) => RoleRequest | Error;
+  /** The resolver itself (not role-scoped): associations' status verdicts. */
+  readonly resolver: RoleResolver;
   readonly cache: CredentialCache;
   stop(): void;
 }
@@ -48,8 +53,10 @@ export interface LocalStack {
 export function createLocalStack(config: RolePolicyConfig, policy: RolePolicy, deps: LocalStackDeps): LocalStack {
   const { index, metrics, log } = deps;
   // --session-scope=role: pods with the same role and external id share one session (kube2iam's economy).
-  const roles = config.sessionScope === 'role' ? roleScoped(new RoleResolver(policy), deps.node) : new RoleResolver(policy);
-  const roleOf = (pod: PodInfo): RoleRequest | Error => roles.resolve(pod, index.namespace(pod.namespace), index.serviceAccountOf(pod));
+  const resolver = new RoleResolver(policy);
+  const roles = config.sessionScope === 'role' ? roleScoped(resolver, deps.node) : resolver;
+  const associationOf = deps.associationOf;
+  const roleOf = (pod: PodInfo): RoleRequest | Error => roles.resolve(pod, index.namespace(pod.namespace), index.serviceAccountOf(pod), associationOf?.(pod));
   if (config.sessionTtlSeconds < 1800) {
     // Refresh happens at half-life for short sessions, so served credentials have under 15 min
     // left and botocore re-reads them on every call (cheap here, from memory, but noisy).
@@ -63,8 +70,9 @@ export function createLocalStack(config: RolePolicyConfig, policy: RolePolicy, d
     (err: unknown) => log.warn('STS client did not load', { region: region.region, error: (err as Error).message }),
   );
   const sts = instrument(stsClient, metrics);
-  const cache = new CredentialCache({
-    assumer: deps.pace === undefined ? sts : deps.pace(sts),
+  const cache: CredentialCache = new CredentialCache({
+    // An association's targetRoleArn: assumed with its roleArn's credentials, from this same cache.
+    assumer: chainRoles(deps.pace === undefined ? sts : deps.pace(sts), async (source): Promise<AwsCredentials> => (await cache.get(source)).credentials),
     render: renderCredentials,
     refusalTtlMs: config.stsRefusalTtlMs,
     clock: deps.clock,
@@ -72,7 +80,7 @@ export function createLocalStack(config: RolePolicyConfig, policy: RolePolicy, d
       issued: (c, cause) => {
         metrics.credentialsIssued.inc({ cause });
         // The audit line: who got which role until when. Never the secret or the token.
-        log.info('credentials issued', { pod: c.request.pod, roleArn: c.request.roleArn, sessionName: c.request.sessionName, accessKeyId: c.accessKeyId, expiration: new Date(c.expirationMs).toISOString(), cause });
+        log.info('credentials issued', { pod: c.request.pod, roleArn: c.request.roleArn, sourceRoleArn: c.request.sourceRole?.roleArn, association: c.request.association, sessionName: c.request.sessionName, accessKeyId: c.accessKeyId, expiration: new Date(c.expirationMs).toISOString(), cause });
       },
       failed: (request, cause, err, retryInMs) => {
         metrics.refreshFailures.inc({ cause });
@@ -118,6 +126,7 @@ export function createLocalStack(config: RolePolicyConfig, policy: RolePolicy, d
   return {
     source: new LocalCredentials({ roleOf, cache }),
     roleOf,
+    resolver,
     cache,
     stop() {
       cache.stop();
@@ -128,10 +137,10 @@ export function createLocalStack(config: RolePolicyConfig, policy: RolePolicy, d
 
 function instrument(sts: RoleAssumer & { destroy(): void }, metrics: Metrics): RoleAssumer & { destroy(): void } {
   return {
-    async assume(request, urgency) {
+    async assume(request, urgency, using) {
       const end = metrics.stsSeconds.startTimer();
       try {
-        const creds = await sts.assume(request, urgency);
+        const creds = await sts.assume(request, urgency, using);
         metrics.stsCalls.inc({ outcome: 'success' });
         return creds;
       } catch (err) {
@@ -161,5 +170,7 @@ export function rolePolicyOf(config: RolePolicyConfig, baseRoleArn: string | und
     namespaceRestrictionFormat: config.namespaceRestrictionFormat,
     sessionTags: config.sessionTags,
     clusterName: config.clusterName,
+    clusterArn: config.clusterArn,
+    roleSources: config.roleSources,
   });
 }

@@ -31,7 +31,7 @@ export type InformerState = 'syncing' | 'watching' | 'reconnecting';
  * never reaches the deadline. Also: bookmarks, and a signal when the watch stream is really open
  * (ListWatch's own 'connect' fires before the request is made).
  */
-function watchWithDeadline(
+export function watchWithDeadline(
   kc: KubeConfig,
   timeoutSeconds: number,
   deadlineMs: number,

@@ -1,12 +1,13 @@
 /**
- * One AdmissionReview, read top-down: parse → is it a pod CREATE → protected namespace → does the
+ * One AdmissionReview, read top-down: parse → is it a pod CREATE → protected namespace → did
+ * IRSA's webhook already inject it (then it is left alone) → does the
  * pod opt in (its own say, else its namespace's) → does it have a role (its own, else its
  * ServiceAccount's) → the patch. Every way out is an answer that allows the pod: this webhook
  * adds a convenience, it never decides whether a pod may run.
  * AdmissionReview v1: https://kubernetes.io/docs/reference/access-authn-authz/extensible-admission-controllers/#request
  */
 import type { Lookups } from './lookups.js';
-import { injectionPatch, namespaceChoice, optsIn, podChoice, PROTECTED_NAMESPACES, roleOf, serviceAccountOf } from './mutate.js';
+import { injectionPatch, irsaInjected, namespaceChoice, optsIn, podChoice, PROTECTED_NAMESPACES, roleOf, serviceAccountOf } from './mutate.js';
 import type { MutateOptions, PodShape, SkipReason } from './mutate.js';
 
 export type AdmissionResult = 'mutated' | 'skipped' | 'error';
@@ -57,6 +58,7 @@ export async function admit(body: unknown, lookups: Lookups, options: MutateOpti
     return answer(uid, { result: 'error', reason: 'bad-pod', pod: podName, detail: 'the pod\'s namespace or ServiceAccount name is not one the API server would send' });
   }
   if (PROTECTED_NAMESPACES.has(namespace)) return answer(uid, { result: 'skipped', reason: 'protected-namespace', pod: podName });
+  if (irsaInjected(pod)) return answer(uid, { result: 'skipped', reason: 'irsa-injected', pod: podName, detail: "IRSA's webhook already injected its web identity (AWS_ROLE_ARN / AWS_WEB_IDENTITY_TOKEN_FILE / the eks.amazonaws.com token volume)" });
 
   const own = podChoice(pod, options.optInKey);
   if (own === 'out') return answer(uid, { result: 'skipped', reason: 'opted-out', pod: podName, detail: `pod ${options.optInKey}=false` });

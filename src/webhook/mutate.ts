@@ -55,7 +55,31 @@ export interface JsonPatchOp {
 }
 
 /** Why a pod was or was not mutated: the `reason` label of podiam_webhook_admissions_total. */
-export type SkipReason = 'protected-namespace' | 'opted-out' | 'not-opted-in' | 'bad-opt-in-value' | 'no-role' | 'already-injected';
+export type SkipReason = 'protected-namespace' | 'irsa-injected' | 'opted-out' | 'not-opted-in' | 'bad-opt-in-value' | 'no-role' | 'already-injected';
+
+/** IRSA's ServiceAccount annotation: the node agent reads it as the ServiceAccount's role (after podiam's key). */
+export const IRSA_ROLE_KEY = 'eks.amazonaws.com/role-arn';
+/**
+ * What EKS's IRSA webhook (amazon-eks-pod-identity-webhook) injects: the web identity env and the
+ * `aws-iam-token` volume mounted under /var/run/secrets/eks.amazonaws.com/serviceaccount.
+ * https://github.com/aws/amazon-eks-pod-identity-webhook#usage
+ */
+const IRSA_ENV: ReadonlySet<string> = new Set(['AWS_ROLE_ARN', 'AWS_WEB_IDENTITY_TOKEN_FILE']);
+const IRSA_VOLUME = 'aws-iam-token';
+const IRSA_TOKEN_DIR = '/var/run/secrets/eks.amazonaws.com/';
+
+/**
+ * Whether IRSA's webhook already gave the pod its identity: then it is left as it is (the SDKs
+ * prefer the container provider, so injecting would silently take the pod off its IRSA role).
+ */
+export function irsaInjected(pod: PodShape): boolean {
+  if ((pod.spec?.volumes ?? []).some((v) => v?.name === IRSA_VOLUME)) return true;
+  for (const c of [...(pod.spec?.containers ?? []), ...(pod.spec?.initContainers ?? [])]) {
+    if ((c?.env ?? []).some((e) => typeof e?.name === 'string' && IRSA_ENV.has(e.name))) return true;
+    if ((c?.volumeMounts ?? []).some((m) => typeof m?.mountPath === 'string' && m.mountPath.startsWith(IRSA_TOKEN_DIR))) return true;
+  }
+  return false;
+}
 
 /** The pod's own say: its annotation, else its label (`true`/`false`), else nothing. */
 export function podChoice(pod: PodShape, optInKey: string): 'in' | 'out' | 'bad' | undefined {
@@ -92,12 +116,14 @@ export function serviceAccountOf(pod: PodShape): string {
   return typeof name === 'string' && name !== '' ? name : 'default';
 }
 
-/** The role annotation of the pod, else of its ServiceAccount. */
+/** The role annotation of the pod, else of its ServiceAccount (podiam's key, then IRSA's, as the node agent reads them). */
 export function roleOf(pod: PodShape, serviceAccount: ObjectFacts | undefined, roleKey: string): string | undefined {
   const own = pod.metadata?.annotations?.[roleKey];
   if (typeof own === 'string' && own.trim() !== '') return own.trim();
-  const fromSa = serviceAccount?.annotations[roleKey];
-  if (typeof fromSa === 'string' && fromSa.trim() !== '') return fromSa.trim();
+  for (const key of [roleKey, IRSA_ROLE_KEY]) {
+    const fromSa = serviceAccount?.annotations[key];
+    if (typeof fromSa === 'string' && fromSa.trim() !== '') return fromSa.trim();
+  }
   return undefined;
 }
 

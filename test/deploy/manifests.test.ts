@@ -14,6 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { PodMonitor } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/PodMonitor';
 import { PrometheusRule } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/PrometheusRule';
 import { validate as dockerfileUtilsValidate } from 'dockerfile-utils';
+import { CustomResourceDefinition } from 'kubernetes-models/apiextensions.k8s.io/v1/CustomResourceDefinition';
 import { DaemonSet } from 'kubernetes-models/apps/v1/DaemonSet';
 import { ClusterRole } from 'kubernetes-models/rbac.authorization.k8s.io/v1/ClusterRole';
 import { ClusterRoleBinding } from 'kubernetes-models/rbac.authorization.k8s.io/v1/ClusterRoleBinding';
@@ -55,6 +56,7 @@ const KINDS: Record<string, Kind> = {
   'monitoring.coreos.com/v1/PodMonitor': { model: PodMonitor as never, namespaced: true },
   'monitoring.coreos.com/v1/PrometheusRule': { model: PrometheusRule as never, namespaced: true },
   'v1/ConfigMap': { model: ConfigMap as never, clientModel: 'V1ConfigMap', namespaced: true },
+  'apiextensions.k8s.io/v1/CustomResourceDefinition': { model: CustomResourceDefinition as never, clientModel: 'V1CustomResourceDefinition', namespaced: false },
 };
 const { kindOf, schemaErrors, strictErrors } = manifestChecks(KINDS);
 
@@ -150,8 +152,8 @@ describe('the checkers themselves', () => {
 describe.each(TARGETS)('kubectl kustomize $dir', ({ dir, hostInterface, podMonitor }) => {
   test('renders exactly the expected objects', () => {
     const kinds = objsOf(dir).map((o) => `${o.kind}/${o.metadata.name}`).sort();
-    const expected = ['ClusterRole/podiam', 'ClusterRoleBinding/podiam', 'DaemonSet/podiam', 'ServiceAccount/podiam'];
-    if (podMonitor) expected.push('PodMonitor/podiam', 'PrometheusRule/podiam', 'ConfigMap/podiam-grafana-dashboard');
+    const expected = ['ClusterRole/podiam', 'ClusterRoleBinding/podiam', 'CustomResourceDefinition/podidentityassociations.podiam.io', 'DaemonSet/podiam', 'ServiceAccount/podiam'];
+    if (podMonitor) expected.push('PodMonitor/podiam', 'PodMonitor/podiam-webhook', 'PrometheusRule/podiam', 'ConfigMap/podiam-grafana-dashboard');
     expect(kinds).toEqual(expected.sort());
   });
 
@@ -206,7 +208,7 @@ describe.each(TARGETS)('kubectl kustomize $dir', ({ dir, hostInterface, podMonit
       'prometheus.io/path': '/metrics',
     });
     if (podMonitor) {
-      const pm = find(objsOf(dir), 'PodMonitor');
+      const pm = objsOf(dir).find((o) => o.kind === 'PodMonitor' && o.metadata.name === 'podiam')!;
       expect(pm.spec.selector.matchLabels).toEqual(ds.spec.selector.matchLabels);
       expect(pm.spec.podMetricsEndpoints).toHaveLength(1);
       const ep = pm.spec.podMetricsEndpoints[0];
@@ -265,7 +267,7 @@ describe.each(TARGETS)('kubectl kustomize $dir', ({ dir, hostInterface, podMonit
     expect(ds.spec.template.metadata.labels).toMatchObject(ds.spec.selector.matchLabels);
   });
 
-  test('RBAC: exactly pods, namespaces and serviceaccounts get/list/watch, events create/patch, tokenreviews create, the token signing keys get, bound to the pod’s service account', () => {
+  test('RBAC: exactly pods, namespaces, serviceaccounts and podidentityassociations get/list/watch, their status patch, events create/patch, tokenreviews create, the token signing keys get, bound to the pod’s service account', () => {
     const objs = objsOf(dir);
     const role = find(objs, 'ClusterRole');
     const grants = (role.rules as Obj[]).flatMap((r) => {
@@ -274,7 +276,7 @@ describe.each(TARGETS)('kubectl kustomize $dir', ({ dir, hostInterface, podMonit
       return (r.apiGroups as string[]).flatMap((g) => (r.resources as string[]).flatMap((res) => (r.verbs as string[]).map((v) => `${g}/${res}:${v}`)));
     });
     expect(grants.sort()).toEqual(
-      ['/pods:get', '/pods:list', '/pods:watch', '/namespaces:get', '/namespaces:list', '/namespaces:watch', '/serviceaccounts:get', '/serviceaccounts:list', '/serviceaccounts:watch', '/events:create', '/events:patch', 'authentication.k8s.io/tokenreviews:create', 'url:/openid/v1/jwks:get'].sort(),
+      ['/pods:get', '/pods:list', '/pods:watch', '/namespaces:get', '/namespaces:list', '/namespaces:watch', '/serviceaccounts:get', '/serviceaccounts:list', '/serviceaccounts:watch', '/events:create', '/events:patch', 'authentication.k8s.io/tokenreviews:create', 'podiam.io/podidentityassociations:get', 'podiam.io/podidentityassociations:list', 'podiam.io/podidentityassociations:watch', 'podiam.io/podidentityassociations/status:patch', 'url:/openid/v1/jwks:get'].sort(),
     );
     expect(grants.join(' ')).not.toMatch(/\*|secrets/);
     const sa = find(objs, 'ServiceAccount');
@@ -319,7 +321,7 @@ test('an operator’s own kustomization (the README’s example): CNI overlay + 
     '        path: /spec/template/spec/containers/0/args/-',
     '        value: --sts-region=eu-west-1',
   ]);
-  expect(objs.map((o) => o.kind).sort()).toEqual(['ClusterRole', 'ClusterRoleBinding', 'ConfigMap', 'DaemonSet', 'PodMonitor', 'PrometheusRule', 'ServiceAccount']);
+  expect(objs.map((o) => o.kind).sort()).toEqual(['ClusterRole', 'ClusterRoleBinding', 'ConfigMap', 'CustomResourceDefinition', 'DaemonSet', 'PodMonitor', 'PodMonitor', 'PrometheusRule', 'ServiceAccount']);
   expect(podiamConfig(find(objs, 'DaemonSet')).config).toMatchObject({
     hostInterface: 'cali+',
     iptables: true,
@@ -332,7 +334,7 @@ test('an operator’s own kustomization (the README’s example): CNI overlay + 
     expect(schemaErrors(obj)).toBe('');
     expect(strictErrors(obj)).toEqual([]);
   }
-  expect(find(objs, 'PodMonitor').metadata.namespace).toBe(NAMESPACE);
+  for (const pm of objs.filter((o) => o.kind === 'PodMonitor')) expect(pm.metadata.namespace).toBe(NAMESPACE);
 });
 
 test('the monitoring component: the PrometheusRule holds the rules file, the ConfigMap the dashboard, for Grafana’s sidecar', () => {

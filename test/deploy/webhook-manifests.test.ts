@@ -7,9 +7,13 @@
  * probes, Secret, Certificate and MutatingWebhookConfiguration; the webhook can never block a pod;
  * RBAC is exactly what it reads.
  */
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
+import { parse } from 'yaml';
 import { Certificate } from '@kubernetes-models/cert-manager/cert-manager.io/v1/Certificate';
 import { Issuer } from '@kubernetes-models/cert-manager/cert-manager.io/v1/Issuer';
+import { PodMonitor } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/PodMonitor';
+import { CustomResourceDefinition } from 'kubernetes-models/apiextensions.k8s.io/v1/CustomResourceDefinition';
 import { MutatingWebhookConfiguration } from 'kubernetes-models/admissionregistration.k8s.io/v1/MutatingWebhookConfiguration';
 import { NetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1/NetworkPolicy';
 import { DaemonSet } from 'kubernetes-models/apps/v1/DaemonSet';
@@ -19,7 +23,9 @@ import { ClusterRole } from 'kubernetes-models/rbac.authorization.k8s.io/v1/Clus
 import { ClusterRoleBinding } from 'kubernetes-models/rbac.authorization.k8s.io/v1/ClusterRoleBinding';
 import { Service } from 'kubernetes-models/v1/Service';
 import { ServiceAccount } from 'kubernetes-models/v1/ServiceAccount';
+import { parseConfig } from '../../src/config.js';
 import { parseWebhookConfig } from '../../src/webhook/config.js';
+import { CREDENTIALS_FULL_URI } from '../../src/webhook/mutate.js';
 import type { WebhookConfig } from '../../src/webhook/config.js';
 import type { Kind, Obj } from '../support/manifests.js';
 import { MANIFESTS, kustomize, kustomizeOwn, manifestChecks } from '../support/manifests.js';
@@ -39,6 +45,8 @@ const KINDS: Record<string, Kind> = {
   // CRDs: their own schemas; the unknown-field walk stops at ObjectMeta.
   'cert-manager.io/v1/Certificate': { model: Certificate as never, namespaced: true },
   'cert-manager.io/v1/Issuer': { model: Issuer as never, namespaced: true },
+  'monitoring.coreos.com/v1/PodMonitor': { model: PodMonitor as never, namespaced: true },
+  'apiextensions.k8s.io/v1/CustomResourceDefinition': { model: CustomResourceDefinition as never, clientModel: 'V1CustomResourceDefinition', namespaced: false },
 };
 const { kindOf, schemaErrors, strictErrors } = manifestChecks(KINDS);
 
@@ -96,8 +104,29 @@ test(`kubectl kustomize ${OVERLAY}: the base and exactly the webhook's objects`,
       'ServiceAccount/podiam-webhook',
     ].sort(),
   );
-  // The component changes nothing of the base.
-  expect(objs.filter((o) => base.includes(`${o.kind}/${o.metadata.name}`))).toEqual(kustomize(MANIFESTS));
+  // Of the base, the component changes exactly the agent's args: token identity on, its addresses on a dummy link.
+  const expected = kustomize(MANIFESTS);
+  const ds = expected.find((o) => o.kind === 'DaemonSet')!;
+  ds.spec.template.spec.containers[0].args.push('--token-identity', '--token-interface=pod-id-link0');
+  expect(objs.filter((o) => base.includes(`${o.kind}/${o.metadata.name}`))).toEqual(expected);
+});
+
+test('the agent serves what the webhook points pods at: --token-identity on 169.254.170.23:80 (the injected URI), the same audience', () => {
+  const args = (find(objs, 'DaemonSet', 'podiam').spec.template.spec.containers[0].args as string[]).map((a) =>
+    a.replace('$(HOST_IPS)', '10.0.1.23').replace('$(NODE_NAME)', 'node-1').replace('$(HOST_INTERFACE)', 'docker0'),
+  );
+  const request = parseConfig(args, {});
+  if (request.kind !== 'run') throw new Error('the agent args do not run');
+  const agent = request.config;
+  expect(agent.tokenIdentity).toBe(true);
+  expect(agent.tokenInterface).toBe('pod-id-link0');
+  const injected = new URL(CREDENTIALS_FULL_URI);
+  expect(agent.tokenAddrs).toContainEqual({ host: injected.hostname, port: Number(injected.port || 80) });
+  expect(agent.tokenAudience).toBe(webhookConfig(objs).tokenAudience);
+  // The component alone (no other overlay) is the same switch for any CNI overlay.
+  const calico = kustomizeOwn((rel) => ['apiVersion: kustomize.config.k8s.io/v1beta1', 'kind: Kustomization', 'resources:', `  - ${rel('overlays/calico')}`, 'components:', `  - ${rel('components/token-identity')}`]);
+  expect(find(calico, 'DaemonSet', 'podiam').spec.template.spec.containers[0].args).toEqual(expect.arrayContaining(['--token-identity', '--token-interface=pod-id-link0', '--host-interface=$(HOST_INTERFACE)']));
+  expect(calico.filter((o) => o.kind === 'MutatingWebhookConfiguration')).toHaveLength(1);
 });
 
 test('every object validates against its schema, has no unknown fields, and sits in kube-system when namespaced', () => {
@@ -237,7 +266,7 @@ test('an operator’s own kustomization (the README’s example): a CNI overlay 
     'resources:',
     `  - ${rel('overlays/calico')}`,
     'components:',
-    `  - ${rel('components/webhook')}`,
+    `  - ${rel('components/token-identity')}`,
     'patches:',
     '  - target: {kind: Deployment, name: podiam-webhook}',
     '    patch: |-',
@@ -312,4 +341,33 @@ test('an operator sets the API server’s source (the README’s patch): only th
   expect(sourcesOf(policy, c, webhookConfig(own).port)).toEqual(['10.0.0.0/28', '10.0.0.16/28']);
   expect(schemaErrors(policy)).toBe('');
   expect(strictErrors(policy)).toEqual([]);
+});
+
+test('the webhook’s metrics are scraped: by the PodMonitor podiam-webhook and by the plain scrape job, as job="podiam-webhook", which the certificate alert selects', () => {
+  const own = kustomizeOwn((rel) => ['apiVersion: kustomize.config.k8s.io/v1beta1', 'kind: Kustomization', 'resources:', `  - ${rel('overlays/calico')}`, 'components:', `  - ${rel('components/token-identity')}`, `  - ${rel('components/prometheus-operator')}`]);
+  const deployment = find(own, 'Deployment');
+  const c = container(own);
+  const podLabels = deployment.spec.template.metadata.labels as Record<string, string>;
+  const config = webhookConfig(own);
+  // The PodMonitor.
+  const pm = find(own, 'PodMonitor');
+  for (const [k, v] of Object.entries(pm.spec.selector.matchLabels as Record<string, string>)) expect(podLabels[k]).toBe(v);
+  // It selects no agent pod (those are job="podiam").
+  const agentLabels = find(own, 'DaemonSet', 'podiam').spec.template.metadata.labels as Record<string, string>;
+  expect(Object.entries(pm.spec.selector.matchLabels as Record<string, string>).every(([k, v]) => agentLabels[k] === v)).toBe(false);
+  expect(pm.spec.podMetricsEndpoints).toHaveLength(1);
+  expect(portNumber(c, pm.spec.podMetricsEndpoints[0].port)).toBe(config.metricsPort);
+  expect(pm.spec.podMetricsEndpoints[0].relabelings).toEqual(expect.arrayContaining([{ targetLabel: 'job', replacement: 'podiam-webhook' }, { sourceLabels: ['__meta_kubernetes_pod_node_name'], targetLabel: 'node' }]));
+  // The plain scrape job: the same pods, the same port, the same job name.
+  const scrape = parse(readFileSync(path.join(MANIFESTS, 'monitoring/prometheus-scrape.yaml'), 'utf8')) as Obj;
+  const job = (scrape.scrape_configs as Obj[]).find((j) => j.job_name === 'podiam-webhook')!;
+  const [key, value] = (job.kubernetes_sd_configs[0].selectors[0].label as string).split('=');
+  expect(podLabels[key!]).toBe(value);
+  const keepPort = (job.relabel_configs as Obj[]).find((r) => (r.source_labels as string[]).includes('__meta_kubernetes_pod_container_port_name'))!;
+  expect((c.ports as Obj[]).filter((p) => new RegExp(`^(?:${keepPort.regex})$`).test(p.name)).map((p) => p.containerPort)).toEqual([config.metricsPort]);
+  expect(deployment.spec.template.metadata.annotations).toMatchObject({ 'prometheus.io/scrape': 'true', 'prometheus.io/path': '/metrics' });
+  // The alert on the certificate selects that job, and ships in the PrometheusRule.
+  const rule = find(own, 'PrometheusRule', 'podiam');
+  const alert = (rule.spec.groups as Obj[]).flatMap((g) => g.rules as Obj[]).find((r) => r.alert === 'PodiamWebhookCertificateExpiringSoon')!;
+  expect(alert.expr).toContain('podiam_webhook_certificate_expiry_timestamp_seconds{job="podiam-webhook"}');
 });

@@ -1,7 +1,11 @@
 /**
- * Token identity without editing pod specs, end to end in the node lab (issue #14): `podiam
- * webhook` (the bundle, HTTPS) runs in the node namespace beside the Kubernetes test API server
- * it reads; a pod is sent through it as the API server would send it (an AdmissionReview), its
+ * Token identity without editing pod specs, end to end in the node lab (issues #14, #21), from the
+ * manifests an operator renders: a CNI overlay plus components/token-identity. The node agent
+ * runs with exactly the rendered DaemonSet's args ($(VARS) expanded as the kubelet does, plus the
+ * API server address a pod would get in-cluster); `podiam webhook` with exactly the rendered
+ * Deployment's args (its TLS files where the lab wrote them, and its metrics port moved off the
+ * lab API server's 8080). `podiam webhook` (the bundle, HTTPS) runs in the node namespace beside
+ * the Kubernetes test API server it reads; a pod is sent through it as the API server would send it (an AdmissionReview), its
  * JSON Patch applied, and the mutated pod created through the test API server. The test then
  * plays the kubelet (test/support/lab-kubelet.ts): the projected token the webhook asked for,
  * written where the webhook mounts it, and the containers' env as the webhook left it. botocore
@@ -13,7 +17,9 @@ import path from 'node:path';
 import { decode } from '../support/kube-token-api.js';
 import { LabKubeletPod } from '../support/lab-kubelet.js';
 import type { LabPod, LabPodiam, LabProcess } from '../support/lab.js';
-import { ACCOUNT, Lab, NODE_NAME, SYSTEM_PATH, pythonWithBotocore } from '../support/lab.js';
+import { ACCOUNT, Lab, NODE_IP, NODE_IP6, NODE_NAME, SYSTEM_PATH, pythonWithBotocore } from '../support/lab.js';
+import type { Obj as Rendered } from '../support/manifests.js';
+import { kustomize, kustomizeOwn } from '../support/manifests.js';
 import { ROOT, podiamArgv } from '../support/podiam-process.js';
 import { waitFor } from '../support/wait.js';
 import type { WebhookEndpoint } from '../support/webhook.js';
@@ -26,6 +32,28 @@ const OPT_IN = 'podiam.io/token-identity';
 const WEBHOOK_PORT = 8443;
 const WEBHOOK_METRICS_PORT = 8282;
 
+/** What an operator on Calico applies: the overlay plus the token identity component. */
+function rendered(): Rendered[] {
+  return kustomizeOwn((rel) => ['apiVersion: kustomize.config.k8s.io/v1beta1', 'kind: Kustomization', 'resources:', `  - ${rel('overlays/calico')}`, 'components:', `  - ${rel('components/token-identity')}`]);
+}
+
+function containerOf(objs: readonly Rendered[], kind: string): Rendered {
+  return objs.find((o) => o.kind === kind)!.spec.template.spec.containers[0] as Rendered;
+}
+
+/** The DaemonSet's args as the kubelet expands them on the lab's node. */
+function agentArgs(objs: readonly Rendered[]): string[] {
+  const c = containerOf(objs, 'DaemonSet');
+  const env: Record<string, string> = { 'status.hostIP': NODE_IP, 'status.hostIPs': `${NODE_IP},${NODE_IP6}`, 'spec.nodeName': NODE_NAME };
+  const vars: Record<string, string> = {};
+  for (const e of c.env as Rendered[]) vars[e.name] = e.value ?? env[e.valueFrom.fieldRef.fieldPath];
+  return (c.args as string[]).map((a) => a.replace(/\$\(([A-Z_]+)\)/g, (m, name: string) => vars[name] ?? m));
+}
+
+function arnOf(role: string): string {
+  return `arn:aws:iam::${ACCOUNT}:role/${role}`;
+}
+
 let lab: Lab;
 let podiam: LabPodiam;
 let webhookProcess: LabProcess;
@@ -36,14 +64,22 @@ beforeAll(async () => {
     pods: [
       { name: 'wh-app', role: 'role-wh-app', fixture: false },
       { name: 'wh-plain', role: 'role-wh-plain', fixture: false },
+      { name: 'wh-none', role: 'role-wh-none', fixture: false },
       { name: 'wh-team', namespace: 'team-in', fixture: false },
     ],
     namespaceLabels: { 'team-in': { [OPT_IN]: 'true' } },
-    serviceAccounts: [{ namespace: 'team-in', name: 'app', annotations: { 'iam.amazonaws.com/role': 'role-wh-team' } }],
+    serviceAccounts: [{ namespace: 'team-in', name: 'app', annotations: { 'iam.amazonaws.com/role': arnOf('role-wh-team') } }],
   });
-  podiam = await lab.startPodiam({ extraArgs: ['--log-format=json', '--token-identity', '--token-addr=169.254.170.23:80', '--token-interface=lo'] });
+  const objs = rendered();
+  const args = agentArgs(objs);
+  expect(args).toEqual(expect.arrayContaining(['--token-identity', '--token-interface=pod-id-link0', '--iptables', '--host-interface=cali+']));
+  // In-cluster, the agent finds the API server from its ServiceAccount; the lab's is on the node.
+  // This machine's kernel has no dummy link type (`ip link add … type dummy`: Unknown device
+  // type), so the token addresses go on the node namespace's lo instead of pod-id-link0.
+  const labArgs = args.map((a) => (a === '--token-interface=pod-id-link0' ? '--token-interface=lo' : a));
+  podiam = await lab.startPodiam({ args: [...labArgs, `--api-server=${lab.kubeUrl}`, '--insecure'] });
   await podiam.waitFor(/token identity listening/);
-  webhook = await startWebhook();
+  webhook = await startWebhook(containerOf(objs, 'Deployment').args as string[]);
 }, 120_000);
 
 afterAll(async () => {
@@ -55,22 +91,18 @@ afterAll(async () => {
  * certificate for 127.0.0.1 from a test CA. Its AdmissionReviews are POSTed from the node
  * namespace too (curl, verifying the certificate against the CA), as the API server would.
  */
-async function startWebhook(): Promise<WebhookEndpoint> {
+async function startWebhook(renderedArgs: readonly string[]): Promise<WebhookEndpoint> {
   const dir = mkdtempSync(path.join(lab.dir, 'webhook-'));
   const ca = makeCa(dir);
   const { certFile, keyFile } = makeServingCertificate(dir, 'tls', 'podiam-webhook');
+  expect(renderedArgs).toContain(`--port=${WEBHOOK_PORT}`);
   const args = [
-    'webhook',
-    `--port=${WEBHOOK_PORT}`,
-    `--metrics-port=${WEBHOOK_METRICS_PORT}`,
-    `--tls-cert-file=${certFile}`,
-    `--tls-key-file=${keyFile}`,
+    ...renderedArgs.map((a) =>
+      a.startsWith('--tls-cert-file=') ? `--tls-cert-file=${certFile}` : a.startsWith('--tls-key-file=') ? `--tls-key-file=${keyFile}` : a.startsWith('--metrics-port=') ? `--metrics-port=${WEBHOOK_METRICS_PORT}` : a,
+    ),
     `--api-server=${lab.kubeUrl}`,
     '--insecure',
-    // Generous on a busy machine: a lookup that times out skips the pod, which is not what is tested here.
-    '--lookup-timeout=2s',
     '--shutdown-delay=0s',
-    '--log-format=json',
   ];
   webhookProcess = lab.spawnIn(lab.nodeNs, 'podiam webhook', [process.execPath, ...podiamArgv(args)], { PATH: SYSTEM_PATH });
   await webhookProcess.waitFor(/podiam webhook listening/, 30_000);
@@ -92,7 +124,8 @@ async function startWebhook(): Promise<WebhookEndpoint> {
  * Two containers: the app and a sidecar, each with env of its own and no AWS variable.
  */
 function podManifest(labPod: LabPod, annotations: Record<string, string>, serviceAccount: string): Obj {
-  const role = labPod.role === undefined ? {} : { 'iam.amazonaws.com/role': labPod.role };
+  // Full ARNs: the rendered DaemonSet has no --base-role-arn.
+  const role = labPod.role === undefined ? {} : { 'iam.amazonaws.com/role': arnOf(labPod.role) };
   return {
     apiVersion: 'v1',
     kind: 'Pod',
@@ -166,7 +199,7 @@ describe('an opted-in pod, created as the webhook mutated it', () => {
     expect(response.patchType).toBe('JSONPatch');
     expect(response.warnings).toBeUndefined();
     await waitFor(() => webhookLog('default/wh-app') !== undefined, 5000, 'the webhook log line');
-    expect(webhookLog('default/wh-app')).toMatchObject({ reason: 'injected', role: 'role-wh-app' });
+    expect(webhookLog('default/wh-app')).toMatchObject({ reason: 'injected', role: arnOf('role-wh-app') });
     const stored = (await lab.kube('GET', '/api/v1/namespaces/default/pods/wh-app')).body;
     expect(stored.status).toMatchObject({ phase: 'Running', podIP: lab.pod('wh-app').ip });
     const tokenVolumes = (stored.spec.volumes as Obj[]).filter((v) => v.projected?.sources?.some((s: Obj) => s.serviceAccountToken));
@@ -227,7 +260,7 @@ describe('a pod of a namespace labelled to opt in, its role on its ServiceAccoun
   test('patched, and its token is bound to its own ServiceAccount', async () => {
     expect(response.patchType).toBe('JSONPatch');
     await waitFor(() => webhookLog('team-in/wh-team') !== undefined, 5000, 'the webhook log line');
-    expect(webhookLog('team-in/wh-team')).toMatchObject({ reason: 'injected', role: 'role-wh-team' });
+    expect(webhookLog('team-in/wh-team')).toMatchObject({ reason: 'injected', role: arnOf('role-wh-team') });
     expect(running.pod.metadata.annotations).toEqual({});
     expect(decode(readFileSync(running.tokens[0]!.file, 'utf8'))!['kubernetes.io'].serviceaccount.name).toBe('app');
   });
@@ -268,6 +301,35 @@ describe('a pod that does not opt in', () => {
     const who = await botocore(running, 'app');
     expect(who.method).not.toBe('container-role');
     expect(who).toMatchObject({ arn: arn('role-wh-plain', 'default.wh-plain'), method: 'iam-role' });
+    const after = await served();
+    expect(after.token).toBe(before.token);
+    expect(after.imds).toBeGreaterThan(before.imds);
+  });
+});
+
+describe('the component absent (the CNI overlay alone)', () => {
+  let running: LabKubeletPod;
+
+  beforeAll(async () => {
+    const objs = kustomize(path.join(ROOT, 'manifests/overlays/calico'));
+    // Nothing calls a webhook, and the agent serves no token path: nothing points pods there.
+    expect(objs.filter((o) => o.kind === 'MutatingWebhookConfiguration')).toEqual([]);
+    expect(agentArgs(objs)).not.toContain('--token-identity');
+    const labPod = lab.pod('wh-none');
+    // Created as the API server admits it with no webhook configured: the pod spec as written.
+    const created = await lab.kube('POST', `/api/v1/namespaces/${labPod.namespace}/pods`, podManifest(labPod, { [OPT_IN]: 'true' }, 'default'));
+    expect(created.status).toBe(201);
+    const indexed = await podiam.metric('podiam_pods_indexed');
+    running = await LabKubeletPod.start(lab, created.body);
+    await waitFor(async () => (await podiam.metric('podiam_pods_indexed')) >= indexed + 2, 15_000, 'podiam indexing wh-none');
+  }, 60_000);
+
+  test('a pod asking to opt in is not injected: no container-credentials env, and its SDKs get the role over IMDS', async () => {
+    expect(running.tokens).toEqual([]);
+    for (const name of ['app', 'sidecar']) expect(Object.keys(running.env(name)).filter((k) => k.startsWith('AWS_'))).toEqual([]);
+    const before = await served();
+    expect(await botocore(running, 'app')).toMatchObject({ arn: arn('role-wh-none', 'default.wh-none'), method: 'iam-role' });
+    expect((await sdk(running, 'sidecar')).arn).toBe(arn('role-wh-none', 'default.wh-none'));
     const after = await served();
     expect(after.token).toBe(before.token);
     expect(after.imds).toBeGreaterThan(before.imds);

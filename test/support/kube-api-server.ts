@@ -32,7 +32,11 @@
  *
  * Deliberate simplifications: no pagination (`limit`/`continue` are ignored), list
  * `resourceVersion` is ignored (always a consistent read), pods may be created in a namespace
- * that does not exist, and only pods, namespaces and serviceaccounts can be watched.
+ * that does not exist, and only pods, namespaces, serviceaccounts and podidentityassociations can
+ * be watched.
+ *
+ * PodIdentityAssociations (podiam.io/v1alpha1, cluster-scoped, with a status subresource and the
+ * shipped CRD's schema) are in kube-association-api.ts (`associationApi`), over this store.
  *
  * ServiceAccounts: list/watch/get like pods (`/api/v1/serviceaccounts`,
  * `/api/v1/namespaces/{ns}/serviceaccounts[/{name}]`). TokenRequest, TokenReview and the OIDC
@@ -45,6 +49,7 @@ import http from 'node:http';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { randomBytes, randomUUID } from 'node:crypto';
+import { KubeAssociationApi } from './kube-association-api.js';
 import { KubeTokenApi } from './kube-token-api.js';
 
 export interface ObjectMeta {
@@ -127,7 +132,7 @@ export interface KubeApiServerOptions {
   omitListItemTypeMeta?: boolean;
 }
 
-type Resource = 'pods' | 'namespaces' | 'serviceaccounts';
+export type Resource = 'pods' | 'namespaces' | 'serviceaccounts' | 'podidentityassociations';
 
 interface HistoryEntry {
   rv: number;
@@ -170,10 +175,12 @@ class HttpError extends Error {
   }
 }
 
-const KINDS: Record<Resource, { kind: string; listKind: string }> = {
-  pods: { kind: 'Pod', listKind: 'PodList' },
-  namespaces: { kind: 'Namespace', listKind: 'NamespaceList' },
-  serviceaccounts: { kind: 'ServiceAccount', listKind: 'ServiceAccountList' },
+const KINDS: Record<Resource, { kind: string; listKind: string; apiVersion: string }> = {
+  pods: { kind: 'Pod', listKind: 'PodList', apiVersion: 'v1' },
+  namespaces: { kind: 'Namespace', listKind: 'NamespaceList', apiVersion: 'v1' },
+  serviceaccounts: { kind: 'ServiceAccount', listKind: 'ServiceAccountList', apiVersion: 'v1' },
+  // The custom resource's routes, schema and status subresource: kube-association-api.ts.
+  podidentityassociations: { kind: 'PodIdentityAssociation', listKind: 'PodIdentityAssociationList', apiVersion: 'podiam.io/v1alpha1' },
 };
 
 /** Field labels the real apiserver accepts in field selectors (anything else is a 400). */
@@ -193,6 +200,7 @@ const SUPPORTED_FIELDS: Record<Resource, ReadonlySet<string>> = {
   ]),
   namespaces: new Set(['metadata.name', 'status.phase']),
   serviceaccounts: new Set(['metadata.name', 'metadata.namespace']),
+  podidentityassociations: new Set(['metadata.name']),
 };
 
 const REASONS: Record<number, string> = {
@@ -480,8 +488,11 @@ export class KubeApiServer {
   private readonly namespaces = new Map<string, KubeObject>();
   private readonly eventStore = new Map<string, KubeObject>();
   private readonly serviceAccounts = new Map<string, KubeObject>();
+  private readonly associations = new Map<string, KubeObject>();
   /** TokenRequest, TokenReview and the OIDC keys (test/support/kube-token-api.ts). */
   readonly tokenApi: KubeTokenApi = new KubeTokenApi(this);
+  /** The PodIdentityAssociation custom resource (test/support/kube-association-api.ts). */
+  readonly associationApi: KubeAssociationApi = new KubeAssociationApi(this);
 
   private failNext = 0;
   private failStatus = 500;
@@ -583,8 +594,8 @@ export class KubeApiServer {
   sendBookmarks(): void {
     for (const w of this.watchers) {
       if (!w.bookmarks) continue;
-      const { kind } = KINDS[w.resource];
-      this.write(w, { type: 'BOOKMARK', object: { kind, apiVersion: 'v1', metadata: { resourceVersion: String(this.rv) } } });
+      const { kind, apiVersion } = KINDS[w.resource];
+      this.write(w, { type: 'BOOKMARK', object: { kind, apiVersion, metadata: { resourceVersion: String(this.rv) } } });
     }
   }
 
@@ -725,14 +736,35 @@ export class KubeApiServer {
   // ---------------------------------------------------------------- store internals
 
   private storeFor(resource: Resource): Map<string, KubeObject> {
-    return resource === 'pods' ? this.pods : resource === 'serviceaccounts' ? this.serviceAccounts : this.namespaces;
+    return resource === 'pods' ? this.pods : resource === 'serviceaccounts' ? this.serviceAccounts : resource === 'podidentityassociations' ? this.associations : this.namespaces;
   }
+
+  /**
+   * For the resource modules (kube-association-api.ts): the store's own operations, so a custom
+   * resource gets the same resourceVersions, history, watches and no-op detection as the built-in ones.
+   */
+  readonly store = {
+    get: (resource: Resource, key: string): KubeObject | undefined => {
+      const obj = this.storeFor(resource).get(key);
+      return obj === undefined ? undefined : clone(obj);
+    },
+    create: (resource: Resource, key: string, input: KubeObjectInput): KubeObject => {
+      const obj = this.normalize(input, resource);
+      if (this.storeFor(resource).has(key)) throw new HttpError(statusObject(409, `${resource} "${obj.metadata.name}" already exists`, 'AlreadyExists', { name: obj.metadata.name, kind: resource }));
+      return this.commit(resource, key, 'ADDED', obj);
+    },
+    update: (resource: Resource, key: string, mutate: (obj: KubeObject) => void): KubeObject => this.update(resource, key, mutate),
+    remove: (resource: Resource, key: string): KubeObject => this.remove(resource, key),
+    collection: (res: ServerResponse, resource: Resource, query: Record<string, string>, watch: boolean): void => this.collection(res, resource, undefined, query, watch),
+    send: (res: ServerResponse, code: number, body: unknown): void => this.sendJson(res, code, body),
+    error: (code: number, message: string, reason?: string, details?: StatusObject['details']): Error => new HttpError(statusObject(code, message, reason, details)),
+  };
 
   private normalize(input: KubeObjectInput, resource: Resource): KubeObject {
     const raw: unknown = clone(input);
     if (!isRecord(raw) || !isRecord(raw['metadata'])) throw new Error(`${resource}: metadata is required`);
     // kind/apiVersion first, as the real apiserver serialises them.
-    const obj = { kind: KINDS[resource].kind, apiVersion: 'v1', ...raw } as unknown as KubeObject;
+    const obj = { kind: KINDS[resource].kind, apiVersion: KINDS[resource].apiVersion, ...raw } as unknown as KubeObject;
     const meta = obj.metadata;
     if (typeof meta.name !== 'string' || meta.name === '') throw new Error(`${resource}: metadata.name is required`);
     if (resource === 'pods' || resource === 'serviceaccounts') {
@@ -743,7 +775,7 @@ export class KubeApiServer {
       delete meta.namespace;
     }
     obj.kind = KINDS[resource].kind;
-    obj.apiVersion = 'v1';
+    obj.apiVersion = KINDS[resource].apiVersion;
     meta.uid ??= randomUUID();
     meta.creationTimestamp ??= nowTimestamp();
     return obj;
@@ -946,6 +978,7 @@ export class KubeApiServer {
       const ns = parts[4]!;
       if (this.eventsEndpoint(res, method, ns, parts.slice(6), 'events.k8s.io/v1', req.headers['content-type'], body)) return;
     }
+    if (this.associationApi.handle(res, method, parts, query, watch, req.headers['content-type'], body)) return;
     const answer = this.tokenApi.handle(method, parts, body);
     if (answer !== undefined) {
       this.sendJson(res, answer.code, answer.body, answer.contentType);
@@ -1015,7 +1048,7 @@ export class KubeApiServer {
         : page;
       this.sendJson(res, 200, {
         kind: KINDS[resource].listKind,
-        apiVersion: 'v1',
+        apiVersion: KINDS[resource].apiVersion,
         metadata: meta,
         items,
       });

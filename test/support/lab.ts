@@ -656,8 +656,9 @@ export class Lab {
    * Starts podiam in the node namespace. `wait`: 'ready' (default) waits for /readyz, 'none'
    * returns at once (e.g. to watch it fail).
    */
-  async startPodiam(opts: { extraArgs?: readonly string[]; env?: NodeJS.ProcessEnv; wait?: 'ready' | 'none'; wrapper?: readonly string[] } = {}): Promise<LabPodiam> {
-    const args = this.podiamArgs(opts.extraArgs);
+  async startPodiam(opts: { extraArgs?: readonly string[]; args?: readonly string[]; env?: NodeJS.ProcessEnv; wait?: 'ready' | 'none'; wrapper?: readonly string[] } = {}): Promise<LabPodiam> {
+    // args: exactly these (e.g. a rendered DaemonSet's), instead of the lab's own plus extraArgs.
+    const args = opts.args === undefined ? this.podiamArgs(opts.extraArgs) : [...opts.args];
     const argv = [...(opts.wrapper ?? []), process.execPath, ...podiamArgv(args)];
     const child = spawn(IP, ['netns', 'exec', this.nodeNs, ...argv], { env: { ...(opts.env ?? this.podiamEnv()), ...shebangEnv() }, cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
     const p = new LabPodiam(child, this, args);

@@ -5,7 +5,7 @@ import type { PodInfo, RoleRequest } from '../../src/roles.js';
 
 const pod = (name: string): PodInfo => ({ namespace: 'ns', name, uid: `uid-${name}`, ips: ['10.0.0.1'], phase: 'Running', hostNetwork: false, createdMs: 0, deleting: false, annotations: {} });
 const role: RoleRequest = { roleArn: 'arn:aws:iam::123456789012:role/app', roleName: 'app', externalId: undefined, sessionName: 'ns.app', pod: 'ns/app' };
-const issued: IssuedCredentials = { request: role, accessKeyId: 'ASIAEXAMPLE', issuedMs: 0, expirationMs: 3_600_000, body: Buffer.from('{}') };
+const issued: IssuedCredentials = { request: role, accessKeyId: 'ASIAEXAMPLE', issuedMs: 0, expirationMs: 3_600_000, body: Buffer.from('{}'), credentials: { accessKeyId: 'ASIAEXAMPLE', secretAccessKey: 'secret', sessionToken: 'token', expiration: new Date(3_600_000) } };
 
 function fixture() {
   const calls = { get: [] as RoleRequest[], peek: [] as RoleRequest[], prefetch: [] as RoleRequest[] };

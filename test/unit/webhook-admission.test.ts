@@ -51,6 +51,13 @@ test('an opted-in pod with a role on its ServiceAccount is mutated: the patch is
   expect(patch.map((op) => op.path)).toEqual(['/spec/volumes', '/spec/containers/0/env', '/spec/containers/0/volumeMounts']);
 });
 
+test('a ServiceAccount with IRSA’s eks.amazonaws.com/role-arn is a role (the node agent reads it too); podiam’s key comes first', async () => {
+  const { lookups } = fakeLookups({}, { 'team-a/app': facts({}, { 'eks.amazonaws.com/role-arn': ROLE }) });
+  expect((await admit(review(pod(OPT_IN)), lookups, OPTIONS)).outcome).toMatchObject({ result: 'mutated', role: ROLE });
+  const both = fakeLookups({}, { 'team-a/app': facts({}, { 'eks.amazonaws.com/role-arn': ROLE, 'iam.amazonaws.com/role': 'own' }) });
+  expect((await admit(review(pod(OPT_IN)), both.lookups, OPTIONS)).outcome).toMatchObject({ result: 'mutated', role: 'own' });
+});
+
 test('a pod with its own role annotation needs no ServiceAccount read', async () => {
   const { lookups, calls } = fakeLookups({ 'team-a': facts({ 'podiam.io/token-identity': 'true' }) }, {});
   const { outcome } = await admit(review(pod({ 'iam.amazonaws.com/role': 'app' })), lookups, OPTIONS);
@@ -67,6 +74,11 @@ describe('skips, each with its reason and no patch', () => {
     ['opted in but no role anywhere', review(pod(OPT_IN)), {}, { 'team-a/app': facts() }, false, 'no-role'],
     ['opted in, ServiceAccount missing', review(pod(OPT_IN)), {}, {}, false, 'no-role'],
     ['a bad opt-in value', review(pod({ 'podiam.io/token-identity': 'yes' })), {}, {}, false, 'bad-opt-in-value'],
+    // What IRSA's webhook injects (amazon-eks-pod-identity-webhook): any one of it is enough.
+    ['IRSA env on a container (AWS_ROLE_ARN)', review(pod({ ...OPT_IN, 'iam.amazonaws.com/role': ROLE }, { containers: [{ name: 'app', image: 'x', env: [{ name: 'AWS_ROLE_ARN', value: ROLE }] }] })), {}, {}, false, 'irsa-injected'],
+    ['IRSA env on an init container (AWS_WEB_IDENTITY_TOKEN_FILE)', review(pod({ ...OPT_IN, 'iam.amazonaws.com/role': ROLE }, { initContainers: [{ name: 'init', image: 'x', env: [{ name: 'AWS_WEB_IDENTITY_TOKEN_FILE', value: '/var/run/secrets/eks.amazonaws.com/serviceaccount/token' }] }] })), {}, {}, false, 'irsa-injected'],
+    ['the IRSA token volume', review(pod({ ...OPT_IN, 'iam.amazonaws.com/role': ROLE }, { volumes: [{ name: 'aws-iam-token', projected: { sources: [] } }] })), {}, {}, false, 'irsa-injected'],
+    ['a mount of the eks.amazonaws.com token', review(pod({ ...OPT_IN, 'iam.amazonaws.com/role': ROLE }, { containers: [{ name: 'app', image: 'x', volumeMounts: [{ name: 'token', mountPath: '/var/run/secrets/eks.amazonaws.com/serviceaccount' }] }] })), {}, {}, false, 'irsa-injected'],
     ['an UPDATE', review(pod(OPT_IN), { operation: 'UPDATE' }), {}, {}, false, 'not-a-pod-create'],
     ['a subresource', review(pod(OPT_IN), { subResource: 'ephemeralcontainers' }), {}, {}, false, 'not-a-pod-create'],
     ['not a pod', review({}, { kind: { group: 'apps', version: 'v1', kind: 'Deployment' } }), {}, {}, false, 'not-a-pod-create'],
