@@ -45,6 +45,7 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
     cacheEntries: () => cache.size(),
     credentialsMinRemainingMs: () => cache.servedRemainingMs(),
     ready: () => health().ready,
+    informersOutOfSync: () => watcher.outOfSync(),
   });
   log.info('podiam starting', { config: describeConfig(config) });
   if (config.ignoredFlags.length > 0) {
@@ -91,7 +92,15 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
   });
 
   const kc = createKubeConfig(config);
-  const watcher = new KubeWatcher(kc, index, { node: config.node, log, metrics, watchDeadlineMs: config.watchDeadlineMs });
+  // With --node, only the namespaces and ServiceAccounts of this node's pods (metadata only), each watched from its first pod on.
+  const watcher = new KubeWatcher(kc, index, {
+    node: config.node,
+    metadataScope: config.node === undefined ? 'all' : 'used',
+    annotationKeys: { pod: [policy.roleKey, policy.externalIdKey, policy.sessionNameKey], namespace: [policy.namespaceKey], serviceAccount: [policy.roleKey] },
+    log,
+    metrics,
+    watchDeadlineMs: config.watchDeadlineMs,
+  });
   const events = config.events ? new EventRecorder(kc, { log, metrics, component: 'podiam', host: config.node }) : undefined;
   const audit = new AllowedRolesAudit(policy, {
     warn: (message, fields) => log.warn(message, fields),
@@ -120,7 +129,7 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
     // Prefetch: a new pod's first request should find its credentials already in memory.
     // Denials are reported when the pod asks. Only for this node's pods: watching the whole
     // cluster (no --node), prefetching would assume every role of every pod.
-    if (config.node === undefined) return;
+    if (config.node === undefined || !watcher.synced(pod)) return;
     const role = roleOf(pod);
     if (!(role instanceof Error)) cache.prefetch(role);
   });
@@ -133,7 +142,7 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
   };
 
   const routes = new CredentialRoutes({
-    pods: { synced: () => watcher.synced(), lookup: (ip) => index.lookup(ip), waitFor: (ip, ms) => index.waitFor(ip, ms), namespace: (n) => index.namespace(n) },
+    pods: { synced: (pod) => watcher.synced(pod), ready: (ms, pod) => watcher.ready(ms, pod), lookup: (ip) => index.lookup(ip), waitFor: (ip, ms) => index.waitFor(ip, ms), namespace: (n) => index.namespace(n) },
     cache,
     roles: { resolve: (pod, ns) => roles.resolve(pod, ns, index.serviceAccountOf(pod)) },
     podWaitMs: config.podWaitMs,
@@ -144,7 +153,7 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
   // The node itself: loopback and its host IPs (one per family).
   const callers = new Callers({
     isNodeAddress: nodeAddresses([config.hostIp4, config.hostIp6].filter((ip): ip is string => ip !== undefined)),
-    pods: { synced: () => watcher.synced(), waitFor: (ip, ms) => index.waitFor(ip, ms) },
+    pods: { ready: (ms) => watcher.ready(ms), waitFor: (ip, ms) => index.waitFor(ip, ms) },
     podWaitMs: config.podWaitMs,
   });
 
@@ -154,8 +163,10 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
     const kube = watcher.states();
     // With --iptables, not ready until every family's rules are in (ensure() has returned): the
     // informers start first, so they can be synced while the rules are still going in.
-    const ready = watcher.synced() && (!config.iptables || (rulesEnsured && interception !== undefined && interception.ready()));
-    return { ready, pods: kube.pods, namespaces: kube.namespaces, serviceaccounts: kube.serviceaccounts, watchTimeouts: watcher.watchTimeouts(), ...(interception === undefined ? {} : { iptables: interception.state() }) };
+    // Not ready either while an informer has been out of sync past --watch-deadline (its answers are 503).
+    const ready = watcher.healthy() && (!config.iptables || (rulesEnsured && interception !== undefined && interception.ready()));
+    const outOfSync = watcher.outOfSync();
+    return { ready, pods: kube.pods, namespaces: kube.namespaces, serviceaccounts: kube.serviceaccounts, watchTimeouts: watcher.watchTimeouts(), ...(outOfSync.length === 0 ? {} : { outOfSync }), ...(interception === undefined ? {} : { iptables: interception.state() }) };
   };
 
   const serverDeps = {
@@ -194,7 +205,7 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
     token = await startTokenIdentity(config, {
       review: createTokenReviewer(kc),
       index,
-      synced: () => watcher.synced(),
+      informers: watcher,
       roleOf,
       cache,
       metrics,

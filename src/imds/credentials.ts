@@ -3,13 +3,16 @@
  * and its credentials from the cache. Reads top-down, as a request flows.
  */
 import type { CredentialCache, IssuedCredentials } from '../aws/credential-cache.js';
-import { NotReady, PodNotFound, RoleMismatch, StsUnavailable } from '../errors.js';
+import { PodNotFound, RoleMismatch, StsUnavailable } from '../errors.js';
 import type { NamespaceInfo, PodInfo, RoleRequest, RoleResolver } from '../roles.js';
 import { podRef } from '../roles.js';
 import { renderIamInfo } from './format.js';
 
 export interface PodDirectory {
-  synced(): boolean;
+  /** The informers an answer (for this pod) depends on are in sync, or out of sync for less than --watch-deadline. */
+  synced(pod?: PodInfo): boolean;
+  /** Waits up to `ms` until synced(pod), else throws NotReady naming the informer. */
+  ready(ms: number, pod?: PodInfo): Promise<void>;
   lookup(podIp: string): PodInfo | undefined;
   waitFor(podIp: string, ms: number): Promise<PodInfo | undefined>;
   namespace(name: string): NamespaceInfo | undefined;
@@ -56,9 +59,8 @@ export class CredentialRoutes {
    */
   credentialsNow(podIp: string, askedRole: string): CredentialAnswer | undefined {
     const { pods, roles, cache } = this.options;
-    if (!pods.synced()) return undefined;
     const pod = pods.lookup(podIp);
-    if (pod === undefined) return undefined;
+    if (pod === undefined || !pods.synced(pod)) return undefined;
     const role = roles.resolve(pod, pods.namespace(pod.namespace));
     if (role instanceof Error || role.roleName !== askedRole) return undefined;
     const creds = cache.peek(role);
@@ -84,13 +86,19 @@ export class CredentialRoutes {
 
   private async podFor(podIp: string): Promise<PodInfo> {
     const { pods, podWaitMs, onPodWait } = this.options;
-    if (!pods.synced()) throw new NotReady('the pod informer');
-    const known = await pods.waitFor(podIp, 0);
-    if (known !== undefined) return known;
-    // Pod-start race: the SDK can ask before the watch event arrives (kube2iam #136).
-    const pod = await pods.waitFor(podIp, podWaitMs);
-    onPodWait?.(pod === undefined ? 'timeout' : 'found');
-    if (pod === undefined) throw new PodNotFound(podIp, podWaitMs);
+    const deadline = performance.now() + podWaitMs;
+    const left = (): number => Math.max(0, deadline - performance.now());
+    // Start-up holds: before the first sync the request waits for it (within --pod-wait).
+    await pods.ready(podWaitMs);
+    let pod = await pods.waitFor(podIp, 0);
+    if (pod === undefined) {
+      // Pod-start race: the SDK can ask before the watch event arrives (kube2iam #136).
+      pod = await pods.waitFor(podIp, left());
+      onPodWait?.(pod === undefined ? 'timeout' : 'found');
+      if (pod === undefined) throw new PodNotFound(podIp, podWaitMs);
+    }
+    // Its namespace's and ServiceAccount's informers, in sync (or waited for, in what is left).
+    await pods.ready(left(), pod);
     return pod;
   }
 

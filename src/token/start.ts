@@ -22,7 +22,8 @@ import { createTokenServer } from './server.js';
 export interface TokenIdentityDeps {
   readonly review: (token: string, audiences: readonly string[]) => Promise<ReviewOutcome>;
   readonly index: Pick<PodIndex, 'pod' | 'onPodGone'>;
-  readonly synced: () => boolean;
+  /** The informers' sync state: what an answer for a pod may be given from (kube/pods.ts). */
+  readonly informers: { synced(pod?: PodInfo): boolean; ready(ms: number, pod?: PodInfo): Promise<void> };
   readonly roleOf: (pod: PodInfo) => RoleRequest | Error;
   readonly cache: Pick<CredentialCache, 'get' | 'peek'>;
   readonly metrics: Metrics;
@@ -42,7 +43,7 @@ export async function startTokenIdentity(config: Config, deps: TokenIdentityDeps
   const reviews = new TokenReviews({ review: deps.review, audience: config.tokenAudience, onReview: (outcome) => metrics.tokenReviews.inc({ outcome }) });
   deps.index.onPodGone((pod) => reviews.dropPod(pod.uid));
   const credentials = new TokenCredentials({
-    pods: { synced: deps.synced, pod: (ns, name) => deps.index.pod(ns, name) },
+    pods: { synced: (pod) => deps.informers.synced(pod), ready: (pod) => deps.informers.ready(config.podWaitMs, pod), pod: (ns, name) => deps.index.pod(ns, name) },
     reviews,
     audience: config.tokenAudience,
     roleOf: deps.roleOf,
