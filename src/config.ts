@@ -53,7 +53,7 @@ export interface Config {
   readonly apiToken: string | undefined;
   readonly insecure: boolean;
   readonly events: boolean;
-  /** A watch silent this long is dead: aborted, then relisted and re-watched (kube/pods.ts). */
+  /** A watch silent this long is dead: aborted, then relisted and re-watched; an informer out of sync this long fails closed (kube/pods.ts). */
   readonly watchDeadlineMs: number;
   readonly logFormat: LogFormat;
   readonly logLevel: LogLevel;
@@ -119,7 +119,7 @@ export const FLAGS: readonly FlagSpec[] = [
   { name: 'log-level', type: 'enum', default: 'info', values: ['panic', 'fatal', 'error', 'warn', 'warning', 'info', 'debug', 'trace'], example: '--log-level=info', help: 'log level; logrus names too (any case): trace is debug, panic and fatal are error' },
   { name: 'session-scope', type: 'enum', default: 'pod', values: ['pod', 'role'], example: '--session-scope=role', help: 'pod: one STS session per pod (CloudTrail names the pod); role: one per role and external id on this node, as kube2iam (fewer STS calls)' },
   { name: 'allow-signed-identity', type: 'bool', default: 'false', example: '--allow-signed-identity', help: "serve the node's signed instance identity (dynamic/instance-identity/pkcs7, signature, rsa2048) to pods: any pod can then authenticate as the node (Vault, SPIRE)" },
-  { name: 'watch-deadline', type: 'duration', default: '55s', example: '--watch-deadline=55s', help: 'a Kubernetes watch silent this long is replaced (relist + watch); at most 60s' },
+  { name: 'watch-deadline', type: 'duration', default: '55s', example: '--watch-deadline=55s', help: 'a Kubernetes watch silent this long is replaced (relist + watch); an informer out of sync this long answers 503; at most 60s' },
   { name: 'verbose', type: 'bool', default: 'false', example: '--verbose', help: 'same as --log-level=debug' },
   { name: 'debug', type: 'bool', default: 'false', example: '--debug', help: 'serve /debug/store and log at debug level' },
   { name: 'token-identity', type: 'bool', default: 'false', example: '--token-identity', help: 'also serve GET /v1/credentials (EKS Pod Identity protocol): identity from the pod\'s ServiceAccount token' },
