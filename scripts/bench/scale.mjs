@@ -73,6 +73,12 @@ function bodyBytes(url) {
 
 const MB = (b) => Math.round(b / 1e5) / 10;
 
+/** CPU time (user + system) of a process so far, in ms. */
+function cpuMs(pid) {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100;
+}
+
 export async function scale(ctx) {
   const { root, quick, log, sleep, freePort, awsTestEnv, stsUrl, imdsPort, KubeApiServer, realisticPod, measure } = ctx;
   const NODE = 'node-1';
@@ -158,7 +164,10 @@ export async function scale(ctx) {
     const atFirst = kube.bytesSent() - b0;
     let served = 0;
     for (let i = 0; i < NODE_PODS; i++) if ((await get(p.port, credPath(roles[i]), ip(i))).status === 200) served++;
-    await sleep(quick ? 5000 : 15_000);
+    const c0 = cpuMs(p.child.pid);
+    const settleMs = quick ? 5000 : 15_000;
+    await sleep(settleMs);
+    const idleCpuPct = Math.round(((cpuMs(p.child.pid) - c0) / settleMs) * 1000) / 10;
     const mem = memory(p.child.pid);
     const settled = kube.bytesSent() - b0;
     let rps;
@@ -167,7 +176,7 @@ export async function scale(ctx) {
       rps = load.rps;
     }
     await p.stop();
-    return { firstCredsMs: firstMs, bytesAtFirstCreds: atFirst, bytesSettled: settled, rssMB: mem.rssMB, hwmMB: mem.hwmMB, served, ...(rps === undefined ? {} : { cachedRps32: rps }) };
+    return { firstCredsMs: firstMs, bytesAtFirstCreds: atFirst, bytesSettled: settled, rssMB: mem.rssMB, hwmMB: mem.hwmMB, served, idleCpuPct, ...(rps === undefined ? {} : { cachedRps32: rps }) };
   };
 
   log(`  building the clusters: ${NAMESPACES} namespaces, ${NAMESPACES * SAS_PER_NS} ServiceAccounts, ${OTHER_PODS} pods elsewhere, ${NODE_PODS} here ...`);
@@ -177,15 +186,15 @@ export async function scale(ctx) {
   log(`  kube2iam's two lists in the big cluster (modelled: this node's pods and every namespace, full objects): ${MB(kube2iamBytes)} MB`);
 
   const out = { beforeRef: before.sha, kube2iamModelledBytes: kube2iamBytes, variants: {} };
-  const rounds = quick ? 1 : 2;
+  const rounds = quick ? 1 : Number(process.env.BENCH_SCALE_ROUNDS ?? 3);
   for (let round = 0; round < rounds; round++) {
-    for (const v of variants) {
+    for (const v of round % 2 === 0 ? variants : [...variants].reverse()) {
       for (const [name, cluster] of [['baseline', baseline], ['cluster', big]]) {
         ctx.cachedLoad = name === 'baseline';
         const r = await run(v, cluster);
         const key = `${v.name}/${name}`;
         (out.variants[key] ??= []).push(r);
-        log(`  ${v.label.padEnd(24)} ${name.padEnd(8)}: first credentials ${r.firstCredsMs} ms, downloaded ${MB(r.bytesAtFirstCreds)} MB until then (${MB(r.bytesSettled)} MB settled), RSS ${r.rssMB} MB (peak ${r.hwmMB}), ${r.served}/${NODE_PODS} pods served${r.cachedRps32 === undefined ? '' : `, cached ${r.cachedRps32} req/s at c=32`}`);
+        log(`  ${v.label.padEnd(24)} ${name.padEnd(8)}: first credentials ${r.firstCredsMs} ms, downloaded ${MB(r.bytesAtFirstCreds)} MB until then (${MB(r.bytesSettled)} MB settled), RSS ${r.rssMB} MB (peak ${r.hwmMB}), idle CPU ${r.idleCpuPct}%, ${r.served}/${NODE_PODS} pods served${r.cachedRps32 === undefined ? '' : `, cached ${r.cachedRps32} req/s at c=32`}`);
       }
     }
   }
@@ -203,6 +212,7 @@ export async function scale(ctx) {
     ['downloaded, settled (MB)', (r) => MB(r.bytesSettled)],
     ['RSS settled (MB)', (r) => r.rssMB],
     ['peak RSS (MB)', (r) => r.hwmMB],
+    ['CPU while idle after start (%)', (r) => r.idleCpuPct],
   ];
   const L = ['| | before, 110-pod baseline | before, big cluster | after, 110-pod baseline | after, big cluster |', '|---|---|---|---|---|'];
   for (const [label, f] of rows) L.push(`| ${label} | ${cell('before/baseline', f)} | ${cell('before/cluster', f)} | ${cell('after/baseline', f)} | ${cell('after/cluster', f)} |`);

@@ -69,6 +69,8 @@ export class Reflector<T> {
   private wake: (() => void) | undefined;
   private readonly now: () => number;
   private running: Promise<void> | undefined;
+  /** Failed attempts since list + watch last ran: the backoff's exponent. */
+  private failures = 0;
 
   constructor(
     private readonly kc: KubeConfig,
@@ -120,6 +122,7 @@ export class Reflector<T> {
 
   private setState(state: InformerState): void {
     if (state === 'watching') {
+      this.failures = 0;
       this.outOfSyncSince = undefined;
       for (const w of [...this.waiters]) w();
     } else if (this.everSynced) this.outOfSyncSince ??= this.now();
@@ -130,12 +133,13 @@ export class Reflector<T> {
 
   private async loop(): Promise<void> {
     const { log, name } = this.options;
-    let failures = 0;
     while (!this.stopped) {
       try {
         if (this.rv === '') await this.list();
-        failures = 0;
-        await this.watch();
+        const opened = this.now();
+        const events = await this.watch();
+        // A watch the server ends at once, again and again, must not become a busy loop.
+        if (events === 0 && this.now() - opened < 1000 && !this.stopped) await this.pause(1000);
       } catch (err) {
         if (this.stopped) break;
         this.setState(this.everSynced ? 'reconnecting' : 'syncing');
@@ -144,20 +148,25 @@ export class Reflector<T> {
           log.info('kubernetes watch expired, relisting', { resource: name });
           continue;
         }
-        failures += 1;
+        this.failures += 1;
         this.options.on?.restart?.();
-        const delay = Math.min(30_000, 250 * 2 ** Math.min(failures - 1, 7)) * (0.5 + Math.random());
+        const delay = Math.min(30_000, 250 * 2 ** Math.min(this.failures - 1, 7)) * (0.5 + Math.random());
         log.warn('kubernetes list or watch failed, retrying', { resource: name, error: describe(err), retryInMs: Math.round(delay) });
-        await new Promise<void>((resolve) => {
-          const t = setTimeout(resolve, delay);
-          this.wake = () => {
-            clearTimeout(t);
-            resolve();
-          };
-        });
-        this.wake = undefined;
+        await this.pause(delay);
       }
     }
+  }
+
+  /** Sleeps `ms`, or until stop(). */
+  private async pause(ms: number): Promise<void> {
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(resolve, ms);
+      this.wake = () => {
+        clearTimeout(t);
+        resolve();
+      };
+    });
+    this.wake = undefined;
   }
 
   /** Every page, every item handed on as it is parsed; then what the list no longer has is removed. */
@@ -202,8 +211,8 @@ export class Reflector<T> {
     if (first) this.options.log.info('informer synced', { resource: this.options.name, objects: seen.size });
   }
 
-  /** Until the watch ends (server timeout, connection closed, silent past the deadline); throws Gone on 410. */
-  private async watch(): Promise<void> {
+  /** Until the watch ends (server timeout, connection closed, silent past the deadline): how many events it carried. Throws Gone on 410. */
+  private async watch(): Promise<number> {
     const { path, fieldSelector, metadataOnly, silentMs, log, name } = this.options;
     const controller = (this.controller = new AbortController());
     let timer: NodeJS.Timeout | undefined;
@@ -217,6 +226,7 @@ export class Reflector<T> {
       timer.unref();
     };
     touch();
+    let events = 0;
     try {
       const res = await openStream(
         this.kc,
@@ -226,7 +236,10 @@ export class Reflector<T> {
         { signal: controller.signal, connectTimeoutMs: silentMs, agent: this.options.agent },
       );
       this.setState('watching');
-      await readLines(res, MAX_OBJECT_BYTES, touch, (line) => this.event(line));
+      await readLines(res, MAX_OBJECT_BYTES, touch, (line) => {
+        events += 1;
+        this.event(line);
+      });
     } catch (err) {
       if (!silent) throw err;
     } finally {
@@ -240,6 +253,7 @@ export class Reflector<T> {
     }
     // The watch ended: out of sync until the next one runs.
     if (!this.stopped) this.setState('reconnecting');
+    return events;
   }
 
   private event(line: string): void {
