@@ -21,6 +21,8 @@ export interface AssociationsOptions {
   /** The association's verdict: RoleResolver.checkAssociation. */
   readonly check: (association: AssociationInfo, namespace: NamespaceInfo | undefined) => Error | undefined;
   readonly statusDelayMs?: number;
+  /** Whether this node can decide an association's status (see AssociationStatusWriter). */
+  readonly decides?: (association: AssociationInfo) => boolean;
 }
 
 export class Associations {
@@ -34,6 +36,7 @@ export class Associations {
       index: this.index,
       namespace: options.namespace,
       check: options.check,
+      decides: options.decides,
       patch: (path, body) => this.watcher.api.mergePatch(path, body),
       warn: (message, fields) => options.log.warn(message, fields),
       maxDelayMs: options.statusDelayMs,

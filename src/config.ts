@@ -51,7 +51,7 @@ export interface Config extends RolePolicyConfig {
   readonly apiToken: string | undefined;
   readonly insecure: boolean;
   readonly events: boolean;
-  /** A watch silent this long is dead: aborted, then relisted and re-watched (kube/pods.ts). */
+  /** A watch silent this long is dead: aborted, then relisted and re-watched; an informer out of sync this long fails closed (kube/pods.ts). */
   readonly watchDeadlineMs: number;
   readonly logFormat: LogFormat;
   readonly logLevel: LogLevel;
@@ -111,7 +111,7 @@ export const FLAGS: readonly FlagSpec[] = [
   { name: 'allow-signed-identity', type: 'bool', default: 'false', example: '--allow-signed-identity', help: "serve the node's signed instance identity (dynamic/instance-identity/pkcs7, signature, rsa2048) to pods: any pod can then authenticate as the node (Vault, SPIRE)" },
   { name: 'allow-user-data', type: 'bool', default: 'false', example: '--allow-user-data', help: "serve user-data to pods (the node always gets it): kubeadm and kOps put the cluster join token there, so any pod could join the cluster as a node" },
   { name: 'imds-tokens', type: 'enum', default: 'auto', values: ['auto', 'required', 'optional'], example: '--imds-tokens=required', help: "IMDSv2 tokens from pods: required (a token-less GET is 401, as EC2 with HttpTokens=required), optional, or auto: as the node's metadata service answers a token-less GET at start (required until it answers)" },
-  { name: 'watch-deadline', type: 'duration', default: '55s', example: '--watch-deadline=55s', help: 'a Kubernetes watch silent this long is replaced (relist + watch); at most 60s' },
+  { name: 'watch-deadline', type: 'duration', default: '55s', example: '--watch-deadline=55s', help: 'a Kubernetes watch silent this long is replaced (relist + watch); an informer out of sync this long answers 503; at most 60s' },
   { name: 'verbose', type: 'bool', default: 'false', example: '--verbose', help: 'same as --log-level=debug' },
   { name: 'debug', type: 'bool', default: 'false', example: '--debug', help: 'serve /debug/store and log at debug level' },
   { name: 'token-identity', type: 'bool', default: 'false', example: '--token-identity', help: 'also serve GET /v1/credentials (EKS Pod Identity protocol): identity from the pod\'s ServiceAccount token' },

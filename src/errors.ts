@@ -23,8 +23,9 @@ export class ConfigError extends PodiamError {
 
 /** The informers have not finished their first list yet. */
 export class NotReady extends PodiamError {
-  constructor(what: string) {
-    super('NotReady', 503, `podiam is starting: ${what} not synced yet, try again`);
+  /** `detail` replaces the start-up wording (an informer that was in sync and fell behind). */
+  constructor(what: string, detail?: string) {
+    super('NotReady', 503, detail ?? `podiam is starting: ${what} not synced yet, try again`);
   }
 }
 

@@ -32,6 +32,7 @@ import type { Logger } from './log.js';
 import type { Metrics } from './metrics.js';
 import { createMetrics } from './metrics.js';
 import type { PodInfo, RolePolicy, RoleResolver } from './roles.js';
+import { annotationKeysOf } from './roles.js';
 import type { Health } from './server.js';
 import { createMetricsServer, createServer } from './server.js';
 
@@ -50,6 +51,7 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
     cacheEntries: () => credentials.size(),
     credentialsMinRemainingMs: () => credentials.servedRemainingMs(),
     ready: () => health().ready,
+    informersOutOfSync: () => watcher.outOfSync(),
   });
   log.info('podiam starting', { config: describeConfig(config) });
   if (config.ignoredFlags.length > 0) {
@@ -62,20 +64,28 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
   const imdsTokensProbed = imdsTokens.start();
   const index = new PodIndex();
   const kc = createKubeConfig(config);
-  // In broker mode this node watches its own pods only: roles are decided by the broker, which
-  // watches namespaces and ServiceAccounts for the cluster.
-  const watcher = new KubeWatcher(kc, index, { node: config.node, log, metrics, watchDeadlineMs: config.watchDeadlineMs, podsOnly: config.broker !== undefined });
+  // With --node, only the namespaces and ServiceAccounts of this node's pods (metadata only), each
+  // watched from its first pod on. In broker mode this node watches its own pods only: roles are
+  // decided by the broker, which watches namespaces and ServiceAccounts for the cluster.
+  const watcher = new KubeWatcher(kc, index, {
+    node: config.node,
+    metadataScope: config.broker !== undefined ? 'none' : config.node === undefined ? 'all' : 'used',
+    annotationKeys: annotationKeysOf(config),
+    log,
+    metrics,
+    watchDeadlineMs: config.watchDeadlineMs,
+  });
   // PodIdentityAssociations (unless --role-sources leaves them out): role resolution reads them as data.
   // In broker mode the broker reads them. The status verdict is the local resolver's (bound below).
-  const associations = config.broker === undefined && (config.roleSources === undefined || config.roleSources.has('associations')) ? new Associations(kc, { log, metrics, watchDeadlineMs: config.watchDeadlineMs, namespace: (name) => index.namespace(name), check: (a, ns) => credentials.checkAssociation!(a, ns) }) : undefined;
-  const synced = (): boolean => watcher.synced() && (associations?.synced() ?? true);
+  const associations = config.broker === undefined && (config.roleSources === undefined || config.roleSources.has('associations')) ? new Associations(kc, { log, metrics, watchDeadlineMs: config.watchDeadlineMs, namespace: (name) => index.namespace(name), check: (a, ns) => credentials.checkAssociation!(a, ns), decides: (a) => !config.namespaceRestrictions || config.node === undefined || index.namespace(a.namespace) !== undefined }) : undefined;
+  const synced = (pod?: PodInfo): boolean => watcher.synced(pod) && (associations?.synced() ?? true);
   const stopWatching = async (): Promise<void> => {
     await watcher.stop();
     await associations?.stop();
   };
   // Status verdicts read namespaces: written once every informer has listed, again when a namespace changes.
   if (associations !== undefined) {
-    void Promise.all([watcher.whenSynced(), associations.whenSynced()]).then(() => associations.writeStatus());
+    void Promise.all([untilReady(watcher, () => stopping !== undefined), associations.whenSynced()]).then(() => associations.writeStatus());
     index.onNamespace(() => associations.namespaceChanged());
   }
   associations?.index.onChange((a) => {
@@ -91,7 +101,7 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
     // Prefetch: a new pod's first request should find its credentials already in memory.
     // Denials are reported when the pod asks. Only for this node's pods: watching the whole
     // cluster (no --node), prefetching would assume every role of every pod.
-    if (config.node !== undefined) source.prefetch(pod);
+    if (config.node !== undefined && watcher.synced(pod)) source.prefetch(pod);
   });
   if (credentials.forget !== undefined) {
     const forget = credentials.forget;
@@ -106,7 +116,7 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
   };
 
   const routes = new CredentialRoutes({
-    pods: { synced, lookup: (ip) => index.lookup(ip), waitFor: (ip, ms) => index.waitFor(ip, ms) },
+    pods: { synced, ready: (ms, pod) => watcher.ready(ms, pod), lookup: (ip) => index.lookup(ip), waitFor: (ip, ms) => index.waitFor(ip, ms) },
     source,
     podWaitMs: config.podWaitMs,
     onPodWait: (outcome) => metrics.podWaits.inc({ outcome }),
@@ -116,7 +126,7 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
   // The node itself: loopback and its host IPs (one per family).
   const callers = new Callers({
     isNodeAddress: nodeAddresses([config.hostIp4, config.hostIp6].filter((ip): ip is string => ip !== undefined)),
-    pods: { synced: () => watcher.synced(), waitFor: (ip, ms) => index.waitFor(ip, ms) },
+    pods: { ready: (ms) => watcher.ready(ms), waitFor: (ip, ms) => index.waitFor(ip, ms) },
     podWaitMs: config.podWaitMs,
   });
 
@@ -126,10 +136,12 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
     const kube = watcher.states();
     // With --iptables, not ready until every family's rules are in (ensure() has returned): the
     // informers start first, so they can be synced while the rules are still going in.
-    const ready = synced() && (!config.iptables || (rulesEnsured && interception !== undefined && interception.ready()));
+    // Not ready either while an informer has been out of sync past --watch-deadline (its answers are 503).
+    const ready = watcher.healthy() && (associations?.synced() ?? true) && (!config.iptables || (rulesEnsured && interception !== undefined && interception.ready()));
+    const outOfSync = watcher.outOfSync();
     // In broker mode only pods are watched here (the broker watches namespaces and ServiceAccounts).
     const informers = config.broker !== undefined ? { pods: kube.pods } : { pods: kube.pods, namespaces: kube.namespaces, serviceaccounts: kube.serviceaccounts };
-    return { ready, ...informers, watchTimeouts: watcher.watchTimeouts(), ...(interception === undefined ? {} : { iptables: interception.state() }) };
+    return { ready, ...informers, watchTimeouts: watcher.watchTimeouts(), ...(outOfSync.length === 0 ? {} : { outOfSync }), ...(interception === undefined ? {} : { iptables: interception.state() }) };
   };
 
   // Pods' IMDSv2 tokens, shared by the IPv4 and IPv6 servers; a pod's go when the pod goes.
@@ -185,7 +197,7 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
       review: createTokenReviewer(kc),
       signingKeys: createSigningKeysFetcher(kc),
       index,
-      synced,
+      informers: { synced, ready: (ms, pod) => watcher.ready(ms, pod) },
       source,
       metrics,
       log,
@@ -310,6 +322,17 @@ async function brokerSource(broker: BrokerClientConfig, metrics: Metrics, log: L
   });
   log.info('broker mode: credentials come from the broker', { brokers: broker.urls });
   return { source: client, size: () => client.size(), servedRemainingMs: () => client.servedRemainingMs(), snapshot: () => client.snapshot(), forget: (uid) => client.forget(uid), stop: () => client.stop() };
+}
+
+/** Resolves once the informers have first synced (retrying a ready() that gives up). */
+async function untilReady(watcher: KubeWatcher, stopped: () => boolean): Promise<void> {
+  while (!stopped()) {
+    try {
+      return await watcher.ready(60_000);
+    } catch {
+      // Not yet: keep waiting (NotReady after each minute).
+    }
+  }
 }
 
 /**

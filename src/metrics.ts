@@ -12,6 +12,8 @@ export interface MetricsOptions {
   readonly credentialsMinRemainingMs?: () => number | undefined;
   /** What /readyz answers (true: 200). */
   readonly ready?: () => boolean;
+  /** Informers not in sync with the API server, and for how many seconds. */
+  readonly informersOutOfSync?: () => ReadonlyArray<{ readonly resource: string; readonly seconds: number }>;
 }
 
 export type LookupResult = 'hit' | 'miss' | 'stale';
@@ -94,6 +96,18 @@ export function createMetrics(options: MetricsOptions = {}) {
     }),
     podWaits: new Counter({ name: 'podiam_pod_wait_total', help: 'Requests from an IP not yet known, by outcome (found, timeout)', labelNames: ['outcome'] as const, registers: r }),
     informerSynced: new Gauge({ name: 'podiam_informer_synced', help: '1 when the informer has listed and is watching', labelNames: ['resource'] as const, registers: r }),
+    informerOutOfSync: new Gauge({
+      name: 'podiam_informer_out_of_sync_seconds',
+      help: 'Seconds since the longest-out-of-sync informer of this resource stopped listing and watching (0 while all are in sync); past --watch-deadline its answers are 503 NotReady',
+      labelNames: ['resource'] as const,
+      registers: r,
+      collect() {
+        if (!options.informersOutOfSync) return;
+        const worst: Record<string, number> = { pods: 0, namespaces: 0, serviceaccounts: 0 };
+        for (const { resource, seconds } of options.informersOutOfSync()) worst[resource] = Math.max(worst[resource] ?? 0, seconds);
+        for (const [resource, seconds] of Object.entries(worst)) this.set({ resource }, seconds);
+      },
+    }),
     informerRestarts: new Counter({ name: 'podiam_informer_restarts_total', help: 'Informer restarts after watch or list errors', labelNames: ['resource'] as const, registers: r }),
     informerWatchTimeouts: new Counter({ name: 'podiam_informer_watch_timeouts_total', help: 'Watches silent past --watch-deadline, aborted and replaced by a relist', labelNames: ['resource'] as const, registers: r }),
     denials: new Counter({ name: 'podiam_denials_total', help: 'Credential requests denied, by reason code', labelNames: ['code'] as const, registers: r }),

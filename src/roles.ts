@@ -53,6 +53,11 @@ export interface AssociationInfo {
 /** IRSA's ServiceAccount annotation: read as the ServiceAccount's role after podiam's own key. */
 export const IRSA_ROLE_KEY = 'eks.amazonaws.com/role-arn';
 
+/** The annotation keys role resolution reads, per kind: the informers keep these and drop the rest. */
+export function annotationKeysOf(policy: Pick<RolePolicy, 'roleKey' | 'externalIdKey' | 'sessionNameKey' | 'namespaceKey'>): { pod: string[]; namespace: string[]; serviceAccount: string[] } {
+  return { pod: [policy.roleKey, policy.externalIdKey, policy.sessionNameKey], namespace: [policy.namespaceKey], serviceAccount: [policy.roleKey, IRSA_ROLE_KEY] };
+}
+
 export interface NamespaceInfo {
   readonly name: string;
   readonly annotations: Readonly<Record<string, string>>;

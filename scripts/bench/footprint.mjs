@@ -45,7 +45,7 @@ function entrypoint(dockerfile) {
 }
 
 /** The ENV of a Dockerfile's last stage (`ENV A=1 B=2` lines), as an environment. */
-function imageEnv(dir) {
+export function imageEnv(dir) {
   const lines = readFileSync(path.join(dir, 'Dockerfile'), 'utf8').split('\n');
   const stage = lines.slice(lines.map((l) => /^FROM\s/.test(l)).lastIndexOf(true));
   const env = {};
@@ -54,7 +54,7 @@ function imageEnv(dir) {
 }
 
 /** The argv that runs the image's ENTRYPOINT from `dir` on this machine: node is this node, /app is dir. */
-function asImageStarts(dir) {
+export function asImageStarts(dir) {
   const argv = entrypoint(path.join(dir, 'Dockerfile'));
   if (argv[0] !== 'node') throw new Error(`ENTRYPOINT does not start with node: ${JSON.stringify(argv)}`);
   return argv.slice(1).map((a) => (a.startsWith('/app/') ? path.join(dir, a.slice('/app/'.length)) : a));

@@ -14,6 +14,8 @@
  *   regexp       backtracking-shaped allowed-roles regexps: re2js (podiam) vs JavaScript RegExp, µs per decision
  *   profile      podiam under the cached and passthrough loads with --cpu-prof; top functions
  *   token        cached GET /v1/credentials (token identity) vs the cached IMDS credentials path, same podiam, same run
+ *   scale        one node's agent among 5,000 namespaces, 50,000 ServiceAccounts and 10,000 pods, before/after:
+ *                RSS, bytes downloaded at start, time to first credentials, cached req/s (scripts/bench/scale.mjs)
  *
  *   npm run bench                              # the full run (about 10 minutes)
  *   BENCH_QUICK=1 npm run bench                # short durations, for a smoke run (BENCH_ROUNDS=3 for medians)
@@ -38,6 +40,7 @@ import { metricSum } from '../../dist/test/support/metrics-text.js';
 import { CLI, PodiamProcess, awsTestEnv, nodeFlags as shebangFlags } from '../../dist/test/support/podiam-process.js';
 import { StsProxy } from '../../dist/test/support/sts-proxy.js';
 import { footprint, memory } from './footprint.mjs';
+import { scale } from './scale.mjs';
 import { realisticPod } from './pods.mjs';
 import { summarize } from './profile-summary.mjs';
 import { startExpiryRewriter } from './sts-expiry-rewriter.mjs';
@@ -785,6 +788,10 @@ function markdown(r) {
       L.push('');
     }
   }
+  if (s.scale) {
+    L.push(`## Scale: one node's agent among 5,000 namespaces, 50,000 ServiceAccounts, 10,000 pods (before ${s.scale.beforeRef} / after, median)`, '');
+    L.push(s.scale.table, '');
+  }
   kube2iam.markdownSections(s, L);
   return L.join('\n') + '\n';
 }
@@ -802,7 +809,12 @@ function footprintScenario() {
 }
 
 const kube2iamCtx = () => ({ T: { ...T, quick: QUICK }, log, moto, freshKube, startPodiam, stopPodiam, metricsOf, until, measure, ip, NODE, BASE_ARN, CRED_PATH });
-const SCENARIOS = { cached, first, passthrough, memory110, memory10k, footprint: footprintScenario, sts: stsEconomy, scope: () => kube2iam.scope(kube2iamCtx()), regexp: () => kube2iam.regexp(kube2iamCtx()), profile, token };
+function scaleScenario() {
+  log('\n== scale: one node among 5,000 namespaces, 50,000 ServiceAccounts, 10,000 pods, before/after (RSS, bytes at start, first credentials, cached req/s)');
+  return scale({ root: ROOT, quick: QUICK, log, sleep, freePort, awsTestEnv, stsUrl: sts.url, imdsPort: imds.port, KubeApiServer, realisticPod, measure });
+}
+
+const SCENARIOS = { cached, first, passthrough, memory110, memory10k, footprint: footprintScenario, scale: scaleScenario, sts: stsEconomy, scope: () => kube2iam.scope(kube2iamCtx()), regexp: () => kube2iam.regexp(kube2iamCtx()), profile, token };
 let failed = false;
 try {
   log(`podiam bench${QUICK ? ' (quick)' : ''}: ${JSON.stringify(results.machine)}`);

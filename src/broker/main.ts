@@ -3,6 +3,7 @@
  * -> the cluster's credentials (role resolution, the cache over STS, paced by --sts-qps) ->
  * agent authentication -> servers -> listen. Shutdown in reverse.
  */
+import { annotationKeysOf } from '../roles.js';
 import { once } from 'node:events';
 import type { Server } from 'node:http';
 import { createLocalStack, rolePolicyOf } from '../credentials/local-stack.js';
@@ -44,7 +45,7 @@ export async function startBroker(config: BrokerConfig, log: Logger): Promise<Ru
   const kc = createKubeConfig(config);
   const index = new PodIndex();
   // No node: the broker sees every pod of the cluster, and every namespace and ServiceAccount.
-  const watcher = new KubeWatcher(kc, index, { node: undefined, log, metrics, watchDeadlineMs: config.watchDeadlineMs });
+  const watcher = new KubeWatcher(kc, index, { node: undefined, metadataScope: 'all', annotationKeys: annotationKeysOf(config), log, metrics, watchDeadlineMs: config.watchDeadlineMs });
   const ready = (): boolean => accepting && watcher.synced();
 
   // The only process of the cluster that calls STS: its credentials come from the SDK's chain.

@@ -4,7 +4,7 @@
  * let in) would otherwise read this node's user-data and identity through it: with a hop limit
  * of 1 the real metadata service answers only the node, and podiam must not widen that.
  */
-import { CallerNotAllowed, NotReady } from '../errors.js';
+import { CallerNotAllowed } from '../errors.js';
 import type { PodInfo } from '../roles.js';
 import type { PodDirectory } from './credentials.js';
 
@@ -14,7 +14,7 @@ export type Caller = { readonly kind: 'node'; readonly id: 'node' } | { readonly
 export interface CallersOptions {
   /** The node's own addresses: loopback and its host IPs (see nodeAddresses). */
   readonly isNodeAddress: (ip: string) => boolean;
-  readonly pods: Pick<PodDirectory, 'synced' | 'waitFor'>;
+  readonly pods: Pick<PodDirectory, 'ready' | 'waitFor'>;
   /** As for credentials: a pod's first request may come before its watch event. */
   readonly podWaitMs: number;
 }
@@ -32,7 +32,7 @@ export class Callers {
   async admit(ip: string): Promise<Caller> {
     const { isNodeAddress, pods, podWaitMs } = this.options;
     if (isNodeAddress(ip)) return NODE;
-    if (!pods.synced()) throw new NotReady('the pod informer');
+    await pods.ready(podWaitMs);
     const pod = (await pods.waitFor(ip, 0)) ?? (await pods.waitFor(ip, podWaitMs));
     if (pod === undefined) throw new CallerNotAllowed(ip);
     return { kind: 'pod', id: callerId(pod), pod };

@@ -3,13 +3,16 @@
  * and its credentials from the credential source. Reads top-down, as a request flows.
  */
 import type { CredentialSource, PodCredentials } from '../credentials/source.js';
-import { NotReady, PodNotFound, RoleMismatch, StsUnavailable } from '../errors.js';
+import { PodNotFound, RoleMismatch, StsUnavailable } from '../errors.js';
 import type { PodInfo, RoleRequest } from '../roles.js';
 import { podRef } from '../roles.js';
 import { renderIamInfo } from './format.js';
 
 export interface PodDirectory {
-  synced(): boolean;
+  /** The informers an answer (for this pod) depends on are in sync, or out of sync for less than --watch-deadline. */
+  synced(pod?: PodInfo): boolean;
+  /** Waits up to `ms` until synced(pod), else throws NotReady naming the informer. */
+  ready(ms: number, pod?: PodInfo): Promise<void>;
   lookup(podIp: string): PodInfo | undefined;
   waitFor(podIp: string, ms: number): Promise<PodInfo | undefined>;
 }
@@ -57,9 +60,8 @@ export class CredentialRoutes {
    */
   credentialsNow(podIp: string, askedRole: string): CredentialAnswer | undefined {
     const { pods, source } = this.options;
-    if (!pods.synced()) return undefined;
     const pod = pods.lookup(podIp);
-    if (pod === undefined) return undefined;
+    if (pod === undefined || !pods.synced(pod)) return undefined;
     const fresh = source.peek(pod);
     if (fresh === undefined || fresh.role.roleName !== askedRole) return undefined;
     return { pod, role: fresh.role, body: fresh.creds.body };
@@ -85,13 +87,19 @@ export class CredentialRoutes {
 
   private async podFor(podIp: string): Promise<PodInfo> {
     const { pods, podWaitMs, onPodWait } = this.options;
-    if (!pods.synced()) throw new NotReady('the pod informer');
-    const known = await pods.waitFor(podIp, 0);
-    if (known !== undefined) return known;
-    // Pod-start race: the SDK can ask before the watch event arrives (kube2iam #136).
-    const pod = await pods.waitFor(podIp, podWaitMs);
-    onPodWait?.(pod === undefined ? 'timeout' : 'found');
-    if (pod === undefined) throw new PodNotFound(podIp, podWaitMs);
+    const deadline = performance.now() + podWaitMs;
+    const left = (): number => Math.max(0, deadline - performance.now());
+    // Start-up holds: before the first sync the request waits for it (within --pod-wait).
+    await pods.ready(podWaitMs);
+    let pod = await pods.waitFor(podIp, 0);
+    if (pod === undefined) {
+      // Pod-start race: the SDK can ask before the watch event arrives (kube2iam #136).
+      pod = await pods.waitFor(podIp, left());
+      onPodWait?.(pod === undefined ? 'timeout' : 'found');
+      if (pod === undefined) throw new PodNotFound(podIp, podWaitMs);
+    }
+    // Its namespace's and ServiceAccount's informers, in sync (or waited for, in what is left).
+    await pods.ready(left(), pod);
     return pod;
   }
 

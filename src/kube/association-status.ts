@@ -37,6 +37,11 @@ export interface StatusWriterOptions {
   readonly index: AssociationIndex;
   readonly namespace: (name: string) => NamespaceInfo | undefined;
   readonly check: (association: AssociationInfo, namespace: NamespaceInfo | undefined) => Error | undefined;
+  /**
+   * Whether this writer can decide the association's verdict: an agent that watches only its own
+   * pods' namespaces cannot judge namespace restrictions elsewhere, and leaves that to a node that can.
+   */
+  readonly decides?: (association: AssociationInfo) => boolean;
   readonly patch: (path: string, body: unknown) => Promise<unknown>;
   readonly warn: (message: string, fields: Record<string, unknown>) => void;
   readonly maxDelayMs?: number;
@@ -85,13 +90,13 @@ export class AssociationStatusWriter {
 
   private differs(name: string): boolean {
     const stored = this.options.index.get(name);
-    return stored !== undefined && !same(stored.accepted, this.verdict(stored));
+    return stored !== undefined && this.options.decides?.(stored.info) !== false && !same(stored.accepted, this.verdict(stored));
   }
 
   private async write(name: string): Promise<void> {
     // Checked again: another node may have written the same verdict meanwhile.
     const stored = this.options.index.get(name);
-    if (this.stopped || stored === undefined) return;
+    if (this.stopped || stored === undefined || this.options.decides?.(stored.info) === false) return;
     const verdict = this.verdict(stored);
     if (same(stored.accepted, verdict)) return;
     const lastTransitionTime = stored.accepted?.status === verdict.status && stored.accepted.lastTransitionTime ? stored.accepted.lastTransitionTime : new Date().toISOString().replace(/\.\d{3}Z$/, 'Z');

@@ -17,7 +17,7 @@ import { createKubeApi } from './api.js';
 import type { AssociationIndex, StoredAssociation } from './association-index.js';
 import { ASSOCIATIONS_PATH } from './association-index.js';
 import type { InformerState } from './pods.js';
-import { watchWithDeadline } from './pods.js';
+import { watchWithDeadline } from './watch-deadline.js';
 
 const RESOURCE = 'podidentityassociations';
 const LIST_PAGE = 500;

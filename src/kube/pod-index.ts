@@ -79,6 +79,11 @@ export class PodIndex {
     for (const ip of pod.ips) this.wake(ip);
   }
 
+  /** Tells the servable-pod listeners again about a namespace's pods (its metadata has just arrived). */
+  renotify(namespace: string): void {
+    for (const pod of this.pods.values()) if (pod.namespace === namespace && isServable(pod)) for (const l of this.listeners) l(pod);
+  }
+
   deletePod(namespace: string, name: string): void {
     const key = `${namespace}/${name}`;
     const old = this.pods.get(key);

@@ -1,316 +1,337 @@
 /**
- * The only module that talks to Kubernetes (with kube/events.ts): informers on this node's pods
- * and on namespaces, feeding the PodIndex, and their sync state.
+ * The informers podiam runs (with kube/events.ts, the only modules that talk to Kubernetes):
+ * pods (of one node, or all), and the metadata of namespaces and ServiceAccounts, feeding the
+ * PodIndex; their sync state and what may be answered from it.
+ *
+ * Reusable beyond the node agent: `node` scopes the pods; `metadataScope` says whether
+ * namespaces and ServiceAccounts are watched cluster-wide ('all', as a cluster-wide service
+ * would) or only those of the namespaces the watched pods are in ('used', the agent: each
+ * namespace's two metadata-only watches start with its first pod and end a minute after its
+ * last). Namespaces and ServiceAccounts are always asked for as PartialObjectMetadata: their
+ * spec (a ServiceAccount's imagePullSecrets, say) is never downloaded.
+ *
+ * Staleness is bounded: an informer out of sync (list + watch not running) for
+ * `watchDeadlineMs` fails closed — the answers that depend on it are NotReady (503), and
+ * /readyz says so — rather than answering from an index the API server may have moved past.
  */
-// From their own modules, not the package index (which loads the whole generated API): see api.ts.
-import { ListWatch } from '@kubernetes/client-node/dist/cache.js';
 import type { KubeConfig } from '@kubernetes/client-node/dist/config.js';
-import { Watch } from '@kubernetes/client-node/dist/watch.js';
-import type { KubernetesObject, V1Namespace, V1Pod } from '@kubernetes/client-node';
+import { NotReady } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { NamespaceInfo, PodInfo, ServiceAccountInfo } from '../roles.js';
-import type { KubeApi } from './api.js';
-import { createKubeApi } from './api.js';
+import type { AnnotationKeys } from './convert.js';
+import { toNamespaceInfo, toPodInfo, toServiceAccountInfo } from './convert.js';
 import type { PodIndex } from './pod-index.js';
+import type { InformerState } from './reflector.js';
+import { Reflector } from './reflector.js';
 
-/** Objects per list page (the API server's own default chunking is 500). */
-const LIST_PAGE = 500;
+export type { InformerState } from './reflector.js';
 
-export type InformerState = 'syncing' | 'watching' | 'reconnecting';
+type Resource = 'pods' | 'namespaces' | 'serviceaccounts';
 
-
-/**
- * The watch as ListWatch uses it, bounded in time as client-go's reflector is: a server-side
- * `timeoutSeconds`, plus a client-side read deadline: no event for `deadlineMs`, from the request
- * on, and the watch is aborted and ended as if the server had timed it out. ListWatch then
- * watches again from the last resourceVersion: the API server replays whatever the silent watch
- * missed (a DELETED included), or answers 410 and ListWatch relists. A dead connection (up,
- * silent) would otherwise be noticed only by TCP keepalive, after about 11 minutes. A quiet but
- * healthy watch is renewed the same way, at no cost in lag (nothing was flowing); a busy one
- * never reaches the deadline. Also: bookmarks, and a signal when the watch stream is really open
- * (ListWatch's own 'connect' fires before the request is made).
- */
-export function watchWithDeadline(
-  kc: KubeConfig,
-  timeoutSeconds: number,
-  deadlineMs: number,
-  on: { open(): void; silent(silentMs: number): void },
-  slim: (o: KubernetesObject) => KubernetesObject,
-) {
-  const inner = new Watch(kc);
-  return {
-    watch: async (path: string, query: Record<string, unknown>, callback: (phase: string, obj: unknown, watchObj?: unknown) => void, done: (err: unknown) => void) => {
-      let finished = false;
-      let expired = false;
-      let controller: AbortController | undefined;
-      let timer: NodeJS.Timeout | undefined;
-      const finish = (err: unknown): void => {
-        if (finished) return;
-        finished = true;
-        clearTimeout(timer);
-        done(err);
-      };
-      const touch = (): void => {
-        clearTimeout(timer);
-        timer = setTimeout(() => {
-          if (finished) return;
-          expired = true;
-          on.silent(deadlineMs);
-          finish(null);
-          controller?.abort();
-        }, deadlineMs);
-        timer.unref();
-      };
-      const cb = (phase: string, obj: unknown): void => {
-        touch();
-        callback(phase, phase === 'ERROR' || phase === 'BOOKMARK' ? obj : slim(obj as KubernetesObject));
-      };
-      let failed = false;
-      touch();
-      try {
-        controller = await inner.watch(path, { ...query, timeoutSeconds, allowWatchBookmarks: true }, cb, (err: unknown) => {
-          if (err) failed = true;
-          finish(err);
-        });
-        // The deadline passed while connecting: this late stream is not wanted.
-        if (expired) controller.abort();
-        else if (!failed) on.open();
-        return controller;
-      } catch (err) {
-        // Watch.watch prepares auth outside its own try: an exec/OIDC plugin failure would be an
-        // unhandled rejection (ListWatch restarts the watch without awaiting it). Report it as a
-        // failed watch instead, so the informer backs off and retries.
-        finish(err);
-        const aborted = new AbortController();
-        aborted.abort();
-        return aborted;
-      }
-    },
-  } as unknown as Watch;
+export interface KubeWatcherOptions {
+  /** Pods of this node only (spec.nodeName); undefined: every pod of the cluster. */
+  readonly node: string | undefined;
+  /**
+   * 'used': namespaces and ServiceAccounts of the watched pods' namespaces only; 'all': cluster-wide;
+   * 'none': pods only (an agent in broker mode: the broker decides roles, and watches the rest).
+   */
+  readonly metadataScope: 'used' | 'all' | 'none';
+  readonly annotationKeys: AnnotationKeys;
+  readonly log: Logger;
+  readonly metrics: Metrics;
+  /** --watch-deadline: a watch silent this long is renewed; an informer out of sync this long fails closed. */
+  readonly watchDeadlineMs: number;
+  readonly watchTimeoutSeconds?: number;
+  /** How long a namespace's watches outlive its last pod (a rollout's new pods reuse them). */
+  readonly lingerMs?: number;
+  readonly now?: () => number;
 }
 
-function toMs(t: Date | string | undefined): number {
-  if (t === undefined) return 0;
-  const ms = new Date(t).getTime();
-  return Number.isNaN(ms) ? 0 : ms;
+/** One namespace's metadata, watched while pods of this node are in it. */
+interface Scope {
+  readonly namespace: Reflector<NamespaceInfo>;
+  readonly serviceAccounts: Reflector<ServiceAccountInfo>;
+  readonly createdMs: number;
+  pods: number;
+  dropTimer: NodeJS.Timeout | undefined;
 }
 
-export function toPodInfo(pod: V1Pod): PodInfo {
-  const ips = (pod.status?.podIPs?.map((p) => p.ip).filter((ip): ip is string => !!ip) ?? []).slice();
-  const primary = pod.status?.podIP;
-  if (primary && !ips.includes(primary)) ips.unshift(primary);
-  return {
-    namespace: pod.metadata?.namespace ?? 'default',
-    name: pod.metadata?.name ?? '',
-    uid: pod.metadata?.uid ?? '',
-    ips,
-    phase: pod.status?.phase ?? 'Unknown',
-    hostNetwork: pod.spec?.hostNetwork === true,
-    createdMs: toMs(pod.metadata?.creationTimestamp),
-    deleting: pod.metadata?.deletionTimestamp !== undefined && pod.metadata?.deletionTimestamp !== null,
-    annotations: { ...(pod.metadata?.annotations ?? {}) },
-    serviceAccount: pod.spec?.serviceAccountName || 'default',
-    nodeName: pod.spec?.nodeName ?? undefined,
-  };
+export interface OutOfSync {
+  readonly informer: string;
+  readonly resource: Resource;
+  /** Seconds since list + watch stopped running (or since the informer started, if it never synced). */
+  readonly seconds: number;
 }
 
-function toServiceAccountInfo(o: KubernetesObject): ServiceAccountInfo {
-  return { namespace: o.metadata?.namespace ?? 'default', name: o.metadata?.name ?? '', uid: o.metadata?.uid ?? '', annotations: { ...(o.metadata?.annotations ?? {}) } };
-}
-
-/**
- * What the informer's own store keeps of each object: only the fields podiam reads (and the
- * resourceVersion ListWatch compares). A pod is ~6 KB of JSON, mostly container specs; watching
- * 10,000 pods cluster-wide, the full objects alone would be hundreds of MB.
- */
-export function slimObject(o: KubernetesObject): KubernetesObject {
-  const m = o.metadata ?? {};
-  const pod = o as V1Pod;
-  const slimmed: V1Pod = {
-    metadata: {
-      name: m.name,
-      namespace: m.namespace,
-      uid: m.uid,
-      resourceVersion: m.resourceVersion,
-      creationTimestamp: m.creationTimestamp,
-      deletionTimestamp: m.deletionTimestamp,
-      annotations: m.annotations,
-    },
-  };
-  if (pod.spec !== undefined) slimmed.spec = { nodeName: pod.spec.nodeName, hostNetwork: pod.spec.hostNetwork, serviceAccountName: pod.spec.serviceAccountName, containers: [] };
-  if (pod.status !== undefined) slimmed.status = { phase: pod.status.phase, podIP: pod.status.podIP, podIPs: pod.status.podIPs };
-  return slimmed as KubernetesObject;
-}
-
-function toNamespaceInfo(ns: V1Namespace): NamespaceInfo {
-  return { name: ns.metadata?.name ?? '', annotations: { ...(ns.metadata?.annotations ?? {}) } };
-}
-
-/** A list response as the API server sends it (JSON field `continue`, not the generated `_continue`). */
-interface KubeList {
-  items: KubernetesObject[];
-  metadata?: { resourceVersion?: string; continue?: string };
-}
-
-interface Informer {
-  readonly resource: 'pods' | 'namespaces' | 'serviceaccounts';
-  state: InformerState;
-  everSynced: boolean;
-  listWatch: ListWatch<KubernetesObject> | undefined;
-  failures: number;
-  retryTimer: NodeJS.Timeout | undefined;
-  /** Watches replaced after their read deadline passed in silence. */
-  watchTimeouts: number;
-}
+const nsOf = (key: string): string => key.slice(0, key.indexOf('/'));
+const nameOf = (key: string): string => key.slice(key.indexOf('/') + 1);
 
 export class KubeWatcher {
-  private readonly api: KubeApi;
-  private readonly informers: { pods: Informer; namespaces: Informer; serviceaccounts: Informer };
+  private readonly pods: Reflector<PodInfo>;
+  private readonly namespaces: Reflector<NamespaceInfo> | undefined;
+  private readonly serviceAccounts: Reflector<ServiceAccountInfo> | undefined;
+  private readonly scopes = new Map<string, Scope>();
+  private readonly timeouts: Record<Resource, number> = { pods: 0, namespaces: 0, serviceaccounts: 0 };
+  private readonly now: () => number;
+  private startedMs = 0;
   private stopped = false;
-  private readonly syncWaiters: Array<() => void> = [];
 
   constructor(
     private readonly kc: KubeConfig,
     private readonly index: PodIndex,
-    private readonly options: { node: string | undefined; log: Logger; metrics: Metrics; watchTimeoutSeconds?: number; watchDeadlineMs?: number; podsOnly?: boolean },
+    private readonly options: KubeWatcherOptions,
   ) {
-    this.api = createKubeApi(kc);
-    const informer = (resource: Informer['resource']): Informer => ({ resource, state: 'syncing', everSynced: false, listWatch: undefined, failures: 0, retryTimer: undefined, watchTimeouts: 0 });
-    this.informers = { pods: informer('pods'), namespaces: informer('namespaces'), serviceaccounts: informer('serviceaccounts') };
+    this.now = options.now ?? Date.now;
+    const keys = options.annotationKeys;
+    const fieldSelector = options.node === undefined ? undefined : `spec.nodeName=${options.node}`;
+    this.pods = this.reflector<PodInfo>('pods', 'pods', '/api/v1/pods', fieldSelector, false, (raw) => {
+      const pod = toPodInfo(raw, keys.pod);
+      return { key: `${pod.namespace}/${pod.name}`, value: pod };
+    }, {
+      upsert: (pod) => this.upsertPod(pod),
+      remove: (key) => this.removePod(nsOf(key), nameOf(key)),
+    });
+    if (options.metadataScope === 'all') {
+      this.namespaces = this.namespaceReflector('namespaces', undefined);
+      this.serviceAccounts = this.serviceAccountReflector('serviceaccounts', '/api/v1/serviceaccounts');
+    }
   }
 
   start(): void {
-    const fieldSelector = this.options.node === undefined ? undefined : `spec.nodeName=${this.options.node}`;
-    // makeInformer drops the field selector from the watch; ListWatch built here passes it to both.
-    this.run(this.informers.pods, '/api/v1/pods', (page) => this.api.get<KubeList>('/api/v1/pods', { fieldSelector, limit: LIST_PAGE, continue: page }), fieldSelector, {
-      upsert: (o) => this.index.upsertPod(toPodInfo(o as V1Pod)),
-      remove: (o) => this.index.deletePod(o.metadata?.namespace ?? 'default', o.metadata?.name ?? ''),
-    });
-    // Broker mode's agent: its node's pods only (the broker decides roles; it watches the rest).
-    if (this.options.podsOnly === true) return;
-    this.run(this.informers.namespaces, '/api/v1/namespaces', (page) => this.api.get<KubeList>('/api/v1/namespaces', { limit: LIST_PAGE, continue: page }), undefined, {
-      upsert: (o) => this.index.upsertNamespace(toNamespaceInfo(o as V1Namespace)),
-      remove: (o) => this.index.deleteNamespace(o.metadata?.name ?? ''),
-    });
-    // ServiceAccounts carry roles too (a pod without its own annotation gets its ServiceAccount's).
-    this.run(this.informers.serviceaccounts, '/api/v1/serviceaccounts', (page) => this.api.get<KubeList>('/api/v1/serviceaccounts', { limit: LIST_PAGE, continue: page }), undefined, {
-      upsert: (o) => this.index.upsertServiceAccount(toServiceAccountInfo(o)),
-      remove: (o) => this.index.deleteServiceAccount(o.metadata?.namespace ?? 'default', o.metadata?.name ?? ''),
-    });
-  }
-
-  /** Every informer has listed at least once. */
-  synced(): boolean {
-    if (this.options.podsOnly === true) return this.informers.pods.everSynced;
-    return this.informers.pods.everSynced && this.informers.namespaces.everSynced && this.informers.serviceaccounts.everSynced;
-  }
-
-  whenSynced(): Promise<void> {
-    if (this.synced()) return Promise.resolve();
-    return new Promise((resolve) => this.syncWaiters.push(resolve));
-  }
-
-  states(): { pods: InformerState; namespaces: InformerState; serviceaccounts: InformerState } {
-    return { pods: this.informers.pods.state, namespaces: this.informers.namespaces.state, serviceaccounts: this.informers.serviceaccounts.state };
-  }
-
-  /** Watches found silent past the deadline and replaced, per resource (also a metric). */
-  watchTimeouts(): { pods: number; namespaces: number; serviceaccounts: number } {
-    return { pods: this.informers.pods.watchTimeouts, namespaces: this.informers.namespaces.watchTimeouts, serviceaccounts: this.informers.serviceaccounts.watchTimeouts };
+    this.startedMs = this.now();
+    this.pods.start();
+    this.namespaces?.start();
+    this.serviceAccounts?.start();
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
-    for (const inf of Object.values(this.informers)) {
-      if (inf.retryTimer) clearTimeout(inf.retryTimer);
-      await inf.listWatch?.stop();
+    const all: Array<Promise<void>> = [this.pods.stop()];
+    if (this.namespaces) all.push(this.namespaces.stop());
+    if (this.serviceAccounts) all.push(this.serviceAccounts.stop());
+    for (const s of this.scopes.values()) {
+      clearTimeout(s.dropTimer);
+      all.push(s.namespace.stop(), s.serviceAccounts.stop());
+    }
+    await Promise.all(all);
+  }
+
+  /**
+   * What a credential answer depends on is in sync, or out of sync for less than the deadline:
+   * the pod informer and, for a pod, the informers of its namespace and ServiceAccount.
+   */
+  synced(pod?: PodInfo): boolean {
+    return this.blocking(pod) === undefined;
+  }
+
+  /**
+   * Start-up holds, not refuses: waits up to `ms` for what synced(pod) needs, then resolves, or
+   * throws NotReady naming the informer that is not in sync (and since when, if it was).
+   */
+  async ready(ms: number, pod?: PodInfo): Promise<void> {
+    const deadline = this.now() + ms;
+    for (;;) {
+      const blocking = this.blocking(pod);
+      if (blocking === undefined) return;
+      const left = deadline - this.now();
+      if (left <= 0 || blocking.reflector === undefined || this.stopped) throw this.notReady(blocking.name, blocking.reflector);
+      await blocking.reflector.nextSync(left);
     }
   }
 
-  private run(
-    inf: Informer,
+  /** For /readyz: everything listed, and no informer out of sync past the deadline. */
+  healthy(): boolean {
+    if (this.blocking() !== undefined) return false;
+    for (const s of this.scopes.values()) if (!this.fresh(s.namespace, s.createdMs) || !this.fresh(s.serviceAccounts, s.createdMs)) return false;
+    return true;
+  }
+
+  /** Informers not in sync right now, and for how long (for /readyz and the metrics). */
+  outOfSync(): OutOfSync[] {
+    const out: OutOfSync[] = [];
+    const add = (r: Reflector<unknown>, resource: Resource, sinceMs: number): void => {
+      if (r.everSynced && r.outOfSyncSince === undefined) return;
+      out.push({ informer: r.name, resource, seconds: Math.round((this.now() - (r.outOfSyncSince ?? sinceMs)) / 1000) });
+    };
+    add(this.pods, 'pods', this.startedMs);
+    if (this.namespaces) add(this.namespaces, 'namespaces', this.startedMs);
+    if (this.serviceAccounts) add(this.serviceAccounts, 'serviceaccounts', this.startedMs);
+    for (const s of this.scopes.values()) {
+      add(s.namespace, 'namespaces', s.createdMs);
+      add(s.serviceAccounts, 'serviceaccounts', s.createdMs);
+    }
+    return out;
+  }
+
+  states(): Record<Resource, InformerState> {
+    const worst = (rs: Array<Reflector<unknown>>): InformerState =>
+      rs.some((r) => r.state === 'reconnecting') ? 'reconnecting' : rs.some((r) => r.state === 'syncing') ? 'syncing' : 'watching';
+    const scoped = [...this.scopes.values()];
+    return {
+      pods: this.pods.state,
+      namespaces: worst(this.namespaces ? [this.namespaces] : scoped.map((s) => s.namespace)),
+      serviceaccounts: worst(this.serviceAccounts ? [this.serviceAccounts] : scoped.map((s) => s.serviceAccounts)),
+    };
+  }
+
+  /** Watches found silent past the deadline and replaced, per resource (also a metric). */
+  watchTimeouts(): Record<Resource, number> {
+    return { ...this.timeouts };
+  }
+
+  /** Namespaces whose metadata is watched (metadataScope 'used'). */
+  watchedNamespaces(): string[] {
+    return [...this.scopes.keys()];
+  }
+
+  // ---------------------------------------------------------------- internals
+
+  private fresh(r: Reflector<unknown>, sinceMs: number): boolean {
+    if (r.everSynced) return r.staleMs() < this.options.watchDeadlineMs;
+    // Never synced: not blocking /readyz until it has had the deadline to list.
+    return this.now() - sinceMs < this.options.watchDeadlineMs;
+  }
+
+  /** The first informer an answer (for this pod) would wait on: never synced, or out of sync past the deadline. */
+  private blocking(pod?: PodInfo): { name: string; reflector: Reflector<unknown> | undefined } | undefined {
+    const deadline = this.options.watchDeadlineMs;
+    const bad = (r: Reflector<unknown>): boolean => !r.everSynced || r.staleMs() >= deadline;
+    if (bad(this.pods)) return { name: this.pods.name, reflector: this.pods };
+    if (this.namespaces && bad(this.namespaces)) return { name: this.namespaces.name, reflector: this.namespaces };
+    if (this.serviceAccounts && bad(this.serviceAccounts)) return { name: this.serviceAccounts.name, reflector: this.serviceAccounts };
+    if (pod === undefined || this.options.metadataScope !== 'used') return undefined;
+    const scope = this.scopes.get(pod.namespace);
+    if (scope === undefined) return { name: `namespaces/${pod.namespace}`, reflector: undefined };
+    if (bad(scope.namespace)) return { name: scope.namespace.name, reflector: scope.namespace };
+    if (bad(scope.serviceAccounts)) return { name: scope.serviceAccounts.name, reflector: scope.serviceAccounts };
+    return undefined;
+  }
+
+  /** "the pods informer", "the serviceaccounts informer (namespace team-a)". */
+  private notReady(name: string, r: Reflector<unknown> | undefined): NotReady {
+    const slash = name.indexOf('/');
+    const what = slash < 0 ? `the ${name} informer` : `the ${name.slice(0, slash)} informer (namespace ${name.slice(slash + 1)})`;
+    if (r === undefined || !r.everSynced) return new NotReady(what);
+    const seconds = Math.round(r.staleMs() / 1000);
+    return new NotReady(what, `${what} has not been in sync with the API server for ${seconds}s (--watch-deadline ${Math.round(this.options.watchDeadlineMs / 1000)}s): podiam does not answer from an older view, try again`);
+  }
+
+  private reflector<T>(
+    name: string,
+    resource: Resource,
     path: string,
-    list: (page: string | undefined) => Promise<KubeList>,
     fieldSelector: string | undefined,
-    handlers: { upsert(o: KubernetesObject): void; remove(o: KubernetesObject): void },
-  ): void {
+    metadataOnly: boolean,
+    convert: (raw: unknown) => { key: string; value: T } | undefined,
+    handlers: { upsert(o: T): void; remove(key: string): void },
+  ): Reflector<T> {
     const { log, metrics } = this.options;
-    const listFn = async () => {
-      // In pages, slimmed as they come: a cluster-wide list never sits in memory whole.
-      // Every page comes from the first page's snapshot, at its resourceVersion.
-      const items: KubernetesObject[] = [];
-      let resourceVersion: string | undefined;
-      let page: string | undefined;
-      do {
-        const listed = await list(page);
-        resourceVersion ??= listed.metadata?.resourceVersion;
-        for (const o of listed.items) items.push(slimObject(o));
-        page = listed.metadata?.continue;
-      } while (page);
-      const result = { metadata: { resourceVersion }, items };
-      // ListWatch applies the list right after this promise settles; mark synced after that.
-      setImmediate(() => this.markSynced(inf));
-      return result;
-    };
-    const onOpen = (): void => {
-      if (!inf.everSynced || inf.state === 'watching' || this.stopped) return;
-      inf.state = 'watching';
-      inf.failures = 0;
-      metrics.informerSynced.set({ resource: inf.resource }, 1);
-      log.info('kubernetes watch resumed', { resource: inf.resource });
-    };
-    const onSilent = (silentMs: number): void => {
-      if (this.stopped) return;
-      inf.watchTimeouts += 1;
-      metrics.informerWatchTimeouts.inc({ resource: inf.resource });
-      // Routine on a quiet cluster (no change, no bookmark, for the whole deadline): debug, not warn.
-      log.debug('kubernetes watch silent past its deadline, watching again', { resource: inf.resource, silentMs });
-    };
-    const watch = watchWithDeadline(this.kc, this.options.watchTimeoutSeconds ?? 300, this.options.watchDeadlineMs ?? 55_000, { open: onOpen, silent: onSilent }, slimObject);
-    const lw = new ListWatch<KubernetesObject>(path, watch, listFn as never, false, undefined, fieldSelector);
-    inf.listWatch = lw;
-    const guard = (fn: (o: KubernetesObject) => void) => (o: KubernetesObject) => {
+    const guard = <A>(what: string, fn: (a: A) => void) => (a: A): void => {
       try {
-        fn(o);
+        fn(a);
       } catch (err) {
-        log.error('informer handler failed', { resource: inf.resource, object: `${o.metadata?.namespace ?? ''}/${o.metadata?.name ?? ''}`, error: (err as Error).message });
+        log.error('informer handler failed', { resource: name, what, error: (err as Error).message });
       }
     };
-    lw.on('add', guard(handlers.upsert));
-    lw.on('update', guard(handlers.upsert));
-    lw.on('delete', guard(handlers.remove));
-    lw.on('error', (err: unknown) => {
-      if (this.stopped) return;
-      inf.failures += 1;
-      inf.state = inf.everSynced ? 'reconnecting' : 'syncing';
-      metrics.informerSynced.set({ resource: inf.resource }, 0);
-      metrics.informerRestarts.inc({ resource: inf.resource });
-      // ListWatch does not restart after an error: back off (jittered, capped at 30 s) and start again.
-      const delay = Math.min(30_000, 250 * 2 ** Math.min(inf.failures - 1, 7)) * (0.5 + Math.random());
-      log.warn('kubernetes watch failed, retrying', { resource: inf.resource, error: describe(err), retryInMs: Math.round(delay) });
-      inf.retryTimer = setTimeout(() => {
-        inf.retryTimer = undefined;
-        if (!this.stopped) lw.start().catch(() => undefined);
-      }, delay);
-      inf.retryTimer.unref();
+    return new Reflector<T>(this.kc, {
+      name,
+      resource,
+      path,
+      fieldSelector,
+      metadataOnly,
+      convert,
+      handlers: { upsert: guard('upsert', handlers.upsert), remove: guard('remove', handlers.remove) },
+      log,
+      silentMs: this.options.watchDeadlineMs,
+      watchTimeoutSeconds: this.options.watchTimeoutSeconds,
+      now: this.now,
+      on: {
+        state: () => metrics.informerSynced.set({ resource }, this.states()[resource] === 'watching' ? 1 : 0),
+        restart: () => metrics.informerRestarts.inc({ resource }),
+        silent: () => {
+          this.timeouts[resource] += 1;
+          metrics.informerWatchTimeouts.inc({ resource });
+        },
+      },
     });
-    lw.start().catch(() => undefined);
   }
 
-  private markSynced(inf: Informer): void {
+  private namespaceReflector(name: string, only: string | undefined): Reflector<NamespaceInfo> {
+    const keys = this.options.annotationKeys.namespace;
+    return this.reflector<NamespaceInfo>(name, 'namespaces', '/api/v1/namespaces', only === undefined ? undefined : `metadata.name=${only}`, true, (raw) => {
+      const ns = toNamespaceInfo(raw, keys);
+      return { key: ns.name, value: ns };
+    }, {
+      upsert: (ns) => this.index.upsertNamespace(ns),
+      remove: (key) => this.index.deleteNamespace(key),
+    });
+  }
+
+  private serviceAccountReflector(name: string, path: string): Reflector<ServiceAccountInfo> {
+    const keys = this.options.annotationKeys.serviceAccount;
+    return this.reflector<ServiceAccountInfo>(name, 'serviceaccounts', path, undefined, true, (raw) => {
+      const sa = toServiceAccountInfo(raw, keys);
+      return { key: `${sa.namespace}/${sa.name}`, value: sa };
+    }, {
+      upsert: (sa) => this.index.upsertServiceAccount(sa),
+      remove: (key) => this.index.deleteServiceAccount(nsOf(key), nameOf(key)),
+    });
+  }
+
+  private upsertPod(pod: PodInfo): void {
+    const isNew = this.index.pod(pod.namespace, pod.name) === undefined;
+    if (isNew && this.options.metadataScope === 'used') this.use(pod.namespace);
+    this.index.upsertPod(pod);
+  }
+
+  private removePod(namespace: string, name: string): void {
+    if (this.index.pod(namespace, name) === undefined) return;
+    this.index.deletePod(namespace, name);
+    if (this.options.metadataScope === 'used') this.release(namespace);
+  }
+
+  /** A pod of this node is in `namespace`: watch its metadata (from the first pod on). */
+  private use(namespace: string): void {
+    const existing = this.scopes.get(namespace);
+    if (existing !== undefined) {
+      existing.pods += 1;
+      clearTimeout(existing.dropTimer);
+      existing.dropTimer = undefined;
+      return;
+    }
+    const scope: Scope = {
+      namespace: this.namespaceReflector(`namespaces/${namespace}`, namespace),
+      serviceAccounts: this.serviceAccountReflector(`serviceaccounts/${namespace}`, `/api/v1/namespaces/${encodeURIComponent(namespace)}/serviceaccounts`),
+      createdMs: this.now(),
+      pods: 1,
+      dropTimer: undefined,
+    };
+    this.scopes.set(namespace, scope);
     if (this.stopped) return;
-    const first = !inf.everSynced;
-    inf.everSynced = true;
-    inf.state = 'watching';
-    inf.failures = 0;
-    this.options.metrics.informerSynced.set({ resource: inf.resource }, 1);
-    if (first) this.options.log.info('informer synced', { resource: inf.resource, node: this.options.node });
-    if (this.synced()) for (const w of this.syncWaiters.splice(0)) w();
+    // Its pods' answers waited for these two; once both are in, they are served (and prefetched).
+    let pending = 2;
+    const synced = (): void => {
+      if (--pending === 0 && this.scopes.get(namespace) === scope) this.index.renotify(namespace);
+    };
+    void scope.namespace.nextSync(Infinity).then(synced);
+    void scope.serviceAccounts.nextSync(Infinity).then(synced);
+    scope.namespace.start();
+    scope.serviceAccounts.start();
   }
-}
 
-function describe(err: unknown): string {
-  const e = err as { statusCode?: number; code?: string | number; message?: string };
-  return [e.statusCode ?? e.code, e.message ?? String(err)].filter((x) => x !== undefined).join(' ');
+  /** A pod left `namespace`: after the last one (and a linger), stop watching it and forget its metadata. */
+  private release(namespace: string): void {
+    const scope = this.scopes.get(namespace);
+    if (scope === undefined || --scope.pods > 0) return;
+    scope.dropTimer = setTimeout(() => {
+      if (this.scopes.get(namespace) !== scope || scope.pods > 0) return;
+      this.scopes.delete(namespace);
+      void scope.namespace.stop();
+      void scope.serviceAccounts.stop();
+      this.index.deleteNamespace(namespace);
+      for (const key of scope.serviceAccounts.keys()) this.index.deleteServiceAccount(nsOf(key), nameOf(key));
+    }, this.options.lingerMs ?? 60_000);
+    scope.dropTimer.unref();
+  }
 }

@@ -5,13 +5,16 @@
  */
 import type { IssuedCredentials } from '../aws/credential-cache.js';
 import type { CredentialSource } from '../credentials/source.js';
-import { NotReady, TokenPodNotHere } from '../errors.js';
+import { TokenPodNotHere } from '../errors.js';
 import type { PodInfo, RoleRequest } from '../roles.js';
 import { claimsOf, tokenFromHeader, tokenHash } from './bearer.js';
 import type { TokenIdentity, TokenReviews, Verdict } from './reviews.js';
 
 export interface TokenPods {
-  synced(): boolean;
+  /** The informers this pod's answer depends on are in sync (none given: the pod informer). */
+  synced(pod?: PodInfo): boolean;
+  /** Waits (within --pod-wait) until synced(pod), else throws NotReady naming the informer. */
+  ready(pod?: PodInfo): Promise<void>;
   /** This node's pod by name, hostNetwork pods included. */
   pod(namespace: string, name: string): PodInfo | undefined;
 }
@@ -51,12 +54,13 @@ export class TokenCredentials {
 
   async credentials(authorization: string | string[] | undefined): Promise<TokenAnswer> {
     const { pods, reviews, source } = this.options;
-    if (!pods.synced()) throw new NotReady('the pod informer');
+    await pods.ready(); //                                                       503 after --pod-wait
     const token = tokenFromHeader(authorization); //                           400
     const hash = tokenHash(token);
     const verdict = reviews.cached(hash) ?? (await this.review(token, hash)); // 401, 403, 503
     if (verdict.error !== undefined) throw verdict.error;
     const pod = this.livePod(verdict.identity!); //                            403
+    await pods.ready(pod); //                                                  503 (its namespace, ServiceAccount)
     await this.roleOf(pod); //                                                  404, 403
     const { role, creds } = await source.credentials(pod, { kind: 'token', token }); // 5xx
     return { pod, role, body: this.body(verdict, role, creds) };
@@ -68,7 +72,7 @@ export class TokenCredentials {
    */
   credentialsNow(authorization: string | string[] | undefined, connection?: object): TokenAnswer | undefined {
     const { pods, reviews, source } = this.options;
-    if (typeof authorization !== 'string' || !pods.synced()) return undefined;
+    if (typeof authorization !== 'string') return undefined;
     const memo = connection === undefined ? undefined : this.byConnection.get(connection);
     let verdict: Verdict | undefined;
     if (memo !== undefined && memo.token === authorization && reviews.isCurrent(memo.verdict)) {
@@ -80,7 +84,7 @@ export class TokenCredentials {
     const identity = verdict?.identity;
     if (identity === undefined) return undefined;
     const pod = pods.pod(identity.namespace, identity.podName);
-    if (pod === undefined || pod.uid !== identity.podUid || ended(pod)) return undefined;
+    if (pod === undefined || pod.uid !== identity.podUid || ended(pod) || !pods.synced(pod)) return undefined;
     const fresh = source.peek(pod);
     return fresh === undefined ? undefined : { pod, role: fresh.role, body: this.body(verdict!, fresh.role, fresh.creds) };
   }

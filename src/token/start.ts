@@ -27,7 +27,8 @@ export interface TokenIdentityDeps {
   /** The API server's token signing keys (its /openid/v1/jwks). */
   readonly signingKeys: SigningKeysFetcher;
   readonly index: Pick<PodIndex, 'pod' | 'onPodGone'>;
-  readonly synced: () => boolean;
+  /** The informers' sync state: what an answer for a pod may be given from (kube/pods.ts). */
+  readonly informers: { synced(pod?: PodInfo): boolean; ready(ms: number, pod?: PodInfo): Promise<void> };
   readonly source: CredentialSource;
   readonly metrics: Metrics;
   readonly log: Logger;
@@ -54,7 +55,7 @@ export async function startTokenIdentity(config: Config, deps: TokenIdentityDeps
   const reviews = new TokenReviews({ review: deps.review, checkSignature: (token) => keys.check(token), audience: config.tokenAudience, onReview: (outcome) => metrics.tokenReviews.inc({ outcome }) });
   deps.index.onPodGone((pod) => reviews.dropPod(pod.uid));
   const credentials = new TokenCredentials({
-    pods: { synced: deps.synced, pod: (ns, name) => deps.index.pod(ns, name) },
+    pods: { synced: (pod) => deps.informers.synced(pod), ready: (pod) => deps.informers.ready(config.podWaitMs, pod), pod: (ns, name) => deps.index.pod(ns, name) },
     reviews,
     audience: config.tokenAudience,
     source: deps.source,

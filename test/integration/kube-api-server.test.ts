@@ -388,4 +388,50 @@ describe('KubeApiServer with the real @kubernetes/client-node', () => {
       'GET /api/v1/namespaces/default',
     ]);
   });
+  test('metadata-only views: PartialObjectMetadataList lists (chunked, selected), PartialObjectMetadata watches and gets, 406 otherwise', async () => {
+    const LIST = 'application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1';
+    const ONE = 'application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1';
+    server.createServiceAccount({ metadata: { name: 'sa-1', namespace: 'team-a', annotations: { 'iam.amazonaws.com/role': 'r1' } }, imagePullSecrets: [{ name: 'x'.repeat(1000) }] } as never);
+    server.createServiceAccount({ metadata: { name: 'sa-2', namespace: 'team-a' } });
+    server.createServiceAccount({ metadata: { name: 'sa-3', namespace: 'default' } });
+    const get = async (path: string, accept: string) => {
+      const r = await fetch(`${server.url}${path}`, { headers: { accept } });
+      return { status: r.status, body: (await r.json()) as Record<string, any> };
+    };
+    const page1 = await get('/api/v1/namespaces/team-a/serviceaccounts?limit=1', LIST);
+    expect(page1.status).toBe(200);
+    expect(page1.body).toMatchObject({ kind: 'PartialObjectMetadataList', apiVersion: 'meta.k8s.io/v1', metadata: { resourceVersion: server.resourceVersion() } });
+    expect(page1.body.items).toEqual([{ kind: 'PartialObjectMetadata', apiVersion: 'meta.k8s.io/v1', metadata: expect.objectContaining({ name: 'sa-1', namespace: 'team-a', annotations: { 'iam.amazonaws.com/role': 'r1' } }) }]);
+    expect(JSON.stringify(page1.body)).not.toContain('imagePullSecrets');
+    const page2 = await get(`/api/v1/namespaces/team-a/serviceaccounts?limit=1&continue=${page1.body.metadata.continue}`, LIST);
+    expect(page2.body.items.map((i: { metadata: { name: string } }) => i.metadata.name)).toEqual(['sa-2']);
+    expect((await get('/api/v1/namespaces?fieldSelector=metadata.name%3Dteam-a', `application/vnd.kubernetes.protobuf;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1, ${LIST}`)).body.items).toEqual([
+      { kind: 'PartialObjectMetadata', apiVersion: 'meta.k8s.io/v1', metadata: expect.objectContaining({ name: 'team-a', labels: expect.objectContaining({ team: 'a' }) }) },
+    ]);
+    // A list asked as single objects (or the reverse) cannot be served: 406, unless JSON is an alternative.
+    expect((await get('/api/v1/serviceaccounts', ONE)).status).toBe(406);
+    expect((await get('/api/v1/namespaces/team-a/serviceaccounts/sa-1', LIST)).status).toBe(406);
+    expect((await get('/api/v1/serviceaccounts', `${ONE}, application/json`)).body.kind).toBe('ServiceAccountList');
+    expect((await get('/api/v1/namespaces/team-a/serviceaccounts/sa-1', ONE)).body).toEqual({ kind: 'PartialObjectMetadata', apiVersion: 'meta.k8s.io/v1', metadata: expect.objectContaining({ name: 'sa-1' }) });
+    expect(server.requests.at(-1)?.accept).toBe(ONE);
+
+    // A watch: events carry PartialObjectMetadata; a 410 is still a Status.
+    const rv = server.resourceVersion();
+    const controller = new AbortController();
+    cleanups.push(() => controller.abort());
+    const res = await fetch(`${server.url}/api/v1/namespaces/team-a/serviceaccounts?watch=true&resourceVersion=${rv}`, { headers: { accept: ONE }, signal: controller.signal });
+    const reader = res.body!.getReader();
+    server.updateServiceAccount('team-a', 'sa-2', (sa) => {
+      sa.metadata.annotations = { 'iam.amazonaws.com/role': 'r2' };
+    });
+    server.deleteServiceAccount('team-a', 'sa-1');
+    let text = '';
+    while (text.split('\n').length < 3) text += new TextDecoder().decode((await reader.read()).value);
+    const events = text.trim().split('\n').map((l) => JSON.parse(l) as { type: string; object: { kind: string; metadata: { name: string; resourceVersion: string } } });
+    expect(events.map((e) => `${e.type} ${e.object.kind} ${e.object.metadata.name}`)).toEqual(['MODIFIED PartialObjectMetadata sa-2', 'DELETED PartialObjectMetadata sa-1']);
+    expect(Number(events[1]!.object.metadata.resourceVersion)).toBeGreaterThan(Number(rv));
+    server.compact();
+    const gone = await fetch(`${server.url}/api/v1/namespaces/team-a/serviceaccounts?watch=true&resourceVersion=${rv}`, { headers: { accept: ONE } });
+    expect(JSON.parse((await gone.text()).trim())).toMatchObject({ type: 'ERROR', object: { kind: 'Status', code: 410, reason: 'Expired' } });
+  });
 });

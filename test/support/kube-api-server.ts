@@ -42,6 +42,9 @@
  * `/api/v1/namespaces/{ns}/serviceaccounts[/{name}]`). TokenRequest, TokenReview and the OIDC
  * keys are in kube-token-api.ts (`tokenApi`).
  *
+ * Metadata-only views (`Accept: application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1`
+ * for lists, `as=PartialObjectMetadata` for watches and gets): kube-partial-metadata.ts.
+ *
  * Test controls: `compact()`, `dropWatches()`, `silenceWatches()`, `sendBookmarks()`, `setFailNext()`,
  * `setLatency()`, `requests`, `watchCount()`, `restart()`.
  */
@@ -51,6 +54,8 @@ import type { Socket } from 'node:net';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { KubeAssociationApi } from './kube-association-api.js';
 import { KubeTokenApi } from './kube-token-api.js';
+import type { View } from './kube-partial-metadata.js';
+import { notAcceptable, partialObjectMetadata, partialObjectMetadataList, viewFor } from './kube-partial-metadata.js';
 
 export interface ObjectMeta {
   name?: string;
@@ -114,6 +119,8 @@ export interface RequestRecord {
   query: Record<string, string>;
   /** `Date.now()` when the request arrived. */
   time: number;
+  /** The Accept header, when one was sent. */
+  accept?: string;
 }
 
 export interface KubeApiServerOptions {
@@ -166,6 +173,7 @@ interface Watcher {
   filter: Filter;
   bookmarks: boolean;
   res: ServerResponse;
+  view: View;
   timer?: NodeJS.Timeout;
 }
 
@@ -494,8 +502,11 @@ export class KubeApiServer {
   /** The PodIdentityAssociation custom resource (test/support/kube-association-api.ts). */
   readonly associationApi: KubeAssociationApi = new KubeAssociationApi(this);
 
+  /** Bytes written to clients over connections already closed (see bytesSent()). */
+  private closedBytes = 0;
   private failNext = 0;
   private failStatus = 500;
+  private failOnly: Resource | undefined;
   private latencyMs = 0;
 
   constructor(opts: KubeApiServerOptions = {}) {
@@ -518,7 +529,10 @@ export class KubeApiServer {
     const server = http.createServer((req, res) => this.onRequest(req, res));
     server.on('connection', (socket: Socket) => {
       this.sockets.add(socket);
-      socket.on('close', () => this.sockets.delete(socket));
+      socket.on('close', () => {
+        this.sockets.delete(socket);
+        this.closedBytes += socket.bytesWritten;
+      });
     });
     await new Promise<void>((resolve, reject) => {
       const onError = (err: Error): void => reject(err);
@@ -618,14 +632,22 @@ export class KubeApiServer {
     return silenced.length;
   }
 
+  /** Bytes written to clients so far (headers and bodies, every connection): what they downloaded. */
+  bytesSent(): number {
+    let n = this.closedBytes;
+    for (const s of this.sockets) n += s.bytesWritten;
+    return n;
+  }
+
   watchCount(): number {
     return this.watchers.size;
   }
 
-  /** The next `n` list/watch requests (pods, namespaces or serviceaccounts collections) fail with `status`. */
-  setFailNext(n: number, status = 500): void {
+  /** The next `n` list/watch requests (pods, namespaces or serviceaccounts collections, or only `resource`'s) fail with `status`. */
+  setFailNext(n: number, status = 500, resource?: Resource): void {
     this.failNext = n;
     this.failStatus = status;
+    this.failOnly = resource;
   }
 
   /** Delay every response by `ms`. */
@@ -853,7 +875,7 @@ export class KubeApiServer {
     const url = new URL(req.url ?? '/', 'http://localhost');
     const query: Record<string, string> = {};
     for (const [k, v] of url.searchParams) query[k] = v;
-    this.requests.push({ method: req.method ?? 'GET', path: url.pathname, query, time: Date.now() });
+    this.requests.push({ method: req.method ?? 'GET', path: url.pathname, query, time: Date.now(), ...(req.headers.accept === undefined ? {} : { accept: req.headers.accept }) });
 
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
@@ -896,6 +918,7 @@ export class KubeApiServer {
       return;
     }
     const method = req.method ?? 'GET';
+    const accept = req.headers.accept;
     let parts = url.pathname
       .split('/')
       .filter((p) => p !== '')
@@ -922,29 +945,29 @@ export class KubeApiServer {
       const rest = parts.slice(2);
       // /api/v1/pods
       if (rest.length === 1 && rest[0] === 'pods' && method === 'GET') {
-        this.collection(res, 'pods', undefined, query, watch);
+        this.collection(res, 'pods', undefined, query, watch, accept);
         return;
       }
       if (rest.length === 1 && rest[0] === 'serviceaccounts' && method === 'GET') {
-        this.collection(res, 'serviceaccounts', undefined, query, watch);
+        this.collection(res, 'serviceaccounts', undefined, query, watch, accept);
         return;
       }
       if (rest[0] === 'namespaces') {
         if (rest.length === 1 && method === 'GET') {
-          this.collection(res, 'namespaces', undefined, query, watch);
+          this.collection(res, 'namespaces', undefined, query, watch, accept);
           return;
         }
         const ns = rest[1]!;
         if (rest.length === 2 && method === 'GET' && !watch) {
-          this.getOne(res, 'namespaces', ns, ns);
+          this.getOne(res, 'namespaces', ns, ns, accept);
           return;
         }
         if (rest.length === 3 && rest[2] === 'pods' && method === 'GET') {
-          this.collection(res, 'pods', ns, query, watch);
+          this.collection(res, 'pods', ns, query, watch, accept);
           return;
         }
         if (rest.length === 4 && rest[2] === 'pods' && method === 'GET' && !watch) {
-          this.getOne(res, 'pods', `${ns}/${rest[3]!}`, rest[3]!);
+          this.getOne(res, 'pods', `${ns}/${rest[3]!}`, rest[3]!, accept);
           return;
         }
         if (rest.length === 3 && rest[2] === 'pods' && method === 'POST') {
@@ -962,11 +985,11 @@ export class KubeApiServer {
           return;
         }
         if (rest.length === 3 && rest[2] === 'serviceaccounts' && method === 'GET') {
-          this.collection(res, 'serviceaccounts', ns, query, watch);
+          this.collection(res, 'serviceaccounts', ns, query, watch, accept);
           return;
         }
         if (rest.length === 4 && rest[2] === 'serviceaccounts' && method === 'GET' && !watch) {
-          this.getOne(res, 'serviceaccounts', `${ns}/${rest[3]!}`, rest[3]!);
+          this.getOne(res, 'serviceaccounts', `${ns}/${rest[3]!}`, rest[3]!, accept);
           return;
         }
         if (rest[2] === 'events' && !watch) {
@@ -987,17 +1010,27 @@ export class KubeApiServer {
     this.sendJson(res, 404, statusObject(404, 'the server could not find the requested resource', 'NotFound', {}));
   }
 
-  private getOne(res: ServerResponse, resource: Resource, key: string, name: string): void {
+  private getOne(res: ServerResponse, resource: Resource, key: string, name: string, accept?: string): void {
+    const view = viewFor(accept, 'get');
+    if (view === undefined) {
+      this.sendJson(res, 406, notAcceptable());
+      return;
+    }
     const obj = this.storeFor(resource).get(key);
     if (obj === undefined) {
       this.sendJson(res, 404, statusObject(404, `${resource} "${name}" not found`, 'NotFound', { name, kind: resource }));
       return;
     }
-    this.sendJson(res, 200, obj);
+    this.sendJson(res, 200, view === 'metadata' ? partialObjectMetadata(obj) : obj);
   }
 
-  private collection(res: ServerResponse, resource: Resource, namespace: string | undefined, query: Record<string, string>, watch: boolean): void {
-    if (this.failNext > 0) {
+  private collection(res: ServerResponse, resource: Resource, namespace: string | undefined, query: Record<string, string>, watch: boolean, accept?: string): void {
+    const view = viewFor(accept, watch ? 'watch' : 'list');
+    if (view === undefined) {
+      this.sendJson(res, 406, notAcceptable());
+      return;
+    }
+    if (this.failNext > 0 && (this.failOnly === undefined || this.failOnly === resource)) {
       this.failNext -= 1;
       const code = this.failStatus;
       this.sendJson(res, code, statusObject(code, `injected failure (${code})`));
@@ -1046,6 +1079,10 @@ export class KubeApiServer {
             return item;
           })
         : page;
+      if (view === 'metadata') {
+        this.sendJson(res, 200, partialObjectMetadataList(meta, page));
+        return;
+      }
       this.sendJson(res, 200, {
         kind: KINDS[resource].listKind,
         apiVersion: KINDS[resource].apiVersion,
@@ -1073,7 +1110,7 @@ export class KubeApiServer {
       return;
     }
 
-    const w: Watcher = { resource, filter, bookmarks: parseBool(query['allowWatchBookmarks']), res };
+    const w: Watcher = { resource, filter, bookmarks: parseBool(query['allowWatchBookmarks']), res, view };
     if (fromRv === undefined) {
       for (const obj of current) this.write(w, { type: 'ADDED', object: obj });
     } else {
@@ -1102,7 +1139,7 @@ export class KubeApiServer {
 
   private write(w: Watcher, ev: WatchEvent): void {
     if (w.res.writableEnded || w.res.destroyed) return;
-    w.res.write(JSON.stringify(ev) + '\n');
+    w.res.write(JSON.stringify(w.view === 'metadata' ? { type: ev.type, object: partialObjectMetadata(ev.object as KubeObject) } : ev) + '\n');
   }
 
   /** Returns false when the path/method is not an events endpoint (caller answers 404). */

@@ -9,7 +9,9 @@ function callers(opts: { synced?: boolean; hostIps?: string[] } = {}) {
   const c = new Callers({
     isNodeAddress: nodeAddresses(opts.hostIps ?? ['10.0.0.1']),
     pods: {
-      synced: () => opts.synced ?? true,
+      ready: async () => {
+        if (!(opts.synced ?? true)) throw new NotReady('the pods informer');
+      },
       waitFor: async (ip, ms) => {
         waits.push(ms);
         return ip === '10.1.0.5' ? web : undefined;
