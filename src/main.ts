@@ -83,6 +83,7 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
     await watcher.stop();
     await associations?.stop();
   };
+  let stopping: Promise<void> | undefined;
   // Status verdicts read namespaces: written once every informer has listed, again when a namespace changes.
   if (associations !== undefined) {
     void Promise.all([untilReady(watcher, () => stopping !== undefined), associations.whenSynced()]).then(() => associations.writeStatus());
@@ -231,7 +232,6 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
 
   log.info('podiam listening', { address: `${address.address}:${address.port}`, node: config.node ?? '(all nodes)', metadata: passthrough.target });
 
-  let stopping: Promise<void> | undefined;
   return {
     address,
     metrics,

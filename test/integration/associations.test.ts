@@ -176,6 +176,9 @@ test('status: Accepted, InvalidArn and DeniedByNamespaceRestrictions, written by
   associate('trailing', { serviceAccount: 'other', roleArn: `${BASE_ARN}path/` });
   await waitFor(() => condition('trailing') !== undefined, 10_000, 'trailing status');
   expect(condition('trailing')).toMatchObject({ status: 'False', reason: 'InvalidArn' });
+  // A node judges namespace restrictions only for namespaces it watches (those of its own pods):
+  // a pod of 'locked' on this node makes this agent the one that decides.
+  world.pod('locked-resident', { ip: world.nextIp(), namespace: 'locked' });
   world.kube.associationApi.create({ metadata: { name: 'locked-batch' }, spec: { namespace: 'locked', serviceAccount: 'batch', roleArn: `${BASE_ARN}batch-admin` } });
   await waitFor(() => condition('locked-batch') !== undefined, 10_000, 'locked-batch status');
   expect(condition('locked-batch')).toMatchObject({ status: 'False', reason: 'DeniedByNamespaceRestrictions' });
