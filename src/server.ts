@@ -16,6 +16,7 @@ import { TokenBroker } from './imds/tokens.js';
 import type { TokenHolder } from './imds/tokens.js';
 import type { Logger } from './log.js';
 import type { Metrics } from './metrics.js';
+import type { PodInfo } from './roles.js';
 
 export interface Health {
   readonly ready: boolean;
@@ -105,6 +106,11 @@ export function createServer(deps: ServerDeps): http.Server {
   const { credentials, passthrough, metrics, log } = deps;
   const tokens = deps.tokens ?? new TokenBroker();
   const tokensRequired = deps.imdsTokensRequired ?? (() => false);
+
+  const holdsToken = (req: IncomingMessage, podIp: string, pod: PodInfo): boolean => {
+    const token = req.headers[TOKEN_HEADER];
+    return typeof token === 'string' && tokens.unwrap(token, { ip: podIp, id: callerId(pod) }) !== undefined;
+  };
 
   /** With IMDSv2 required: the GET carries a token of this caller's, else EC2's 401. */
   const checkImdsToken = (req: IncomingMessage, holder: TokenHolder): void => {
@@ -298,21 +304,15 @@ export function createServer(deps: ServerDeps): http.Server {
       if (parsed !== undefined && parsed.credentialRole !== undefined && parsed.credentialRole !== '' && (req.method === 'GET' || req.method === 'HEAD')) {
         const podIp = remoteIp(req);
         const now = credentials.credentialsNow(podIp, parsed.credentialRole);
-        if (now !== undefined && tokensRequired()) {
-          // IMDSv2 required: the token must be this pod's (one Map lookup), else the full path's 401.
-          const token = req.headers[TOKEN_HEADER];
-          if (typeof token !== 'string' || tokens.unwrap(token, { ip: podIp, id: callerId(now.pod) }) === undefined) {
-            handleFull(req, res, started);
-            return;
-          }
-        }
-        if (now !== undefined) {
-          // Known pod, its own role, fresh credentials in memory: answered in this tick.
+        const required = tokensRequired();
+        // Known pod, its own role, fresh credentials in memory (and, IMDSv2 required, the pod's own token: one Map lookup): answered in this tick.
+        if (now !== undefined && (!required || holdsToken(req, podIp, now.pod))) {
           sendCredentials(res, now, podIp);
           observe(req, started, 'credentials', 200);
           return;
         }
-        if (tokensRequired()) {
+        if (required) {
+          // The full path checks the token against the caller and answers 401 as EC2 would.
           handleFull(req, res, started);
           return;
         }
