@@ -74,6 +74,10 @@ export interface Config {
   readonly tokenInterface: string | undefined;
   readonly sessionTags: boolean;
   readonly clusterName: string | undefined;
+  /** On SIGTERM, serve until another podiam listens on the app port (a rolling update's next pod), at most this long; 0: stop at once. */
+  readonly shutdownHandoverMs: number;
+  /** The NoSchedule taint podiam removes from its node (--node) once ready; undefined: the node is not touched. */
+  readonly removeStartupTaint: string | undefined;
 }
 
 export type CliRequest =
@@ -128,6 +132,8 @@ export const FLAGS: readonly FlagSpec[] = [
   { name: 'token-interface', type: 'string', example: '--token-interface=pod-id-link0', help: 'add the --token-addr addresses to this link (a dummy link is created if missing; needs NET_ADMIN)' },
   { name: 'session-tags', type: 'bool', default: 'false', example: '--session-tags', help: 'AssumeRole with session tags kubernetes-namespace, -service-account, -pod-name, -pod-uid (role trust needs sts:TagSession)' },
   { name: 'cluster-name', type: 'string', example: '--cluster-name=prod-eu', help: 'with --session-tags: also tag eks-cluster-name' },
+  { name: 'shutdown-handover', type: 'duration', default: '0s', example: '--shutdown-handover=20s', help: 'on SIGTERM, keep serving until another podiam listens on the app port (a rolling update\'s new pod, which joins once ready), at most this long; needs Node >= 22.12 (reusePort)' },
+  { name: 'remove-startup-taint', type: 'string', example: '--remove-startup-taint=podiam.io/agent-not-ready', help: 'remove this NoSchedule taint from the node (--node) once podiam is ready (rules in, informers synced), so pods are scheduled only where podiam intercepts' },
   { name: 'version', type: 'bool', default: 'false', example: '--version', help: 'print the version and exit' },
   { name: 'help', type: 'bool', default: 'false', example: '--help', help: 'print this help and exit' },
   // kube2iam flags podiam accepts so existing DaemonSet args keep working.
@@ -273,6 +279,15 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pr
     fail('session-tags', 'cannot be combined with --session-scope=role (a shared session cannot carry one pod\'s tags); use --session-scope=pod');
   }
 
+  const startupTaint = (): string | undefined => {
+    const key = str('remove-startup-taint');
+    if (key === undefined) return undefined;
+    // A taint key: an optional DNS-subdomain prefix and '/', then a name of up to 63 characters.
+    if (!/^(?:[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?\/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/.test(key)) fail('remove-startup-taint', `${JSON.stringify(key)} is not a taint key`);
+    if (str('node') === undefined && nonEmpty(env.NODE_NAME) === undefined) fail('remove-startup-taint', 'needs --node (or NODE_NAME): the node whose taint podiam removes');
+    return key;
+  };
+
   const sessionTtlMs = duration('iam-role-session-ttl', 15 * 60_000, 12 * 3_600_000);
   if (sessionTtlMs % 1000 !== 0) fail('iam-role-session-ttl', 'must be whole seconds');
 
@@ -321,6 +336,8 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pr
     tokenInterface: tokenInterface(),
     sessionTags: bool('session-tags'),
     clusterName,
+    shutdownHandoverMs: duration('shutdown-handover', 0, 300_000),
+    removeStartupTaint: startupTaint(),
   };
   return { kind: 'run', config: Object.freeze(config) };
 }

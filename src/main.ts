@@ -9,6 +9,8 @@ import { createStsAssumer } from './aws/sts.js';
 import { roleScoped } from './aws/session-scope.js';
 import { AllowedRolesAudit } from './allowed-roles-audit.js';
 import { describeHolder, findPortHolder } from './port-holder.js';
+import { drain, listen, reusePortSupported } from './listeners.js';
+import { otherListeners, waitForSuccessor } from './handover.js';
 import type { Config } from './config.js';
 import { describeConfig } from './config.js';
 import { ConfigError, PodiamError } from './errors.js';
@@ -47,6 +49,9 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
     ready: () => health().ready,
   });
   log.info('podiam starting', { config: describeConfig(config) });
+  if (!reusePortSupported()) {
+    log.warn(`Node ${process.versions.node} cannot share the app port (listen reusePort needs Node >= 22.12): during a rolling update the new podiam waits for the old one to exit, and pods are refused in between; roll with maxSurge: 0`);
+  }
   if (config.ignoredFlags.length > 0) {
     log.warn('kube2iam flags accepted and ignored (podiam --help says why for each)', { flags: config.ignoredFlags });
   }
@@ -177,61 +182,72 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
   // iptables rule goes in: the first credentials answer waits for the pod list and STS, not for both in turn.
   watcher.start();
 
-  // kube2iam listens on every interface (#152): podiam only on --host-ip when given.
-  const address = await listenWhenFree(server, config.appPort, config.hostIp, log, metrics, signal).catch(async (err: unknown) => {
+  // A rolling update's old podiam still holds the app port: join it (SO_REUSEPORT) only once
+  // ready, so the kernel never hands a pod's request to a podiam not ready to answer (handover.ts).
+  const successor = reusePortSupported() && (await otherListeners(config.appPort)) > 0;
+  if (successor) log.info('another process listens on the app port (a rolling update\'s previous podiam): podiam listens once it is ready', { port: config.appPort });
+
+  let address: AddressInfo | undefined;
+  let v6: Awaited<ReturnType<typeof listenIpv6>>;
+  let token: TokenIdentity | undefined;
+  const closeListeners = async (): Promise<void> => {
+    await closeServer(server, 0);
+    if (v6) await closeServer(v6.server, 0);
+    if (metricsServer) await closeServer(metricsServer, 0);
+    await token?.close();
+  };
+  const listenAll = async (): Promise<AddressInfo> => {
+    // kube2iam listens on every interface (#152): podiam only on --host-ip when given.
+    const bound = await listenWhenFree(server, config.appPort, config.hostIp, log, metrics, signal);
+    if (metricsServer) await listen(metricsServer, config.metricsPort, config.hostIp);
+    // The node's IPv6 address too (--host-ip=<v4>,<v6>): IPv6 pods are DNAT'd there. Its own
+    // server, so passthrough uses the family the pod used (the real service's IPv6 endpoint).
+    v6 = await listenIpv6(config, server, log, (passthrough6) => createServer({ ...serverDeps, passthrough: passthrough6 }));
+    if (config.tokenIdentity) {
+      // The token path is its own chunk of the bundle (scripts/build.mjs): read only when asked for.
+      const [{ startTokenIdentity }, { createTokenReviewer }] = await Promise.all([import('./token/start.js'), import('./kube/token-review.js')]);
+      token = await startTokenIdentity(config, {
+        review: createTokenReviewer(kc),
+        index,
+        synced: () => watcher.synced(),
+        roleOf,
+        cache,
+        metrics,
+        log,
+        onDenied: (pod, err) => reportDenial(pod, err, { path: 'token' }),
+        listen,
+        close: closeServer,
+      });
+    }
+    return bound;
+  };
+  const failed = async (err: unknown): Promise<never> => {
+    await closeListeners();
     await watcher.stop();
     throw err;
-  });
-  if (metricsServer) await listen(metricsServer, config.metricsPort, config.hostIp);
-  // The node's IPv6 address too (--host-ip=<v4>,<v6>): IPv6 pods are DNAT'd there. Its own
-  // server, so passthrough uses the family the pod used (the real service's IPv6 endpoint).
-  const v6 = await listenIpv6(config, server, log, (passthrough6) => createServer({ ...serverDeps, passthrough: passthrough6 }));
+  };
 
-  let token: TokenIdentity | undefined;
-  if (config.tokenIdentity) {
-    // The token path is its own chunk of the bundle (scripts/build.mjs): read only when asked for.
-    const [{ startTokenIdentity }, { createTokenReviewer }] = await Promise.all([import('./token/start.js'), import('./kube/token-review.js')]);
-    token = await startTokenIdentity(config, {
-      review: createTokenReviewer(kc),
-      index,
-      synced: () => watcher.synced(),
-      roleOf,
-      cache,
-      metrics,
-      log,
-      onDenied: (pod, err) => reportDenial(pod, err, { path: 'token' }),
-      listen,
-      close: closeServer,
-    }).catch(async (err: unknown) => {
-      await closeServer(server, 0);
-      if (metricsServer) await closeServer(metricsServer, 0);
-      await watcher.stop();
-      throw err;
-    });
-  }
+  if (!successor) address = await listenAll().catch(failed);
 
   if (config.iptables) {
-    // Loaded only when asked for: without --iptables the process runner (execa) is never loaded.
+    // Loaded only when asked for: without --iptables the process runner is never loaded.
     const { createInterception } = await import('./iptables.js');
     interception = createInterception(config, { log, metrics });
-    try {
-      await interception.ensure();
-    } catch (err) {
-      await closeServer(server, 0);
-      if (v6) await closeServer(v6.server, 0);
-      if (metricsServer) await closeServer(metricsServer, 0);
-      await watcher.stop();
-      throw err;
-    }
+    await interception.ensure().catch(failed);
     rulesEnsured = true;
     interception.startReconcile(config.iptablesReconcileMs);
   }
 
-  log.info('podiam listening', { address: `${address.address}:${address.port}`, node: config.node ?? '(all nodes)', metadata: passthrough.target });
+  if (successor) {
+    await untilAborted(watcher.whenSynced(), signal).catch(failed);
+    address = await listenAll().catch(failed);
+  }
+
+  log.info('podiam listening', { address: `${address!.address}:${address!.port}`, node: config.node ?? '(all nodes)', metadata: passthrough.target });
 
   let stopping: Promise<void> | undefined;
   return {
-    address,
+    address: address!,
     metrics,
     shutdown(reason: string) {
       stopping ??= (async () => {
@@ -240,6 +256,11 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
         // refused at once (fail closed), and the next podiam adopts them. Only --cleanup removes
         // them (kube-proxy's convention). Stop reconciling, then drain in-flight requests.
         if (interception) await interception.stop();
+        // A rolling update's next podiam joins the port once ready: serve until it does.
+        if (reusePortSupported() && config.shutdownHandoverMs > 0) {
+          const handedOver = await waitForSuccessor(config.appPort, config.shutdownHandoverMs);
+          log.info(handedOver ? 'another podiam listens on the app port: handing over' : 'no other podiam took the app port: stopping', { waitedUpToMs: config.shutdownHandoverMs });
+        }
         await Promise.all([closeServer(server, 10_000), v6 ? closeServer(v6.server, 10_000) : undefined]);
         v6?.passthrough.close();
         await token?.close();
@@ -332,6 +353,17 @@ async function listenWhenFree(server: http.Server, port: number, host: string | 
   }
 }
 
+/** `promise`, or StartAborted as soon as `signal` aborts. */
+function untilAborted<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (signal === undefined) return promise;
+  return new Promise<T>((resolve, reject) => {
+    if (signal.aborted) return reject(new StartAborted());
+    const onAbort = (): void => reject(new StartAborted());
+    signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+  });
+}
+
 function abortableSleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
   return new Promise((resolve, reject) => {
     if (signal?.aborted) return reject(new StartAborted());
@@ -385,30 +417,7 @@ async function listenIpv6(
   return { server, passthrough };
 }
 
-function listen(server: http.Server, port: number, host: string | undefined): Promise<AddressInfo> {
-  return new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen({ port, host: host ?? '0.0.0.0' }, () => {
-      server.off('error', reject);
-      resolve(server.address() as AddressInfo);
-    });
-  });
-}
-
-/**
- * Stop accepting; let in-flight requests finish; force after graceMs. Keep-alive connections are
- * closed as soon as they go idle (a finished response would otherwise keep one open until forced).
- */
+/** Stop accepting; in-flight requests finish; keep-alive connections close without a race (listeners.ts). */
 function closeServer(server: http.Server, graceMs: number): Promise<void> {
-  if (!server.listening) return Promise.resolve();
-  return new Promise((resolve) => {
-    const force = setTimeout(() => server.closeAllConnections(), graceMs);
-    const idle = setInterval(() => server.closeIdleConnections(), 50);
-    server.close(() => {
-      clearTimeout(force);
-      clearInterval(idle);
-      resolve();
-    });
-    server.closeIdleConnections();
-  });
+  return drain(server, { graceMs });
 }

@@ -121,8 +121,8 @@ describe('the checkers themselves', () => {
   test('schema validation rejects a wrong type and a missing required field', () => {
     const ds = structuredClone(find(kustomize(MANIFESTS), 'DaemonSet'));
     expect(schemaErrors(ds)).toBe('');
-    ds.spec.template.spec.containers[0].ports[0].containerPort = '8181';
-    expect(schemaErrors(ds)).toMatch(/containerPort/);
+    ds.spec.template.spec.containers[0].readinessProbe.periodSeconds = '5';
+    expect(schemaErrors(ds)).toMatch(/periodSeconds/);
     const sa = { apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name: 'x' }, automountServiceAccountToken: 'yes' };
     expect(schemaErrors(sa)).toMatch(/automountServiceAccountToken/);
     const pm = { apiVersion: 'monitoring.coreos.com/v1', kind: 'PodMonitor', metadata: { name: 'x' }, spec: { podMetricsEndpoints: [{ port: 8181 }] } };
@@ -192,7 +192,9 @@ describe.each(TARGETS)('kubectl kustomize $dir', ({ dir, hostInterface, podMonit
     const ds = find(objsOf(dir), 'DaemonSet');
     const { config } = podiamConfig(ds);
     const c = podiamContainer(ds);
-    expect(c.ports).toEqual([{ name: 'http', containerPort: config.appPort, protocol: 'TCP' }]);
+    // No container port: with hostNetwork it would become a hostPort, and the scheduler would keep
+    // the rollout's surge pod off the node.
+    expect(c.ports).toBeUndefined();
     expect(c.livenessProbe.httpGet.path).toBe('/healthz');
     expect(c.readinessProbe.httpGet.path).toBe('/readyz');
     for (const probe of [c.livenessProbe, c.readinessProbe]) {
@@ -210,7 +212,8 @@ describe.each(TARGETS)('kubectl kustomize $dir', ({ dir, hostInterface, podMonit
       expect(pm.spec.selector.matchLabels).toEqual(ds.spec.selector.matchLabels);
       expect(pm.spec.podMetricsEndpoints).toHaveLength(1);
       const ep = pm.spec.podMetricsEndpoints[0];
-      expect(portNumber(c, ep.port)).toBe(config.metricsPort);
+      expect(ep.port).toBeUndefined();
+      expect(ep.relabelings).toContainEqual({ sourceLabels: ['__meta_kubernetes_pod_ip'], targetLabel: '__address__', regex: '(.+)', replacement: `$1:${config.metricsPort}` });
       expect(ep.path).toBe('/metrics');
       // The same job and locating labels as the plain scrape config: the alerts select on them.
       expect(ep.relabelings).toEqual(
@@ -245,7 +248,7 @@ describe.each(TARGETS)('kubectl kustomize $dir', ({ dir, hostInterface, podMonit
     expect(c.volumeMounts).toEqual([{ name: 'xtables-lock', mountPath: '/run/xtables.lock' }]);
   });
 
-  test('the DaemonSet runs on every node, survives pressure and rolls one node batch at a time', () => {
+  test('the DaemonSet runs on every node, survives pressure and rolls with a surge pod (zero refusal)', () => {
     const ds = find(objsOf(dir), 'DaemonSet');
     const pod = ds.spec.template.spec;
     const c = podiamContainer(ds);
@@ -253,10 +256,12 @@ describe.each(TARGETS)('kubectl kustomize $dir', ({ dir, hostInterface, podMonit
     expect(pod.tolerations).toContainEqual({ operator: 'Exists' });
     expect(pod.nodeSelector).toEqual({ 'kubernetes.io/os': 'linux' });
     expect(ds.spec.updateStrategy.type).toBe('RollingUpdate');
-    expect(ds.spec.updateStrategy.rollingUpdate.maxUnavailable).toBeDefined();
-    expect(ds.spec.updateStrategy.rollingUpdate.maxSurge).toBe(0); // old and new pod would both bind the node's :8181
-    // podiam's shutdown drains for up to 10 s (its rules stay).
-    expect(pod.terminationGracePeriodSeconds).toBeGreaterThanOrEqual(15);
+    // The new pod starts while the old one serves (both bind :8181 with SO_REUSEPORT): never a node without podiam.
+    expect(ds.spec.updateStrategy.rollingUpdate).toEqual({ maxSurge: 1, maxUnavailable: 0 });
+    const { config } = podiamConfig(ds);
+    expect(config.shutdownHandoverMs).toBeGreaterThan(0);
+    // podiam's shutdown waits for the handover, then drains for up to 10 s (its rules stay).
+    expect(pod.terminationGracePeriodSeconds * 1000).toBeGreaterThanOrEqual(config.shutdownHandoverMs + 15_000);
     for (const kind of ['requests', 'limits']) {
       expect(Object.keys(c.resources[kind]).sort()).toEqual(['cpu', 'memory']);
     }
