@@ -7,11 +7,11 @@
  */
 import { isIP } from 'node:net';
 import { PodiamError } from './errors.js';
-import { execaRunner } from './exec.js';
+import { processRunner } from './exec.js';
 
 export type IpRunner = (args: readonly string[]) => Promise<{ exitCode: number; stderr: string }>;
 
-export const ipRunner: IpRunner = (args) => execaRunner('ip', args);
+export const ipRunner: IpRunner = (args) => processRunner('ip', args);
 
 export class LinkAddressError extends PodiamError {
   constructor(message: string) {
