@@ -23,6 +23,7 @@ import { EventRecorder } from './kube/events.js';
 import { PodIndex } from './kube/pod-index.js';
 import { createKubeConfig } from './kube/api.js';
 import { KubeWatcher } from './kube/pods.js';
+import { StartupTaint } from './kube/startup-taint.js';
 import type { TokenIdentity } from './token/start.js';
 import type { Logger } from './log.js';
 import type { Metrics } from './metrics.js';
@@ -243,6 +244,11 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
     address = await listenAll().catch(failed);
   }
 
+  // --remove-startup-taint: pods may come to this node once podiam intercepts (the rules are in
+  // by now; the informers may still be listing).
+  const startupTaint = config.removeStartupTaint !== undefined && config.node !== undefined ? new StartupTaint(kc, { node: config.node, key: config.removeStartupTaint, log }) : undefined;
+  if (startupTaint) void watcher.whenSynced().then(() => startupTaint.remove());
+
   log.info('podiam listening', { address: `${address!.address}:${address!.port}`, node: config.node ?? '(all nodes)', metadata: passthrough.target });
 
   let stopping: Promise<void> | undefined;
@@ -255,6 +261,7 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
         // The rules stay: while no podiam runs, pods' requests are DNAT'd to a closed port and
         // refused at once (fail closed), and the next podiam adopts them. Only --cleanup removes
         // them (kube-proxy's convention). Stop reconciling, then drain in-flight requests.
+        startupTaint?.stop();
         if (interception) await interception.stop();
         // A rolling update's next podiam joins the port once ready: serve until it does.
         if (reusePortSupported() && config.shutdownHandoverMs > 0) {
