@@ -16,6 +16,8 @@ import { PrometheusRule } from '@kubernetes-models/prometheus-operator/monitorin
 import { validate as dockerfileUtilsValidate } from 'dockerfile-utils';
 import { DaemonSet } from 'kubernetes-models/apps/v1/DaemonSet';
 import { ClusterRole } from 'kubernetes-models/rbac.authorization.k8s.io/v1/ClusterRole';
+import { ValidatingAdmissionPolicy } from 'kubernetes-models/admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy';
+import { ValidatingAdmissionPolicyBinding } from 'kubernetes-models/admissionregistration.k8s.io/v1/ValidatingAdmissionPolicyBinding';
 import { ClusterRoleBinding } from 'kubernetes-models/rbac.authorization.k8s.io/v1/ClusterRoleBinding';
 import { ConfigMap } from 'kubernetes-models/v1/ConfigMap';
 import { ServiceAccount } from 'kubernetes-models/v1/ServiceAccount';
@@ -34,12 +36,13 @@ const SAMPLE_HOST_IP6 = 'fd00:10::23';
 const SAMPLE_NODE = 'ip-10-0-1-23.ec2.internal';
 
 /** The kustomizations an operator applies, and the --host-interface each must give. */
-const TARGETS: ReadonlyArray<{ dir: string; hostInterface: string; podMonitor: boolean }> = [
+const TARGETS: ReadonlyArray<{ dir: string; hostInterface: string; podMonitor: boolean; startupTaint?: boolean }> = [
   { dir: 'manifests', hostInterface: 'docker0', podMonitor: false },
   { dir: 'manifests/overlays/calico', hostInterface: 'cali+', podMonitor: false },
   { dir: 'manifests/overlays/aws-vpc-cni', hostInterface: 'eni+', podMonitor: false },
   { dir: 'manifests/overlays/bridge', hostInterface: 'cni0', podMonitor: false },
   { dir: 'manifests/overlays/prometheus-operator', hostInterface: 'docker0', podMonitor: true },
+  { dir: 'manifests/overlays/startup-taint', hostInterface: 'docker0', podMonitor: false, startupTaint: true },
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -55,6 +58,8 @@ const KINDS: Record<string, Kind> = {
   'monitoring.coreos.com/v1/PodMonitor': { model: PodMonitor as never, namespaced: true },
   'monitoring.coreos.com/v1/PrometheusRule': { model: PrometheusRule as never, namespaced: true },
   'v1/ConfigMap': { model: ConfigMap as never, clientModel: 'V1ConfigMap', namespaced: true },
+  'admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy': { model: ValidatingAdmissionPolicy as never, clientModel: 'V1ValidatingAdmissionPolicy', namespaced: false },
+  'admissionregistration.k8s.io/v1/ValidatingAdmissionPolicyBinding': { model: ValidatingAdmissionPolicyBinding as never, clientModel: 'V1ValidatingAdmissionPolicyBinding', namespaced: false },
 };
 const { kindOf, schemaErrors, strictErrors } = manifestChecks(KINDS);
 
@@ -147,11 +152,12 @@ describe('the checkers themselves', () => {
   });
 });
 
-describe.each(TARGETS)('kubectl kustomize $dir', ({ dir, hostInterface, podMonitor }) => {
+describe.each(TARGETS)('kubectl kustomize $dir', ({ dir, hostInterface, podMonitor, startupTaint = false }) => {
   test('renders exactly the expected objects', () => {
     const kinds = objsOf(dir).map((o) => `${o.kind}/${o.metadata.name}`).sort();
     const expected = ['ClusterRole/podiam', 'ClusterRoleBinding/podiam', 'DaemonSet/podiam', 'ServiceAccount/podiam'];
     if (podMonitor) expected.push('PodMonitor/podiam', 'PrometheusRule/podiam', 'ConfigMap/podiam-grafana-dashboard');
+    if (startupTaint) expected.push('ClusterRole/podiam-startup-taint', 'ClusterRoleBinding/podiam-startup-taint', 'ValidatingAdmissionPolicy/podiam-startup-taint', 'ValidatingAdmissionPolicyBinding/podiam-startup-taint');
     expect(kinds).toEqual(expected.sort());
   });
 
@@ -271,7 +277,7 @@ describe.each(TARGETS)('kubectl kustomize $dir', ({ dir, hostInterface, podMonit
   });
 
   test('RBAC: exactly pods, namespaces and serviceaccounts get/list/watch, events create/patch, tokenreviews create, bound to the pod’s service account', () => {
-    const objs = objsOf(dir);
+    const objs = objsOf(dir).filter((o) => o.metadata.name === 'podiam');
     const role = find(objs, 'ClusterRole');
     const grants = (role.rules as Obj[]).flatMap((r) => {
       expect(r.resourceNames).toBeUndefined();
@@ -290,9 +296,31 @@ describe.each(TARGETS)('kubectl kustomize $dir', ({ dir, hostInterface, podMonit
   });
 });
 
+test('the start-up taint component: nodes get/patch only (RBAC cannot say "own node"), the flag, and a policy that allows only removing that taint from podiam’s own node', () => {
+  const objs = objsOf('manifests/overlays/startup-taint');
+  const role = objs.find((o) => o.kind === 'ClusterRole' && o.metadata.name === 'podiam-startup-taint')!;
+  expect(role.rules).toEqual([{ apiGroups: [''], resources: ['nodes'], verbs: ['get', 'patch'] }]);
+  const binding = objs.find((o) => o.kind === 'ClusterRoleBinding' && o.metadata.name === 'podiam-startup-taint')!;
+  expect(binding.subjects).toEqual([{ kind: 'ServiceAccount', name: 'podiam', namespace: 'kube-system' }]);
+  const { config } = podiamConfig(find(objs, 'DaemonSet'));
+  expect(config.removeStartupTaint).toBe('podiam.io/agent-not-ready');
+  const policy = objs.find((o) => o.kind === 'ValidatingAdmissionPolicy')!;
+  expect(policy.spec.matchConditions).toEqual([{ name: 'podiam-service-account', expression: "request.userInfo.username == 'system:serviceaccount:kube-system:podiam'" }]);
+  const rules = (policy.spec.validations as Obj[]).map((v) => v.expression as string).join('\n');
+  expect(rules).toContain("request.userInfo.extra['authentication.kubernetes.io/node-name'] == [object.metadata.name]");
+  expect(rules).toContain(`t.key == '${config.removeStartupTaint}' && t.effect == 'NoSchedule'`);
+  const policyBinding = objs.find((o) => o.kind === 'ValidatingAdmissionPolicyBinding')!;
+  expect(policyBinding.spec).toEqual({ policyName: policy.metadata.name, validationActions: ['Deny'] });
+  // Everything else is the base, unchanged but for the flag.
+  const base = objsOf('manifests');
+  const ds = structuredClone(find(objs, 'DaemonSet'));
+  ds.spec.template.spec.containers[0].args = (ds.spec.template.spec.containers[0].args as string[]).filter((a) => !a.startsWith('--remove-startup-taint='));
+  expect(ds).toEqual(find(base, 'DaemonSet'));
+});
+
 test('the CNI overlays change nothing but HOST_INTERFACE', () => {
   const base = objsOf('manifests');
-  for (const t of TARGETS.filter((x) => x.dir.includes('/overlays/') && !x.podMonitor)) {
+  for (const t of TARGETS.filter((x) => x.dir.includes('/overlays/') && !x.podMonitor && x.startupTaint !== true)) {
     const overlay = structuredClone(objsOf(t.dir));
     const env = podiamContainer(find(overlay, 'DaemonSet')).env as Obj[];
     env.find((e) => e.name === 'HOST_INTERFACE')!.value = 'docker0';
