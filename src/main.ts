@@ -24,6 +24,7 @@ import { PodIndex } from './kube/pod-index.js';
 import { createKubeConfig } from './kube/api.js';
 import { KubeWatcher } from './kube/pods.js';
 import { StartupTaint } from './kube/startup-taint.js';
+import { HostInterfaceMonitor } from './host-interfaces.js';
 import type { TokenIdentity } from './token/start.js';
 import type { Logger } from './log.js';
 import type { Metrics } from './metrics.js';
@@ -156,12 +157,25 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
 
   let interception: Interception | undefined;
   let rulesEnsured = false;
+  // --iptables on one node: is --host-interface the interface its pods are behind? (host-interfaces.ts)
+  const hostInterfaces = config.iptables && config.node !== undefined ? new HostInterfaceMonitor({
+    pattern: config.hostInterface,
+    podIps: () => [...index.allPods()].filter((p) => !p.hostNetwork).flatMap((p) => p.ips),
+    log,
+    report: (r) => {
+      metrics.hostInterfacesMatching.set(r.matching);
+      metrics.hostInterfacePodIps.set({ via: 'matching' }, r.podIps.matching);
+      metrics.hostInterfacePodIps.set({ via: 'other' }, r.podIps.other);
+    },
+    nodeWarning: events === undefined ? undefined : (reason, message) => events.nodeWarning(config.node!, reason, message),
+  }) : undefined;
   const health = (): Health => {
     const kube = watcher.states();
     // With --iptables, not ready until every family's rules are in (ensure() has returned): the
     // informers start first, so they can be synced while the rules are still going in.
     const ready = watcher.synced() && (!config.iptables || (rulesEnsured && interception !== undefined && interception.ready()));
-    return { ready, pods: kube.pods, namespaces: kube.namespaces, serviceaccounts: kube.serviceaccounts, watchTimeouts: watcher.watchTimeouts(), ...(interception === undefined ? {} : { iptables: interception.state() }) };
+    const iface = hostInterfaces?.state();
+    return { ready, pods: kube.pods, namespaces: kube.namespaces, serviceaccounts: kube.serviceaccounts, watchTimeouts: watcher.watchTimeouts(), ...(interception === undefined ? {} : { iptables: interception.state() }), ...(iface === undefined ? {} : { hostInterface: { pattern: iface.pattern, interfacesMatching: iface.matching, podIps: iface.podIps, ...(iface.examples.length > 0 ? { notIntercepted: iface.examples } : {}) } }) };
   };
 
   const serverDeps = {
@@ -248,6 +262,12 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
   // by now; the informers may still be listing).
   const startupTaint = config.removeStartupTaint !== undefined && config.node !== undefined ? new StartupTaint(kc, { node: config.node, key: config.removeStartupTaint, log }) : undefined;
   if (startupTaint) void watcher.whenSynced().then(() => startupTaint.remove());
+  if (hostInterfaces) {
+    void watcher.whenSynced().then(async () => {
+      await hostInterfaces.check();
+      hostInterfaces.start(config.iptablesReconcileMs);
+    });
+  }
 
   log.info('podiam listening', { address: `${address!.address}:${address!.port}`, node: config.node ?? '(all nodes)', metadata: passthrough.target });
 
@@ -262,6 +282,7 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
         // refused at once (fail closed), and the next podiam adopts them. Only --cleanup removes
         // them (kube-proxy's convention). Stop reconciling, then drain in-flight requests.
         startupTaint?.stop();
+        await hostInterfaces?.stop();
         if (interception) await interception.stop();
         // A rolling update's next podiam joins the port once ready: serve until it does.
         if (reusePortSupported() && config.shutdownHandoverMs > 0) {

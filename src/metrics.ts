@@ -103,6 +103,8 @@ export function createMetrics(options: MetricsOptions = {}) {
     events: new Counter({ name: 'podiam_kube_events_total', help: 'Kubernetes Events recorded on pods, by outcome', labelNames: ['outcome'] as const, registers: r }),
     allowedRolesInvalid: new Counter({ name: 'podiam_allowed_roles_invalid_entries_total', help: 'allowed-roles regexp entries that do not compile and are skipped, by namespace (each entry counted once)', labelNames: ['namespace'] as const, registers: r }),
     allowedRolesUnanchored: new Counter({ name: 'podiam_allowed_roles_unanchored_matches_total', help: 'allowed-roles regexp entries that allow a role in use only because kube2iam regexps are unanchored, by namespace (each entry and role counted once)', labelNames: ['namespace'] as const, registers: r }),
+    hostInterfacesMatching: new Gauge({ name: 'podiam_host_interfaces_matching', help: 'Interfaces on the node that --host-interface matches (with --iptables)', registers: r }),
+    hostInterfacePodIps: new Gauge({ name: 'podiam_host_interface_pod_ips', help: "This node's pod IPs by whether their route leaves through an interface --host-interface matches (via: matching, other); other pods' metadata requests are not intercepted", labelNames: ['via'] as const, registers: r }),
     listenRetries: new Counter({ name: 'podiam_listen_retries_total', help: 'Attempts to bind the app port that found it taken (another process holds it, e.g. kube2iam)', registers: r }),
   };
 }

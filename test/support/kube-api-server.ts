@@ -19,7 +19,11 @@
  *    than the retained history (bounded by `historyLimit` and by `compact()`), the stream is a
  *    single `ERROR` event carrying a 410 Expired Status, then ends. `timeoutSeconds` ends the
  *    stream cleanly; `allowWatchBookmarks=true` watches get BOOKMARKs from `sendBookmarks()`.
- *  - Events: `POST /api/v1/namespaces/{ns}/events` and
+ *  - Nodes: list, watch, `GET /api/v1/nodes/{name}`, and `PATCH` (JSON Patch, merge, strategic as
+ *    merge) applied to the stored node at the moment of the write, with a resourceVersion in the
+ *    patch as a precondition (409); every applied patch is recorded with its time (`nodePatches()`,
+ *    and `GET /_test/node-patches` for a server in another process).
+ *  - Events: `GET /api/v1/namespaces/{ns}/events` (the list), `POST /api/v1/namespaces/{ns}/events` and
  *    `POST /apis/events.k8s.io/v1/namespaces/{ns}/events` (201, 409 on a duplicate name),
  *    `PATCH .../events/{name}` with JSON Patch (client-node's default content type), JSON merge
  *    patch or strategic merge patch (treated as a merge patch).
@@ -1144,6 +1148,12 @@ export class KubeApiServer {
     contentType: string | undefined,
     body: string,
   ): boolean {
+    if (rest.length === 0 && method === 'GET') {
+      // `kubectl get events -n <ns>`: the namespace's Events (no selectors, no watch).
+      const items = [...this.eventStore.values()].filter((e) => e.metadata.namespace === namespace && (e.apiVersion ?? 'v1') === apiVersion);
+      this.sendJson(res, 200, { kind: 'EventList', apiVersion, metadata: { resourceVersion: String(this.rv) }, items });
+      return true;
+    }
     if (rest.length === 0 && method === 'POST') {
       const parsed = this.parseBody(body);
       if (!isRecord(parsed)) throw new HttpError(statusObject(400, 'request body must be a JSON object'));
