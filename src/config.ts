@@ -97,7 +97,7 @@ export const FLAGS: readonly FlagSpec[] = [
   { name: 'host-ip', type: 'string', example: '--host-ip=10.0.1.23,fd00:10::23', help: 'IP(s) to listen on and DNAT to, at most one per family, comma-separated (env HOST_IP; default: listen on all)' },
   { name: 'host-interface', type: 'string', default: 'docker0', example: '--host-interface=cali+', help: 'pod-side interface(s) whose metadata traffic is intercepted; + wildcard, leading ! inverts' },
   { name: 'iptables', type: 'bool', default: 'false', example: '--iptables', help: 'install and keep the DNAT and guard rules, both families (needs NET_ADMIN and --host-ip); they outlive podiam: remove them with --cleanup' },
-  { name: 'iptables-reconcile-interval', type: 'duration', default: '3s', example: '--iptables-reconcile-interval=3s', help: 'how often the rules are checked and restored' },
+  { name: 'iptables-reconcile-interval', type: 'duration', default: '5s', example: '--iptables-reconcile-interval=5s', help: 'how often the rules are checked (one rule per family; all of them every tenth round) and restored' },
   { name: 'iptables-guard', type: 'bool', default: 'true', example: '--iptables-guard=false', help: 'with --iptables, also DROP pods\' TCP to the metadata service in mangle FORWARD, so a missing DNAT never lets them reach it' },
   { name: 'cleanup', type: 'bool', default: 'false', example: '--cleanup', help: 'remove every rule podiam installed (iptables and ip6tables), print what was removed, and exit' },
   { name: 'metadata-addr', type: 'string', default: '169.254.169.254', example: '--metadata-addr=169.254.169.254:80', help: 'the real metadata service, host or host:port' },

@@ -93,8 +93,31 @@ export const nodeFiles: NodeFiles = {
 };
 
 export async function checkHostInterface(pattern: string, podIps: Iterable<string>, files: NodeFiles = nodeFiles): Promise<HostInterfaceReport> {
-  const matches = interfaceMatcher(pattern);
   const [interfaces, r4, r6] = await Promise.all([files.interfaces(), files.routes4(), files.routes6()]);
+  return report(pattern, [...podIps], interfaces, r4, r6);
+}
+
+/**
+ * checkHostInterface, computed again only when something it reads changed (the files' text, the
+ * interfaces, the pod IPs): an idle node's round is three small reads and a comparison.
+ */
+export function memoizedCheck(pattern: string, files: NodeFiles): (podIps: Iterable<string>) => Promise<HostInterfaceReport> {
+  let lastKey: string | undefined;
+  let last: HostInterfaceReport | undefined;
+  return async (podIps) => {
+    const [interfaces, r4, r6] = await Promise.all([files.interfaces(), files.routes4(), files.routes6()]);
+    const ips = [...podIps];
+    const key = `${interfaces.join(' ')}\n${ips.join(' ')}\n${r4}\n${r6}`;
+    if (key !== lastKey || last === undefined) {
+      last = report(pattern, ips, interfaces, r4, r6);
+      lastKey = key;
+    }
+    return last;
+  };
+}
+
+function report(pattern: string, podIps: readonly string[], interfaces: readonly string[], r4: string, r6: string): HostInterfaceReport {
+  const matches = interfaceMatcher(pattern);
   const routes = [...parseRoutes4(r4), ...parseRoutes6(r6)];
   let matching = 0;
   let other = 0;
@@ -158,8 +181,11 @@ export class HostInterfaceMonitor {
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<void> = Promise.resolve();
   private failingSinceEvent: number | undefined;
+  private readonly checker: (podIps: Iterable<string>) => Promise<HostInterfaceReport>;
 
-  constructor(private readonly deps: HostInterfaceMonitorDeps) {}
+  constructor(private readonly deps: HostInterfaceMonitorDeps) {
+    this.checker = memoizedCheck(deps.pattern, deps.files ?? nodeFiles);
+  }
 
   state(): HostInterfaceReport | undefined {
     return this.last;
@@ -167,7 +193,7 @@ export class HostInterfaceMonitor {
 
   check(): Promise<void> {
     this.running = this.running.then(async () => {
-      const r = await checkHostInterface(this.deps.pattern, this.deps.podIps(), this.deps.files);
+      const r = await this.checker(this.deps.podIps());
       const previous = this.last;
       this.last = r;
       this.deps.report(r);

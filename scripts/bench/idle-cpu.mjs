@@ -49,16 +49,17 @@ function buildBefore(ref) {
 }
 
 /** kube-proxy's shape: a KUBE-SERVICES jump from PREROUTING, per service a SVC and a SEP chain. */
-function kubeProxyRules(services) {
+function kubeProxyRules(services, family) {
   const L = ['*nat', ':KUBE-SERVICES - [0:0]', ':KUBE-MARK-MASQ - [0:0]'];
   for (let i = 1; i <= services; i++) L.push(`:KUBE-SVC-${i} - [0:0]`, `:KUBE-SEP-${i} - [0:0]`);
   L.push('-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES');
   for (let i = 1; i <= services; i++) {
-    const ip = `${Math.floor(i / 250)}.${i % 250}`;
-    L.push(`-A KUBE-SERVICES -d 10.96.${ip}/32 -p tcp -m comment --comment "ns/svc-${i} cluster IP" -m tcp --dport 80 -j KUBE-SVC-${i}`);
+    const v4 = `${Math.floor(i / 250)}.${i % 250}`;
+    const [svc, pod, to] = family === 'ipv4' ? [`10.96.${v4}/32`, `10.1.${v4}/32`, `10.1.${v4}:8080`] : [`fd00:96::${i.toString(16)}/128`, `fd00:1::${i.toString(16)}/128`, `[fd00:1::${i.toString(16)}]:8080`];
+    L.push(`-A KUBE-SERVICES -d ${svc} -p tcp -m comment --comment "ns/svc-${i} cluster IP" -m tcp --dport 80 -j KUBE-SVC-${i}`);
     L.push(`-A KUBE-SVC-${i} -m comment --comment "ns/svc-${i}" -j KUBE-SEP-${i}`);
-    L.push(`-A KUBE-SEP-${i} -s 10.1.${ip}/32 -m comment --comment "ns/svc-${i}" -j KUBE-MARK-MASQ`);
-    L.push(`-A KUBE-SEP-${i} -p tcp -m comment --comment "ns/svc-${i}" -m tcp -j DNAT --to-destination 10.1.${ip}:8080`);
+    L.push(`-A KUBE-SEP-${i} -s ${pod} -m comment --comment "ns/svc-${i}" -j KUBE-MARK-MASQ`);
+    L.push(`-A KUBE-SEP-${i} -p tcp -m comment --comment "ns/svc-${i}" -m tcp -j DNAT --to-destination ${to}`);
   }
   L.push('COMMIT', '');
   return L.join('\n');
@@ -71,8 +72,8 @@ function cpuMs(pid) {
   return ((Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14])) * 1000) / TICKS;
 }
 
-async function idleOnce(lab, name, cli) {
-  const argv = [process.execPath, ...NODE_FLAGS, cli, ...lab.podiamArgs(['--log-format=json'])];
+async function idleOnce(lab, name, cli, extra = []) {
+  const argv = [process.execPath, ...NODE_FLAGS, cli, ...lab.podiamArgs(['--log-format=json', ...extra])];
   const p = lab.spawnIn(lab.nodeNs, `podiam ${name}`, argv, { ...lab.podiamEnv(), ...shebangEnv() });
   try {
     const deadline = Date.now() + 60_000;
@@ -101,23 +102,26 @@ const beforeDir = buildBefore(BEFORE_REF);
 log(`lab: ${PODS} pods, 300 kube-proxy services; Node ${process.versions.node}; ${SECONDS} s per measurement, ${ROUNDS} rounds`);
 const lab = await Lab.create({ pods: Array.from({ length: PODS }, (_, i) => ({ name: `p${i}`, role: `role-${i % 20}` })) });
 try {
-  const rules = path.join(lab.dir, 'kube-proxy.rules');
-  writeFileSync(rules, kubeProxyRules(300));
-  for (const bin of ['iptables-restore', 'ip6tables-restore']) {
+  for (const family of ['ipv4', 'ipv6']) {
+    const rules = path.join(lab.dir, `kube-proxy-${family}.rules`);
+    writeFileSync(rules, kubeProxyRules(300, family));
+    const bin = family === 'ipv4' ? 'iptables-restore' : 'ip6tables-restore';
     const r = await lab.exec(lab.nodeNs, [bin, '-n', rules]);
     if (r.code !== 0) throw new Error(`${bin}: ${r.stderr}`);
   }
   const sides = { before: [], after: [] };
+  // BENCH_IDLE_AFTER_ARGS: extra flags for "after" only (an experiment, e.g. --iptables-reconcile-interval=5m).
+  const afterArgs = (process.env.BENCH_IDLE_AFTER_ARGS ?? '').split(' ').filter(Boolean);
   for (let round = 0; round < ROUNDS; round++) {
-    const order = round % 2 === 0 ? ['before', 'after'] : ['after', 'before'];
+    const order = (round % 2 === 0 ? ['before', 'after'] : ['after', 'before']).filter((side) => process.env.BENCH_IDLE_ONLY === undefined || process.env.BENCH_IDLE_ONLY === side);
     for (const side of order) {
       const cli = side === 'before' ? path.join(beforeDir, 'dist/podiam.js') : path.join(ROOT, 'dist/podiam.js');
-      const ms = await idleOnce(lab, side, cli);
+      const ms = await idleOnce(lab, side, cli, side === 'after' ? afterArgs : []);
       sides[side].push(ms);
       log(`  round ${round + 1} ${side}: ${ms.toFixed(2)} CPU ms/s`);
     }
   }
-  const result = { node: process.versions.node, pods: PODS, kubeProxyRules: 1800, seconds: SECONDS, beforeRef: BEFORE_REF, before: sides.before, after: sides.after, beforeMedian: median(sides.before), afterMedian: median(sides.after) };
+  const result = { node: process.versions.node, pods: PODS, kubeProxyRulesPerFamily: 1201, seconds: SECONDS, beforeRef: BEFORE_REF, before: sides.before, after: sides.after, beforeMedian: median(sides.before), afterMedian: median(sides.after) };
   log(`\n| podiam, idle, --iptables, ${PODS} pods | CPU ms per second (millicores), median of ${ROUNDS} |\n|---|---|\n| before (${BEFORE_REF}) | ${result.beforeMedian.toFixed(2)} |\n| after | ${result.afterMedian.toFixed(2)} |\n| ratio | ${(result.beforeMedian / result.afterMedian).toFixed(1)}x |`);
   mkdirSync(path.join(ROOT, 'bench-results'), { recursive: true });
   const file = path.join(ROOT, 'bench-results', `idle-cpu-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
