@@ -72,6 +72,10 @@ export interface Config extends RolePolicyConfig {
   readonly tokenInterface: string | undefined;
   /** --broker: credentials come from `podiam broker` (this node decides and assumes nothing); undefined: standalone. */
   readonly broker: BrokerClientConfig | undefined;
+  /** On SIGTERM, serve until another podiam listens on the app port (a rolling update's next pod), at most this long; 0: stop at once. */
+  readonly shutdownHandoverMs: number;
+  /** The NoSchedule taint podiam removes from its node (--node) once ready; undefined: the node is not touched. */
+  readonly removeStartupTaint: string | undefined;
 }
 
 export type CliRequest =
@@ -91,7 +95,7 @@ export const FLAGS: readonly FlagSpec[] = [
   { name: 'host-ip', type: 'string', example: '--host-ip=10.0.1.23,fd00:10::23', help: 'IP(s) to listen on and DNAT to, at most one per family, comma-separated (env HOST_IP; default: listen on all)' },
   { name: 'host-interface', type: 'string', default: 'docker0', example: '--host-interface=cali+', help: 'pod-side interface(s) whose metadata traffic is intercepted; + wildcard, leading ! inverts' },
   { name: 'iptables', type: 'bool', default: 'false', example: '--iptables', help: 'install and keep the DNAT and guard rules, both families (needs NET_ADMIN and --host-ip); they outlive podiam: remove them with --cleanup' },
-  { name: 'iptables-reconcile-interval', type: 'duration', default: '3s', example: '--iptables-reconcile-interval=3s', help: 'how often the rules are checked and restored' },
+  { name: 'iptables-reconcile-interval', type: 'duration', default: '5s', example: '--iptables-reconcile-interval=5s', help: 'how often the rules are checked (one rule per family; all of them every tenth round) and restored' },
   { name: 'iptables-guard', type: 'bool', default: 'true', example: '--iptables-guard=false', help: 'with --iptables, also DROP pods\' TCP to the metadata service in mangle FORWARD, so a missing DNAT never lets them reach it' },
   { name: 'cleanup', type: 'bool', default: 'false', example: '--cleanup', help: 'remove every rule podiam installed (iptables and ip6tables), print what was removed, and exit' },
   { name: 'metadata-addr', type: 'string', default: '169.254.169.254', example: '--metadata-addr=169.254.169.254:80', help: 'the real metadata service, host or host:port' },
@@ -118,6 +122,8 @@ export const FLAGS: readonly FlagSpec[] = [
   { name: 'token-addr', type: 'string', default: '169.254.170.23:80,[fd00:ec2::23]:80', example: '--token-addr=169.254.170.23:80,[fd00:ec2::23]:80', help: 'comma-separated addresses the /v1/credentials listener binds' },
   { name: 'token-audience', type: 'string', default: 'pods.eks.amazonaws.com', example: '--token-audience=pods.eks.amazonaws.com', help: 'audience the pod\'s projected ServiceAccount token must carry' },
   { name: 'token-interface', type: 'string', example: '--token-interface=pod-id-link0', help: 'add the --token-addr addresses to this link (a dummy link is created if missing; needs NET_ADMIN)' },
+  { name: 'shutdown-handover', type: 'duration', default: '0s', example: '--shutdown-handover=20s', help: 'on SIGTERM, keep serving until another podiam listens on the app port (a rolling update\'s new pod, which joins once ready), at most this long; needs Node >= 22.12 (reusePort)' },
+  { name: 'remove-startup-taint', type: 'string', example: '--remove-startup-taint=podiam.io/agent-not-ready', help: 'remove this NoSchedule taint from the node (--node) once podiam is ready (rules in, informers synced), so pods are scheduled only where podiam intercepts' },
   { name: 'version', type: 'bool', default: 'false', example: '--version', help: 'print the version and exit' },
   { name: 'help', type: 'bool', default: 'false', example: '--help', help: 'print this help and exit' },
   // kube2iam flags podiam accepts so existing DaemonSet args keep working.
@@ -247,6 +253,15 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pr
   // The broker serves an agent only its own node's pods: an agent watching the whole cluster would
   // ask for every other node's pods and be refused.
   if (broker !== undefined && node === undefined) fail('node', '--broker needs the node this agent runs on (--node or NODE_NAME, from spec.nodeName)');
+  const startupTaint = (): string | undefined => {
+    const key = str('remove-startup-taint');
+    if (key === undefined) return undefined;
+    // A taint key: an optional DNS-subdomain prefix and '/', then a name of up to 63 characters.
+    if (!/^(?:[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?\/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/.test(key)) fail('remove-startup-taint', `${JSON.stringify(key)} is not a taint key`);
+    if (str('node') === undefined && nonEmpty(env.NODE_NAME) === undefined) fail('remove-startup-taint', 'needs --node (or NODE_NAME): the node whose taint podiam removes');
+    return key;
+  };
+
 
   const config: Config = {
     appPort,
@@ -284,6 +299,8 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pr
     tokenAudience,
     tokenInterface: tokenInterface(),
     broker,
+    shutdownHandoverMs: duration('shutdown-handover', 0, 300_000),
+    removeStartupTaint: startupTaint(),
   };
   return { kind: 'run', config: Object.freeze(config) };
 }

@@ -176,13 +176,37 @@ class FamilyRules {
     return added;
   }
 
-  /** Checks every rule; restores missing ones (warn + counted). */
+  /**
+   * The cheap check of a reconcile round: one process, the rule a flush of either table would
+   * take first (the PREROUTING jump; the guard when there is no DNAT). True when it is in place.
+   */
+  async sentinelPresent(): Promise<boolean> {
+    const rule = this.spec.rules.find((r) => r.name === 'jump') ?? this.spec.rules[0]!;
+    return (await this.run(['-t', rule.table, '-C', rule.chain, ...rule.args])).exitCode === 0;
+  }
+
+  /**
+   * The full check: each chain podiam writes to listed once (`-S`), each rule counted. Restores
+   * missing rules (warn + counted) and deletes extra copies (two podiams restoring the same rule
+   * at once during a rollout's overlap, or an older version's leftovers).
+   */
   async reconcile(): Promise<void> {
-    let missing = false;
+    const listed = new Map<string, string[]>();
+    const copies = new Map<Rule, number>();
     for (const rule of this.spec.rules) {
-      if ((await this.run(['-t', rule.table, '-C', rule.chain, ...rule.args])).exitCode !== 0) missing = true;
+      const key = `${rule.table} ${rule.chain}`;
+      if (!listed.has(key)) {
+        const r = await this.run(['-t', rule.table, '-S', rule.chain]);
+        // A missing chain (PODIAM deleted by hand) lists nothing: its rule is missing.
+        listed.set(key, r.exitCode === 0 ? r.stdout.split('\n') : []);
+      }
+      copies.set(rule, countRule(listed.get(key)!, rule));
     }
-    if (!missing) {
+    for (const [rule, n] of copies) {
+      for (let extra = n; extra > 1; extra--) await this.must(['-t', rule.table, '-D', rule.chain, ...rule.args]);
+      if (n > 1) this.log.warn('iptables rule found more than once, removed the extra copies', { family: this.spec.family, rule: commandLine(this.spec.bin, rule), copies: n });
+    }
+    if ([...copies.values()].every((n) => n > 0)) {
       for (const rule of this.spec.rules) this.set(labelOf(rule), 'present');
       return;
     }
@@ -269,6 +293,49 @@ export function createInterception(config: Config, deps: { log: Logger; metrics:
   return new Rules(familyOptions(config).map(familySpec), deps.log, deps.metrics, deps.exec ?? execaRunner);
 }
 
+/**
+ * Rounds between full checks. A round checks one rule per family (one process); every tenth, or
+ * when that rule is gone, every rule is counted and restored (three processes per family). A
+ * process per rule per round was most of podiam's idle CPU (scripts/bench/idle-cpu.mjs); the
+ * jump is what a flush of the nat table removes first, and while anything is missing the guard
+ * keeps pods off the real metadata service.
+ */
+export const FULL_CHECK_EVERY = 10;
+
+/** Copies of `rule` among `-S` lines of its chain (iptables prints options in its own order). */
+export function countRule(lines: readonly string[], rule: Rule): number {
+  const want = ruleKey(rule.args);
+  let n = 0;
+  for (const line of lines) {
+    if (!line.startsWith(`-A ${rule.chain} `)) continue;
+    if (ruleKey(splitWords(line).slice(2)) === want) n++;
+  }
+  return n;
+}
+
+/** A rule's options, order-free: `[!]opt value` pairs sorted, match-module loads (`-m tcp`) dropped. */
+function ruleKey(words: readonly string[]): string {
+  const pairs: string[] = [];
+  let negate = false;
+  for (let i = 0; i < words.length; i++) {
+    const w = words[i]!;
+    if (w === '!') {
+      negate = true;
+      continue;
+    }
+    if (w === '-m') {
+      i++;
+      continue;
+    }
+    const next = words[i + 1];
+    const value = next !== undefined && !next.startsWith('-') && next !== '!' ? next : '';
+    if (value !== '') i++;
+    pairs.push(`${negate ? '!' : ''}${w}=${value}`);
+    negate = false;
+  }
+  return pairs.sort().join(' ');
+}
+
 export class Rules implements Interception {
   private active: FamilyRules[] = [];
   private timer: NodeJS.Timeout | undefined;
@@ -307,12 +374,18 @@ export class Rules implements Interception {
     // At most one reconcile queued or running: when iptables is slower than the interval (a huge
     // nat table, a contended xtables lock), skip ticks rather than pile up a backlog.
     let pending = false;
+    let round = 0;
     this.timer = setInterval(() => {
       if (pending) return;
       pending = true;
+      const full = ++round % FULL_CHECK_EVERY === 0;
       this.serial(async () => {
         for (const family of this.active) {
-          await family.reconcile().catch((err: Error) => {
+          await (async () => {
+            // A family in error or with a rule missing gets the full check every round until whole again.
+            if (!full && family.present() && (await family.sentinelPresent())) return;
+            await family.reconcile();
+          })().catch((err: Error) => {
             family.markError();
             this.log.error('iptables reconcile failed', { family: family.spec.family, error: err.message });
           });

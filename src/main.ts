@@ -7,6 +7,8 @@ import type { AddressInfo } from 'node:net';
 import { resolveStsRegion } from './aws/sts-region.js';
 import { Associations } from './associations.js';
 import { describeHolder, findPortHolder } from './port-holder.js';
+import { drain, listen, reusePortSupported } from './listeners.js';
+import { otherListeners, waitForSuccessor } from './handover.js';
 import type { Config } from './config.js';
 import { describeConfig } from './config.js';
 import { BrokerCredentials } from './credentials/broker-client.js';
@@ -27,6 +29,8 @@ import { EventRecorder } from './kube/events.js';
 import { PodIndex } from './kube/pod-index.js';
 import { createKubeConfig } from './kube/api.js';
 import { KubeWatcher } from './kube/pods.js';
+import { StartupTaint } from './kube/startup-taint.js';
+import { HostInterfaceMonitor } from './host-interfaces.js';
 import type { TokenIdentity } from './token/start.js';
 import type { Logger } from './log.js';
 import type { Metrics } from './metrics.js';
@@ -54,6 +58,9 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
     informersOutOfSync: () => watcher.outOfSync(),
   });
   log.info('podiam starting', { config: describeConfig(config) });
+  if (!reusePortSupported()) {
+    log.warn(`Node ${process.versions.node} cannot share the app port (listen reusePort needs Node >= 22.12): during a rolling update the new podiam waits for the old one to exit, and pods are refused in between; roll with maxSurge: 0`);
+  }
   if (config.ignoredFlags.length > 0) {
     log.warn('kube2iam flags accepted and ignored (podiam --help says why for each)', { flags: config.ignoredFlags });
   }
@@ -133,6 +140,18 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
 
   let interception: Interception | undefined;
   let rulesEnsured = false;
+  // --iptables on one node: is --host-interface the interface its pods are behind? (host-interfaces.ts)
+  const hostInterfaces = config.iptables && config.node !== undefined ? new HostInterfaceMonitor({
+    pattern: config.hostInterface,
+    podIps: () => [...index.allPods()].filter((p) => !p.hostNetwork).flatMap((p) => p.ips),
+    log,
+    report: (r) => {
+      metrics.hostInterfacesMatching.set(r.matching);
+      metrics.hostInterfacePodIps.set({ via: 'matching' }, r.podIps.matching);
+      metrics.hostInterfacePodIps.set({ via: 'other' }, r.podIps.other);
+    },
+    nodeWarning: events === undefined ? undefined : (reason, message) => events.nodeWarning(config.node!, reason, message),
+  }) : undefined;
   const health = (): Health => {
     const kube = watcher.states();
     // With --iptables, not ready until every family's rules are in (ensure() has returned): the
@@ -140,9 +159,10 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
     // Not ready either while an informer has been out of sync past --watch-deadline (its answers are 503).
     const ready = watcher.healthy() && (associations?.synced() ?? true) && (!config.iptables || (rulesEnsured && interception !== undefined && interception.ready()));
     const outOfSync = watcher.outOfSync();
+    const iface = hostInterfaces?.state();
     // In broker mode only pods are watched here (the broker watches namespaces and ServiceAccounts).
     const informers = config.broker !== undefined ? { pods: kube.pods } : { pods: kube.pods, namespaces: kube.namespaces, serviceaccounts: kube.serviceaccounts };
-    return { ready, ...informers, watchTimeouts: watcher.watchTimeouts(), ...(outOfSync.length === 0 ? {} : { outOfSync }), ...(interception === undefined ? {} : { iptables: interception.state() }) };
+    return { ready, ...informers, watchTimeouts: watcher.watchTimeouts(), ...(outOfSync.length === 0 ? {} : { outOfSync }), ...(interception === undefined ? {} : { iptables: interception.state() }), ...(iface === undefined ? {} : { hostInterface: { pattern: iface.pattern, interfacesMatching: iface.matching, podIps: iface.podIps, ...(iface.examples.length > 0 ? { notIntercepted: iface.examples } : {}) } }) };
   };
 
   // Pods' IMDSv2 tokens, shared by the IPv4 and IPv6 servers; a pod's go when the pod goes.
@@ -176,64 +196,86 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
   associations?.start();
   await imdsTokensProbed;
 
-  // kube2iam listens on every interface (#152): podiam only on --host-ip when given.
-  const address = await listenWhenFree(server, config.appPort, config.hostIp, log, metrics, signal).catch(async (err: unknown) => {
+  // A rolling update's old podiam still holds the app port: join it (SO_REUSEPORT) only once
+  // ready, so the kernel never hands a pod's request to a podiam not ready to answer (handover.ts).
+  const successor = reusePortSupported() && (await otherListeners(config.appPort)) > 0;
+  if (successor) log.info('another process listens on the app port (a rolling update\'s previous podiam): podiam listens once it is ready', { port: config.appPort });
+
+  let address: AddressInfo | undefined;
+  let v6: Awaited<ReturnType<typeof listenIpv6>>;
+  let token: TokenIdentity | undefined;
+  const closeListeners = async (): Promise<void> => {
+    await closeServer(server, 0);
+    if (v6) await closeServer(v6.server, 0);
+    if (metricsServer) await closeServer(metricsServer, 0);
+    await token?.close();
+  };
+  const listenAll = async (): Promise<AddressInfo> => {
+    // kube2iam listens on every interface (#152): podiam only on --host-ip when given.
+    const bound = await listenWhenFree(server, config.appPort, config.hostIp, log, metrics, signal);
+    if (metricsServer) await listen(metricsServer, config.metricsPort, config.hostIp);
+    // The node's IPv6 address too (--host-ip=<v4>,<v6>): IPv6 pods are DNAT'd there. Its own
+    // server, so passthrough uses the family the pod used (the real service's IPv6 endpoint).
+    v6 = await listenIpv6(config, server, log, (passthrough6) => {
+      const server6 = createServer({ ...serverDeps, passthrough: passthrough6 });
+      connections.attach(server6);
+      return server6;
+    });
+    if (config.tokenIdentity) {
+      // The token path is its own chunk of the bundle (scripts/build.mjs): read only when asked for.
+      const [{ startTokenIdentity }, { createTokenReviewer }, { createSigningKeysFetcher }] = await Promise.all([import('./token/start.js'), import('./kube/token-review.js'), import('./kube/token-keys.js')]);
+      token = await startTokenIdentity(config, {
+        review: createTokenReviewer(kc),
+        signingKeys: createSigningKeysFetcher(kc),
+        index,
+        informers: { synced, ready: (ms, pod) => watcher.ready(ms, pod) },
+        source,
+        metrics,
+        log,
+        onDenied: (pod, err) => reportDenial(pod, err, { path: 'token' }),
+        listen,
+        close: closeServer,
+      });
+    }
+    return bound;
+  };
+  const failed = async (err: unknown): Promise<never> => {
+    await closeListeners();
     await stopWatching();
     throw err;
-  });
-  if (metricsServer) await listen(metricsServer, config.metricsPort, config.hostIp);
-  // The node's IPv6 address too (--host-ip=<v4>,<v6>): IPv6 pods are DNAT'd there. Its own
-  // server, so passthrough uses the family the pod used (the real service's IPv6 endpoint).
-  const v6 = await listenIpv6(config, server, log, (passthrough6) => {
-    const server6 = createServer({ ...serverDeps, passthrough: passthrough6 });
-    connections.attach(server6);
-    return server6;
-  });
+  };
 
-  let token: TokenIdentity | undefined;
-  if (config.tokenIdentity) {
-    // The token path is its own chunk of the bundle (scripts/build.mjs): read only when asked for.
-    const [{ startTokenIdentity }, { createTokenReviewer }, { createSigningKeysFetcher }] = await Promise.all([import('./token/start.js'), import('./kube/token-review.js'), import('./kube/token-keys.js')]);
-    token = await startTokenIdentity(config, {
-      review: createTokenReviewer(kc),
-      signingKeys: createSigningKeysFetcher(kc),
-      index,
-      informers: { synced, ready: (ms, pod) => watcher.ready(ms, pod) },
-      source,
-      metrics,
-      log,
-      onDenied: (pod, err) => reportDenial(pod, err, { path: 'token' }),
-      listen,
-      close: closeServer,
-    }).catch(async (err: unknown) => {
-      await closeServer(server, 0);
-      if (metricsServer) await closeServer(metricsServer, 0);
-      await stopWatching();
-      throw err;
-    });
-  }
+  if (!successor) address = await listenAll().catch(failed);
 
   if (config.iptables) {
-    // Loaded only when asked for: without --iptables the process runner (execa) is never loaded.
+    // Loaded only when asked for: without --iptables the process runner is never loaded.
     const { createInterception } = await import('./iptables.js');
     interception = createInterception(config, { log, metrics });
-    try {
-      await interception.ensure();
-    } catch (err) {
-      await closeServer(server, 0);
-      if (v6) await closeServer(v6.server, 0);
-      if (metricsServer) await closeServer(metricsServer, 0);
-      await stopWatching();
-      throw err;
-    }
+    await interception.ensure().catch(failed);
     rulesEnsured = true;
     interception.startReconcile(config.iptablesReconcileMs);
   }
 
-  log.info('podiam listening', { address: `${address.address}:${address.port}`, node: config.node ?? '(all nodes)', metadata: passthrough.target });
+  if (successor) {
+    await untilAborted(untilReady(watcher, () => stopping !== undefined), signal).catch(failed);
+    address = await listenAll().catch(failed);
+  }
+
+  // --remove-startup-taint: pods may come to this node once podiam intercepts (the rules are in
+  // by now; the informers may still be listing).
+  const startupTaint = config.removeStartupTaint !== undefined && config.node !== undefined ? new StartupTaint(kc, { node: config.node, key: config.removeStartupTaint, log }) : undefined;
+  if (startupTaint) void untilReady(watcher, () => stopping !== undefined).then(() => startupTaint.remove());
+  if (hostInterfaces) {
+    void untilReady(watcher, () => stopping !== undefined).then(async () => {
+      await hostInterfaces.check();
+      hostInterfaces.start(config.iptablesReconcileMs);
+    });
+  }
+
+  log.info('podiam listening', { address: `${address!.address}:${address!.port}`, node: config.node ?? '(all nodes)', metadata: passthrough.target });
 
   return {
-    address,
+    address: address!,
     metrics,
     shutdown(reason: string) {
       stopping ??= (async () => {
@@ -241,7 +283,14 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
         // The rules stay: while no podiam runs, pods' requests are DNAT'd to a closed port and
         // refused at once (fail closed), and the next podiam adopts them. Only --cleanup removes
         // them (kube-proxy's convention). Stop reconciling, then drain in-flight requests.
+        startupTaint?.stop();
+        await hostInterfaces?.stop();
         if (interception) await interception.stop();
+        // A rolling update's next podiam joins the port once ready: serve until it does.
+        if (reusePortSupported() && config.shutdownHandoverMs > 0) {
+          const handedOver = await waitForSuccessor(config.appPort, config.shutdownHandoverMs);
+          log.info(handedOver ? 'another podiam listens on the app port: handing over' : 'no other podiam took the app port: stopping', { waitedUpToMs: config.shutdownHandoverMs });
+        }
         await Promise.all([closeServer(server, 10_000), v6 ? closeServer(v6.server, 10_000) : undefined]);
         v6?.passthrough.close();
         await token?.close();
@@ -330,7 +379,8 @@ async function untilReady(watcher: KubeWatcher, stopped: () => boolean): Promise
     try {
       return await watcher.ready(60_000);
     } catch {
-      // Not yet: keep waiting (NotReady after each minute).
+      // Not yet (NotReady after each minute, or at once from a stopped watcher): wait a little, ask again.
+      await new Promise((resolve) => setTimeout(resolve, 1000).unref());
     }
   }
 }
@@ -360,6 +410,17 @@ async function listenWhenFree(server: http.Server, port: number, host: string | 
     await abortableSleep(delayMs, signal);
     delayMs = Math.min(5_000, delayMs * 2);
   }
+}
+
+/** `promise`, or StartAborted as soon as `signal` aborts. */
+function untilAborted<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (signal === undefined) return promise;
+  return new Promise<T>((resolve, reject) => {
+    if (signal.aborted) return reject(new StartAborted());
+    const onAbort = (): void => reject(new StartAborted());
+    signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+  });
 }
 
 function abortableSleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
@@ -415,30 +476,7 @@ async function listenIpv6(
   return { server, passthrough };
 }
 
-function listen(server: http.Server, port: number, host: string | undefined): Promise<AddressInfo> {
-  return new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen({ port, host: host ?? '0.0.0.0' }, () => {
-      server.off('error', reject);
-      resolve(server.address() as AddressInfo);
-    });
-  });
-}
-
-/**
- * Stop accepting; let in-flight requests finish; force after graceMs. Keep-alive connections are
- * closed as soon as they go idle (a finished response would otherwise keep one open until forced).
- */
+/** Stop accepting; in-flight requests finish; keep-alive connections close without a race (listeners.ts). */
 function closeServer(server: http.Server, graceMs: number): Promise<void> {
-  if (!server.listening) return Promise.resolve();
-  return new Promise((resolve) => {
-    const force = setTimeout(() => server.closeAllConnections(), graceMs);
-    const idle = setInterval(() => server.closeIdleConnections(), 50);
-    server.close(() => {
-      clearTimeout(force);
-      clearInterval(idle);
-      resolve();
-    });
-    server.closeIdleConnections();
-  });
+  return drain(server, { graceMs });
 }

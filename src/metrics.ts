@@ -33,7 +33,10 @@ export function createMetrics(options: MetricsOptions = {}) {
     },
   });
   const registry = new Registry();
-  if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: registry, prefix: 'podiam_' });
+  // The event-loop delay histogram samples every second, not prom-client's default 10 ms: the
+  // 10 ms timer alone cost 5 ms of CPU per second of an idle podiam, more than all of its own
+  // work (scripts/bench/idle-cpu.mjs). A blocked loop still shows; its quantiles are coarser.
+  if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: registry, prefix: 'podiam_', eventLoopMonitoringPrecision: 1000 });
   const r = [registry];
   registry.registerMetric(cacheLookups);
   const requests = new Counter({ name: 'podiam_http_requests_total', help: 'Metadata requests by route and status code', labelNames: ['route', 'code'] as const, registers: r });
@@ -120,6 +123,8 @@ export function createMetrics(options: MetricsOptions = {}) {
     brokerUp: new Gauge({ name: 'podiam_broker_up', help: 'Broker mode: 1 when the last call to the broker got an answer from a replica, 0 when none answered', registers: r }),
     brokerRequests: new Counter({ name: 'podiam_broker_requests_total', help: 'Broker mode: calls to the broker (misses, prefetches, refreshes) by outcome (ok, denied, unavailable, error)', labelNames: ['outcome'] as const, registers: r }),
     brokerRequestSeconds: new Histogram({ name: 'podiam_broker_request_seconds', help: 'Broker mode: time to get an answer from the broker, failover included', buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5], registers: r }),
+    hostInterfacesMatching: new Gauge({ name: 'podiam_host_interfaces_matching', help: 'Interfaces on the node that --host-interface matches (with --iptables)', registers: r }),
+    hostInterfacePodIps: new Gauge({ name: 'podiam_host_interface_pod_ips', help: "This node's pod IPs by whether their route leaves through an interface --host-interface matches (via: matching, other); other pods' metadata requests are not intercepted", labelNames: ['via'] as const, registers: r }),
     listenRetries: new Counter({ name: 'podiam_listen_retries_total', help: 'Attempts to bind the app port that found it taken (another process holds it, e.g. kube2iam)', registers: r }),
     newSessionsThrottled: new Counter({ name: 'podiam_new_sessions_throttled_total', help: 'New STS sessions a pod asked for over its budget (its annotations keep changing), by cause: prefetch (deferred, last value wins) or request (refused, retried by the SDK)', labelNames: ['cause'] as const, registers: r }),
     connectionsRefused: new Counter({ name: 'podiam_connections_refused_total', help: 'Connections closed at once on accept, by listener (imds, token) and limit (per-ip: --max-connections-per-ip, total: --max-connections)', labelNames: ['listener', 'limit'] as const, registers: r }),

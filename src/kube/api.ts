@@ -1,5 +1,6 @@
 /**
- * The few Kubernetes API requests podiam makes itself (list pods and namespaces, create Events),
+ * The few Kubernetes API requests podiam makes itself (list pods and namespaces, create Events,
+ * patch its node's start-up taint),
  * authenticated by KubeConfig exactly as the generated clients would be: token or token file,
  * client certificate, exec/OIDC plugin, CA and TLS server name, proxy (applyToHTTPSOptions).
  *
@@ -33,6 +34,8 @@ export interface KubeApi {
   post<T>(path: string, body: unknown): Promise<T>;
   /** A JSON merge patch (RFC 7386), e.g. of a custom resource's status subresource. */
   mergePatch<T>(path: string, body: unknown): Promise<T>;
+  /** `contentType`: application/json-patch+json, merge-patch+json or strategic-merge-patch+json. */
+  patch<T>(path: string, body: unknown, contentType: string): Promise<T>;
 }
 
 /** Largest response body read (a 500-pod list page of realistic pods is about 3 MB). */
@@ -41,13 +44,13 @@ const MAX_BODY_BYTES = 64 * 1024 * 1024;
 export function createKubeApi(kc: KubeConfig, options: { timeoutMs?: number } = {}): KubeApi {
   const timeoutMs = options.timeoutMs ?? 30_000;
 
-  const request = async <T>(method: 'GET' | 'POST' | 'PATCH', path: string, query: Query | undefined, body: unknown): Promise<T> => {
+  const request = async <T>(method: 'GET' | 'POST' | 'PATCH', path: string, query: Query | undefined, body: unknown, contentType = 'application/json'): Promise<T> => {
     const cluster = kc.getCurrentCluster();
     if (cluster === null) throw new Error('no current cluster in the kubeconfig');
     const url = new URL(cluster.server.replace(/\/+$/, '') + path);
     for (const [k, v] of Object.entries(query ?? {})) if (v !== undefined) url.searchParams.set(k, String(v));
     const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
-    const opts: https.RequestOptions = { method, headers: { Accept: 'application/json', ...(payload ? { 'Content-Type': method === 'PATCH' ? 'application/merge-patch+json' : 'application/json', 'Content-Length': payload.length } : {}) } };
+    const opts: https.RequestOptions = { method, headers: { Accept: 'application/json', ...(payload ? { 'Content-Type': contentType, 'Content-Length': payload.length } : {}) } };
     // Adds the Authorization header (running an exec plugin if the user has one), client
     // certificate, CA, skip-verify and the agent (proxy aware); throws if the auth cannot be had.
     await kc.applyToHTTPSOptions(opts);
@@ -90,7 +93,8 @@ export function createKubeApi(kc: KubeConfig, options: { timeoutMs?: number } = 
   return {
     get: <T>(path: string, query?: Query) => request<T>('GET', path, query, undefined),
     post: <T>(path: string, body: unknown) => request<T>('POST', path, undefined, body),
-    mergePatch: <T>(path: string, body: unknown) => request<T>('PATCH', path, undefined, body),
+    mergePatch: <T>(path: string, body: unknown) => request<T>('PATCH', path, undefined, body, 'application/merge-patch+json'),
+    patch: <T>(path: string, body: unknown, contentType: string) => request<T>('PATCH', path, undefined, body, contentType),
   };
 }
 

@@ -47,7 +47,12 @@ export class EventRecorder {
     this.record({ kind: 'Namespace', apiVersion: 'v1', namespace, name: namespace }, reason, message);
   }
 
-  private record(object: { kind: string; apiVersion: string; namespace: string; name: string; uid?: string }, reason: string, message: string): void {
+  /** A warning on a Node (cluster-scoped: the Event lives in `default`, as the kubelet's do). */
+  nodeWarning(node: string, reason: string, message: string): void {
+    this.record({ kind: 'Node', apiVersion: 'v1', namespace: '', name: node, uid: node }, reason, message, 'default');
+  }
+
+  private record(object: { kind: string; apiVersion: string; namespace: string; name: string; uid?: string }, reason: string, message: string, eventNamespace = object.namespace): void {
     if (this.stopped) return;
     const key = `${object.kind}\n${object.uid ?? `${object.namespace}/${object.name}`}\n${reason}`;
     const now = Date.now();
@@ -64,8 +69,8 @@ export class EventRecorder {
     this.inFlight++;
     const time = new Date(now).toISOString();
     const body: Omit<CoreV1Event, 'firstTimestamp' | 'lastTimestamp'> & { firstTimestamp: string; lastTimestamp: string } = {
-      metadata: { generateName: `${object.name}.podiam-`, namespace: object.namespace },
-      involvedObject: object,
+      metadata: { generateName: `${object.name}.podiam-`, namespace: eventNamespace },
+      involvedObject: object.namespace === '' ? { kind: object.kind, apiVersion: object.apiVersion, name: object.name, uid: object.uid } : object,
       reason: `Podiam${reason}`,
       message: message.slice(0, 1024),
       type: 'Warning',
@@ -77,12 +82,12 @@ export class EventRecorder {
       reportingInstance: this.options.host ?? this.options.component,
     };
     this.api
-      .post(`/api/v1/namespaces/${encodeURIComponent(object.namespace)}/events`, body)
+      .post(`/api/v1/namespaces/${encodeURIComponent(eventNamespace)}/events`, body)
       .then(
         () => this.options.metrics.events.inc({ outcome: 'sent' }),
         (err: Error) => {
           this.options.metrics.events.inc({ outcome: 'failed' });
-          this.options.log.warn('could not record Kubernetes Event', { object: `${object.kind} ${object.namespace}/${object.name}`, reason, error: err.message });
+          this.options.log.warn('could not record Kubernetes Event', { object: `${object.kind} ${object.namespace === '' ? '' : `${object.namespace}/`}${object.name}`, reason, error: err.message });
         },
       )
       .finally(() => this.inFlight--);

@@ -17,6 +17,8 @@ import { validate as dockerfileUtilsValidate } from 'dockerfile-utils';
 import { CustomResourceDefinition } from 'kubernetes-models/apiextensions.k8s.io/v1/CustomResourceDefinition';
 import { DaemonSet } from 'kubernetes-models/apps/v1/DaemonSet';
 import { ClusterRole } from 'kubernetes-models/rbac.authorization.k8s.io/v1/ClusterRole';
+import { ValidatingAdmissionPolicy } from 'kubernetes-models/admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy';
+import { ValidatingAdmissionPolicyBinding } from 'kubernetes-models/admissionregistration.k8s.io/v1/ValidatingAdmissionPolicyBinding';
 import { ClusterRoleBinding } from 'kubernetes-models/rbac.authorization.k8s.io/v1/ClusterRoleBinding';
 import { ConfigMap } from 'kubernetes-models/v1/ConfigMap';
 import { ServiceAccount } from 'kubernetes-models/v1/ServiceAccount';
@@ -35,12 +37,13 @@ const SAMPLE_HOST_IP6 = 'fd00:10::23';
 const SAMPLE_NODE = 'ip-10-0-1-23.ec2.internal';
 
 /** The kustomizations an operator applies, and the --host-interface each must give. */
-const TARGETS: ReadonlyArray<{ dir: string; hostInterface: string; podMonitor: boolean }> = [
+const TARGETS: ReadonlyArray<{ dir: string; hostInterface: string; podMonitor: boolean; startupTaint?: boolean }> = [
   { dir: 'manifests', hostInterface: 'docker0', podMonitor: false },
   { dir: 'manifests/overlays/calico', hostInterface: 'cali+', podMonitor: false },
   { dir: 'manifests/overlays/aws-vpc-cni', hostInterface: 'eni+', podMonitor: false },
   { dir: 'manifests/overlays/bridge', hostInterface: 'cni0', podMonitor: false },
   { dir: 'manifests/overlays/prometheus-operator', hostInterface: 'docker0', podMonitor: true },
+  { dir: 'manifests/overlays/startup-taint', hostInterface: 'docker0', podMonitor: false, startupTaint: true },
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -57,6 +60,8 @@ const KINDS: Record<string, Kind> = {
   'monitoring.coreos.com/v1/PrometheusRule': { model: PrometheusRule as never, namespaced: true },
   'v1/ConfigMap': { model: ConfigMap as never, clientModel: 'V1ConfigMap', namespaced: true },
   'apiextensions.k8s.io/v1/CustomResourceDefinition': { model: CustomResourceDefinition as never, clientModel: 'V1CustomResourceDefinition', namespaced: false },
+  'admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy': { model: ValidatingAdmissionPolicy as never, clientModel: 'V1ValidatingAdmissionPolicy', namespaced: false },
+  'admissionregistration.k8s.io/v1/ValidatingAdmissionPolicyBinding': { model: ValidatingAdmissionPolicyBinding as never, clientModel: 'V1ValidatingAdmissionPolicyBinding', namespaced: false },
 };
 const { kindOf, schemaErrors, strictErrors } = manifestChecks(KINDS);
 
@@ -123,8 +128,8 @@ describe('the checkers themselves', () => {
   test('schema validation rejects a wrong type and a missing required field', () => {
     const ds = structuredClone(find(kustomize(MANIFESTS), 'DaemonSet'));
     expect(schemaErrors(ds)).toBe('');
-    ds.spec.template.spec.containers[0].ports[0].containerPort = '8181';
-    expect(schemaErrors(ds)).toMatch(/containerPort/);
+    ds.spec.template.spec.containers[0].readinessProbe.periodSeconds = '5';
+    expect(schemaErrors(ds)).toMatch(/periodSeconds/);
     const sa = { apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name: 'x' }, automountServiceAccountToken: 'yes' };
     expect(schemaErrors(sa)).toMatch(/automountServiceAccountToken/);
     const pm = { apiVersion: 'monitoring.coreos.com/v1', kind: 'PodMonitor', metadata: { name: 'x' }, spec: { podMetricsEndpoints: [{ port: 8181 }] } };
@@ -149,11 +154,12 @@ describe('the checkers themselves', () => {
   });
 });
 
-describe.each(TARGETS)('kubectl kustomize $dir', ({ dir, hostInterface, podMonitor }) => {
+describe.each(TARGETS)('kubectl kustomize $dir', ({ dir, hostInterface, podMonitor, startupTaint = false }) => {
   test('renders exactly the expected objects', () => {
     const kinds = objsOf(dir).map((o) => `${o.kind}/${o.metadata.name}`).sort();
     const expected = ['ClusterRole/podiam', 'ClusterRoleBinding/podiam', 'CustomResourceDefinition/podidentityassociations.podiam.io', 'DaemonSet/podiam', 'ServiceAccount/podiam'];
     if (podMonitor) expected.push('PodMonitor/podiam', 'PodMonitor/podiam-webhook', 'PrometheusRule/podiam', 'ConfigMap/podiam-grafana-dashboard');
+    if (startupTaint) expected.push('ClusterRole/podiam-startup-taint', 'ClusterRoleBinding/podiam-startup-taint', 'ValidatingAdmissionPolicy/podiam-startup-taint', 'ValidatingAdmissionPolicyBinding/podiam-startup-taint');
     expect(kinds).toEqual(expected.sort());
   });
 
@@ -194,7 +200,9 @@ describe.each(TARGETS)('kubectl kustomize $dir', ({ dir, hostInterface, podMonit
     const ds = find(objsOf(dir), 'DaemonSet');
     const { config } = podiamConfig(ds);
     const c = podiamContainer(ds);
-    expect(c.ports).toEqual([{ name: 'http', containerPort: config.appPort, protocol: 'TCP' }]);
+    // No container port: with hostNetwork it would become a hostPort, and the scheduler would keep
+    // the rollout's surge pod off the node.
+    expect(c.ports).toBeUndefined();
     expect(c.livenessProbe.httpGet.path).toBe('/healthz');
     expect(c.readinessProbe.httpGet.path).toBe('/readyz');
     for (const probe of [c.livenessProbe, c.readinessProbe]) {
@@ -212,7 +220,8 @@ describe.each(TARGETS)('kubectl kustomize $dir', ({ dir, hostInterface, podMonit
       expect(pm.spec.selector.matchLabels).toEqual(ds.spec.selector.matchLabels);
       expect(pm.spec.podMetricsEndpoints).toHaveLength(1);
       const ep = pm.spec.podMetricsEndpoints[0];
-      expect(portNumber(c, ep.port)).toBe(config.metricsPort);
+      expect(ep.port).toBeUndefined();
+      expect(ep.relabelings).toContainEqual({ sourceLabels: ['__meta_kubernetes_pod_ip'], targetLabel: '__address__', regex: '(.+)', replacement: `$1:${config.metricsPort}` });
       expect(ep.path).toBe('/metrics');
       // The same job and locating labels as the plain scrape config: the alerts select on them.
       expect(ep.relabelings).toEqual(
@@ -247,7 +256,7 @@ describe.each(TARGETS)('kubectl kustomize $dir', ({ dir, hostInterface, podMonit
     expect(c.volumeMounts).toEqual([{ name: 'xtables-lock', mountPath: '/run/xtables.lock' }]);
   });
 
-  test('the DaemonSet runs on every node, survives pressure and rolls one node batch at a time', () => {
+  test('the DaemonSet runs on every node, survives pressure and rolls with a surge pod (zero refusal)', () => {
     const ds = find(objsOf(dir), 'DaemonSet');
     const pod = ds.spec.template.spec;
     const c = podiamContainer(ds);
@@ -255,10 +264,12 @@ describe.each(TARGETS)('kubectl kustomize $dir', ({ dir, hostInterface, podMonit
     expect(pod.tolerations).toContainEqual({ operator: 'Exists' });
     expect(pod.nodeSelector).toEqual({ 'kubernetes.io/os': 'linux' });
     expect(ds.spec.updateStrategy.type).toBe('RollingUpdate');
-    expect(ds.spec.updateStrategy.rollingUpdate.maxUnavailable).toBeDefined();
-    expect(ds.spec.updateStrategy.rollingUpdate.maxSurge).toBe(0); // old and new pod would both bind the node's :8181
-    // podiam's shutdown drains for up to 10 s (its rules stay).
-    expect(pod.terminationGracePeriodSeconds).toBeGreaterThanOrEqual(15);
+    // The new pod starts while the old one serves (both bind :8181 with SO_REUSEPORT): never a node without podiam.
+    expect(ds.spec.updateStrategy.rollingUpdate).toEqual({ maxSurge: 1, maxUnavailable: 0 });
+    const { config } = podiamConfig(ds);
+    expect(config.shutdownHandoverMs).toBeGreaterThan(0);
+    // podiam's shutdown waits for the handover, then drains for up to 10 s (its rules stay).
+    expect(pod.terminationGracePeriodSeconds * 1000).toBeGreaterThanOrEqual(config.shutdownHandoverMs + 15_000);
     for (const kind of ['requests', 'limits']) {
       expect(Object.keys(c.resources[kind]).sort()).toEqual(['cpu', 'memory']);
     }
@@ -268,7 +279,7 @@ describe.each(TARGETS)('kubectl kustomize $dir', ({ dir, hostInterface, podMonit
   });
 
   test('RBAC: exactly pods, namespaces, serviceaccounts and podidentityassociations get/list/watch, their status patch, events create/patch, tokenreviews create, the token signing keys get, bound to the pod’s service account', () => {
-    const objs = objsOf(dir);
+    const objs = objsOf(dir).filter((o) => o.metadata.name === 'podiam');
     const role = find(objs, 'ClusterRole');
     const grants = (role.rules as Obj[]).flatMap((r) => {
       expect(r.resourceNames).toBeUndefined();
@@ -287,9 +298,31 @@ describe.each(TARGETS)('kubectl kustomize $dir', ({ dir, hostInterface, podMonit
   });
 });
 
+test('the start-up taint component: nodes get/patch only (RBAC cannot say "own node"), the flag, and a policy that allows only removing that taint from podiam’s own node', () => {
+  const objs = objsOf('manifests/overlays/startup-taint');
+  const role = objs.find((o) => o.kind === 'ClusterRole' && o.metadata.name === 'podiam-startup-taint')!;
+  expect(role.rules).toEqual([{ apiGroups: [''], resources: ['nodes'], verbs: ['get', 'patch'] }]);
+  const binding = objs.find((o) => o.kind === 'ClusterRoleBinding' && o.metadata.name === 'podiam-startup-taint')!;
+  expect(binding.subjects).toEqual([{ kind: 'ServiceAccount', name: 'podiam', namespace: 'kube-system' }]);
+  const { config } = podiamConfig(find(objs, 'DaemonSet'));
+  expect(config.removeStartupTaint).toBe('podiam.io/agent-not-ready');
+  const policy = objs.find((o) => o.kind === 'ValidatingAdmissionPolicy')!;
+  expect(policy.spec.matchConditions).toEqual([{ name: 'podiam-service-account', expression: "request.userInfo.username == 'system:serviceaccount:kube-system:podiam'" }]);
+  const rules = (policy.spec.validations as Obj[]).map((v) => v.expression as string).join('\n');
+  expect(rules).toContain("request.userInfo.extra['authentication.kubernetes.io/node-name'] == [object.metadata.name]");
+  expect(rules).toContain(`t.key == '${config.removeStartupTaint}' && t.effect == 'NoSchedule'`);
+  const policyBinding = objs.find((o) => o.kind === 'ValidatingAdmissionPolicyBinding')!;
+  expect(policyBinding.spec).toEqual({ policyName: policy.metadata.name, validationActions: ['Deny'] });
+  // Everything else is the base, unchanged but for the flag.
+  const base = objsOf('manifests');
+  const ds = structuredClone(find(objs, 'DaemonSet'));
+  ds.spec.template.spec.containers[0].args = (ds.spec.template.spec.containers[0].args as string[]).filter((a) => !a.startsWith('--remove-startup-taint='));
+  expect(ds).toEqual(find(base, 'DaemonSet'));
+});
+
 test('the CNI overlays change nothing but HOST_INTERFACE', () => {
   const base = objsOf('manifests');
-  for (const t of TARGETS.filter((x) => x.dir.includes('/overlays/') && !x.podMonitor)) {
+  for (const t of TARGETS.filter((x) => x.dir.includes('/overlays/') && !x.podMonitor && x.startupTaint !== true)) {
     const overlay = structuredClone(objsOf(t.dir));
     const env = podiamContainer(find(overlay, 'DaemonSet')).env as Obj[];
     env.find((e) => e.name === 'HOST_INTERFACE')!.value = 'docker0';

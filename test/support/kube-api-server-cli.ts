@@ -4,7 +4,8 @@
  *   node dist/test/support/kube-api-server-cli.js --host 0.0.0.0 --port 18080 \
  *     [--fixture fixture.json] [--token T] [--history-limit 1000]
  *
- * The fixture is `{ "namespaces": [...], "serviceAccounts": [...], "pods": [...] }` (in that order).
+ * The fixture is `{ "nodes": [...], "namespaces": [...], "serviceAccounts": [...], "pods": [...] }` (in that order).
+ * `GET /_test/node-patches` answers the node PATCHes applied so far (KubeApiServer.nodePatches()).
  * Prints `ready <url>` once listening; stops on SIGTERM/SIGINT.
  */
 import { readFileSync } from 'node:fs';
@@ -20,6 +21,7 @@ function intArg(name: string, value: string | undefined): number | undefined {
 }
 
 interface Fixture {
+  nodes?: KubeObjectInput[];
   namespaces?: KubeObjectInput[];
   pods?: KubeObjectInput[];
   serviceAccounts?: KubeObjectInput[];
@@ -31,7 +33,7 @@ function loadFixture(path: string): Fixture {
     throw new Error(`${path}: expected an object with "namespaces" and/or "pods" arrays`);
   }
   const fixture = parsed as Fixture;
-  for (const key of ['namespaces', 'pods', 'serviceAccounts'] as const) {
+  for (const key of ['nodes', 'namespaces', 'pods', 'serviceAccounts'] as const) {
     if (fixture[key] !== undefined && !Array.isArray(fixture[key])) throw new Error(`${path}: "${key}" must be an array`);
   }
   return fixture;
@@ -62,6 +64,7 @@ async function main(): Promise<void> {
     historyLimit: intArg('history-limit', values['history-limit']),
     token: values.token,
   });
+  for (const node of fixture.nodes ?? []) server.createNode(node);
   for (const ns of fixture.namespaces ?? []) server.createNamespace(ns);
   for (const sa of fixture.serviceAccounts ?? []) server.createServiceAccount(sa);
   for (const pod of fixture.pods ?? []) server.createPod(pod);

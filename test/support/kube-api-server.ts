@@ -19,7 +19,11 @@
  *    than the retained history (bounded by `historyLimit` and by `compact()`), the stream is a
  *    single `ERROR` event carrying a 410 Expired Status, then ends. `timeoutSeconds` ends the
  *    stream cleanly; `allowWatchBookmarks=true` watches get BOOKMARKs from `sendBookmarks()`.
- *  - Events: `POST /api/v1/namespaces/{ns}/events` and
+ *  - Nodes: list, watch, `GET /api/v1/nodes/{name}`, and `PATCH` (JSON Patch, merge, strategic as
+ *    merge) applied to the stored node at the moment of the write, with a resourceVersion in the
+ *    patch as a precondition (409); every applied patch is recorded with its time (`nodePatches()`,
+ *    and `GET /_test/node-patches` for a server in another process).
+ *  - Events: `GET /api/v1/namespaces/{ns}/events` (the list), `POST /api/v1/namespaces/{ns}/events` and
  *    `POST /apis/events.k8s.io/v1/namespaces/{ns}/events` (201, 409 on a duplicate name),
  *    `PATCH .../events/{name}` with JSON Patch (client-node's default content type), JSON merge
  *    patch or strategic merge patch (treated as a merge patch).
@@ -123,6 +127,16 @@ export interface RequestRecord {
   accept?: string;
 }
 
+export interface NodePatchRecord {
+  /** Date.now() when the patch was written. */
+  time: number;
+  name: string;
+  /** The node's resourceVersion after the patch. */
+  resourceVersion: string;
+  contentType: string;
+  patch: unknown;
+}
+
 export interface KubeApiServerOptions {
   /** Default 0 (ephemeral). `restart()` always reuses the port first bound. */
   port?: number;
@@ -139,7 +153,7 @@ export interface KubeApiServerOptions {
   omitListItemTypeMeta?: boolean;
 }
 
-export type Resource = 'pods' | 'namespaces' | 'serviceaccounts' | 'podidentityassociations';
+export type Resource = 'pods' | 'namespaces' | 'serviceaccounts' | 'podidentityassociations' | 'nodes';
 
 interface HistoryEntry {
   rv: number;
@@ -189,6 +203,7 @@ const KINDS: Record<Resource, { kind: string; listKind: string; apiVersion: stri
   serviceaccounts: { kind: 'ServiceAccount', listKind: 'ServiceAccountList', apiVersion: 'v1' },
   // The custom resource's routes, schema and status subresource: kube-association-api.ts.
   podidentityassociations: { kind: 'PodIdentityAssociation', listKind: 'PodIdentityAssociationList', apiVersion: 'podiam.io/v1alpha1' },
+  nodes: { kind: 'Node', listKind: 'NodeList', apiVersion: 'v1' },
 };
 
 /** Field labels the real apiserver accepts in field selectors (anything else is a 400). */
@@ -207,6 +222,7 @@ const SUPPORTED_FIELDS: Record<Resource, ReadonlySet<string>> = {
     'status.nominatedNodeName',
   ]),
   namespaces: new Set(['metadata.name', 'status.phase']),
+  nodes: new Set(['metadata.name', 'spec.unschedulable']),
   serviceaccounts: new Set(['metadata.name', 'metadata.namespace']),
   podidentityassociations: new Set(['metadata.name']),
 };
@@ -497,6 +513,10 @@ export class KubeApiServer {
   private readonly eventStore = new Map<string, KubeObject>();
   private readonly serviceAccounts = new Map<string, KubeObject>();
   private readonly associations = new Map<string, KubeObject>();
+  private readonly nodes = new Map<string, KubeObject>();
+  /** Every PATCH of a node that was applied, in order (see nodePatches()). */
+  private readonly nodePatchLog: NodePatchRecord[] = [];
+  private beforeNodePatch: (() => void) | undefined;
   /** TokenRequest, TokenReview and the OIDC keys (test/support/kube-token-api.ts). */
   readonly tokenApi: KubeTokenApi = new KubeTokenApi(this);
   /** The PodIdentityAssociation custom resource (test/support/kube-association-api.ts). */
@@ -671,6 +691,34 @@ export class KubeApiServer {
     return [...this.pods.values()].map((p) => clone(p));
   }
 
+  getNode(name: string): KubeObject | undefined {
+    const node = this.nodes.get(name);
+    return node === undefined ? undefined : clone(node);
+  }
+
+  createNode(node: KubeObjectInput): KubeObject {
+    const obj = this.normalize(node, 'nodes');
+    const name = obj.metadata.name!;
+    if (this.nodes.has(name)) throw new Error(`nodes "${name}" already exists`);
+    obj.spec ??= {};
+    return this.commit('nodes', name, 'ADDED', obj);
+  }
+
+  /** A write by another client (the kubelet, another agent): a new resourceVersion, a watch event. */
+  updateNode(name: string, mutate: (node: KubeObject) => void): KubeObject {
+    return this.update('nodes', name, mutate);
+  }
+
+  /** The node PATCHes applied so far: when (Date.now() at the write), which node, the patch, the new resourceVersion. */
+  nodePatches(): NodePatchRecord[] {
+    return this.nodePatchLog.map((r) => clone(r));
+  }
+
+  /** Runs `fn` (e.g. another client's write) right before the next node PATCH is applied: a race, made certain. */
+  interleaveBeforeNextNodePatch(fn: () => void): void {
+    this.beforeNodePatch = fn;
+  }
+
   getNamespace(name: string): KubeObject | undefined {
     const ns = this.namespaces.get(name);
     return ns === undefined ? undefined : clone(ns);
@@ -758,7 +806,7 @@ export class KubeApiServer {
   // ---------------------------------------------------------------- store internals
 
   private storeFor(resource: Resource): Map<string, KubeObject> {
-    return resource === 'pods' ? this.pods : resource === 'serviceaccounts' ? this.serviceAccounts : resource === 'podidentityassociations' ? this.associations : this.namespaces;
+    return resource === 'pods' ? this.pods : resource === 'serviceaccounts' ? this.serviceAccounts : resource === 'podidentityassociations' ? this.associations : resource === 'nodes' ? this.nodes : this.namespaces;
   }
 
   /**
@@ -941,8 +989,26 @@ export class KubeApiServer {
       parts = ['api', 'v1', ...parts.slice(3)];
     }
 
+    if (method === 'GET' && path === '_test/node-patches') {
+      this.sendJson(res, 200, this.nodePatches());
+      return;
+    }
     if (parts[0] === 'api' && parts[1] === 'v1') {
       const rest = parts.slice(2);
+      if (rest[0] === 'nodes') {
+        if (rest.length === 1 && method === 'GET') {
+          this.collection(res, 'nodes', undefined, query, watch);
+          return;
+        }
+        if (rest.length === 2 && method === 'GET' && !watch) {
+          this.getOne(res, 'nodes', rest[1]!, rest[1]!);
+          return;
+        }
+        if (rest.length === 2 && method === 'PATCH') {
+          this.sendJson(res, 200, this.patchNode(rest[1]!, req.headers['content-type'], this.parseBody(body)));
+          return;
+        }
+      }
       // /api/v1/pods
       if (rest.length === 1 && rest[0] === 'pods' && method === 'GET') {
         this.collection(res, 'pods', undefined, query, watch, accept);
@@ -1152,6 +1218,12 @@ export class KubeApiServer {
     contentType: string | undefined,
     body: string,
   ): boolean {
+    if (rest.length === 0 && method === 'GET') {
+      // `kubectl get events -n <ns>`: the namespace's Events (no selectors, no watch).
+      const items = [...this.eventStore.values()].filter((e) => e.metadata.namespace === namespace && (e.apiVersion ?? 'v1') === apiVersion);
+      this.sendJson(res, 200, { kind: 'EventList', apiVersion, metadata: { resourceVersion: String(this.rv) }, items });
+      return true;
+    }
     if (rest.length === 0 && method === 'POST') {
       const parsed = this.parseBody(body);
       if (!isRecord(parsed)) throw new HttpError(statusObject(400, 'request body must be a JSON object'));
@@ -1216,6 +1288,36 @@ export class KubeApiServer {
       return true;
     }
     return false;
+  }
+
+  /**
+   * PATCH /api/v1/nodes/{name}, as the real server applies it: to the stored node at the moment
+   * of the write (so a JSON Patch `test` sees any concurrent change and fails the whole patch
+   * with 422, nothing applied), then a new resourceVersion and a MODIFIED event. JSON Patch,
+   * merge patch, or strategic merge patch (treated as a merge patch: lists are replaced whole).
+   */
+  private patchNode(name: string, contentType: string | undefined, patch: unknown): KubeObject {
+    this.beforeNodePatch?.();
+    this.beforeNodePatch = undefined;
+    const prev = this.nodes.get(name);
+    if (prev === undefined) throw new HttpError(statusObject(404, `nodes "${name}" not found`, 'NotFound', { name, kind: 'nodes' }));
+    const type = (contentType ?? '').split(';')[0]!.trim().toLowerCase();
+    let next: unknown;
+    if (type === 'application/json-patch+json') next = jsonPatch(clone(prev), patch);
+    else if (type === 'application/merge-patch+json' || type === 'application/strategic-merge-patch+json') next = mergePatch(clone(prev), patch);
+    else throw new HttpError(statusObject(415, 'the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json'));
+    if (!isRecord(next) || !isRecord(next['metadata'])) throw new HttpError(statusObject(422, 'patch produced a non-object'));
+    const rv = (next['metadata'] as ObjectMeta).resourceVersion;
+    // A resourceVersion in the patched object is a precondition (optimistic concurrency).
+    if (rv !== undefined && rv !== prev.metadata.resourceVersion) {
+      throw new HttpError(statusObject(409, `Operation cannot be fulfilled on nodes "${name}": the object has been modified; please apply your changes to the latest version and try again`, 'Conflict', { name, kind: 'nodes' }));
+    }
+    const stored = this.update('nodes', name, (node) => {
+      for (const k of Object.keys(node)) delete node[k];
+      Object.assign(node, next);
+    });
+    this.nodePatchLog.push({ time: Date.now(), name, resourceVersion: stored.metadata.resourceVersion!, contentType: type, patch: clone(patch) });
+    return stored;
   }
 
   /** POST /api/v1/namespaces/{ns}/pods: 201 with the stored pod (generateName honoured), 409 when the name is taken. */

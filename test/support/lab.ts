@@ -102,6 +102,8 @@ export interface LabOptions {
   readonly serviceAccounts?: ReadonlyArray<{ readonly namespace: string; readonly name: string; readonly annotations?: Record<string, string> }>;
   /** Progress lines (what is being built). */
   readonly log?: (line: string) => void;
+  /** Taints of the lab's Node object (the node itself is always in the Kubernetes fixture). */
+  readonly nodeTaints?: ReadonlyArray<{ readonly key: string; readonly value?: string; readonly effect: string }>;
 }
 
 export interface ExecResult {
@@ -388,7 +390,7 @@ export class Lab {
   readonly dir: string;
   private readonly processes: LabProcess[] = [];
   private hostNetworkPods: readonly LabPodSpec[] = [];
-  private fixtureExtras: Pick<LabOptions, 'namespaceLabels' | 'serviceAccounts'> = {};
+  private fixtureExtras: Pick<LabOptions, 'namespaceLabels' | 'serviceAccounts' | 'nodeTaints'> = {};
   private destroyed = false;
   private readonly exitHook = (): void => this.destroySync();
 
@@ -444,7 +446,7 @@ export class Lab {
     liveLabs.add(id);
     const lab = new Lab(id, opts.pods, say);
     lab.hostNetworkPods = opts.hostNetworkPods ?? [];
-    lab.fixtureExtras = { namespaceLabels: opts.namespaceLabels, serviceAccounts: opts.serviceAccounts };
+    lab.fixtureExtras = { namespaceLabels: opts.namespaceLabels, serviceAccounts: opts.serviceAccounts, nodeTaints: opts.nodeTaints };
     process.on('exit', lab.exitHook);
     try {
       await lab.build();
@@ -547,8 +549,9 @@ export class Lab {
     this.say(`fake EC2 metadata service on ${METADATA_IP}:80 and [${METADATA_IP6}]:80 (node role: node-role), moto STS on ${this.motoUrl}, Kubernetes test API on ${this.kubeUrl} (node ${NODE_NAME})`);
   }
 
-  private kubeFixture(): { namespaces: object[]; pods: object[]; serviceAccounts: object[] } {
-    const { namespaceLabels = {}, serviceAccounts: extraServiceAccounts = [] } = this.fixtureExtras;
+  private kubeFixture(): { nodes: object[]; namespaces: object[]; pods: object[]; serviceAccounts: object[] } {
+    const { namespaceLabels = {}, serviceAccounts: extraServiceAccounts = [], nodeTaints = [] } = this.fixtureExtras;
+    const nodes = [{ metadata: { name: NODE_NAME, labels: { 'kubernetes.io/hostname': NODE_NAME } }, spec: nodeTaints.length > 0 ? { taints: nodeTaints } : {}, status: { addresses: [{ type: 'InternalIP', address: NODE_IP }, { type: 'InternalIP', address: NODE_IP6 }] } }];
     const names = [...new Set(['default', ...this.pods.map((p) => p.namespace), ...this.hostNetworkPods.map((p) => p.namespace ?? 'default'), ...Object.keys(namespaceLabels)])];
     const namespaces = names.map((name) => ({ metadata: { name, labels: namespaceLabels[name] ?? {} } }));
     const pods = this.pods.filter((p) => p.fixture).map((p) => ({
@@ -566,7 +569,7 @@ export class Lab {
     // Every namespace's default ServiceAccount, as the ServiceAccount controller creates it.
     const serviceAccounts: object[] = names.map((namespace) => ({ metadata: { name: 'default', namespace } }));
     for (const sa of extraServiceAccounts) serviceAccounts.push({ metadata: { name: sa.name, namespace: sa.namespace, annotations: sa.annotations ?? {} } });
-    return { namespaces, pods, serviceAccounts };
+    return { nodes, namespaces, pods, serviceAccounts };
   }
 
   /**
@@ -596,6 +599,13 @@ export class Lab {
     const status = Number(r.stdout.slice(cut + 1)) || 0;
     if (status === 0) throw new Error(`${method} ${urlPath}: no answer from the test API server: ${r.stderr.trim()}`);
     return { status, body: JSON.parse(r.stdout.slice(0, cut)) as Record<string, any> };
+  }
+
+  /** The lab node's PATCHes the test API server applied (when, the patch, the new resourceVersion). */
+  async nodePatches(): Promise<Array<{ time: number; name: string; resourceVersion: string; contentType: string; patch: unknown }>> {
+    const r = await this.kube('GET', '/_test/node-patches');
+    if (r.status !== 200) throw new Error(`GET /_test/node-patches: ${r.status}`);
+    return r.body as unknown as Array<{ time: number; name: string; resourceVersion: string; contentType: string; patch: unknown }>;
   }
 
   private async waitForHttp(ns: string, url: string, proc: LabProcess, timeoutMs: number): Promise<void> {

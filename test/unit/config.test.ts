@@ -31,7 +31,7 @@ describe('parseConfig defaults', () => {
     expect(c.podWaitMs).toBe(900);
     expect(c.stsTimeoutMs).toBe(3000);
     expect(c.metadataTimeoutMs).toBe(950);
-    expect(c.iptablesReconcileMs).toBe(3000);
+    expect(c.iptablesReconcileMs).toBe(5000);
     expect(c.hostInterface).toBe('docker0');
     expect(c.iptables).toBe(false);
     expect(c.hostIp).toBeUndefined();

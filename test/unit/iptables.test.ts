@@ -15,6 +15,11 @@ const BUILTIN: Record<string, string[]> = { nat: ['PREROUTING', 'INPUT', 'OUTPUT
  * binary, tables of chains of rules (each rule its argument list joined by spaces), answering
  * -S, -N, -C, -A, -I, -D, -F, -X and -save like iptables does.
  */
+/** A comment with spaces quoted, as iptables -S and iptables-save print it. */
+function quoteComment(rule: string): string {
+  return rule.replace(/--comment (podiam: [^-]*?) (-j|-m)/g, (_, c: string, next: string) => `--comment "${c}" ${next}`);
+}
+
 class FakeNode {
   readonly calls: Array<{ file: string; args: readonly string[] }> = [];
   readonly tables = new Map<string, Map<string, string[]>>();
@@ -63,7 +68,7 @@ class FakeNode {
 
   private save(bin: string, table: string): ExecResult {
     const chains = this.chains(bin, table);
-    const quote = (r: string): string => r.replace(/--comment (podiam: [^-]*?) (-j|-m)/g, (_, c: string, next: string) => `--comment "${c}" ${next}`);
+    const quote = quoteComment;
     const lines = [`*${table}`, ...[...chains.keys()].map((c) => `:${c} ${BUILTIN[table]!.includes(c) ? 'ACCEPT' : '-'} [0:0]`)];
     for (const [c, rules] of chains) for (const r of rules) lines.push(`-A ${c} ${quote(r)}`);
     lines.push('COMMIT');
@@ -81,7 +86,7 @@ class FakeNode {
     switch (op) {
       case '-S':
         if (!rules) return noChain;
-        return { exitCode: 0, stdout: [`-N ${chain}`, ...rules.map((r) => `-A ${chain} ${r}`)].join('\n'), stderr: '' };
+        return { exitCode: 0, stdout: [`-N ${chain}`, ...rules.map((r) => `-A ${chain} ${quoteComment(r)}`)].join('\n'), stderr: '' };
       case '-N':
         if (rules) return { exitCode: 1, stdout: '', stderr: 'iptables: Chain already exists.' };
         chains.set(chain, []);
@@ -285,11 +290,37 @@ describe('ensure', () => {
 });
 
 describe('reconcile', () => {
-  async function tick(rules: { startReconcile(ms: number): void; stop(): Promise<void> }): Promise<void> {
+  async function tick(rules: { startReconcile(ms: number): void; stop(): Promise<void> }, ms = 60): Promise<void> {
     rules.startReconcile(5);
-    await new Promise((r) => setTimeout(r, 60));
+    await new Promise((r) => setTimeout(r, ms));
     await rules.stop();
   }
+
+  it('a round checks one rule per family (one process each); every tenth round counts every rule', async () => {
+    const { fake, rules } = setup();
+    await rules.ensure();
+    const from = fake.calls.length;
+    rules.startReconcile(5);
+    while (fake.calls.slice(from).filter((c) => c.args.includes('-S')).length < 6) await new Promise((r) => setTimeout(r, 5));
+    await rules.stop();
+    const calls = fake.calls.slice(from).map((c) => `${c.file} ${c.args.slice(2, 5).join(' ')}`);
+    const firstFull = calls.findIndex((c) => c.includes('-S'));
+    // Nine cheap rounds (the jump of each family), then the full check of both families.
+    expect(calls.slice(0, firstFull)).toEqual(Array.from({ length: 9 }, () => ['iptables -t nat -C', 'ip6tables -t nat -C']).flat());
+    expect(calls.slice(firstFull, firstFull + 6)).toEqual(['iptables -t mangle -S', 'iptables -t nat -S', 'iptables -t nat -S', 'ip6tables -t mangle -S', 'ip6tables -t nat -S', 'ip6tables -t nat -S']);
+    expect(fake.mutations(from)).toEqual([]);
+  });
+
+  it('the full check removes extra copies of a rule (two podiams restoring it at once) and keeps one', async () => {
+    const { fake, rules, lines } = setup();
+    await rules.ensure();
+    fake.rules('iptables', 'nat', 'PREROUTING')!.unshift(JUMP4);
+    fake.rules('iptables', 'mangle', 'FORWARD')!.push(GUARD4, GUARD4);
+    await tick(rules, 150);
+    expect(fake.rules('iptables', 'nat', 'PREROUTING')).toEqual([JUMP4]);
+    expect(fake.rules('iptables', 'mangle', 'FORWARD')).toEqual([GUARD4]);
+    expect(lines.filter((l) => l.startsWith('warn iptables rule found more than once'))).toHaveLength(2);
+  });
 
   it('restores a deleted guard and a flushed nat table, counting each by family and rule, at warn', async () => {
     const { fake, rules, metrics, lines } = setup();
@@ -298,7 +329,8 @@ describe('reconcile', () => {
     fake.rules('ip6tables', 'nat', 'PREROUTING')!.length = 0;
     fake.rules('ip6tables', 'nat', 'PODIAM')!.length = 0;
     fake.conntrackDeleted = 1;
-    await tick(rules);
+    // The guard alone is found by the full check (every tenth round): the jump is what a round checks.
+    await tick(rules, 150);
     expect(fake.rules('iptables', 'mangle', 'FORWARD')).toEqual([GUARD4]);
     expect(fake.rules('ip6tables', 'nat', 'PREROUTING')).toEqual([JUMP6]);
     expect(fake.rules('ip6tables', 'nat', 'PODIAM')).toEqual([DNAT6]);
