@@ -373,15 +373,13 @@ async function brokerSource(broker: BrokerClientConfig, metrics: Metrics, log: L
   return { source: client, size: () => client.size(), servedRemainingMs: () => client.servedRemainingMs(), snapshot: () => client.snapshot(), forget: (uid) => client.forget(uid), stop: () => client.stop() };
 }
 
-/** Resolves once the informers have first synced (retrying a ready() that gives up). */
+/**
+ * Resolves once the informers have first synced. Polls with an unref'd timer, so a start-up that
+ * failed meanwhile (or a shutdown) never waits on it, and it never keeps the process alive.
+ */
 async function untilReady(watcher: KubeWatcher, stopped: () => boolean): Promise<void> {
-  while (!stopped()) {
-    try {
-      return await watcher.ready(60_000);
-    } catch {
-      // Not yet (NotReady after each minute, or at once from a stopped watcher): wait a little, ask again.
-      await new Promise((resolve) => setTimeout(resolve, 1000).unref());
-    }
+  while (!stopped() && !watcher.synced()) {
+    await new Promise((resolve) => setTimeout(resolve, 100).unref());
   }
 }
 
