@@ -3,6 +3,7 @@
  * -> the cluster's credentials (role resolution, the cache over STS, paced by --sts-qps) ->
  * agent authentication -> servers -> listen. Shutdown in reverse.
  */
+import { Associations } from '../associations.js';
 import { annotationKeysOf } from '../roles.js';
 import { once } from 'node:events';
 import type { Server } from 'node:http';
@@ -42,11 +43,15 @@ export async function startBroker(config: BrokerConfig, log: Logger): Promise<Ru
   });
   brokerMetrics.certificateReloads.inc({ outcome: 'success' });
 
+  let stopping: Promise<void> | undefined;
   const kc = createKubeConfig(config);
   const index = new PodIndex();
   // No node: the broker sees every pod of the cluster, and every namespace and ServiceAccount.
   const watcher = new KubeWatcher(kc, index, { node: undefined, metadataScope: 'all', annotationKeys: annotationKeysOf(config), log, metrics, watchDeadlineMs: config.watchDeadlineMs });
-  const ready = (): boolean => accepting && watcher.synced();
+  // PodIdentityAssociations live here in broker mode (agents read none): role resolution takes them
+  // as data; the broker, which sees every namespace, writes their status.
+  const associations = config.roleSources === undefined || config.roleSources.has('associations') ? new Associations(kc, { log, metrics, watchDeadlineMs: config.watchDeadlineMs, namespace: (name) => index.namespace(name), check: (a, ns) => stack.resolver.checkAssociation(a, ns) }) : undefined;
+  const ready = (): boolean => accepting && watcher.synced() && (associations?.synced() ?? true);
 
   // The only process of the cluster that calls STS: its credentials come from the SDK's chain.
   const bucket = new TokenBucket({ ratePerSecond: config.stsQps });
@@ -54,7 +59,7 @@ export async function startBroker(config: BrokerConfig, log: Logger): Promise<Ru
   // AWS_REGION, AWS_DEFAULT_REGION); without one, STS's us-east-1 endpoint, and the log says so.
   if (config.stsRegion === undefined) log.warn('no STS region configured (--sts-region, AWS_REGION): using us-east-1; set the cluster\'s region so STS calls stay regional');
   const region = { region: config.stsRegion ?? 'us-east-1', from: config.stsRegionFrom ?? 'default' };
-  const stack = createLocalStack(config, rolePolicyOf(config, config.baseRoleArn), { index, metrics, log, node: undefined, region, stsEndpointOverride: config.stsEndpointOverride, pace: (sts) => paced(sts, bucket) });
+  const stack = createLocalStack(config, rolePolicyOf(config, config.baseRoleArn), { index, metrics, log, node: undefined, region, associationOf: associations === undefined ? undefined : (pod) => associations.of(pod), stsEndpointOverride: config.stsEndpointOverride, pace: (sts) => paced(sts, bucket) });
   // Every pod with a role, cluster-wide, prefetched at --sts-qps: an agent's miss finds it in memory.
   index.onPodServable((pod) => stack.source.prefetch(pod));
 
@@ -73,11 +78,21 @@ export async function startBroker(config: BrokerConfig, log: Logger): Promise<Ru
   const health = createHealthServer({ metrics, ready });
 
   watcher.start();
+  associations?.start();
+  if (associations !== undefined) {
+    void (async () => {
+      await associations.whenSynced();
+      while (!watcher.synced() && stopping === undefined) await new Promise((resolve) => setTimeout(resolve, 100).unref());
+      associations.writeStatus();
+    })();
+    index.onNamespace(() => associations.namespaceChanged());
+  }
   try {
     await listen(health, config.metricsPort, config.host);
     await listen(server, config.port, config.host);
   } catch (err) {
     await watcher.stop();
+    await associations?.stop();
     stack.stop();
     health.close();
     throw err;
@@ -87,7 +102,6 @@ export async function startBroker(config: BrokerConfig, log: Logger): Promise<Ru
   const port = (server.address() as { port: number }).port;
   log.info('podiam broker listening', { port, metricsPort: config.metricsPort, agentServiceAccount: `${config.agentServiceAccount.namespace}/${config.agentServiceAccount.name}`, certificateSubject: certificate.subject, notAfter: certificate.notAfter.toISOString() });
 
-  let stopping: Promise<void> | undefined;
   return {
     port,
     shutdown(signal) {
@@ -101,6 +115,7 @@ export async function startBroker(config: BrokerConfig, log: Logger): Promise<Ru
         await close(server, 10_000);
         await close(health, 1_000);
         await watcher.stop();
+        await associations?.stop();
         bucket.stop();
         stack.stop();
         log.info('podiam broker stopped');

@@ -114,6 +114,16 @@ test("an agent in broker mode serves its node's pod its own role over IMDS and t
   expect(await world.callerArn(tok)).toBe(`arn:aws:sts::${ACCOUNT}:assumed-role/tok-a/default.tok-a`);
 });
 
+test('associations live in the broker: a PodIdentityAssociation gives a pod its role through the broker, and the broker writes its status', async () => {
+  world.kube.associationApi.create({ metadata: { name: 'brokered' }, spec: { namespace: 'default', serviceAccount: 'brokered-sa', roleArn: `arn:aws:iam::${ACCOUNT}:role/assoc-brokered` } });
+  const { ip } = pod('assoc-a', { serviceAccount: 'brokered-sa' });
+  await waitFor(async () => (await agentA.get(CREDS, ip)).body === 'assoc-brokered', 10_000, 'the association reaches the agent through the broker');
+  const body = await creds(agentA, ip, 'assoc-brokered');
+  expect(await world.callerArn(body)).toBe(`arn:aws:sts::${ACCOUNT}:assumed-role/assoc-brokered/default.assoc-a`);
+  const accepted = (): Record<string, unknown> | undefined => ((world.kube.associationApi.get('brokered')?.status?.['conditions'] ?? []) as Array<Record<string, unknown>>).find((c) => c['type'] === 'Accepted');
+  await waitFor(() => accepted()?.['status'] === 'True', 10_000, 'the broker writes Accepted');
+});
+
 test("agent A's token asking for a pod of node B: 403, logged, counted, and no STS call", async () => {
   // No IP yet: the broker has not prefetched it, so any STS call would be this request's.
   const b = pod('app-b', { node: NODE_B, role: 'app-b', ip: null });
