@@ -14,6 +14,11 @@
  *  - `setDown(true)`: every connection (new and existing) is destroyed immediately, so
  *    clients see ECONNRESET / "socket hang up". Nothing is recorded while down.
  *  - `setLatency(ms)`: delay before forwarding (or before answering with a fault).
+ *  - `refuseAccessKeys(ids)` (or the `refuseAccessKeyIds` option): every AssumeRole signed with
+ *    one of these access key ids (the SigV4 `Credential=` of its Authorization header) is answered
+ *    403 AccessDenied, as STS answers a caller the role's trust policy does not name, and never
+ *    forwarded; recorded with outcome 'refused'. The lab uses it for the node role's keys: in
+ *    broker mode only the broker's key may assume pod roles.
  * Otherwise requests are forwarded verbatim (method, path, headers incl. Host, body) and
  * the response is piped back unchanged.
  */
@@ -35,8 +40,11 @@ export interface StsCall {
   accessKeyId?: string;
   /** Date.now() when the request body had been read. */
   time: number;
-  /** 'forwarded' (reached the target), 'failed' (answered by failNext), 'error' (target unreachable: 502). */
-  outcome: 'forwarded' | 'failed' | 'error';
+  /**
+   * 'forwarded' (reached the target), 'failed' (answered by failNext), 'error' (target
+   * unreachable: 502), 'refused' (AssumeRole signed with a refused key: 403 AccessDenied).
+   */
+  outcome: 'forwarded' | 'failed' | 'error' | 'refused';
   /** HTTP status returned to the client (set once known). */
   status?: number;
 }
@@ -61,6 +69,8 @@ export interface StsProxyOptions {
   port?: number;
   /** Delay before forwarding. Default 0. */
   latencyMs?: number;
+  /** AssumeRole signed with one of these access key ids is refused (403 AccessDenied). */
+  refuseAccessKeyIds?: readonly string[];
 }
 
 interface PendingFault {
@@ -132,6 +142,7 @@ export class StsProxy {
   private down = false;
   private latencyMs: number;
   private faults: PendingFault[] = [];
+  private readonly refusedKeys = new Set<string>();
   private readonly sockets = new Set<Socket>();
   private readonly timers = new Set<NodeJS.Timeout>();
   private readonly agent = new http.Agent({ keepAlive: false });
@@ -149,6 +160,7 @@ export class StsProxy {
     this.target = target;
     this.targetUrl = new URL(target);
     this.latencyMs = opts.latencyMs ?? 0;
+    for (const id of opts.refuseAccessKeyIds ?? []) this.refusedKeys.add(id);
   }
 
   static async start(target: string, opts: StsProxyOptions = {}): Promise<StsProxy> {
@@ -182,7 +194,17 @@ export class StsProxy {
     return this.calls.filter((c) => c.roleArn === roleArn).length;
   }
 
-  /** Forget recorded calls, pending faults, latency and the down state. */
+  /** AssumeRole calls refused because of the key that signed them, optionally only those signed with `accessKeyId`. */
+  refusedCount(accessKeyId?: string): number {
+    return this.calls.filter((c) => c.outcome === 'refused' && (accessKeyId === undefined || c.accessKeyId === accessKeyId)).length;
+  }
+
+  /** From now on, refuse AssumeRole signed with any of these access key ids (adds to the set). */
+  refuseAccessKeys(ids: Iterable<string>): void {
+    for (const id of ids) this.refusedKeys.add(id);
+  }
+
+  /** Forget recorded calls, pending faults, latency and the down state (refused keys stay). */
   reset(): void {
     this.calls.length = 0;
     this.faults = [];
@@ -264,14 +286,20 @@ export class StsProxy {
       if (akid !== undefined) call.accessKeyId = akid;
       this.calls.push(call);
 
-      const fault = this.takeFault(action);
+      // A refused caller is refused whatever else is injected, and consumes no fault.
+      const refused = action === 'AssumeRole' && akid !== undefined && this.refusedKeys.has(akid);
+      const fault = refused ? undefined : this.takeFault(action);
       const go = (): void => {
         if (res.destroyed) return;
         if (this.down) {
           req.socket.destroy();
           return;
         }
-        if (fault !== undefined) {
+        if (refused) {
+          call.outcome = 'refused';
+          // What STS answers when the role's trust policy does not allow the caller.
+          this.sendFault(res, call, { status: 403, code: 'AccessDenied', message: `User: ${akid} is not authorized to perform: sts:AssumeRole on resource: ${call.roleArn ?? '(none)'}`, type: 'Sender' });
+        } else if (fault !== undefined) {
           call.outcome = 'failed';
           this.sendFault(res, call, fault);
         } else {
