@@ -7,15 +7,19 @@ import { isIP } from 'node:net';
 import { ConfigError } from './errors.js';
 import type { FlagSpec } from './flags.js';
 import { KUBE_CONNECTION_FLAGS, flagReaders, kubeConnection, nonEmpty } from './flags.js';
+import type { RolePolicyConfig } from './role-policy-flags.js';
+import { ROLE_POLICY_FLAGS, rolePolicyConfig } from './role-policy-flags.js';
+import type { BrokerClientConfig } from './credentials/broker-flags.js';
+import { BROKER_CLIENT_FLAGS, brokerClientConfig } from './credentials/broker-flags.js';
 
 export { parseDuration } from './flags.js';
 
 export type LogFormat = 'text' | 'json';
 export type LogLevel = 'error' | 'warn' | 'info' | 'debug';
-export type RestrictionFormat = 'glob' | 'regexp' | 'regexp-anchored';
-export type SessionScope = 'pod' | 'role';
+export type { RestrictionFormat, SessionScope } from './role-policy-flags.js';
+export { isRoleArn } from './role-policy-flags.js';
 
-export interface Config {
+export interface Config extends RolePolicyConfig {
   readonly appPort: number;
   readonly metricsPort: number;
   /** The address podiam listens on first: the IPv4 one of --host-ip when it has one. */
@@ -34,19 +38,8 @@ export interface Config {
   readonly metadataHost6: string | undefined;
   readonly metadataPort6: number;
   readonly metadataTimeoutMs: number;
-  readonly baseRoleArn: string | undefined;
   readonly autoDiscoverBaseArn: boolean;
-  readonly defaultRole: string | undefined;
-  readonly roleKey: string;
-  readonly externalIdKey: string;
-  readonly sessionNameKey: string;
-  readonly namespaceKey: string;
-  readonly namespaceRestrictions: boolean;
-  readonly namespaceRestrictionFormat: RestrictionFormat;
-  readonly sessionTtlSeconds: number;
   readonly podWaitMs: number;
-  readonly stsTimeoutMs: number;
-  readonly stsRegion: string;
   readonly node: string | undefined;
   readonly kubeconfig: string | undefined;
   readonly apiServer: string | undefined;
@@ -58,10 +51,6 @@ export interface Config {
   readonly logFormat: LogFormat;
   readonly logLevel: LogLevel;
   readonly debug: boolean;
-  /** How long an STS refusal (AccessDenied, invalid ARN) is answered from memory: kube2iam's --iam-role-error-ttl. */
-  readonly stsRefusalTtlMs: number;
-  /** pod: one STS session per pod (CloudTrail names it); role: one per role and external id per node, as kube2iam. */
-  readonly sessionScope: SessionScope;
   /** Serve the node's signed instance identity (pkcs7, signature, rsa2048) to pods. */
   readonly allowSignedIdentity: boolean;
   /** kube2iam flags given that podiam accepts and ignores: logged once at start, by name. */
@@ -72,8 +61,8 @@ export interface Config {
   readonly tokenAudience: string;
   /** Interface the token addresses are added to (undefined: podiam adds none). */
   readonly tokenInterface: string | undefined;
-  readonly sessionTags: boolean;
-  readonly clusterName: string | undefined;
+  /** --broker: credentials come from `podiam broker` (this node decides and assumes nothing); undefined: standalone. */
+  readonly broker: BrokerClientConfig | undefined;
 }
 
 export type CliRequest =
@@ -99,25 +88,15 @@ export const FLAGS: readonly FlagSpec[] = [
   { name: 'metadata-addr', type: 'string', default: '169.254.169.254', example: '--metadata-addr=169.254.169.254:80', help: 'the real metadata service, host or host:port' },
   { name: 'metadata-addr-ipv6', type: 'string', default: '[fd00:ec2::254]', example: '--metadata-addr-ipv6=[fd00:ec2::254]:80', help: 'the metadata service\'s IPv6 endpoint, intercepted with ip6tables and used for IPv6 pods\' passthrough; off to disable' },
   { name: 'metadata-timeout', type: 'duration', default: '950ms', example: '--metadata-timeout=950ms', help: 'timeout for requests forwarded to the metadata service' },
-  { name: 'base-role-arn', type: 'string', example: '--base-role-arn=arn:aws:iam::123456789012:role/', help: 'prefix for role names in annotations' },
+  ...ROLE_POLICY_FLAGS,
   { name: 'auto-discover-base-arn', type: 'bool', default: 'false', example: '--auto-discover-base-arn', help: 'derive the base role ARN from the metadata service iam/info' },
-  { name: 'default-role', type: 'string', example: '--default-role=default-pod-role', help: 'role for pods without the role annotation' },
-  { name: 'iam-role-key', type: 'string', default: 'iam.amazonaws.com/role', example: '--iam-role-key=iam.amazonaws.com/role', help: 'pod annotation holding the role' },
-  { name: 'iam-external-id', type: 'string', default: 'iam.amazonaws.com/external-id', example: '--iam-external-id=iam.amazonaws.com/external-id', help: 'pod annotation holding the STS external id' },
-  { name: 'iam-session-name-key', type: 'string', default: 'iam.amazonaws.com/session-name', example: '--iam-session-name-key=iam.amazonaws.com/session-name', help: 'pod annotation holding the STS session name' },
-  { name: 'namespace-key', type: 'string', default: 'iam.amazonaws.com/allowed-roles', example: '--namespace-key=iam.amazonaws.com/allowed-roles', help: 'namespace annotation listing allowed roles (JSON array)' },
-  { name: 'namespace-restrictions', type: 'bool', default: 'false', example: '--namespace-restrictions', help: 'only allow roles listed on the pod namespace' },
-  { name: 'namespace-restriction-format', type: 'enum', default: 'glob', values: ['glob', 'regexp', 'regexp-anchored'], example: '--namespace-restriction-format=regexp', help: 'how allowed-roles entries match the role ARN: glob; regexp (RE2, unanchored, exactly as kube2iam); regexp-anchored (the whole ARN must match)' },
-  { name: 'iam-role-session-ttl', type: 'duration', default: '1h', example: '--iam-role-session-ttl=1h', help: 'STS session duration, exactly (15m..12h)' },
   { name: 'pod-wait', type: 'duration', default: '900ms', example: '--pod-wait=900ms', help: 'how long a request from an unknown IP waits for its pod to appear' },
-  { name: 'sts-timeout', type: 'duration', default: '3s', example: '--sts-timeout=3s', help: 'timeout of one STS AssumeRole attempt' },
-  { name: 'sts-region', type: 'string', example: '--sts-region=eu-west-1', help: 'STS region (default: AWS_REGION, AWS_DEFAULT_REGION, else us-east-1)' },
   { name: 'node', type: 'string', example: '--node=ip-10-0-1-23.ec2.internal', help: 'watch only pods of this node (env NODE_NAME)' },
   ...KUBE_CONNECTION_FLAGS,
+  ...BROKER_CLIENT_FLAGS,
   { name: 'events', type: 'bool', default: 'true', example: '--events=false', help: 'record Kubernetes Events on pods that are denied credentials' },
   { name: 'log-format', type: 'enum', default: 'text', values: ['text', 'json'], example: '--log-format=json', help: 'log format (any case)' },
   { name: 'log-level', type: 'enum', default: 'info', values: ['panic', 'fatal', 'error', 'warn', 'warning', 'info', 'debug', 'trace'], example: '--log-level=info', help: 'log level; logrus names too (any case): trace is debug, panic and fatal are error' },
-  { name: 'session-scope', type: 'enum', default: 'pod', values: ['pod', 'role'], example: '--session-scope=role', help: 'pod: one STS session per pod (CloudTrail names the pod); role: one per role and external id on this node, as kube2iam (fewer STS calls)' },
   { name: 'allow-signed-identity', type: 'bool', default: 'false', example: '--allow-signed-identity', help: "serve the node's signed instance identity (dynamic/instance-identity/pkcs7, signature, rsa2048) to pods: any pod can then authenticate as the node (Vault, SPIRE)" },
   { name: 'watch-deadline', type: 'duration', default: '55s', example: '--watch-deadline=55s', help: 'a Kubernetes watch silent this long is replaced (relist + watch); at most 60s' },
   { name: 'verbose', type: 'bool', default: 'false', example: '--verbose', help: 'same as --log-level=debug' },
@@ -126,13 +105,9 @@ export const FLAGS: readonly FlagSpec[] = [
   { name: 'token-addr', type: 'string', default: '169.254.170.23:80,[fd00:ec2::23]:80', example: '--token-addr=169.254.170.23:80,[fd00:ec2::23]:80', help: 'comma-separated addresses the /v1/credentials listener binds' },
   { name: 'token-audience', type: 'string', default: 'pods.eks.amazonaws.com', example: '--token-audience=pods.eks.amazonaws.com', help: 'audience the pod\'s projected ServiceAccount token must carry' },
   { name: 'token-interface', type: 'string', example: '--token-interface=pod-id-link0', help: 'add the --token-addr addresses to this link (a dummy link is created if missing; needs NET_ADMIN)' },
-  { name: 'session-tags', type: 'bool', default: 'false', example: '--session-tags', help: 'AssumeRole with session tags kubernetes-namespace, -service-account, -pod-name, -pod-uid (role trust needs sts:TagSession)' },
-  { name: 'cluster-name', type: 'string', example: '--cluster-name=prod-eu', help: 'with --session-tags: also tag eks-cluster-name' },
   { name: 'version', type: 'bool', default: 'false', example: '--version', help: 'print the version and exit' },
   { name: 'help', type: 'bool', default: 'false', example: '--help', help: 'print this help and exit' },
   // kube2iam flags podiam accepts so existing DaemonSet args keep working.
-  { name: 'auto-discover-default-role', type: 'bool', default: 'false', example: '--default-role=arn:aws:iam::123456789012:role/<node-role>', help: 'kube2iam compatibility', compat: "refused: name the node's role with --default-role if you mean it" },
-  { name: 'iam-role-error-ttl', type: 'duration', default: '30s', example: '--iam-role-error-ttl=30s', help: 'how long an STS refusal (AccessDenied, invalid role ARN) is answered from memory before STS is asked again (at least 1s; kube2iam default 0)' },
   { name: 'backoff-max-interval', type: 'duration', default: '1s', example: '--backoff-max-interval=1s', help: 'kube2iam compatibility', compat: 'ignored: a request from an unknown IP waits for its pod up to --pod-wait' },
   { name: 'backoff-max-elapsed-time', type: 'duration', default: '2s', example: '--backoff-max-elapsed-time=2s', help: 'kube2iam compatibility', compat: 'ignored: a request from an unknown IP waits for its pod up to --pod-wait' },
   { name: 'cache-resync-period', type: 'duration', default: '30m', example: '--cache-resync-period=30m', help: 'kube2iam compatibility', compat: 'ignored: the watch keeps the cache current' },
@@ -140,11 +115,6 @@ export const FLAGS: readonly FlagSpec[] = [
   { name: 'use-regional-sts-endpoint', type: 'bool', default: 'false', example: '--use-regional-sts-endpoint', help: 'kube2iam compatibility', compat: 'ignored: always regional, the endpoint of --sts-region (else AWS_REGION)' },
 ];
 
-const ROLE_ARN = /^arn:aws[a-z-]*:iam::\d{12}:role\/[\w+=,.@/-]*$/;
-
-export function isRoleArn(value: string): boolean {
-  return ROLE_ARN.test(value);
-}
 
 
 type Raw = Map<string, string>;
@@ -222,31 +192,19 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pr
   const metadata6 = v6Text === 'off' ? undefined : parseHostPort(v6Text);
   if (v6Text !== 'off' && (metadata6 === undefined || isIP(metadata6[0]) !== 6)) fail('metadata-addr-ipv6', `${JSON.stringify(v6Text)} is not an IPv6 address in brackets, [addr] or [addr]:port (or off)`);
 
-  let baseRoleArn = str('base-role-arn');
-  if (baseRoleArn !== undefined) {
-    if (!baseRoleArn.endsWith('/')) baseRoleArn += '/';
-    if (!isRoleArn(baseRoleArn)) fail('base-role-arn', `${JSON.stringify(get('base-role-arn'))} is not a role ARN prefix`);
+  // With --broker the broker alone decides and assumes roles: a role policy flag given to the
+  // agent would do nothing, so it is refused by name rather than silently ignored.
+  const broker = brokerClientConfig(readers);
+  if (broker !== undefined) {
+    const given = [...ROLE_POLICY_FLAGS.map((f) => f.name), 'auto-discover-base-arn'].filter((name) => raw.has(name));
+    if (given.length > 0) {
+      throw new ConfigError(`--${given[0]}`, `belongs to the broker with --broker: give ${given.map((n) => `--${n}`).join(', ')} to \`podiam broker\` (it decides every pod's role), not to the agent`);
+    }
   }
+  const policy = rolePolicyConfig(readers, env);
   const autoDiscoverBaseArn = bool('auto-discover-base-arn');
-  if (autoDiscoverBaseArn && baseRoleArn !== undefined) {
+  if (autoDiscoverBaseArn && policy.baseRoleArn !== undefined) {
     fail('auto-discover-base-arn', 'cannot be combined with --base-role-arn; choose one');
-  }
-  const defaultRole = str('default-role');
-  if (defaultRole !== undefined && !/^[\w+=,.@/:-]+$/.test(defaultRole)) {
-    fail('default-role', `${JSON.stringify(defaultRole)} is not a role name or ARN`);
-  }
-  if (defaultRole?.startsWith('arn:') && !isRoleArn(defaultRole)) {
-    fail('default-role', `${JSON.stringify(defaultRole)} is not a role ARN`);
-  }
-  if (bool('auto-discover-default-role')) {
-    // kube2iam reads the node's role from iam/security-credentials/ and gives it to every pod
-    // without an annotation: any such pod then holds the node's own permissions.
-    throw new ConfigError(
-      '--auto-discover-default-role',
-      "refused: it makes the node's own IAM role the default for every pod without an iam.amazonaws.com/role annotation, so any such pod gets the node's permissions. " +
-        "If that is really what you want, name the role explicitly: --default-role=<the node's role>, e.g. --default-role=arn:aws:iam::123456789012:role/<node-role> " +
-        '(the node\'s role is what `curl http://169.254.169.254/latest/meta-data/iam/security-credentials/` prints on the node)',
-    );
   }
 
   const kube = kubeConnection(readers, env);
@@ -264,18 +222,6 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pr
 
   const tokenAudience = str('token-audience')!;
   if (!/^[\x21-\x7e]{1,256}$/.test(tokenAudience)) fail('token-audience', `${JSON.stringify(tokenAudience)} must be 1-256 printable characters without spaces`);
-  const clusterName = str('cluster-name');
-  // An STS tag value: up to 256 characters of letters, digits, spaces and _.:/=+-@.
-  if (clusterName !== undefined && !/^[\p{L}\p{Z}\p{N}_.:/=+\-@]{1,256}$/u.test(clusterName)) fail('cluster-name', `${JSON.stringify(clusterName)} is not a valid session tag value`);
-
-  // Session tags name one pod; a role-scoped session is shared by every pod with that role.
-  if (bool('session-tags') && oneOf<SessionScope>('session-scope') === 'role') {
-    fail('session-tags', 'cannot be combined with --session-scope=role (a shared session cannot carry one pod\'s tags); use --session-scope=pod');
-  }
-
-  const sessionTtlMs = duration('iam-role-session-ttl', 15 * 60_000, 12 * 3_600_000);
-  if (sessionTtlMs % 1000 !== 0) fail('iam-role-session-ttl', 'must be whole seconds');
-
   const config: Config = {
     appPort,
     metricsPort: port('metrics-port') ?? appPort,
@@ -291,19 +237,9 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pr
     metadataHost6: metadata6?.[0],
     metadataPort6: metadata6?.[1] ?? 80,
     metadataTimeoutMs: duration('metadata-timeout', 50, 60_000),
-    baseRoleArn,
+    ...policy,
     autoDiscoverBaseArn,
-    defaultRole,
-    roleKey: str('iam-role-key')!,
-    externalIdKey: str('iam-external-id')!,
-    sessionNameKey: str('iam-session-name-key')!,
-    namespaceKey: str('namespace-key')!,
-    namespaceRestrictions: bool('namespace-restrictions'),
-    namespaceRestrictionFormat: oneOf<RestrictionFormat>('namespace-restriction-format'),
-    sessionTtlSeconds: sessionTtlMs / 1000,
     podWaitMs: duration('pod-wait', 0, 30_000),
-    stsTimeoutMs: duration('sts-timeout', 100, 60_000),
-    stsRegion: str('sts-region') ?? nonEmpty(env.AWS_REGION) ?? nonEmpty(env.AWS_DEFAULT_REGION) ?? 'us-east-1',
     node: str('node') ?? nonEmpty(env.NODE_NAME),
     ...kube,
     events: bool('events'),
@@ -311,16 +247,13 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pr
     logFormat: oneOf<LogFormat>('log-format'),
     logLevel,
     debug,
-    stsRefusalTtlMs: Math.max(1000, duration('iam-role-error-ttl', 0, 3_600_000)),
-    sessionScope: oneOf<SessionScope>('session-scope'),
     allowSignedIdentity: bool('allow-signed-identity'),
     ignoredFlags: FLAGS.filter((f) => f.compat?.startsWith('ignored') === true && raw.has(f.name)).map((f) => `--${f.name}`),
     tokenIdentity: bool('token-identity'),
     tokenAddrs: Object.freeze(tokenAddrs()),
     tokenAudience,
     tokenInterface: tokenInterface(),
-    sessionTags: bool('session-tags'),
-    clusterName,
+    broker,
   };
   return { kind: 'run', config: Object.freeze(config) };
 }

@@ -140,6 +140,20 @@ export class TokenReviewUnavailable extends PodiamError {
   }
 }
 
+/** Broker mode: no broker replica answered within --broker-timeout (down, unreachable or not ready). */
+export class BrokerUnavailable extends PodiamError {
+  constructor(reason: string) {
+    super('BrokerUnavailable', 503, `the podiam broker did not answer: ${reason}`);
+  }
+}
+
+/** `podiam broker` refused an agent's request (node restriction, not an agent, bad agent token): always 403. */
+export class BrokerRefusal extends PodiamError {
+  constructor(code: string, message: string) {
+    super(code, 403, message);
+  }
+}
+
 export interface HttpErrorResponse {
   readonly status: number;
   readonly code: string;

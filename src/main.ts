@@ -2,21 +2,20 @@
  * Wiring only: config -> dependencies -> iptables -> informers -> listen. Shutdown in reverse.
  */
 import type http from 'node:http';
+import { readFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
-import { CredentialCache, cacheKey } from './aws/credential-cache.js';
-import type { RoleAssumer } from './aws/sts.js';
-import { createStsAssumer } from './aws/sts.js';
-import { roleScoped } from './aws/session-scope.js';
-import { AllowedRolesAudit } from './allowed-roles-audit.js';
 import { describeHolder, findPortHolder } from './port-holder.js';
 import type { Config } from './config.js';
 import { describeConfig } from './config.js';
-import { LocalCredentials } from './credentials/local.js';
+import { BrokerCredentials } from './credentials/broker-client.js';
+import type { BrokerClientConfig } from './credentials/broker-flags.js';
+import { BrokerTransport } from './credentials/broker-transport.js';
+import type { LocalStackDeps } from './credentials/local-stack.js';
+import { createLocalStack, rolePolicyOf } from './credentials/local-stack.js';
 import type { CredentialSource } from './credentials/source.js';
 import { ConfigError, PodiamError } from './errors.js';
 import { Callers, nodeAddresses } from './imds/callers.js';
 import { CredentialRoutes } from './imds/credentials.js';
-import { renderCredentials } from './imds/format.js';
 import { Passthrough, baseArnFromIamInfo } from './imds/passthrough.js';
 import type { Interception } from './iptables.js';
 import { EventRecorder } from './kube/events.js';
@@ -28,7 +27,6 @@ import type { Logger } from './log.js';
 import type { Metrics } from './metrics.js';
 import { createMetrics } from './metrics.js';
 import type { PodInfo, RolePolicy } from './roles.js';
-import { RoleResolver, toRoleArn } from './roles.js';
 import type { Health } from './server.js';
 import { createMetricsServer, createServer } from './server.js';
 
@@ -41,11 +39,11 @@ export interface Podiam {
 }
 
 export async function start(config: Config, log: Logger, signal?: AbortSignal): Promise<Podiam> {
-  // The gauges read the index and the cache at scrape time (both exist before anything listens).
+  // The gauges read the index and the credentials held at scrape time (both exist before anything listens).
   const metrics = createMetrics({
     podsIndexed: () => index.ipCount(),
-    cacheEntries: () => cache.size(),
-    credentialsMinRemainingMs: () => cache.servedRemainingMs(),
+    cacheEntries: () => credentials.size(),
+    credentialsMinRemainingMs: () => credentials.servedRemainingMs(),
     ready: () => health().ready,
   });
   log.info('podiam starting', { config: describeConfig(config) });
@@ -54,78 +52,26 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
   }
 
   const passthrough = new Passthrough({ host: config.metadataHost, port: config.metadataPort, timeoutMs: config.metadataTimeoutMs });
-  const policy = await rolePolicy(config, passthrough, log);
-  // --session-scope=role: pods with the same role and external id share one session (kube2iam's economy).
-  const roles = config.sessionScope === 'role' ? roleScoped(new RoleResolver(policy), config.node) : new RoleResolver(policy);
-  const roleOf = (pod: PodInfo) => roles.resolve(pod, index.namespace(pod.namespace), index.serviceAccountOf(pod));
-  if (config.sessionTtlSeconds < 1800) {
-    // Refresh happens at half-life for short sessions, so served credentials have under 15 min
-    // left and botocore re-reads them on every call (cheap here, from memory, but noisy).
-    log.warn('--iam-role-session-ttl under 30m: credentials will be served with less than 15 minutes left, and SDKs will refresh them often', { sessionTtlSeconds: config.sessionTtlSeconds });
-  }
-
-  const sts = instrument(createStsAssumer({ region: config.stsRegion, sessionTtlSeconds: config.sessionTtlSeconds, attemptTimeoutMs: config.stsTimeoutMs }), metrics);
   const index = new PodIndex();
-  const cache = new CredentialCache({
-    assumer: sts,
-    render: renderCredentials,
-    refusalTtlMs: config.stsRefusalTtlMs,
-    isWanted: (request) => {
-      const key = cacheKey(request);
-      for (const pod of index.allPods()) {
-        const role = roleOf(pod);
-        if (!(role instanceof Error) && cacheKey(role) === key) return true;
-      }
-      return false;
-    },
-    events: {
-      issued: (c, cause) => {
-        metrics.credentialsIssued.inc({ cause });
-        // The audit line: who got which role until when. Never the secret or the token.
-        log.info('credentials issued', { pod: c.request.pod, roleArn: c.request.roleArn, sessionName: c.request.sessionName, accessKeyId: c.accessKeyId, expiration: new Date(c.expirationMs).toISOString(), cause });
-      },
-      failed: (request, cause, err, retryInMs) => {
-        metrics.refreshFailures.inc({ cause });
-        log.warn('could not get credentials', { pod: request.pod, roleArn: request.roleArn, cause, error: err.message, detail: (err as { detail?: string }).detail, retryInMs });
-      },
-      lookup: (result) => metrics.countLookup(result),
-    },
-  });
-
   const kc = createKubeConfig(config);
-  const watcher = new KubeWatcher(kc, index, { node: config.node, log, metrics, watchDeadlineMs: config.watchDeadlineMs });
+  // In broker mode this node watches its own pods only: roles are decided by the broker, which
+  // watches namespaces and ServiceAccounts for the cluster.
+  const watcher = new KubeWatcher(kc, index, { node: config.node, log, metrics, watchDeadlineMs: config.watchDeadlineMs, podsOnly: config.broker !== undefined });
   const events = config.events ? new EventRecorder(kc, { log, metrics, component: 'podiam', host: config.node }) : undefined;
-  const audit = new AllowedRolesAudit(policy, {
-    warn: (message, fields) => log.warn(message, fields),
-    invalidEntry: (namespace) => metrics.allowedRolesInvalid.inc({ namespace }),
-    unanchoredMatch: (namespace) => metrics.allowedRolesUnanchored.inc({ namespace }),
-    namespaceEvent: events === undefined ? undefined : (namespace, reason, message) => events.namespaceWarning(namespace, reason, message),
-  });
-  const allowedRolesOf = (namespace: string): string[] => {
-    const arns: string[] = [];
-    for (const pod of index.allPods()) {
-      if (pod.namespace !== namespace) continue;
-      const role = roleOf(pod);
-      if (!(role instanceof Error)) arns.push(role.roleArn);
-    }
-    return arns;
-  };
-  if (audit.active) {
-    index.onNamespace((ns) => audit.check(ns, allowedRolesOf(ns.name)));
-    index.onPodServable((pod) => {
-      const ns = index.namespace(pod.namespace);
-      const role = roleOf(pod);
-      if (ns !== undefined && !(role instanceof Error)) audit.check(ns, [role.roleArn]);
-    });
-  }
-  // Where the IMDS and token paths get a pod's role and credentials: decided and assumed here.
-  const source: CredentialSource = new LocalCredentials({ roleOf, cache });
+  // Where the IMDS and token paths get a pod's role and credentials: decided and assumed on this
+  // node (standalone), or asked of the broker (--broker: no STS, no AWS SDK, no AWS credentials here).
+  const credentials = config.broker !== undefined ? await brokerSource(config.broker, metrics, log) : localSource(config, await rolePolicy(config, passthrough), { index, metrics, log, events, node: config.node });
+  const source: CredentialSource = credentials.source;
   index.onPodServable((pod) => {
     // Prefetch: a new pod's first request should find its credentials already in memory.
     // Denials are reported when the pod asks. Only for this node's pods: watching the whole
     // cluster (no --node), prefetching would assume every role of every pod.
     if (config.node !== undefined) source.prefetch(pod);
   });
+  if (credentials.forget !== undefined) {
+    const forget = credentials.forget;
+    index.onPodGone((pod) => forget(pod.uid));
+  }
 
   // A denied pod, on either path: a log line and an Event on the pod (`kubectl describe pod` says why).
   const reportDenial = (pod: PodInfo, err: Error, fields: Record<string, string>): void => {
@@ -169,7 +115,7 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
     serveMetrics: config.metricsPort === config.appPort,
     hostIp: config.hostIp,
     allowSignedIdentity: config.allowSignedIdentity,
-    debugStore: config.debug ? () => ({ pods: index.snapshot(), credentials: cache.snapshot(), informers: watcher.states() }) : undefined,
+    debugStore: config.debug ? () => ({ pods: index.snapshot(), credentials: credentials.snapshot(), informers: watcher.states() }) : undefined,
   };
   const server = createServer(serverDeps);
   const metricsServer = config.metricsPort === config.appPort ? undefined : createMetricsServer(metrics, health);
@@ -245,8 +191,7 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
         await token?.close();
         if (metricsServer) await closeServer(metricsServer, 1_000);
         await watcher.stop();
-        cache.stop();
-        sts.destroy();
+        credentials.stop();
         passthrough.close();
         events?.stop();
         log.info('podiam stopped');
@@ -256,7 +201,7 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
   };
 }
 
-async function rolePolicy(config: Config, passthrough: Passthrough, log: Logger): Promise<RolePolicy> {
+async function rolePolicy(config: Config, passthrough: Passthrough): Promise<RolePolicy> {
   let baseRoleArn = config.baseRoleArn;
   if (config.autoDiscoverBaseArn) {
     let info: string;
@@ -267,42 +212,54 @@ async function rolePolicy(config: Config, passthrough: Passthrough, log: Logger)
     }
     baseRoleArn = baseArnFromIamInfo(info);
     if (baseRoleArn === undefined) throw new ConfigError('--auto-discover-base-arn', `iam/info from ${passthrough.target} has no instance-profile ARN; set --base-role-arn instead`);
-    log.info('discovered base role ARN', { baseRoleArn });
   }
-  if (config.defaultRole !== undefined && toRoleArn(config.defaultRole, baseRoleArn) === undefined) {
-    throw new ConfigError('--default-role', `${JSON.stringify(config.defaultRole)} is a role name but no base ARN is set: add --base-role-arn, e.g. --base-role-arn=arn:aws:iam::123456789012:role/, or give a full ARN`);
-  }
-  return Object.freeze({
-    baseRoleArn,
-    defaultRole: config.defaultRole,
-    roleKey: config.roleKey,
-    externalIdKey: config.externalIdKey,
-    sessionNameKey: config.sessionNameKey,
-    namespaceKey: config.namespaceKey,
-    namespaceRestrictions: config.namespaceRestrictions,
-    namespaceRestrictionFormat: config.namespaceRestrictionFormat,
-    sessionTags: config.sessionTags,
-    clusterName: config.clusterName,
-  });
+  return rolePolicyOf(config, baseRoleArn);
 }
 
-function instrument(sts: RoleAssumer & { destroy(): void }, metrics: Metrics): RoleAssumer & { destroy(): void } {
-  return {
-    async assume(request, urgency) {
-      const end = metrics.stsSeconds.startTimer();
-      try {
-        const creds = await sts.assume(request, urgency);
-        metrics.stsCalls.inc({ outcome: 'success' });
-        return creds;
-      } catch (err) {
-        metrics.stsCalls.inc({ outcome: (err as { stsCode?: string }).stsCode ?? 'error' });
-        throw err;
-      } finally {
-        end();
-      }
+/** What the agent holds of credentials, from either source. */
+interface AgentCredentials {
+  readonly source: CredentialSource;
+  size(): number;
+  servedRemainingMs(): number | undefined;
+  snapshot(): unknown;
+  /** A pod left this node (the broker client drops its answers; the local cache refreshes only what live pods use). */
+  readonly forget?: (podUid: string) => void;
+  stop(): void;
+}
+
+/** Standalone: roles decided and assumed on this node. */
+function localSource(config: Config, policy: RolePolicy, deps: LocalStackDeps): AgentCredentials {
+  const stack = createLocalStack(config, policy, deps);
+  return { source: stack.source, size: () => stack.cache.size(), servedRemainingMs: () => stack.cache.servedRemainingMs(), snapshot: () => stack.cache.snapshot(), stop: () => stack.stop() };
+}
+
+/** Broker mode: the broker's answers, kept in memory. */
+async function brokerSource(broker: BrokerClientConfig, metrics: Metrics, log: Logger): Promise<AgentCredentials> {
+  let ca: Buffer;
+  try {
+    ca = await readFile(broker.caFile);
+  } catch (err) {
+    throw new ConfigError('--broker-ca-file', `cannot read ${broker.caFile}: ${(err as Error).message}`);
+  }
+  const transport = new BrokerTransport({
+    urls: broker.urls,
+    ca,
+    tokenFile: broker.tokenFile,
+    timeoutMs: broker.timeoutMs,
+    metrics: {
+      up: (value) => metrics.brokerUp.set(value),
+      request: (outcome, seconds) => {
+        metrics.brokerRequests.inc({ outcome });
+        metrics.brokerRequestSeconds.observe(seconds);
+      },
     },
-    destroy: () => sts.destroy(),
-  };
+  });
+  const client = new BrokerCredentials({
+    broker: transport,
+    onFailed: (pod, err, retryInMs) => log.warn('could not get credentials from the broker', { pod, code: (err as { code?: string }).code, error: err.message, retryInMs }),
+  });
+  log.info('broker mode: credentials come from the broker', { brokers: broker.urls });
+  return { source: client, size: () => client.size(), servedRemainingMs: () => client.servedRemainingMs(), snapshot: () => client.snapshot(), forget: (uid) => client.forget(uid), stop: () => client.stop() };
 }
 
 /**

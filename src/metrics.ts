@@ -103,6 +103,9 @@ export function createMetrics(options: MetricsOptions = {}) {
     events: new Counter({ name: 'podiam_kube_events_total', help: 'Kubernetes Events recorded on pods, by outcome', labelNames: ['outcome'] as const, registers: r }),
     allowedRolesInvalid: new Counter({ name: 'podiam_allowed_roles_invalid_entries_total', help: 'allowed-roles regexp entries that do not compile and are skipped, by namespace (each entry counted once)', labelNames: ['namespace'] as const, registers: r }),
     allowedRolesUnanchored: new Counter({ name: 'podiam_allowed_roles_unanchored_matches_total', help: 'allowed-roles regexp entries that allow a role in use only because kube2iam regexps are unanchored, by namespace (each entry and role counted once)', labelNames: ['namespace'] as const, registers: r }),
+    brokerUp: new Gauge({ name: 'podiam_broker_up', help: 'Broker mode: 1 when the last call to the broker got an answer from a replica, 0 when none answered', registers: r }),
+    brokerRequests: new Counter({ name: 'podiam_broker_requests_total', help: 'Broker mode: calls to the broker (misses, prefetches, refreshes) by outcome (ok, denied, unavailable, error)', labelNames: ['outcome'] as const, registers: r }),
+    brokerRequestSeconds: new Histogram({ name: 'podiam_broker_request_seconds', help: 'Broker mode: time to get an answer from the broker, failover included', buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5], registers: r }),
     listenRetries: new Counter({ name: 'podiam_listen_retries_total', help: 'Attempts to bind the app port that found it taken (another process holds it, e.g. kube2iam)', registers: r }),
   };
 }

@@ -20,6 +20,8 @@ export interface PodInfo {
   readonly annotations: Readonly<Record<string, string>>;
   /** spec.serviceAccountName ('default' when unset, as the admission plugin sets it). */
   readonly serviceAccount?: string;
+  /** spec.nodeName: the broker serves an agent only its own node's pods. */
+  readonly nodeName?: string;
 }
 
 /** A ServiceAccount: its role annotation applies to its pods that have none of their own. */

@@ -111,6 +111,7 @@ export function toPodInfo(pod: V1Pod): PodInfo {
     deleting: pod.metadata?.deletionTimestamp !== undefined && pod.metadata?.deletionTimestamp !== null,
     annotations: { ...(pod.metadata?.annotations ?? {}) },
     serviceAccount: pod.spec?.serviceAccountName || 'default',
+    nodeName: pod.spec?.nodeName ?? undefined,
   };
 }
 
@@ -172,7 +173,7 @@ export class KubeWatcher {
   constructor(
     private readonly kc: KubeConfig,
     private readonly index: PodIndex,
-    private readonly options: { node: string | undefined; log: Logger; metrics: Metrics; watchTimeoutSeconds?: number; watchDeadlineMs?: number },
+    private readonly options: { node: string | undefined; log: Logger; metrics: Metrics; watchTimeoutSeconds?: number; watchDeadlineMs?: number; podsOnly?: boolean },
   ) {
     this.api = createKubeApi(kc);
     const informer = (resource: Informer['resource']): Informer => ({ resource, state: 'syncing', everSynced: false, listWatch: undefined, failures: 0, retryTimer: undefined, watchTimeouts: 0 });
@@ -186,6 +187,8 @@ export class KubeWatcher {
       upsert: (o) => this.index.upsertPod(toPodInfo(o as V1Pod)),
       remove: (o) => this.index.deletePod(o.metadata?.namespace ?? 'default', o.metadata?.name ?? ''),
     });
+    // Broker mode's agent: its node's pods only (the broker decides roles; it watches the rest).
+    if (this.options.podsOnly === true) return;
     this.run(this.informers.namespaces, '/api/v1/namespaces', (page) => this.api.get<KubeList>('/api/v1/namespaces', { limit: LIST_PAGE, continue: page }), undefined, {
       upsert: (o) => this.index.upsertNamespace(toNamespaceInfo(o as V1Namespace)),
       remove: (o) => this.index.deleteNamespace(o.metadata?.name ?? ''),
@@ -199,6 +202,7 @@ export class KubeWatcher {
 
   /** Every informer has listed at least once. */
   synced(): boolean {
+    if (this.options.podsOnly === true) return this.informers.pods.everSynced;
     return this.informers.pods.everSynced && this.informers.namespaces.everSynced && this.informers.serviceaccounts.everSynced;
   }
 
