@@ -19,6 +19,7 @@ import { Service } from 'kubernetes-models/v1/Service';
 import { ServiceAccount } from 'kubernetes-models/v1/ServiceAccount';
 import type { Kind, Obj } from '../support/manifests.js';
 import { MANIFESTS, kustomize, kustomizeOwn, manifestChecks } from '../support/manifests.js';
+import { parseConfig } from '../../src/config.js';
 import { ROOT } from '../support/podiam-process.js';
 
 const KINDS: Record<string, Kind> = {
@@ -226,6 +227,18 @@ test('agents and broker agree: the Service and certificate name, the CA (alone),
 
   // A pod without cached credentials gets its answer (503) before the SDKs give up retrying.
   expect(af.get('broker-timeout')).toMatch(/^[1-5]s$/);
+});
+
+test('the DaemonSet’s args in broker mode parse with the agent’s own parser (kubelet-expanded on a sample node), and its broker config is the component’s', () => {
+  const agent = agentContainer(objs);
+  const env: Record<string, string> = { HOST_INTERFACE: 'docker0', HOST_IP: '10.0.1.23', HOST_IPS: '10.0.1.23,fd00:10::23', NODE_NAME: 'ip-10-0-1-23.ec2.internal' };
+  expect(((agent.env ?? []) as Obj[]).map((e) => e.name).sort()).toEqual(Object.keys(env).sort());
+  const args = (agent.args as string[]).map((a) => a.replace(/\$\(([A-Z_]+)\)/g, (_, n: string) => env[n]!));
+  const request = parseConfig(args, env);
+  if (request.kind !== 'run') throw new Error(`the args ask for ${request.kind}, not a run`);
+  const af = flags(agent.args as string[]);
+  expect(request.config.broker).toEqual({ urls: [af.get('broker')], caFile: af.get('broker-ca-file'), tokenFile: af.get('broker-token-file'), timeoutMs: 2000 });
+  expect(request.config).toMatchObject({ iptables: true, node: 'ip-10-0-1-23.ec2.internal' });
 });
 
 test('the agents in broker mode hold no AWS credentials and no STS or role-policy flag', () => {
