@@ -240,9 +240,11 @@ describe('StsProxy refusing callers by access key (the node role, in broker mode
     expect((err as STSServiceException).message).toContain(ROLE_A);
     expect(proxy.calls).toEqual([expect.objectContaining({ action: 'AssumeRole', roleArn: ROLE_A, accessKeyId: 'ASIANODE0000EXAMPLE1', outcome: 'refused', status: 403 })]);
 
-    // The broker's key assumes the same role.
+    // The broker's key assumes the same role; the call records the key STS issued.
     const out = await as('AKIABROKER0000000001').send(new AssumeRoleCommand({ RoleArn: ROLE_A, RoleSessionName: 'b', DurationSeconds: 900 }));
     expect(out.AssumedRoleUser?.Arn).toBe('arn:aws:sts::123456789012:assumed-role/app-a/b');
+    expect(proxy.calls[1]).toMatchObject({ accessKeyId: 'AKIABROKER0000000001', outcome: 'forwarded', status: 200, issuedAccessKeyId: out.Credentials!.AccessKeyId });
+    expect(proxy.calls[0]!.issuedAccessKeyId).toBeUndefined();
     // The refused key may still ask who it is (only AssumeRole is refused).
     expect((await as('ASIANODE0000EXAMPLE1').send(new GetCallerIdentityCommand({}))).Account).toBe('123456789012');
 

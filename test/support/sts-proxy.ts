@@ -47,6 +47,11 @@ export interface StsCall {
   outcome: 'forwarded' | 'failed' | 'error' | 'refused';
   /** HTTP status returned to the client (set once known). */
   status?: number;
+  /**
+   * The access key id of the credentials STS issued (a forwarded AssumeRole answered 200): which
+   * call, so which caller, role and session, a credential served to a pod came from.
+   */
+  issuedAccessKeyId?: string;
 }
 
 export interface StsFault {
@@ -377,6 +382,14 @@ export class StsProxy {
           outHeaders[name] = prev === undefined ? value : Array.isArray(prev) ? [...prev, value] : [prev, value];
         }
         res.writeHead(call.status, up.statusMessage, outHeaders);
+        if (call.action === 'AssumeRole' && call.status === 200) {
+          const body: Buffer[] = [];
+          up.on('data', (c: Buffer) => body.push(c));
+          up.on('end', () => {
+            const issued = /<AccessKeyId>([^<]+)<\/AccessKeyId>/.exec(Buffer.concat(body).toString('utf8'))?.[1];
+            if (issued !== undefined) call.issuedAccessKeyId = issued;
+          });
+        }
         up.pipe(res);
         up.on('error', () => res.destroy());
       },
