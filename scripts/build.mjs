@@ -95,6 +95,7 @@ export const LAZY = [
   [/(^|\/)node_modules\/@aws-sdk\/client-sts\//, 'the AWS SDK: loaded by src/aws/sts.ts while the informers list and the listener binds'],
   [/(^|\/)node_modules\/execa\//, 'execa: only with --iptables, --token-interface or --cleanup'],
   [/^src\/webhook\//, 'the webhook: only for `podiam webhook`'],
+  [/^src\/broker\//, 'the broker: only for `podiam broker`'],
   [/^src\/token\//, 'the token path: only with --token-identity'],
 ];
 

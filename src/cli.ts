@@ -16,6 +16,8 @@ async function main(argv: readonly string[]): Promise<number> {
   // `podiam webhook …`: the mutating admission webhook, a process of its own with its own flags.
   // Its own chunk of the bundle (scripts/build.mjs): the agent never reads it.
   if (argv[0] === 'webhook') return (await import('./webhook/run.js')).runWebhook(argv.slice(1));
+  // `podiam broker …`: the cluster's credential broker (the only caller of STS in broker mode), its own chunk too.
+  if (argv[0] === 'broker') return (await import('./broker/run.js')).runBroker(argv.slice(1));
   let request;
   try {
     request = parseConfig(argv);

@@ -305,7 +305,7 @@ function editDistance(a: string, b: string): number {
 
 
 export function helpText(): string {
-  const lines = ['Usage: podiam [flags]', '       podiam webhook [flags]   (the token identity admission webhook; podiam webhook --help)', '', 'Gives each pod the AWS IAM role in its iam.amazonaws.com/role annotation.', '', 'Flags:'];
+  const lines = ['Usage: podiam [flags]', '       podiam webhook [flags]   (the token identity admission webhook; podiam webhook --help)', '       podiam broker [flags]    (the cluster\'s credential broker for agents started with --broker; podiam broker --help)', '', 'Gives each pod the AWS IAM role in its iam.amazonaws.com/role annotation.', '', 'Flags:'];
   for (const f of FLAGS) {
     const def = f.default !== undefined && f.type !== 'bool' ? ` (default ${f.default})` : '';
     const compat = f.compat ? ` [kube2iam compatibility: ${f.compat}]` : '';

@@ -110,3 +110,28 @@ export function kubeConnection({ fail, bool, str }: FlagReaders, env: NodeJS.Pro
   }
   return { kubeconfig: str('kubeconfig') ?? nonEmpty(env.KUBECONFIG), apiServer, apiToken: str('api-token'), insecure };
 }
+
+/**
+ * `--name=value`, `--name value` or `-name` (Go's flag package takes one or two dashes), by name;
+ * a bool flag without a value is true. For a subcommand's flags (`podiam broker`): an unknown
+ * flag names the command's --help.
+ */
+export function splitFlags(argv: readonly string[], flags: readonly FlagSpec[], command: string): Map<string, string> {
+  const specs = new Map(flags.map((f) => [f.name, f]));
+  const raw = new Map<string, string>();
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    const m = /^--?([a-z][a-z0-9-]*)(?:=(.*))?$/s.exec(arg);
+    if (!m) throw new ConfigError(arg, `unexpected argument; flags look like ${flags[0]!.example} (see ${command} --help)`);
+    const spec = specs.get(m[1]!);
+    if (!spec) throw new ConfigError(`--${m[1]}`, `unknown flag for ${command}, e.g. ${flags[0]!.example}; see ${command} --help`);
+    let value = m[2];
+    if (value === undefined) {
+      if (spec.type === 'bool') value = 'true';
+      else if (i + 1 < argv.length) value = argv[++i]!;
+      else throw new ConfigError(`--${spec.name}`, `needs a value, e.g. ${spec.example}`);
+    }
+    raw.set(spec.name, value);
+  }
+  return raw;
+}

@@ -95,7 +95,7 @@ function send(res: ServerResponse, status: number, contentType: string, body: st
 }
 
 /** /healthz (the process answers), /readyz (the admission listener is up), /metrics. */
-export function createHealthServer(deps: { metrics: WebhookMetrics; ready: () => boolean }): http.Server {
+export function createHealthServer(deps: { metrics: Pick<WebhookMetrics, 'registry'>; ready: () => boolean }): http.Server {
   const server = http.createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     if (req.method !== 'GET' && req.method !== 'HEAD') return send(res, 405, 'text/plain', 'method not allowed\n');

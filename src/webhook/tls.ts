@@ -37,7 +37,7 @@ export class CertificateReloader {
 
   constructor(
     private current: CertificatePair,
-    private readonly options: { certFile: string; keyFile: string; intervalMs: number; server: Server; log: Logger; metrics: WebhookMetrics },
+    private readonly options: { certFile: string; keyFile: string; intervalMs: number; server: Server; log: Logger; metrics: Pick<WebhookMetrics, 'certificateReloads' | 'certificateExpiry'> },
   ) {
     options.metrics.certificateExpiry.set(current.notAfter.getTime() / 1000);
   }

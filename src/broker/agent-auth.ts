@@ -1,0 +1,94 @@
+/**
+ * Who is asking the broker: the agent's projected ServiceAccount token (audience
+ * --agent-audience), reviewed by the API server once and then known by its hash until it
+ * expires (token/reviews.ts); the node it may be served for (node-restriction.ts). And, on the
+ * token path, the pod's own token (audience --token-audience), reviewed the same way.
+ * What a token claims is read first only to refuse what cannot be valid (wrong audience,
+ * expired, another ServiceAccount, no bound pod) without an API call; trust comes from the review.
+ */
+import { BrokerRefusal, InvalidToken, PodiamError } from '../errors.js';
+import type { ReviewOutcome } from '../kube/token-review.js';
+import type { PodInfo } from '../roles.js';
+import { claimsOf, tokenFromHeader, tokenHash } from '../token/bearer.js';
+import type { ReviewOutcomeLabel } from '../token/reviews.js';
+import { TokenReviews } from '../token/reviews.js';
+import type { AgentServiceAccount, PodView } from './node-restriction.js';
+import { agentNode, checkPodToken } from './node-restriction.js';
+
+export interface AgentAuthOptions {
+  readonly review: (token: string, audiences: readonly string[]) => Promise<ReviewOutcome>;
+  readonly agent: AgentServiceAccount;
+  readonly agentAudience: string;
+  readonly tokenAudience: string;
+  readonly pods: PodView;
+  readonly now?: () => number;
+  readonly onReview?: (audience: 'agent' | 'pod', outcome: ReviewOutcomeLabel) => void;
+}
+
+export interface Agent {
+  /** The agent's pod (namespace/name), for the logs. */
+  readonly pod: string;
+  readonly node: string;
+}
+
+export class AgentAuth {
+  private readonly agents: TokenReviews;
+  private readonly podTokens: TokenReviews;
+  private readonly now: () => number;
+
+  constructor(private readonly options: AgentAuthOptions) {
+    this.now = options.now ?? Date.now;
+    this.agents = new TokenReviews({ review: options.review, audience: options.agentAudience, now: options.now, onReview: (o) => options.onReview?.('agent', o) });
+    this.podTokens = new TokenReviews({ review: options.review, audience: options.tokenAudience, now: options.now, onReview: (o) => options.onReview?.('pod', o) });
+  }
+
+  /** The agent behind `Authorization: Bearer <token>` and its node, or a 403 (503 when the API server cannot review). */
+  async agent(authorization: string | string[] | undefined): Promise<Agent> {
+    const { agent, agentAudience, pods } = this.options;
+    let token: string;
+    try {
+      token = tokenFromHeader(authorization);
+    } catch (err) {
+      throw new BrokerRefusal('AgentTokenInvalid', (err as Error).message);
+    }
+    const hash = tokenHash(token);
+    let verdict = this.agents.cached(hash);
+    if (verdict === undefined) {
+      const claims = refusing('AgentTokenInvalid', () => claimsOf(token, agentAudience, this.now()));
+      // Not the agents' ServiceAccount: refused without asking the API server.
+      if (claims.namespace !== agent.namespace || claims.serviceAccount !== agent.name) agentNode(claims, agent, pods);
+      verdict = await this.agents.verdict(token, hash, claims);
+    }
+    if (verdict.error !== undefined) throw new BrokerRefusal('AgentTokenInvalid', verdict.error.message);
+    const subject = verdict.identity!;
+    return { pod: `${subject.namespace}/${subject.podName}`, node: agentNode(subject, agent, pods) };
+  }
+
+  /** The token path: the pod's own token, valid (reviewed) and bound to exactly this pod. */
+  async checkPodToken(token: string, pod: PodInfo): Promise<void> {
+    const hash = tokenHash(token);
+    let verdict = this.podTokens.cached(hash);
+    if (verdict === undefined) {
+      const claims = refusing('PodTokenInvalid', () => claimsOf(token, this.options.tokenAudience, this.now()));
+      checkPodToken(claims, pod);
+      verdict = await this.podTokens.verdict(token, hash, claims);
+    }
+    if (verdict.error !== undefined) throw new BrokerRefusal('PodTokenInvalid', verdict.error.message);
+    checkPodToken(verdict.identity!, pod);
+  }
+
+  /** A pod was deleted or recreated: its tokens' verdicts go (an agent's pod included). */
+  dropPod(podUid: string): void {
+    this.agents.dropPod(podUid);
+    this.podTokens.dropPod(podUid);
+  }
+}
+
+function refusing<T>(code: string, fn: () => T): T {
+  try {
+    return fn();
+  } catch (err) {
+    if (err instanceof InvalidToken || (err instanceof PodiamError && err.status === 400)) throw new BrokerRefusal(code, err.message);
+    throw err;
+  }
+}

@@ -1,0 +1,128 @@
+/**
+ * Wiring only: config -> certificate -> informers (all nodes: pods, namespaces, ServiceAccounts)
+ * -> the cluster's credentials (role resolution, the cache over STS, paced by --sts-qps) ->
+ * agent authentication -> servers -> listen. Shutdown in reverse.
+ */
+import { once } from 'node:events';
+import type { Server } from 'node:http';
+import { createLocalStack, rolePolicyOf } from '../credentials/local-stack.js';
+import { createKubeConfig } from '../kube/api.js';
+import { PodIndex } from '../kube/pod-index.js';
+import { KubeWatcher } from '../kube/pods.js';
+import { createTokenReviewer } from '../kube/token-review.js';
+import type { Logger } from '../log.js';
+import { createMetrics } from '../metrics.js';
+import { createHealthServer } from '../webhook/server.js';
+import { CertificateReloader, loadCertificatePair } from '../webhook/tls.js';
+import { AgentAuth } from './agent-auth.js';
+import type { BrokerConfig } from './config.js';
+import { describeBrokerConfig } from './config.js';
+import { createBrokerMetrics } from './metrics.js';
+import { createBrokerServer } from './server.js';
+import { TokenBucket, paced } from './token-bucket.js';
+
+export interface RunningBroker {
+  readonly port: number;
+  shutdown(signal: string): Promise<void>;
+}
+
+export async function startBroker(config: BrokerConfig, log: Logger): Promise<RunningBroker> {
+  log.info('podiam broker starting', describeBrokerConfig(config));
+  let accepting = false;
+  const metrics = createMetrics({
+    podsIndexed: () => index.ipCount(),
+    cacheEntries: () => stack.cache.size(),
+    credentialsMinRemainingMs: () => stack.cache.servedRemainingMs(),
+    ready: () => ready(),
+  });
+  const brokerMetrics = createBrokerMetrics(metrics.registry, { prefetchQueued: () => bucket.queued() });
+  const certificate = await loadCertificatePair(config.tlsCertFile, config.tlsKeyFile).catch((err: Error) => {
+    throw new Error(`cannot load the serving certificate (--tls-cert-file, --tls-key-file): ${err.message}`);
+  });
+  brokerMetrics.certificateReloads.inc({ outcome: 'success' });
+
+  const kc = createKubeConfig(config);
+  const index = new PodIndex();
+  // No node: the broker sees every pod of the cluster, and every namespace and ServiceAccount.
+  const watcher = new KubeWatcher(kc, index, { node: undefined, log, metrics, watchDeadlineMs: config.watchDeadlineMs });
+  const ready = (): boolean => accepting && watcher.synced();
+
+  // The only process of the cluster that calls STS: its credentials come from the SDK's chain.
+  const bucket = new TokenBucket({ ratePerSecond: config.stsQps });
+  const stack = createLocalStack(config, rolePolicyOf(config, config.baseRoleArn), { index, metrics, log, node: undefined, pace: (sts) => paced(sts, bucket) });
+  // Every pod with a role, cluster-wide, prefetched at --sts-qps: an agent's miss finds it in memory.
+  index.onPodServable((pod) => stack.source.prefetch(pod));
+
+  const auth = new AgentAuth({
+    review: createTokenReviewer(kc),
+    agent: config.agentServiceAccount,
+    agentAudience: config.agentAudience,
+    tokenAudience: config.tokenAudience,
+    pods: index,
+    onReview: (kind, outcome) => brokerMetrics.tokenReviews.inc({ kind, outcome }),
+  });
+  index.onPodGone((pod) => auth.dropPod(pod.uid));
+
+  const server = createBrokerServer(certificate, { auth, pods: index, source: stack.source, ready, log, metrics: brokerMetrics });
+  const reloader = new CertificateReloader(certificate, { certFile: config.tlsCertFile, keyFile: config.tlsKeyFile, intervalMs: config.tlsReloadMs, server, log, metrics: brokerMetrics });
+  const health = createHealthServer({ metrics, ready });
+
+  watcher.start();
+  try {
+    await listen(health, config.metricsPort, config.host);
+    await listen(server, config.port, config.host);
+  } catch (err) {
+    await watcher.stop();
+    stack.stop();
+    health.close();
+    throw err;
+  }
+  accepting = true;
+  reloader.start();
+  const port = (server.address() as { port: number }).port;
+  log.info('podiam broker listening', { port, metricsPort: config.metricsPort, agentServiceAccount: `${config.agentServiceAccount.namespace}/${config.agentServiceAccount.name}`, certificateSubject: certificate.subject, notAfter: certificate.notAfter.toISOString() });
+
+  let stopping: Promise<void> | undefined;
+  return {
+    port,
+    shutdown(signal) {
+      stopping ??= (async () => {
+        log.info('podiam broker stopping', { signal });
+        // Not ready first, still answering for --shutdown-delay (the Service drops this replica;
+        // agents that still ask get "not ready" and ask another replica).
+        accepting = false;
+        await new Promise((resolve) => setTimeout(resolve, config.shutdownDelayMs));
+        reloader.stop();
+        await close(server, 10_000);
+        await close(health, 1_000);
+        await watcher.stop();
+        bucket.stop();
+        stack.stop();
+        log.info('podiam broker stopped');
+      })();
+      return stopping;
+    },
+  };
+}
+
+async function listen(server: Server, port: number, host: string | undefined): Promise<void> {
+  server.listen(port, host);
+  await once(server, 'listening');
+}
+
+function close(server: Server, graceMs: number): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => {
+      server.closeAllConnections();
+      resolve();
+    }, graceMs);
+    timer.unref();
+    const idle = setInterval(() => server.closeIdleConnections(), 50);
+    server.close(() => {
+      clearTimeout(timer);
+      clearInterval(idle);
+      resolve();
+    });
+    server.closeIdleConnections();
+  });
+}

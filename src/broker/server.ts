@@ -1,0 +1,118 @@
+/**
+ * Builds (does not start) the broker's HTTPS server for agents. A request reads top-down:
+ * agent token -> agent's node -> the pod asked about, from the broker's own view, on that node
+ * -> (token path) the pod's own token -> role -> credentials (the cluster's cache over STS).
+ * Every refusal is a 403 with a code, logged and counted; answers are never logged.
+ */
+import https from 'node:https';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { CredentialSource } from '../credentials/source.js';
+import type { WireCredentials, WireRole } from '../credentials/broker-wire.js';
+import { CREDENTIALS_PATH, ROLE_PATH, parsePodRequest } from '../credentials/broker-wire.js';
+import { BadRequest, NotReady, PodiamError, toJsonHttpResponse } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { RoleRequest } from '../roles.js';
+import type { CertificatePair } from '../webhook/tls.js';
+import type { Agent, AgentAuth } from './agent-auth.js';
+import type { BrokerMetrics } from './metrics.js';
+import type { PodView } from './node-restriction.js';
+import { podForNode } from './node-restriction.js';
+
+/** A request is a pod's coordinates and at most one ServiceAccount token. */
+const MAX_BODY_BYTES = 32 * 1024;
+
+export interface BrokerServerDeps {
+  readonly auth: Pick<AgentAuth, 'agent' | 'checkPodToken'>;
+  readonly pods: PodView;
+  readonly source: CredentialSource;
+  readonly ready: () => boolean;
+  readonly log: Logger;
+  readonly metrics: BrokerMetrics;
+}
+
+export function createBrokerServer(certificate: CertificatePair, deps: BrokerServerDeps): https.Server {
+  const server = https.createServer({ cert: certificate.cert, key: certificate.key, minVersion: 'TLSv1.2' }, (req, res) => {
+    void handle(req, res, deps);
+  });
+  server.requestTimeout = 30_000;
+  server.headersTimeout = 10_000;
+  // Longer than the agents' idle sockets live, so the agent closes first (no reuse of a closed one).
+  server.keepAliveTimeout = 65_000;
+  return server;
+}
+
+type Route = 'credentials' | 'role' | 'invalid';
+
+async function handle(req: IncomingMessage, res: ServerResponse, deps: BrokerServerDeps): Promise<void> {
+  const started = process.hrtime.bigint();
+  const path = (req.url ?? '/').split('?')[0];
+  const route: Route = path === CREDENTIALS_PATH ? 'credentials' : path === ROLE_PATH ? 'role' : 'invalid';
+  let agent: Agent | undefined;
+  let pod: string | undefined;
+  try {
+    if (route === 'invalid') throw new BadRequest(404, `no route ${path}; agents POST ${CREDENTIALS_PATH} or ${ROLE_PATH}`);
+    if (req.method !== 'POST') throw new BadRequest(405, `${req.method} not allowed on ${path}; use POST`);
+    if (!deps.ready()) throw new NotReady('the broker\'s informers');
+    agent = await deps.auth.agent(req.headers.authorization); //                403, 503
+    const asked = parsePodRequest(await readBody(req), route === 'credentials'); // 400
+    pod = `${asked.namespace}/${asked.name}`;
+    const info = podForNode(agent.node, asked, deps.pods); //                   404, 403
+    if (asked.proof.kind === 'token') await deps.auth.checkPodToken(asked.proof.token, info); // 403
+    const role = await deps.source.role(info); //                               404, 403 (denials)
+    let answer: WireRole | WireCredentials = wireRole(role);
+    if (route === 'credentials') {
+      const { creds } = await deps.source.credentials(info, asked.proof); //   5xx, 403 (STS refused)
+      const c = JSON.parse(creds.body.toString('utf8')) as { AccessKeyId: string; SecretAccessKey: string; Token: string; Expiration: string };
+      answer = { ...wireRole(role), credentials: { AccessKeyId: c.AccessKeyId, SecretAccessKey: c.SecretAccessKey, Token: c.Token, Expiration: c.Expiration }, issuedMs: creds.issuedMs };
+    }
+    deps.metrics.requests.inc({ route, code: 'OK' });
+    send(res, 200, JSON.stringify(answer));
+  } catch (err) {
+    const answer = toJsonHttpResponse(err);
+    deps.metrics.requests.inc({ route, code: answer.code });
+    const fields = { route, status: answer.status, code: answer.code, agent: agent?.pod, node: agent?.node, pod, reason: err instanceof PodiamError ? err.message : undefined };
+    if (answer.status === 403 && err instanceof PodiamError && isRefusal(err.code)) {
+      deps.metrics.refusals.inc({ code: answer.code });
+      deps.log.warn('broker refused an agent request', fields);
+    } else if (answer.status >= 500) {
+      deps.log.warn('broker could not answer an agent request', fields);
+    } else {
+      deps.log.info('broker denied credentials', fields);
+    }
+    send(res, answer.status, answer.body);
+  } finally {
+    deps.metrics.seconds.observe({ route }, Number(process.hrtime.bigint() - started) / 1e9);
+  }
+}
+
+/** Refusals of the caller (authentication and node restriction), as opposed to the pod's own denials (RoleNotAllowed, ...). */
+const REFUSALS = new Set(['NotAnAgent', 'AgentTokenInvalid', 'AgentPodUnknown', 'PodUidMismatch', 'PodNotOnAgentNode', 'PodEnded', 'TokenNotForPod', 'PodTokenInvalid']);
+function isRefusal(code: string): boolean {
+  return REFUSALS.has(code);
+}
+
+function wireRole(role: RoleRequest): WireRole {
+  return role.externalId === undefined ? { roleArn: role.roleArn, roleName: role.roleName, sessionName: role.sessionName } : { roleArn: role.roleArn, roleName: role.roleName, sessionName: role.sessionName, externalId: role.externalId };
+}
+
+function readBody(req: IncomingMessage): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size > MAX_BODY_BYTES) {
+        req.pause();
+        reject(new BadRequest(413, `request body larger than ${MAX_BODY_BYTES} bytes`));
+      } else chunks.push(c);
+    });
+    req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    req.on('error', reject);
+  });
+}
+
+function send(res: ServerResponse, status: number, body: string): void {
+  if (res.headersSent) return;
+  res.writeHead(status, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body), 'Cache-Control': 'no-store' });
+  res.end(body);
+}
