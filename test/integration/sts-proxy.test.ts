@@ -265,6 +265,39 @@ describe('StsProxy refusing callers by access key (the node role, in broker mode
   });
 });
 
+describe('StsProxy answering AssumeRole itself for some roles (answerRoles)', () => {
+  let moto: Moto;
+  let proxy: StsProxy;
+  beforeAll(async () => {
+    moto = await Moto.start();
+    proxy = await StsProxy.start(moto.url, { refuseAccessKeyIds: ['ASIANODE0000EXAMPLE1'], answerRoles: /:role\/load-/ });
+  });
+  afterAll(async () => {
+    await proxy?.stop();
+    await moto?.stop();
+  });
+
+  test('a matching role is answered at once in STS’s format and traced; others go to moto; a refused key stays refused', async () => {
+    const c = new STSClient({ region: 'us-east-1', endpoint: proxy.url, credentials: { accessKeyId: 'AKIABROKER0000000001', secretAccessKey: 'x' }, maxAttempts: 1 });
+    try {
+      const local = await c.send(new AssumeRoleCommand({ RoleArn: 'arn:aws:iam::123456789012:role/load-7', RoleSessionName: 'default.load-7', DurationSeconds: 900 }));
+      expect(local.AssumedRoleUser?.Arn).toBe('arn:aws:sts::123456789012:assumed-role/load-7/default.load-7');
+      expect(local.Credentials?.AccessKeyId).toMatch(/^ASIA[0-9A-F]{16}$/);
+      expect(local.Credentials!.Expiration!.getTime() - Date.now()).toBeGreaterThan(890_000);
+      const other = await c.send(new AssumeRoleCommand({ RoleArn: ROLE_A, RoleSessionName: 's', DurationSeconds: 900 }));
+      expect(proxy.calls.map((x) => [x.roleArn, x.outcome, x.issuedAccessKeyId])).toEqual([
+        ['arn:aws:iam::123456789012:role/load-7', 'answered', local.Credentials!.AccessKeyId],
+        [ROLE_A, 'forwarded', other.Credentials!.AccessKeyId],
+      ]);
+      const node = new STSClient({ region: 'us-east-1', endpoint: proxy.url, credentials: { accessKeyId: 'ASIANODE0000EXAMPLE1', secretAccessKey: 'x' }, maxAttempts: 1 });
+      await expect(node.send(new AssumeRoleCommand({ RoleArn: 'arn:aws:iam::123456789012:role/load-8', RoleSessionName: 'x' }))).rejects.toMatchObject({ name: 'AccessDenied' });
+      node.destroy();
+    } finally {
+      c.destroy();
+    }
+  });
+});
+
 describe('StsProxy forwarding', () => {
   let target: http.Server;
   let proxy: StsProxy;

@@ -147,9 +147,10 @@ export interface LabOptions {
   /**
    * An STS proxy (test/support/sts-proxy.ts) in front of moto, on the first node
    * (http://192.0.2.1:5001, lab.stsUrl): AssumeRole signed with one of refuseAccessKeyIds is
-   * refused (403 AccessDenied) and counted (lab.stsCalls()).
+   * refused (403 AccessDenied) and counted (lab.stsCalls()). answerRoles (a RegExp source): the
+   * proxy answers AssumeRole of matching role ARNs itself, for loads moto cannot take.
    */
-  readonly stsProxy?: { readonly refuseAccessKeyIds?: readonly string[] };
+  readonly stsProxy?: { readonly refuseAccessKeyIds?: readonly string[]; readonly answerRoles?: string };
   /** Progress lines (what is being built). */
   readonly log?: (line: string) => void;
 }
@@ -669,7 +670,7 @@ export class Lab {
         : this.spawnIn(
             this.nodeNs,
             'sts-proxy',
-            [node, path.join(ROOT, 'dist/test/support/sts-proxy-cli.js'), '--host', NODE_IP, '--port', String(STS_PROXY_PORT), '--control-port', String(STS_PROXY_CONTROL_PORT), '--target', this.motoUrl, ...(this.stsProxy.refuseAccessKeyIds ?? []).flatMap((k) => ['--refuse-key', k])],
+            [node, path.join(ROOT, 'dist/test/support/sts-proxy-cli.js'), '--host', NODE_IP, '--port', String(STS_PROXY_PORT), '--control-port', String(STS_PROXY_CONTROL_PORT), '--target', this.motoUrl, ...(this.stsProxy.refuseAccessKeyIds ?? []).flatMap((k) => ['--refuse-key', k]), ...(this.stsProxy.answerRoles === undefined ? [] : ['--answer-roles', this.stsProxy.answerRoles])],
             { PATH: SYSTEM_PATH },
           );
     await Promise.all([imds.waitFor(/^ready /m), kube.waitFor(/^ready /m), proxy?.waitFor(/^ready /m), this.waitForHttp(this.nodeNs, `${this.motoUrl}/moto-api/`, moto, 30_000)]);
@@ -798,7 +799,8 @@ export class Lab {
       `--node=${n.name}`,
       `--api-server=${n.kubeUrl}`,
       '--insecure',
-      `--base-role-arn=${BASE_ROLE_ARN}`,
+      // In broker mode the role policy is the broker's (the agent refuses its flags).
+      ...(extra.some((a) => a.startsWith('--broker=')) ? [] : [`--base-role-arn=${BASE_ROLE_ARN}`]),
       ...extra,
     ];
   }

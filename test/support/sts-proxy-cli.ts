@@ -2,7 +2,7 @@
  * Standalone StsProxy, e.g. in a lab's node namespace in front of moto:
  *
  *   node dist/test/support/sts-proxy-cli.js --host 192.0.2.1 --port 5001 --target http://192.0.2.1:5000 \
- *     [--refuse-key ASIANODE0000EXAMPLE1 ...] [--control-port 5002]
+ *     [--refuse-key ASIANODE0000EXAMPLE1 ...] [--control-port 5002] [--answer-roles REGEXP]
  *
  * Prints `ready <url>` once listening; stops on SIGTERM/SIGINT. With --control-port, a second
  * listener on the same host lets the test read what the proxy saw: `GET /calls` (the recorded
@@ -28,16 +28,17 @@ async function main(): Promise<void> {
       target: { type: 'string' },
       'refuse-key': { type: 'string', multiple: true, default: [] },
       'control-port': { type: 'string' },
+      'answer-roles': { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
     strict: true,
   });
   if (values.help) {
-    process.stdout.write('usage: sts-proxy-cli --target URL [--host H] [--port P] [--refuse-key KEY ...] [--control-port P]\n');
+    process.stdout.write('usage: sts-proxy-cli --target URL [--host H] [--port P] [--refuse-key KEY ...] [--control-port P] [--answer-roles REGEXP]\n');
     return;
   }
   if (values.target === undefined) throw new Error('--target is required, e.g. --target http://127.0.0.1:5000');
-  const proxy = await StsProxy.start(values.target, { host: values.host, port: intArg('port', values.port), refuseAccessKeyIds: values['refuse-key'] });
+  const proxy = await StsProxy.start(values.target, { host: values.host, port: intArg('port', values.port), refuseAccessKeyIds: values['refuse-key'], ...(values['answer-roles'] !== undefined && { answerRoles: new RegExp(values['answer-roles']) }) });
 
   let control: http.Server | undefined;
   const controlPort = intArg('control-port', values['control-port']);

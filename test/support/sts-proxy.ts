@@ -19,13 +19,18 @@
  *    403 AccessDenied, as STS answers a caller the role's trust policy does not name, and never
  *    forwarded; recorded with outcome 'refused'. The lab uses it for the node role's keys: in
  *    broker mode only the broker's key may assume pod roles.
+ *  - `answerRoles` (option): an AssumeRole (from a key not refused) for a role ARN this pattern
+ *    matches is answered by the proxy itself, at once, with fresh credentials in STS's own format
+ *    (outcome 'answered'), for loads the STS behind cannot take (moto: ~35 AssumeRole/s on a
+ *    2-CPU machine). Those credentials are not known to the STS behind: trace them with
+ *    `issuedAccessKeyId`, not with GetCallerIdentity.
  * Otherwise requests are forwarded verbatim (method, path, headers incl. Host, body) and
  * the response is piped back unchanged.
  */
 import http from 'node:http';
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { closeServer, hostUrl, listen } from './net.js';
 
 export interface StsCall {
@@ -44,7 +49,7 @@ export interface StsCall {
    * 'forwarded' (reached the target), 'failed' (answered by failNext), 'error' (target
    * unreachable: 502), 'refused' (AssumeRole signed with a refused key: 403 AccessDenied).
    */
-  outcome: 'forwarded' | 'failed' | 'error' | 'refused';
+  outcome: 'forwarded' | 'failed' | 'error' | 'refused' | 'answered';
   /** HTTP status returned to the client (set once known). */
   status?: number;
   /**
@@ -76,6 +81,8 @@ export interface StsProxyOptions {
   latencyMs?: number;
   /** AssumeRole signed with one of these access key ids is refused (403 AccessDenied). */
   refuseAccessKeyIds?: readonly string[];
+  /** AssumeRole of a role ARN this matches is answered by the proxy itself (see the top of this file). */
+  answerRoles?: RegExp;
 }
 
 interface PendingFault {
@@ -148,6 +155,7 @@ export class StsProxy {
   private latencyMs: number;
   private faults: PendingFault[] = [];
   private readonly refusedKeys = new Set<string>();
+  private readonly answerRoles: RegExp | undefined;
   private readonly sockets = new Set<Socket>();
   private readonly timers = new Set<NodeJS.Timeout>();
   private readonly agent = new http.Agent({ keepAlive: false });
@@ -166,6 +174,7 @@ export class StsProxy {
     this.targetUrl = new URL(target);
     this.latencyMs = opts.latencyMs ?? 0;
     for (const id of opts.refuseAccessKeyIds ?? []) this.refusedKeys.add(id);
+    this.answerRoles = opts.answerRoles;
   }
 
   static async start(target: string, opts: StsProxyOptions = {}): Promise<StsProxy> {
@@ -300,7 +309,10 @@ export class StsProxy {
           req.socket.destroy();
           return;
         }
-        if (refused) {
+        if (!refused && fault === undefined && action === 'AssumeRole' && call.roleArn !== undefined && this.answerRoles?.test(call.roleArn) === true) {
+          call.outcome = 'answered';
+          this.sendCredentials(res, call);
+        } else if (refused) {
           call.outcome = 'refused';
           // What STS answers when the role's trust policy does not allow the caller.
           this.sendFault(res, call, { status: 403, code: 'AccessDenied', message: `User: ${akid} is not authorized to perform: sts:AssumeRole on resource: ${call.roleArn ?? '(none)'}`, type: 'Sender' });
@@ -321,6 +333,28 @@ export class StsProxy {
         go();
       }
     });
+  }
+
+  /** An AssumeRole answer made here: fresh credentials for the call's role and session, in STS's XML. */
+  private sendCredentials(res: ServerResponse, call: StsCall): void {
+    const accessKeyId = `ASIA${randomBytes(8).toString('hex').toUpperCase()}`;
+    const session = call.sessionName ?? 'session';
+    const roleName = (call.roleArn ?? '').replace(/^.*:role\//, '');
+    const account = /^arn:aws:iam::(\d+):/.exec(call.roleArn ?? '')?.[1] ?? '123456789012';
+    const expiration = new Date(Date.now() + (call.durationSeconds ?? 3600) * 1000).toISOString().replace(/\.\d{3}Z$/, 'Z');
+    const requestId = randomUUID();
+    const xml =
+      '<AssumeRoleResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">\n  <AssumeRoleResult>\n    <Credentials>\n' +
+      `      <AccessKeyId>${accessKeyId}</AccessKeyId>\n      <SecretAccessKey>${randomBytes(30).toString('base64')}</SecretAccessKey>\n` +
+      `      <SessionToken>${randomBytes(200).toString('base64')}</SessionToken>\n      <Expiration>${expiration}</Expiration>\n    </Credentials>\n` +
+      `    <AssumedRoleUser>\n      <AssumedRoleId>AROA${randomBytes(8).toString('hex').toUpperCase()}:${escapeXml(session)}</AssumedRoleId>\n` +
+      `      <Arn>arn:aws:sts::${account}:assumed-role/${escapeXml(roleName)}/${escapeXml(session)}</Arn>\n    </AssumedRoleUser>\n  </AssumeRoleResult>\n` +
+      `  <ResponseMetadata>\n    <RequestId>${requestId}</RequestId>\n  </ResponseMetadata>\n</AssumeRoleResponse>\n`;
+    const buf = Buffer.from(xml, 'utf8');
+    call.status = 200;
+    call.issuedAccessKeyId = accessKeyId;
+    res.writeHead(200, { 'Content-Type': 'text/xml', 'Content-Length': String(buf.length), 'x-amzn-RequestId': requestId, Date: new Date().toUTCString() });
+    res.end(buf);
   }
 
   private sendFault(res: ServerResponse, call: StsCall, fault: StsFault): void {
