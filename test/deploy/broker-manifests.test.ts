@@ -114,8 +114,11 @@ test(`kubectl kustomize ${OVERLAY}: the base, the broker's objects, and the Daem
       'ServiceAccount/podiam-broker',
     ].sort(),
   );
-  // Every base object but the DaemonSet is untouched.
-  for (const obj of base.filter((o) => o.kind !== 'DaemonSet')) expect(find(objs, obj.kind, obj.metadata.name)).toEqual(obj);
+  // Every base object but the DaemonSet and the agents' ClusterRole is untouched.
+  for (const obj of base.filter((o) => o.kind !== 'DaemonSet' && o.kind !== 'ClusterRole')) expect(find(objs, obj.kind, obj.metadata.name)).toEqual(obj);
+  const role = structuredClone(find(objs, 'ClusterRole', 'podiam'));
+  role.rules[0].resources = ['pods', 'namespaces', 'serviceaccounts'];
+  expect(role).toEqual(find(base, 'ClusterRole', 'podiam'));
   // The DaemonSet: the same, plus four flags, two mounts and two volumes.
   const before = find(base, 'DaemonSet', 'podiam');
   const after = structuredClone(find(objs, 'DaemonSet', 'podiam'));
@@ -292,6 +295,12 @@ test('RBAC: exactly list/watch on pods, namespaces and serviceaccounts and creat
   const sa = find(objs, 'ServiceAccount');
   expect(find(objs, 'ClusterRoleBinding').roleRef).toEqual({ apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: role.metadata.name });
   expect(find(objs, 'ClusterRoleBinding').subjects).toEqual([{ kind: 'ServiceAccount', name: sa.metadata.name, namespace: sa.metadata.namespace }]);
+});
+
+test('the agents’ ClusterRole in broker mode: their own pods, Events and TokenReviews; no namespaces or ServiceAccounts (the broker decides roles)', () => {
+  const role = find(objs, 'ClusterRole', 'podiam');
+  const grants = (role.rules as Obj[]).flatMap((r) => (r.apiGroups as string[]).flatMap((g) => (r.resources as string[]).flatMap((res) => (r.verbs as string[]).map((v) => `${g}/${res}:${v}`))));
+  expect(grants.sort()).toEqual(['/events:create', '/events:patch', '/pods:get', '/pods:list', '/pods:watch', 'authentication.k8s.io/tokenreviews:create'].sort());
 });
 
 test('an operator’s own kustomization (the README’s example): a CNI overlay + the broker component + IRSA for the broker + a base role ARN', () => {
