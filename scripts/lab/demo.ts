@@ -14,7 +14,7 @@ import { readFileSync } from 'node:fs';
 import type { Lab, LabPod, LabPodiam } from '../../test/support/lab.js';
 import { AWS_CLI, BASE_ROLE_ARN, Lab as LabClass, METADATA_IP, METADATA_IP6, NODE_IP, NODE_IP6, labPrerequisites } from '../../test/support/lab.js';
 import type { LabBroker } from '../../test/support/lab-broker.js';
-import { BROKER_ACCESS_KEY_ID, NODE_KEYS, brokerAgentArgs, brokerAgentEnv, brokerArgs, brokerTls, startBroker } from '../../test/support/lab-broker.js';
+import { BROKER_ACCESS_KEY_ID, BROKER_KEYS, NODE_KEYS, brokerAgentArgs, brokerAgentEnv, brokerArgs, brokerTls, startBroker } from '../../test/support/lab-broker.js';
 
 const color = process.stdout.isTTY && process.env.NO_COLOR === undefined;
 const paint = (code: string) => (s: string) => (color ? `\x1b[${code}m${s}\x1b[0m` : s);
@@ -307,9 +307,9 @@ async function brokerMode(): Promise<void> {
 
     const calls = await lab.stsCalls();
     const assumes = calls.filter((c) => c.action === 'AssumeRole');
-    const byBroker = assumes.filter((c) => c.accessKeyId === BROKER_ACCESS_KEY_ID && c.outcome === 'forwarded').length;
+    const byBroker = assumes.filter((c) => BROKER_KEYS.includes(c.accessKeyId ?? '') && c.outcome === 'forwarded').length;
     const refused = assumes.filter((c) => c.outcome === 'refused').length;
-    answer(`STS saw ${assumes.length} AssumeRole: ${byBroker} signed by the broker's key (served), ${refused} with a node's key (refused)`);
+    answer(`STS saw ${assumes.length} AssumeRole: ${byBroker} signed by the brokers' keys (served; each replica prefetches every pod), ${refused} with a node's key (refused)`);
     check(byBroker + refused === assumes.length && refused === 1, "every pod role was assumed by the broker; the one attempt with a node's key was refused");
   } catch (err) {
     failed++;

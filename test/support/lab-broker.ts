@@ -22,8 +22,13 @@ import { metricSum } from './metrics-text.js';
 import { podiamArgv, shebangEnv } from './podiam-process.js';
 import { makeCa, makeServingCertificate } from './webhook.js';
 
-/** The broker's own AWS key: the one principal the pod roles trust. */
-export const BROKER_ACCESS_KEY_ID = 'AKIALABBROKER0000001';
+/**
+ * The brokers' own AWS keys, one a replica (as IRSA gives each replica a session of its own):
+ * the broker's role is the one principal the pod roles trust.
+ */
+export const BROKER_KEYS: readonly string[] = ['AKIALABBROKER0000001', 'AKIALABBROKER0000002', 'AKIALABBROKER0000003'];
+/** Replica 0's key. */
+export const BROKER_ACCESS_KEY_ID = BROKER_KEYS[0]!;
 /** The keys a node holds (the lab agents' static key, the fake IMDS's node-role key): refused for AssumeRole. */
 export const NODE_KEYS: readonly string[] = ['testing', NODE_ACCESS_KEY_ID];
 /** Replica i listens on BROKER_PORT + i (https) and BROKER_METRICS_PORT + i (http: /healthz, /readyz, /metrics). */
@@ -52,11 +57,13 @@ export function brokerTls(lab: Lab): LabBrokerTls {
   return tls;
 }
 
-/** The broker's environment: its own key, STS at the lab's STS proxy, no IMDS lookups of its own. */
-export function brokerEnv(lab: Lab): NodeJS.ProcessEnv {
+/** Replica `replica`'s environment: its own key, STS at the lab's STS proxy, no IMDS lookups of its own. */
+export function brokerEnv(lab: Lab, replica = 0): NodeJS.ProcessEnv {
+  const key = BROKER_KEYS[replica];
+  if (key === undefined) throw new Error(`the lab has keys for ${BROKER_KEYS.length} broker replicas`);
   return {
     PATH: SYSTEM_PATH,
-    AWS_ACCESS_KEY_ID: BROKER_ACCESS_KEY_ID,
+    AWS_ACCESS_KEY_ID: key,
     AWS_SECRET_ACCESS_KEY: 'broker-secret',
     AWS_REGION: 'us-east-1',
     AWS_ENDPOINT_URL_STS: lab.stsUrl,
@@ -148,7 +155,7 @@ export function brokerArgs(lab: Lab, replica = 0, extra: readonly string[] = [])
 export async function startBroker(lab: Lab, opts: { replica?: number; extraArgs?: readonly string[]; env?: NodeJS.ProcessEnv; wait?: 'ready' | 'none' } = {}): Promise<LabBroker> {
   const replica = opts.replica ?? 0;
   const args = brokerArgs(lab, replica, opts.extraArgs);
-  const proc = lab.spawnIn(lab.nodeNs, `broker-${replica}`, [process.execPath, ...podiamArgv(args)], { ...(opts.env ?? brokerEnv(lab)), ...shebangEnv() });
+  const proc = lab.spawnIn(lab.nodeNs, `broker-${replica}`, [process.execPath, ...podiamArgv(args)], { ...(opts.env ?? brokerEnv(lab, replica)), ...shebangEnv() });
   const broker = new LabBroker(proc, lab, replica, args);
   if ((opts.wait ?? 'ready') === 'ready') await broker.waitReady();
   return broker;
