@@ -7,6 +7,7 @@
  * on the address, the CA, the token audience and the agents' ServiceAccount; the agents hold no
  * AWS credentials and no STS flag in this mode; RBAC is exactly what the broker reads.
  */
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { Certificate } from '@kubernetes-models/cert-manager/cert-manager.io/v1/Certificate';
 import { Issuer } from '@kubernetes-models/cert-manager/cert-manager.io/v1/Issuer';
@@ -68,9 +69,17 @@ function agentContainer(objs: readonly Obj[]): Obj {
   return only(find(objs, 'DaemonSet', 'podiam').spec.template.spec.containers as Obj[]);
 }
 
+/** The Dockerfile's ENTRYPOINT, as a list. */
+function entrypoint(): string[] {
+  const line = readFileSync(path.join(ROOT, 'Dockerfile'), 'utf8').split('\n').find((l) => l.startsWith('ENTRYPOINT '));
+  return JSON.parse(line!.slice('ENTRYPOINT '.length)) as string[];
+}
+
 function brokerFlags(objs: readonly Obj[]): Map<string, string> {
   const c = brokerContainer(objs);
-  expect(c.command).toBeUndefined(); // the image's ENTRYPOINT is podiam; the first arg picks the subcommand
+  // The image's ENTRYPOINT with a bigger V8 old space (and nothing else changed); the first arg picks the subcommand.
+  const oldSpace = (argv: readonly string[]) => argv.map((a) => a.replace(/^--max-old-space-size=\d+$/, '--max-old-space-size=N'));
+  expect(oldSpace(c.command as string[])).toEqual(oldSpace(entrypoint()));
   expect(c.args[0]).toBe('broker');
   return flags(c.args as string[]);
 }
@@ -281,6 +290,11 @@ test('the broker pod: its own ServiceAccount, non-root, read-only, no capabiliti
   expect(c.securityContext).toEqual({ privileged: false, allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: { drop: ['ALL'] } });
   expect((pod.volumes as Obj[]).every((v) => v.hostPath === undefined)).toBe(true);
   for (const kind of ['requests', 'limits']) expect(Object.keys(c.resources[kind]).sort()).toEqual(['cpu', 'memory']);
+  // V8 gives way (collects harder, at worst exits) before the kernel's OOM killer: the old space fits the limit.
+  const oldSpaceMB = Number(/^--max-old-space-size=(\d+)$/.exec((c.command as string[]).find((a) => a.startsWith('--max-old-space-size='))!)![1]);
+  const limitMB = Number(/^(\d+)Gi$/.exec(c.resources.limits.memory)![1]) * 1024;
+  expect(oldSpaceMB).toBeGreaterThan(192);
+  expect(oldSpaceMB).toBeLessThan(limitMB);
 });
 
 test('RBAC: exactly list/watch on pods, namespaces and serviceaccounts and create tokenreviews, bound to the broker’s ServiceAccount', () => {
