@@ -143,7 +143,7 @@ export function brokerArgs(lab: Lab, replica = 0, extra: readonly string[] = [])
     `--tls-key-file=${tls.keyFile}`,
     `--agent-service-account=${AGENT_NAMESPACE}/${AGENT_SERVICE_ACCOUNT}`,
     `--agent-audience=${BROKER_AUDIENCE}`,
-    '--sts-qps=1000',
+    '--sts-qps=10', // the Deployment's: background prefetch paced, a pod's request first
     `--api-server=${lab.kubeUrl}`,
     '--insecure',
     `--base-role-arn=${BASE_ROLE_ARN}`,
