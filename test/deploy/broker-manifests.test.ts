@@ -139,11 +139,13 @@ test(`kubectl kustomize ${OVERLAY}: the base, the broker's objects, and the Daem
   expect(after).toEqual(before);
 });
 
-test('the migration’s first step, `kubectl apply -k … -l app.kubernetes.io/name=podiam-broker`, selects exactly the broker’s objects (not the DaemonSet)', () => {
+test('the migration’s first step, `kubectl apply -k … -l app.kubernetes.io/name=podiam-broker`, selects exactly the broker’s objects, its second the DaemonSet alone', () => {
   const selected = objs.filter((o) => o.metadata.labels?.['app.kubernetes.io/name'] === BROKER);
   const baseIds = base.map((o) => `${o.kind}/${o.metadata.name}`);
   expect(selected.map((o) => `${o.kind}/${o.metadata.name}`).sort()).toEqual(objs.map((o) => `${o.kind}/${o.metadata.name}`).filter((id) => !baseIds.includes(id)).sort());
   expect(selected.some((o) => o.kind === 'DaemonSet')).toBe(false);
+  // Its second step, `-l app.kubernetes.io/component=node-agent`: the DaemonSet alone (not the agents' ClusterRole).
+  expect(objs.filter((o) => o.metadata.labels?.['app.kubernetes.io/component'] === 'node-agent').map((o) => `${o.kind}/${o.metadata.name}`)).toEqual(['DaemonSet/podiam']);
 });
 
 test('every object validates against its schema, has no unknown fields, and sits in kube-system when namespaced', () => {
