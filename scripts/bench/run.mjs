@@ -16,6 +16,9 @@
  *   token        cached GET /v1/credentials (token identity) vs the cached IMDS credentials path, same podiam, same run
  *   scale        one node's agent among 5,000 namespaces, 50,000 ServiceAccounts and 10,000 pods, before/after:
  *                RSS, bytes downloaded at start, time to first credentials, cached req/s (scripts/bench/scale.mjs)
+ *   broker       `podiam broker` with 100,000 pods, 50,000 ServiceAccounts, 5,000 namespaces and 1,000
+ *                simulated agents: RSS and CPU (scripts/bench/broker.mjs)
+ *   brokerAgent  the agent in broker mode next to standalone, 110 pods: RSS and the cached path
  *
  *   npm run bench                              # the full run (about 10 minutes)
  *   BENCH_QUICK=1 npm run bench                # short durations, for a smoke run (BENCH_ROUNDS=3 for medians)
@@ -45,6 +48,7 @@ import { realisticPod } from './pods.mjs';
 import { summarize } from './profile-summary.mjs';
 import { startExpiryRewriter } from './sts-expiry-rewriter.mjs';
 import * as kube2iam from './kube2iam.mjs';
+import * as broker from './broker.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.resolve(HERE, '../..');
@@ -793,6 +797,7 @@ function markdown(r) {
     L.push(s.scale.table, '');
   }
   kube2iam.markdownSections(s, L);
+  broker.markdownSections(s, L);
   return L.join('\n') + '\n';
 }
 
@@ -814,7 +819,8 @@ function scaleScenario() {
   return scale({ root: ROOT, quick: QUICK, log, sleep, freePort, awsTestEnv, stsUrl: sts.url, imdsPort: imds.port, KubeApiServer, realisticPod, measure });
 }
 
-const SCENARIOS = { cached, first, passthrough, memory110, memory10k, footprint: footprintScenario, scale: scaleScenario, sts: stsEconomy, scope: () => kube2iam.scope(kube2iamCtx()), regexp: () => kube2iam.regexp(kube2iamCtx()), profile, token };
+const brokerCtx = () => ({ log, quick: QUICK, sleep, until, freePort, measure, paired, cpuMs, ip, NODE, BASE_ARN, CRED_PATH, awsTestEnv, stsUrl: sts.url, imdsPort: imds.port, memLoadMs: QUICK ? 5000 : 20_000 });
+const SCENARIOS = { cached, first, passthrough, memory110, memory10k, footprint: footprintScenario, sts: stsEconomy, scope: () => kube2iam.scope(kube2iamCtx()), regexp: () => kube2iam.regexp(kube2iamCtx()), profile, token, scale: scaleScenario, broker: () => broker.brokerScale(brokerCtx()), brokerAgent: () => broker.brokerAgent(brokerCtx()) };
 let failed = false;
 try {
   log(`podiam bench${QUICK ? ' (quick)' : ''}: ${JSON.stringify(results.machine)}`);

@@ -2,13 +2,19 @@
  * `npm run demo`: builds the node lab (test/support/lab.ts) with three pods, runs podiam with
  * --iptables, and from inside each pod asks 169.254.169.254 with curl (IMDSv1 and IMDSv2) and the
  * AWS CLI, as an application would, and [fd00:ec2::254] over IPv6. Then restarts podiam (the
- * rules stay: a pod is refused, not given the node's role) and uninstalls with --cleanup. Prints what it built, what each pod asked and what it got,
- * checks every answer, and tears everything down. Exit 0 when every check passed.
+ * rules stay: a pod is refused, not given the node's role) and uninstalls with --cleanup. Then
+ * broker mode on two nodes: `podiam broker` (two replicas, their own AWS key) is the only caller
+ * of STS, which refuses the nodes' own role; each node's agent gets only its own pods' roles.
+ * Prints what it built, what each pod asked and what it got, checks every answer, and tears
+ * everything down. Exit 0 when every check passed.
  *
  *   node dist/scripts/lab/demo.js          (as root; scripts/demo.sh is the entry point)
  */
+import { readFileSync } from 'node:fs';
 import type { Lab, LabPod, LabPodiam } from '../../test/support/lab.js';
-import { AWS_CLI, Lab as LabClass, METADATA_IP, METADATA_IP6, NODE_IP, NODE_IP6, labPrerequisites } from '../../test/support/lab.js';
+import { AWS_CLI, BASE_ROLE_ARN, Lab as LabClass, METADATA_IP, METADATA_IP6, NODE_IP, NODE_IP6, labPrerequisites } from '../../test/support/lab.js';
+import type { LabBroker } from '../../test/support/lab-broker.js';
+import { BROKER_ACCESS_KEY_ID, BROKER_KEYS, NODE_KEYS, brokerAgentArgs, brokerAgentEnv, brokerArgs, brokerTls, startBroker } from '../../test/support/lab-broker.js';
 
 const color = process.stdout.isTTY && process.env.NO_COLOR === undefined;
 const paint = (code: string) => (s: string) => (color ? `\x1b[${code}m${s}\x1b[0m` : s);
@@ -229,10 +235,89 @@ async function main(): Promise<number> {
   } finally {
     await lab?.destroy();
   }
+  if (!interrupted && failed === 0) await brokerMode();
   out();
   const summary = `${passed} checks passed, ${failed} failed, in ${seconds(Date.now() - started)}; the lab is torn down.`;
   out(failed === 0 ? green(bold(summary)) : red(bold(summary)));
   return failed === 0 ? 0 : 1;
+}
+
+/** Section 6: two nodes, two broker replicas, agents in broker mode, STS refusing the nodes' role. */
+async function brokerMode(): Promise<void> {
+  section('6. Broker mode: two nodes; `podiam broker` is the only caller of STS; the nodes\' own role can assume no pod role');
+  let lab: Lab | undefined;
+  const brokers: LabBroker[] = [];
+  try {
+    const t0 = Date.now();
+    lab = await LabClass.create({
+      nodes: ['lab-node', 'lab-node-b'],
+      pods: [
+        { name: 'web-a', role: 'web-a-role' },
+        { name: 'web-b', role: 'web-b-role', node: 'lab-node-b' },
+      ],
+      agentPods: true,
+      stsProxy: { refuseAccessKeyIds: NODE_KEYS },
+    });
+    const [na, nb] = lab.nodes;
+    out(`  node     ${na!.name.padEnd(11)} ${na!.netns}: ${na!.ip}; node     ${nb!.name} ${nb!.netns}: ${nb!.ip} (routed through ${na!.name})`);
+    for (const p of lab.pods) out(`  pod      ${`${p.namespace}/${p.name}`.padEnd(14)} ${p.ip.padEnd(11)} on ${p.node.padEnd(11)} iam.amazonaws.com/role: ${p.role}`);
+    out(`  STS      ${lab.stsUrl}: a proxy in front of moto that refuses every AssumeRole signed with a node's key (${NODE_KEYS.join(', ')})`);
+    out(`           — the pod roles' trust policies name the broker's role only`);
+    out(dim(`  built in ${seconds(Date.now() - t0)}`));
+    command(`AWS_ACCESS_KEY_ID=${BROKER_ACCESS_KEY_ID} podiam ${brokerArgs(lab, 0).join(' ')}   # and replica 1 on :8444`);
+    brokers.push(await startBroker(lab, { replica: 0 }), await startBroker(lab, { replica: 1 }));
+    for (const node of ['lab-node', 'lab-node-b']) {
+      const extra = await brokerAgentArgs(lab, node, brokers);
+      command(`podiam ${lab.podiamArgs(extra, node).join(' ')}   ${dim(`# on ${node}, no AWS credentials of its own`)}`);
+      await lab.startPodiam({ node, env: brokerAgentEnv(lab), extraArgs: extra });
+    }
+
+    for (const p of lab.pods) {
+      out();
+      out(`  ${bold(`── pod ${p.namespace}/${p.name}`)}  ${dim(`on ${p.node}`)}`);
+      const cli = await awsShown(lab, p.netns);
+      const want = `assumed-role/${p.role}/${p.namespace}.${p.name}`;
+      check(cli.code === 0 && cli.stdout.includes(want), `STS says ${want}, through its node's agent and the broker`);
+    }
+
+    out();
+    out(`  ${bold('── a hostNetwork process on lab-node-b (or root there): the node role, from the metadata service')}`);
+    const args = `sts assume-role --role-arn ${BASE_ROLE_ARN}web-a-role --role-session-name stolen --endpoint-url ${lab.stsUrl} --region us-east-1`;
+    command(`aws ${args}`);
+    const stolen = await lab.exec(nb!.netns, ['sh', '-c', `${AWS_CLI} ${args}`], { env: lab.cleanClientEnv(), timeoutMs: 30_000 });
+    answer((stolen.stderr.trim() || stolen.stdout.trim()).split('\n').pop() ?? '', `(exit ${stolen.code})`);
+    check(stolen.code !== 0 && /AccessDenied/.test(stolen.stderr), "the node role cannot assume a pod role: STS refuses it");
+
+    out();
+    out(`  ${bold("── lab-node's agent token, asking the broker for lab-node-b's pod")}`);
+    const webB = await lab.kube('GET', '/api/v1/namespaces/default/pods/web-b');
+    const token = readFileSync(await lab.agentTokenFile('lab-node'), 'utf8');
+    const body = JSON.stringify({ namespace: 'default', name: 'web-b', uid: webB.body.metadata.uid, proof: { kind: 'ip' } });
+    command(`curl -s --cacert ca.crt -H "Authorization: Bearer $AGENT_A_TOKEN" -d '${body}' ${brokers[0]!.url}/v1/credentials`);
+    const r = await lab.exec(na!.netns, ['curl', '-sS', '--cacert', brokerTls(lab).caFile, '-w', '\n%{http_code}', '-H', `Authorization: Bearer ${token}`, '-H', 'Content-Type: application/json', '--data-binary', body, `${brokers[0]!.url}/v1/credentials`]);
+    const cut = r.stdout.lastIndexOf('\n');
+    answer(r.stdout.slice(0, cut), `(HTTP ${r.stdout.slice(cut + 1)})`);
+    check(r.stdout.slice(cut + 1) === '403' && /PodNotOnAgentNode/.test(r.stdout), "node restriction: an agent gets its own node's pods only (403 PodNotOnAgentNode)");
+
+    out();
+    out(`  ${bold('── both broker replicas stopped')}`);
+    for (const b of brokers) await b.stop('SIGKILL');
+    const cached = await curlShown(lab, lab.pod('web-a').netns, `curl -s ${CREDS}web-a-role`);
+    check(cached.status === 200, 'a pod whose credentials its agent holds keeps getting them');
+
+    const calls = await lab.stsCalls();
+    const assumes = calls.filter((c) => c.action === 'AssumeRole');
+    const byBroker = assumes.filter((c) => BROKER_KEYS.includes(c.accessKeyId ?? '') && c.outcome === 'forwarded').length;
+    const refused = assumes.filter((c) => c.outcome === 'refused').length;
+    answer(`STS saw ${assumes.length} AssumeRole: ${byBroker} signed by the brokers' keys (served; each replica prefetches every pod), ${refused} with a node's key (refused)`);
+    check(byBroker + refused === assumes.length && refused === 1, "every pod role was assumed by the broker; the one attempt with a node's key was refused");
+  } catch (err) {
+    failed++;
+    out(red(`\nbroker demo failed: ${(err as Error).message}`));
+    for (const b of brokers) out(dim(`broker ${b.replica}'s log:\n${b.output().slice(-2000)}`));
+  } finally {
+    await lab?.destroy();
+  }
 }
 
 main().then(

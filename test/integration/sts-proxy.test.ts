@@ -210,6 +210,94 @@ describe('StsProxy in front of moto', () => {
   });
 });
 
+describe('StsProxy refusing callers by access key (the node role, in broker mode)', () => {
+  let moto: Moto;
+  let proxy: StsProxy;
+  const clients: STSClient[] = [];
+  const as = (accessKeyId: string): STSClient => {
+    const c = new STSClient({ region: 'us-east-1', endpoint: proxy.url, credentials: { accessKeyId, secretAccessKey: 'x' }, maxAttempts: 1 });
+    clients.push(c);
+    return c;
+  };
+
+  beforeAll(async () => {
+    moto = await Moto.start();
+    proxy = await StsProxy.start(moto.url, { refuseAccessKeyIds: ['ASIANODE0000EXAMPLE1'] });
+  });
+  afterAll(async () => {
+    for (const c of clients) c.destroy();
+    await proxy?.stop();
+    await moto?.stop();
+  });
+
+  test('AssumeRole signed with a refused key: 403 AccessDenied, not forwarded, counted; another key passes; other actions pass', async () => {
+    const err = await as('ASIANODE0000EXAMPLE1')
+      .send(new AssumeRoleCommand({ RoleArn: ROLE_A, RoleSessionName: 'n', DurationSeconds: 900 }))
+      .catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(STSServiceException);
+    expect((err as STSServiceException).name).toBe('AccessDenied');
+    expect((err as STSServiceException).$metadata.httpStatusCode).toBe(403);
+    expect((err as STSServiceException).message).toContain(ROLE_A);
+    expect(proxy.calls).toEqual([expect.objectContaining({ action: 'AssumeRole', roleArn: ROLE_A, accessKeyId: 'ASIANODE0000EXAMPLE1', outcome: 'refused', status: 403 })]);
+
+    // The broker's key assumes the same role; the call records the key STS issued.
+    const out = await as('AKIABROKER0000000001').send(new AssumeRoleCommand({ RoleArn: ROLE_A, RoleSessionName: 'b', DurationSeconds: 900 }));
+    expect(out.AssumedRoleUser?.Arn).toBe('arn:aws:sts::123456789012:assumed-role/app-a/b');
+    expect(proxy.calls[1]).toMatchObject({ accessKeyId: 'AKIABROKER0000000001', outcome: 'forwarded', status: 200, issuedAccessKeyId: out.Credentials!.AccessKeyId });
+    expect(proxy.calls[0]!.issuedAccessKeyId).toBeUndefined();
+    // The refused key may still ask who it is (only AssumeRole is refused).
+    expect((await as('ASIANODE0000EXAMPLE1').send(new GetCallerIdentityCommand({}))).Account).toBe('123456789012');
+
+    // A fault injected meanwhile is not consumed by a refused call.
+    proxy.failNext(1, { action: 'AssumeRole' });
+    await expect(as('ASIANODE0000EXAMPLE1').send(new AssumeRoleCommand({ RoleArn: ROLE_B, RoleSessionName: 'n', DurationSeconds: 900 }))).rejects.toMatchObject({ name: 'AccessDenied' });
+    expect(proxy.pendingFailures).toBe(1);
+    expect(proxy.refusedCount()).toBe(2);
+    expect(proxy.refusedCount('ASIANODE0000EXAMPLE1')).toBe(2);
+    expect(proxy.refusedCount('AKIABROKER0000000001')).toBe(0);
+
+    // Keys can be added later; reset() forgets calls but not the refused keys.
+    proxy.reset();
+    proxy.refuseAccessKeys(['testing']);
+    await expect(as('testing').send(new AssumeRoleCommand({ RoleArn: ROLE_A, RoleSessionName: 't', DurationSeconds: 900 }))).rejects.toMatchObject({ name: 'AccessDenied' });
+    await expect(as('ASIANODE0000EXAMPLE1').send(new AssumeRoleCommand({ RoleArn: ROLE_A, RoleSessionName: 't', DurationSeconds: 900 }))).rejects.toMatchObject({ name: 'AccessDenied' });
+    expect(proxy.refusedCount()).toBe(2);
+  });
+});
+
+describe('StsProxy answering AssumeRole itself for some roles (answerRoles)', () => {
+  let moto: Moto;
+  let proxy: StsProxy;
+  beforeAll(async () => {
+    moto = await Moto.start();
+    proxy = await StsProxy.start(moto.url, { refuseAccessKeyIds: ['ASIANODE0000EXAMPLE1'], answerRoles: /:role\/load-/ });
+  });
+  afterAll(async () => {
+    await proxy?.stop();
+    await moto?.stop();
+  });
+
+  test('a matching role is answered at once in STS’s format and traced; others go to moto; a refused key stays refused', async () => {
+    const c = new STSClient({ region: 'us-east-1', endpoint: proxy.url, credentials: { accessKeyId: 'AKIABROKER0000000001', secretAccessKey: 'x' }, maxAttempts: 1 });
+    try {
+      const local = await c.send(new AssumeRoleCommand({ RoleArn: 'arn:aws:iam::123456789012:role/load-7', RoleSessionName: 'default.load-7', DurationSeconds: 900 }));
+      expect(local.AssumedRoleUser?.Arn).toBe('arn:aws:sts::123456789012:assumed-role/load-7/default.load-7');
+      expect(local.Credentials?.AccessKeyId).toMatch(/^ASIA[0-9A-F]{16}$/);
+      expect(local.Credentials!.Expiration!.getTime() - Date.now()).toBeGreaterThan(890_000);
+      const other = await c.send(new AssumeRoleCommand({ RoleArn: ROLE_A, RoleSessionName: 's', DurationSeconds: 900 }));
+      expect(proxy.calls.map((x) => [x.roleArn, x.outcome, x.issuedAccessKeyId])).toEqual([
+        ['arn:aws:iam::123456789012:role/load-7', 'answered', local.Credentials!.AccessKeyId],
+        [ROLE_A, 'forwarded', other.Credentials!.AccessKeyId],
+      ]);
+      const node = new STSClient({ region: 'us-east-1', endpoint: proxy.url, credentials: { accessKeyId: 'ASIANODE0000EXAMPLE1', secretAccessKey: 'x' }, maxAttempts: 1 });
+      await expect(node.send(new AssumeRoleCommand({ RoleArn: 'arn:aws:iam::123456789012:role/load-8', RoleSessionName: 'x' }))).rejects.toMatchObject({ name: 'AccessDenied' });
+      node.destroy();
+    } finally {
+      c.destroy();
+    }
+  });
+});
+
 describe('StsProxy forwarding', () => {
   let target: http.Server;
   let proxy: StsProxy;

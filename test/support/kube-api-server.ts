@@ -1108,7 +1108,9 @@ export class KubeApiServer {
     };
     if (namespace !== undefined) filter.namespace = namespace;
 
-    const current = [...this.storeFor(resource).values()]
+    // Filtered and sorted only when used: a continued list reads its snapshot (100,000 pods in
+    // 500-item pages must not be sorted 200 times).
+    const current = (): KubeObject[] => [...this.storeFor(resource).values()]
       .filter((o) => matchesFilter(o, filter))
       .sort((a, b) => {
         const ka = `${a.metadata.namespace ?? ''}/${a.metadata.name ?? ''}`;
@@ -1119,13 +1121,15 @@ export class KubeApiServer {
     if (!watch) {
       // Chunked lists (limit/continue), as the real server: every page comes from the snapshot
       // taken for the first one, at that page's resourceVersion.
-      let snapshot: { rv: number; items: KubeObject[] } = { rv: this.rv, items: current };
+      let snapshot: { rv: number; items: KubeObject[] };
       const token = query['continue'];
       if (token !== undefined && token !== '') {
         const held = this.listSnapshots.get(token);
         if (held === undefined) throw new HttpError(statusObject(410, 'The provided continue parameter is too old to display a consistent list result.', 'Expired'));
         this.listSnapshots.delete(token);
         snapshot = held;
+      } else {
+        snapshot = { rv: this.rv, items: current() };
       }
       const limit = Number(query['limit'] ?? 0);
       let page = snapshot.items;
@@ -1178,7 +1182,7 @@ export class KubeApiServer {
 
     const w: Watcher = { resource, filter, bookmarks: parseBool(query['allowWatchBookmarks']), res, view };
     if (fromRv === undefined) {
-      for (const obj of current) this.write(w, { type: 'ADDED', object: obj });
+      for (const obj of current()) this.write(w, { type: 'ADDED', object: obj });
     } else {
       for (const e of this.history) {
         if (e.rv <= fromRv) continue;

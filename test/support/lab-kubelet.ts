@@ -16,7 +16,6 @@
 import { existsSync, mkdirSync, mkdtempSync, realpathSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { ExecResult, Lab, LabPod } from './lab.js';
-import { NODE_NAME } from './lab.js';
 import { ROOT } from './podiam-process.js';
 
 type Obj = Record<string, any>;
@@ -49,7 +48,7 @@ export class LabKubeletPod {
     const namespace = String(created.metadata?.namespace);
     const labPod = lab.pod(name);
     if (labPod.fixture || labPod.namespace !== namespace) throw new Error(`lab pod ${name}: declare it { namespace: '${namespace}', fixture: false } to create it through the API`);
-    if (created.spec?.nodeName !== NODE_NAME) throw new Error(`pod ${namespace}/${name}: spec.nodeName must be ${NODE_NAME} (the lab has no scheduler)`);
+    if (created.spec?.nodeName !== labPod.node) throw new Error(`pod ${namespace}/${name}: spec.nodeName must be ${labPod.node} (the lab has no scheduler)`);
 
     const volumes = new Map<string, { dir: string } | { refused: string }>();
     const tokens: ProjectedToken[] = [];

@@ -12,6 +12,15 @@
  *   └─ veth-imds  ── veth ── eth0 in the metadata ns     routes, on a non-matching node interface
  *
  *   metadata ns (<id>-imds): eth0: 169.254.169.254/32, fd00:ec2::254/128; the fake IMDS on both.
+ *
+ *   More nodes (LabOptions.nodes, e.g. two nodes and a broker): node k (k = 2, 3, ...) is its own
+ *   namespace <id>-node<k>, with 192.0.2.(239+k) and fd00:ab::(ef+k) on lo, linked to the first
+ *   node by a veth (veth-n<k> there, eth0 in node k): the first node stands for the cluster
+ *   network too (it routes between the nodes, to the metadata service, to moto). Node k's pods
+ *   hang off node k exactly as the first node's hang off it (their addresses come from the same
+ *   192.0.2.10+ range, routed by the first node to node k). The Kubernetes test API then also
+ *   listens on the first node's address (http://192.0.2.1:8080), for the other nodes' agents.
+ *   With one node (the default) nothing of this exists and nothing changes.
  *   As on EC2, the metadata service is not on the node: the node routes to it (routes via
  *   veth-imds), so a pod's request to it is forwarded (filter/mangle FORWARD), and only a DNAT
  *   to the node's own address lands in INPUT. Every node-side veth has fe80::1 (the pods' IPv6
@@ -34,6 +43,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { ROOT, podiamArgv, shebangEnv } from './podiam-process.js';
 import { metricSum } from './metrics-text.js';
+import type { StsCall } from './sts-proxy.js';
 
 export const LAB_PREFIX = 'pdmlab';
 export const NODE_IP = '192.0.2.1';
@@ -43,12 +53,20 @@ export const ACCOUNT = '123456789012';
 export const BASE_ROLE_ARN = `arn:aws:iam::${ACCOUNT}:role/`;
 export const MOTO_PORT = 5000;
 export const KUBE_PORT = 8080;
+/** The STS proxy (LabOptions.stsProxy) on the first node, and its control port (GET /calls). */
+export const STS_PROXY_PORT = 5001;
+export const STS_PROXY_CONTROL_PORT = 5002;
 export const APP_PORT = 8181;
 export const OUTSIDER_IP = '192.0.2.200';
 export const NODE_IP6 = 'fd00:ab::1';
 export const METADATA_IP6 = 'fd00:ec2::254';
 export const OUTSIDER_IP6 = 'fd00:ab::200';
 export const IMDS_IFACE = 'veth-imds';
+/** The name the agent's pods have in the fixture with LabOptions.agentPods: kube-system/podiam-<node>. */
+export const AGENT_NAMESPACE = 'kube-system';
+export const AGENT_SERVICE_ACCOUNT = 'podiam';
+/** The audience of the agents' tokens for the broker (the DaemonSet's projected volume in broker mode). */
+export const BROKER_AUDIENCE = 'podiam-broker';
 export const OUTSIDER_IFACE = 'veth-out0';
 /** A PATH with the usual system directories, for commands run inside the lab. */
 /** The lab node's region, as its metadata service says (placement/region). */
@@ -71,9 +89,25 @@ export interface LabPodSpec {
    * through the API (kube()) and plays the kubelet (test/support/lab-kubelet.ts). Default true.
    */
   readonly fixture?: boolean;
+  /** The node it runs on (one of LabOptions.nodes). Default the first node, NODE_NAME. */
+  readonly node?: string;
+  /** spec.serviceAccountName. Default `default`. */
+  readonly serviceAccount?: string;
 }
 
-export interface LabPod extends Required<Pick<LabPodSpec, 'name' | 'namespace' | 'fixture'>> {
+/** A simulated node: its network namespace and addresses. */
+export interface LabNode {
+  readonly name: string;
+  readonly netns: string;
+  readonly ip: string;
+  readonly ip6: string;
+  /** The Kubernetes test API server as this node reaches it. */
+  readonly kubeUrl: string;
+  /** On the first node: the veth to this node (undefined for the first node itself). */
+  readonly linkIface: string | undefined;
+}
+
+export interface LabPod extends Required<Pick<LabPodSpec, 'name' | 'namespace' | 'fixture' | 'node'>> {
   readonly role: string | undefined;
   /** The pod's network namespace. */
   readonly netns: string;
@@ -82,6 +116,7 @@ export interface LabPod extends Required<Pick<LabPodSpec, 'name' | 'namespace' |
   readonly ip6: string;
   /** The node-side end of the pod's veth (matches `--host-interface=cali+`). */
   readonly hostIface: string;
+  readonly serviceAccount: string;
 }
 
 export interface LabPeer {
@@ -100,6 +135,24 @@ export interface LabOptions {
   readonly namespaceLabels?: Readonly<Record<string, Record<string, string>>>;
   /** ServiceAccounts besides every namespace's `default`, with their annotations. */
   readonly serviceAccounts?: ReadonlyArray<{ readonly namespace: string; readonly name: string; readonly annotations?: Record<string, string> }>;
+  /**
+   * The nodes' names, the first being the one every pod runs on by default. Default
+   * [NODE_NAME]: one node. More than one: see the top of this file.
+   */
+  readonly nodes?: readonly string[];
+  /**
+   * The node agents as the DaemonSet makes them, in the fixture: a hostNetwork pod
+   * kube-system/podiam-<node> of ServiceAccount kube-system/podiam on every node (what a broker's
+   * node restriction looks up from an agent's token: agentTokenFile()).
+   */
+  readonly agentPods?: boolean;
+  /**
+   * An STS proxy (test/support/sts-proxy.ts) in front of moto, on the first node
+   * (http://192.0.2.1:5001, lab.stsUrl): AssumeRole signed with one of refuseAccessKeyIds is
+   * refused (403 AccessDenied) and counted (lab.stsCalls()). answerRoles (a RegExp source): the
+   * proxy answers AssumeRole of matching role ARNs itself, for loads moto cannot take.
+   */
+  readonly stsProxy?: { readonly refuseAccessKeyIds?: readonly string[]; readonly answerRoles?: string };
   /** Progress lines (what is being built). */
   readonly log?: (line: string) => void;
   /** Taints of the lab's Node object (the node itself is always in the Kubernetes fixture). */
@@ -349,13 +402,15 @@ export class LabPodiam extends LabProcess {
     child: ChildProcess,
     private readonly lab: Lab,
     readonly args: readonly string[],
+    /** The node it runs on. */
+    readonly node: LabNode = lab.nodes[0]!,
   ) {
-    super('podiam', child);
+    super(node.name === NODE_NAME ? 'podiam' : `podiam@${node.name}`, child);
   }
 
-  /** GET a path on podiam itself (from the node namespace). */
+  /** GET a path on podiam itself (from its node's namespace). */
   get(urlPath: string): Promise<HttpAnswer> {
-    return this.lab.curl(this.lab.nodeNs, `http://${NODE_IP}:${APP_PORT}${urlPath}`);
+    return this.lab.curl(this.node.netns, `http://${this.node.ip}:${APP_PORT}${urlPath}`);
   }
 
   /** Waits until /readyz answers 200 (informers synced and the rule installed). */
@@ -377,15 +432,20 @@ export class LabPodiam extends LabProcess {
 }
 
 export class Lab {
+  /** The first node's namespace (every node: `nodes`). */
   readonly nodeNs: string;
+  /** Every node, the first one first (nodeNs, NODE_IP, NODE_NAME). */
+  readonly nodes: readonly LabNode[];
   /** The metadata service's namespace (off the node, reached by routing). */
   readonly imdsNs: string;
   readonly pods: readonly LabPod[];
   readonly outsider: LabPeer;
   /** STS (moto), reachable from the node and from every pod. */
   readonly motoUrl = `http://${NODE_IP}:${MOTO_PORT}`;
-  /** The Kubernetes test API server, reachable from the node namespace only. */
+  /** The Kubernetes test API server, as the first node reaches it (the others: LabNode.kubeUrl). */
   readonly kubeUrl = `http://127.0.0.1:${KUBE_PORT}`;
+  /** Where STS is for the lab's own processes: the STS proxy when there is one, else moto. */
+  readonly stsUrl: string;
   /** A scratch directory (fixture, empty HOME for clients); removed by destroy(). */
   readonly dir: string;
   private readonly processes: LabProcess[] = [];
@@ -398,15 +458,25 @@ export class Lab {
     readonly id: string,
     pods: readonly LabPodSpec[],
     private readonly say: (line: string) => void,
+    nodeNames: readonly string[] = [NODE_NAME],
+    private readonly stsProxy: LabOptions['stsProxy'] = undefined,
   ) {
     this.nodeNs = `${id}-node`;
     this.imdsNs = `${id}-imds`;
+    this.nodes = nodeNames.map((name, k) =>
+      k === 0
+        ? { name, netns: this.nodeNs, ip: NODE_IP, ip6: NODE_IP6, kubeUrl: this.kubeUrl, linkIface: undefined }
+        : { name, netns: `${id}-node${k + 1}`, ip: `192.0.2.${240 + k}`, ip6: `fd00:ab::${(0xf0 + k).toString(16)}`, kubeUrl: `http://${NODE_IP}:${KUBE_PORT}`, linkIface: `veth-n${k + 1}` },
+    );
+    this.stsUrl = stsProxy === undefined ? this.motoUrl : `http://${NODE_IP}:${STS_PROXY_PORT}`;
     const taken = new Set<string>();
     this.pods = pods.map((p, i) => ({
       name: p.name,
       namespace: p.namespace ?? 'default',
       role: p.role,
       fixture: p.fixture ?? true,
+      node: p.node ?? nodeNames[0]!,
+      serviceAccount: p.serviceAccount ?? 'default',
       netns: `${id}-${p.name}`,
       ip: `192.0.2.${10 + i}`,
       ip6: `fd00:ab::${10 + i}`,
@@ -418,7 +488,14 @@ export class Lab {
 
   /** Every namespace of this lab. */
   get namespaces(): string[] {
-    return [this.nodeNs, ...this.pods.map((p) => p.netns), this.outsider.netns, this.imdsNs];
+    return [...this.nodes.map((n) => n.netns), ...this.pods.map((p) => p.netns), this.outsider.netns, this.imdsNs];
+  }
+
+  /** A node by name (default the first). */
+  node(name: string = this.nodes[0]!.name): LabNode {
+    const n = this.nodes.find((x) => x.name === name);
+    if (!n) throw new Error(`no lab node ${name} (nodes: ${this.nodes.map((x) => x.name).join(', ')})`);
+    return n;
   }
 
   /**
@@ -429,10 +506,15 @@ export class Lab {
   static async create(opts: LabOptions): Promise<Lab> {
     const problem = labPrerequisites();
     if (problem) throw new Error(problem);
+    const nodeNames = opts.nodes ?? [NODE_NAME];
+    if (nodeNames.length < 1 || nodeNames.length > 9 || new Set(nodeNames).size !== nodeNames.length) throw new Error('lab nodes: 1 to 9 distinct names');
     for (const p of opts.pods) {
-      if (!/^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$/.test(p.name) || p.name === 'node' || p.name === 'outsider' || p.name === 'imds') {
-        throw new Error(`lab pod name ${JSON.stringify(p.name)}: use lower-case letters, digits and '-' (not "node", "outsider" or "imds")`);
+      if (!/^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$/.test(p.name) || /^node\d*$/.test(p.name) || p.name === 'outsider' || p.name === 'imds') {
+        throw new Error(`lab pod name ${JSON.stringify(p.name)}: use lower-case letters, digits and '-' (not "node", "node<n>", "outsider" or "imds")`);
       }
+    }
+    for (const p of [...opts.pods, ...(opts.hostNetworkPods ?? [])]) {
+      if (p.node !== undefined && !nodeNames.includes(p.node)) throw new Error(`lab pod ${p.name}: node ${p.node} is not one of the lab's nodes (${nodeNames.join(', ')})`);
     }
     if (new Set(opts.pods.map((p) => p.name)).size !== opts.pods.length) throw new Error('lab pod names must be unique');
     if (opts.pods.length > 180) throw new Error('at most 180 pods');
@@ -444,9 +526,16 @@ export class Lab {
     // per-file module registries, which each have their own labCounter.
     const id = `${LAB_PREFIX}-${process.pid}-${(Date.now() % 1_679_616).toString(36)}${++labCounter}`;
     liveLabs.add(id);
-    const lab = new Lab(id, opts.pods, say);
-    lab.hostNetworkPods = opts.hostNetworkPods ?? [];
-    lab.fixtureExtras = { namespaceLabels: opts.namespaceLabels, serviceAccounts: opts.serviceAccounts, nodeTaints: opts.nodeTaints };
+    const lab = new Lab(id, opts.pods, say, nodeNames, opts.stsProxy);
+    lab.hostNetworkPods = [
+      ...(opts.hostNetworkPods ?? []),
+      ...(opts.agentPods ? nodeNames.map((node) => ({ name: agentPodName(node), namespace: AGENT_NAMESPACE, node, serviceAccount: AGENT_SERVICE_ACCOUNT })) : []),
+    ];
+    lab.fixtureExtras = {
+      namespaceLabels: opts.namespaceLabels,
+      serviceAccounts: [...(opts.serviceAccounts ?? []), ...(opts.agentPods ? [{ namespace: AGENT_NAMESPACE, name: AGENT_SERVICE_ACCOUNT }] : [])],
+      nodeTaints: opts.nodeTaints,
+    };
     process.on('exit', lab.exitHook);
     try {
       await lab.build();
@@ -493,8 +582,30 @@ export class Lab {
     await ipn(this.imdsNs, 'route', 'add', 'default', 'via', NODE_IP, 'dev', 'eth0', 'onlink');
     await ipn(this.imdsNs, 'route', 'add', 'default', 'via', 'fe80::1', 'dev', 'eth0');
 
+    // The other nodes: each linked to the first, which routes between them (the cluster network).
+    for (const n of this.nodes.slice(1)) {
+      await must(IP, ['netns', 'add', n.netns]);
+      await sysctl(n.netns, ...noDad);
+      await ipn(n.netns, 'link', 'set', 'lo', 'up');
+      await ipn(n.netns, 'addr', 'add', `${n.ip}/32`, 'dev', 'lo');
+      await ipn(n.netns, 'addr', 'add', `${n.ip6}/128`, 'dev', 'lo', 'nodad');
+      await sysctl(n.netns, 'net.ipv4.conf.all.rp_filter=0', 'net.ipv4.conf.default.rp_filter=0', 'net.ipv4.ip_forward=1', 'net.ipv6.conf.all.forwarding=1');
+      await ipn(this.nodeNs, 'link', 'add', n.linkIface!, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', n.netns);
+      await sysctl(this.nodeNs, `net/ipv4/conf/${n.linkIface!}/proxy_arp=1`, `net/ipv4/conf/${n.linkIface!}/rp_filter=0`);
+      await ipn(this.nodeNs, 'link', 'set', n.linkIface!, 'up');
+      await ipn(this.nodeNs, 'addr', 'add', 'fe80::1/64', 'dev', n.linkIface!, 'nodad');
+      await ipn(this.nodeNs, 'route', 'add', `${n.ip}/32`, 'dev', n.linkIface!, 'scope', 'link');
+      await ipn(this.nodeNs, 'route', 'add', `${n.ip6}/128`, 'via', 'fe80::2', 'dev', n.linkIface!);
+      await sysctl(n.netns, 'net/ipv4/conf/eth0/proxy_arp=1', 'net/ipv4/conf/eth0/rp_filter=0');
+      await ipn(n.netns, 'addr', 'add', 'fe80::2/64', 'dev', 'eth0', 'nodad');
+      await ipn(n.netns, 'link', 'set', 'eth0', 'up');
+      await ipn(n.netns, 'route', 'add', `${NODE_IP}/32`, 'dev', 'eth0', 'scope', 'link');
+      await ipn(n.netns, 'route', 'add', 'default', 'via', NODE_IP, 'dev', 'eth0', 'onlink');
+      await ipn(n.netns, 'route', 'add', 'default', 'via', 'fe80::1', 'dev', 'eth0');
+    }
+
     // Pods, Calico style: /32 (/128) on eth0, default via the node "onlink" (via fe80::1), proxy ARP on the node side.
-    const peers: LabPeer[] = [...this.pods, this.outsider];
+    const peers: Array<LabPeer & { node?: string }> = [...this.pods, this.outsider];
     await Promise.all(
       peers.map(async (p) => {
         await must(IP, ['netns', 'add', p.netns]);
@@ -502,30 +613,41 @@ export class Lab {
         await ipn(p.netns, 'link', 'set', 'lo', 'up');
       }),
     );
+    const nodeOf = (p: { node?: string }): LabNode => this.node(p.node ?? this.nodes[0]!.name);
     for (const p of peers) {
       // Created inside the node namespace with the peer moved straight into the pod's: the root
       // namespace never sees either end.
-      await ipn(this.nodeNs, 'link', 'add', p.hostIface, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', p.netns);
+      await ipn(nodeOf(p).netns, 'link', 'add', p.hostIface, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', p.netns);
     }
     await Promise.all(
       peers.map(async (p) => {
-        await sysctl(this.nodeNs, `net/ipv4/conf/${p.hostIface}/proxy_arp=1`, `net/ipv4/conf/${p.hostIface}/rp_filter=0`);
-        await ipn(this.nodeNs, 'link', 'set', p.hostIface, 'up');
-        await ipn(this.nodeNs, 'addr', 'add', 'fe80::1/64', 'dev', p.hostIface, 'nodad');
-        await ipn(this.nodeNs, 'route', 'add', `${p.ip}/32`, 'dev', p.hostIface, 'scope', 'link');
-        await ipn(this.nodeNs, 'route', 'add', `${p.ip6}/128`, 'dev', p.hostIface);
+        const n = nodeOf(p);
+        await sysctl(n.netns, `net/ipv4/conf/${p.hostIface}/proxy_arp=1`, `net/ipv4/conf/${p.hostIface}/rp_filter=0`);
+        await ipn(n.netns, 'link', 'set', p.hostIface, 'up');
+        await ipn(n.netns, 'addr', 'add', 'fe80::1/64', 'dev', p.hostIface, 'nodad');
+        await ipn(n.netns, 'route', 'add', `${p.ip}/32`, 'dev', p.hostIface, 'scope', 'link');
+        await ipn(n.netns, 'route', 'add', `${p.ip6}/128`, 'dev', p.hostIface);
+        if (n.linkIface !== undefined) {
+          // The first node routes to another node's pods through that node.
+          await ipn(this.nodeNs, 'route', 'add', `${p.ip}/32`, 'via', n.ip, 'dev', n.linkIface, 'onlink');
+          await ipn(this.nodeNs, 'route', 'add', `${p.ip6}/128`, 'via', 'fe80::2', 'dev', n.linkIface);
+        }
         await ipn(p.netns, 'addr', 'add', `${p.ip}/32`, 'dev', 'eth0');
         await ipn(p.netns, 'addr', 'add', `${p.ip6}/128`, 'dev', 'eth0', 'nodad');
         await ipn(p.netns, 'link', 'set', 'eth0', 'up');
-        await ipn(p.netns, 'route', 'add', `${NODE_IP}/32`, 'dev', 'eth0', 'scope', 'link');
-        await ipn(p.netns, 'route', 'add', 'default', 'via', NODE_IP, 'dev', 'eth0', 'onlink');
+        await ipn(p.netns, 'route', 'add', `${n.ip}/32`, 'dev', 'eth0', 'scope', 'link');
+        await ipn(p.netns, 'route', 'add', 'default', 'via', n.ip, 'dev', 'eth0', 'onlink');
         await ipn(p.netns, 'route', 'add', 'default', 'via', 'fe80::1', 'dev', 'eth0');
       }),
     );
     this.say(`node namespace ${this.nodeNs}: ${NODE_IP} and ${NODE_IP6} on lo`);
     this.say(`metadata service namespace ${this.imdsNs}: ${METADATA_IP} and ${METADATA_IP6}, routed from the node through ${IMDS_IFACE} (off the node, as on EC2)`);
+    for (const n of this.nodes.slice(1)) {
+      this.say(`node ${n.name}: namespace ${n.netns}, ${n.ip} and ${n.ip6} on lo, eth0 <-> ${n.linkIface} on ${this.nodes[0]!.name} (which routes between the nodes)`);
+    }
     for (const p of this.pods) {
-      this.say(`pod ${p.namespace}/${p.name}: namespace ${p.netns}, ${p.ip} and ${p.ip6} on eth0 <-> ${p.hostIface} on the node, role ${p.role ?? '(no annotation)'}`);
+      const on = this.nodes.length > 1 ? p.node : 'the node';
+      this.say(`pod ${p.namespace}/${p.name}: namespace ${p.netns}, ${p.ip} and ${p.ip6} on eth0 <-> ${p.hostIface} on ${on}, role ${p.role ?? '(no annotation)'}`);
     }
     this.say(`outsider: namespace ${this.outsider.netns}, ${this.outsider.ip} and ${this.outsider.ip6} on eth0 <-> ${this.outsider.hostIface} on the node (does not match cali+)`);
 
@@ -535,7 +657,9 @@ export class Lab {
     const node = process.execPath;
     // '::' in the metadata namespace: both its addresses (169.254.169.254 and fd00:ec2::254), nothing else.
     const imds = this.spawnIn(this.imdsNs, 'fake-imds', [node, path.join(ROOT, 'dist/test/support/imds-server-cli.js'), '--host', '::', '--port', '80', '--keep-alive-ms', '60000', '--region', LAB_REGION], { PATH: SYSTEM_PATH });
-    const kube = this.spawnIn(this.nodeNs, 'kube-api', [node, path.join(ROOT, 'dist/test/support/kube-api-server-cli.js'), '--host', '127.0.0.1', '--port', String(KUBE_PORT), '--fixture', fixture], { PATH: SYSTEM_PATH });
+    // With more than one node, the other nodes' agents reach it at the first node's address.
+    const kubeHost = this.nodes.length > 1 ? '0.0.0.0' : '127.0.0.1';
+    const kube = this.spawnIn(this.nodeNs, 'kube-api', [node, path.join(ROOT, 'dist/test/support/kube-api-server-cli.js'), '--host', kubeHost, '--port', String(KUBE_PORT), '--fixture', fixture], { PATH: SYSTEM_PATH });
     const moto = this.spawnIn(this.nodeNs, 'moto_server', [which('moto_server')!, '-H', NODE_IP, '-p', String(MOTO_PORT)], {
       PATH: `${process.env.PATH ?? ''}:${SYSTEM_PATH}`,
       HOME: process.env.HOME ?? '/root',
@@ -545,7 +669,17 @@ export class Lab {
       AWS_DEFAULT_REGION: 'us-east-1',
       PYTHONUNBUFFERED: '1',
     });
-    await Promise.all([imds.waitFor(/^ready /m), kube.waitFor(/^ready /m), this.waitForHttp(this.nodeNs, `${this.motoUrl}/moto-api/`, moto, 30_000)]);
+    const proxy =
+      this.stsProxy === undefined
+        ? undefined
+        : this.spawnIn(
+            this.nodeNs,
+            'sts-proxy',
+            [node, path.join(ROOT, 'dist/test/support/sts-proxy-cli.js'), '--host', NODE_IP, '--port', String(STS_PROXY_PORT), '--control-port', String(STS_PROXY_CONTROL_PORT), '--target', this.motoUrl, ...(this.stsProxy.refuseAccessKeyIds ?? []).flatMap((k) => ['--refuse-key', k]), ...(this.stsProxy.answerRoles === undefined ? [] : ['--answer-roles', this.stsProxy.answerRoles])],
+            { PATH: SYSTEM_PATH },
+          );
+    await Promise.all([imds.waitFor(/^ready /m), kube.waitFor(/^ready /m), proxy?.waitFor(/^ready /m), this.waitForHttp(this.nodeNs, `${this.motoUrl}/moto-api/`, moto, 30_000)]);
+    if (proxy !== undefined) this.say(`STS proxy on ${this.stsUrl} in front of moto, refusing AssumeRole signed with ${(this.stsProxy?.refuseAccessKeyIds ?? []).join(', ') || '(no key)'}`);
     this.say(`fake EC2 metadata service on ${METADATA_IP}:80 and [${METADATA_IP6}]:80 (node role: node-role), moto STS on ${this.motoUrl}, Kubernetes test API on ${this.kubeUrl} (node ${NODE_NAME})`);
   }
 
@@ -554,16 +688,19 @@ export class Lab {
     const nodes = [{ metadata: { name: NODE_NAME, labels: { 'kubernetes.io/hostname': NODE_NAME } }, spec: nodeTaints.length > 0 ? { taints: nodeTaints } : {}, status: { addresses: [{ type: 'InternalIP', address: NODE_IP }, { type: 'InternalIP', address: NODE_IP6 }] } }];
     const names = [...new Set(['default', ...this.pods.map((p) => p.namespace), ...this.hostNetworkPods.map((p) => p.namespace ?? 'default'), ...Object.keys(namespaceLabels)])];
     const namespaces = names.map((name) => ({ metadata: { name, labels: namespaceLabels[name] ?? {} } }));
+    // spec.serviceAccountName only where it is not `default` (the fixture of one-node labs is unchanged).
+    const sa = (name: string | undefined): object => (name === undefined || name === 'default' ? {} : { serviceAccountName: name });
     const pods = this.pods.filter((p) => p.fixture).map((p) => ({
       metadata: { name: p.name, namespace: p.namespace, annotations: p.role === undefined ? {} : { 'iam.amazonaws.com/role': p.role } },
-      spec: { nodeName: NODE_NAME, containers: [{ name: 'app', image: 'app' }] },
+      spec: { nodeName: p.node, ...sa(p.serviceAccount), containers: [{ name: 'app', image: 'app' }] },
       status: { phase: 'Running', podIP: p.ip, podIPs: [{ ip: p.ip }, { ip: p.ip6 }] },
     }));
     for (const p of this.hostNetworkPods) {
+      const n = this.node(p.node);
       pods.push({
         metadata: { name: p.name, namespace: p.namespace ?? 'default', annotations: p.role === undefined ? {} : { 'iam.amazonaws.com/role': p.role } },
-        spec: { nodeName: NODE_NAME, hostNetwork: true, containers: [{ name: 'app', image: 'app' }] } as never,
-        status: { phase: 'Running', podIP: NODE_IP, podIPs: [{ ip: NODE_IP }] },
+        spec: { nodeName: n.name, hostNetwork: true, ...sa(p.serviceAccount), containers: [{ name: 'app', image: 'app' }] } as never,
+        status: { phase: 'Running', podIP: n.ip, podIPs: [{ ip: n.ip }] },
       });
     }
     // Every namespace's default ServiceAccount, as the ServiceAccount controller creates it.
@@ -576,15 +713,32 @@ export class Lab {
    * The token a pod's projected volume would hold (TokenRequest bound to the pod, asked from the
    * node namespace), written to a file in the lab directory; returns the file's path.
    */
-  async podTokenFile(pod: string, opts: { namespace?: string; audience?: string } = {}): Promise<string> {
+  async podTokenFile(pod: string, opts: { namespace?: string; audience?: string; serviceAccount?: string; expirationSeconds?: number } = {}): Promise<string> {
     const namespace = opts.namespace ?? 'default';
-    const body = JSON.stringify({ apiVersion: 'authentication.k8s.io/v1', kind: 'TokenRequest', spec: { audiences: [opts.audience ?? 'pods.eks.amazonaws.com'], expirationSeconds: 86400, boundObjectRef: { kind: 'Pod', apiVersion: 'v1', name: pod } } });
-    const r = await this.exec(this.nodeNs, ['curl', '-sS', '-X', 'POST', '-H', 'Content-Type: application/json', '-d', body, `${this.kubeUrl}/api/v1/namespaces/${namespace}/serviceaccounts/default/token`]);
+    const body = JSON.stringify({ apiVersion: 'authentication.k8s.io/v1', kind: 'TokenRequest', spec: { audiences: [opts.audience ?? 'pods.eks.amazonaws.com'], expirationSeconds: opts.expirationSeconds ?? 86400, boundObjectRef: { kind: 'Pod', apiVersion: 'v1', name: pod } } });
+    const r = await this.exec(this.nodeNs, ['curl', '-sS', '-X', 'POST', '-H', 'Content-Type: application/json', '-d', body, `${this.kubeUrl}/api/v1/namespaces/${namespace}/serviceaccounts/${opts.serviceAccount ?? 'default'}/token`]);
     const token = (JSON.parse(r.stdout) as { status?: { token?: string } }).status?.token;
     if (token === undefined) throw new Error(`TokenRequest for ${namespace}/${pod} failed: ${r.stdout} ${r.stderr}`);
     const file = path.join(mkdtempSync(path.join(this.dir, 'token-')), 'eks-pod-identity-token');
     writeFileSync(file, token);
     return file;
+  }
+
+  /**
+   * The token the agent of `node` holds in broker mode (LabOptions.agentPods): the DaemonSet's
+   * projected volume, ServiceAccount kube-system/podiam, audience podiam-broker, bound to the
+   * agent's pod kube-system/podiam-<node>. Returns the file's path.
+   */
+  agentTokenFile(node: string = this.nodes[0]!.name, opts: { audience?: string } = {}): Promise<string> {
+    return this.podTokenFile(agentPodName(this.node(node).name), { namespace: AGENT_NAMESPACE, serviceAccount: AGENT_SERVICE_ACCOUNT, audience: opts.audience ?? BROKER_AUDIENCE, expirationSeconds: 3600 });
+  }
+
+  /** What the STS proxy (LabOptions.stsProxy) saw so far: every call, with its outcome ('refused' for a refused key). */
+  async stsCalls(): Promise<StsCall[]> {
+    if (this.stsProxy === undefined) throw new Error('this lab has no STS proxy: LabOptions.stsProxy');
+    const r = await this.curl(this.nodeNs, `http://${NODE_IP}:${STS_PROXY_CONTROL_PORT}/calls`);
+    if (r.status !== 200) throw new Error(`STS proxy control: HTTP ${r.status}: ${r.body}`);
+    return JSON.parse(r.body) as StsCall[];
   }
 
   /**
@@ -647,17 +801,19 @@ export class Lab {
     };
   }
 
-  /** podiam's arguments in the lab (the DaemonSet's, for a Calico node). */
-  podiamArgs(extra: readonly string[] = []): string[] {
+  /** podiam's arguments in the lab (the DaemonSet's, for a Calico node), on `node` (default the first). */
+  podiamArgs(extra: readonly string[] = [], node: string = this.nodes[0]!.name): string[] {
+    const n = this.node(node);
     return [
       '--iptables',
-      `--host-ip=${NODE_IP},${NODE_IP6}`,
+      `--host-ip=${n.ip},${n.ip6}`,
       '--host-interface=cali+',
       `--metadata-addr=${METADATA_IP}`,
-      `--node=${NODE_NAME}`,
-      `--api-server=${this.kubeUrl}`,
+      `--node=${n.name}`,
+      `--api-server=${n.kubeUrl}`,
       '--insecure',
-      `--base-role-arn=${BASE_ROLE_ARN}`,
+      // In broker mode the role policy is the broker's (the agent refuses its flags).
+      ...(extra.some((a) => a.startsWith('--broker=')) ? [] : [`--base-role-arn=${BASE_ROLE_ARN}`]),
       ...extra,
     ];
   }
@@ -666,12 +822,13 @@ export class Lab {
    * Starts podiam in the node namespace. `wait`: 'ready' (default) waits for /readyz, 'none'
    * returns at once (e.g. to watch it fail).
    */
-  async startPodiam(opts: { extraArgs?: readonly string[]; args?: readonly string[]; env?: NodeJS.ProcessEnv; wait?: 'ready' | 'none'; wrapper?: readonly string[] } = {}): Promise<LabPodiam> {
+  async startPodiam(opts: { extraArgs?: readonly string[]; args?: readonly string[]; env?: NodeJS.ProcessEnv; wait?: 'ready' | 'none'; wrapper?: readonly string[]; node?: string } = {}): Promise<LabPodiam> {
+    const node = this.node(opts.node);
     // args: exactly these (e.g. a rendered DaemonSet's), instead of the lab's own plus extraArgs.
-    const args = opts.args === undefined ? this.podiamArgs(opts.extraArgs) : [...opts.args];
+    const args = opts.args === undefined ? this.podiamArgs(opts.extraArgs, node.name) : [...opts.args];
     const argv = [...(opts.wrapper ?? []), process.execPath, ...podiamArgv(args)];
-    const child = spawn(IP, ['netns', 'exec', this.nodeNs, ...argv], { env: { ...(opts.env ?? this.podiamEnv()), ...shebangEnv() }, cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
-    const p = new LabPodiam(child, this, args);
+    const child = spawn(IP, ['netns', 'exec', node.netns, ...argv], { env: { ...(opts.env ?? this.podiamEnv()), ...shebangEnv() }, cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    const p = new LabPodiam(child, this, args, node);
     this.processes.push(p);
     if ((opts.wait ?? 'ready') === 'ready') await p.waitReady();
     return p;
@@ -808,6 +965,11 @@ export class Lab {
     liveLabs.delete(this.id);
     process.off('exit', this.exitHook);
   }
+}
+
+/** The agent's pod on `node` in the fixture (LabOptions.agentPods), as the DaemonSet names its pods (roughly). */
+export function agentPodName(node: string): string {
+  return `podiam-${node}`;
 }
 
 export function sleep(ms: number): Promise<void> {

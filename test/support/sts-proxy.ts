@@ -14,13 +14,23 @@
  *  - `setDown(true)`: every connection (new and existing) is destroyed immediately, so
  *    clients see ECONNRESET / "socket hang up". Nothing is recorded while down.
  *  - `setLatency(ms)`: delay before forwarding (or before answering with a fault).
+ *  - `refuseAccessKeys(ids)` (or the `refuseAccessKeyIds` option): every AssumeRole signed with
+ *    one of these access key ids (the SigV4 `Credential=` of its Authorization header) is answered
+ *    403 AccessDenied, as STS answers a caller the role's trust policy does not name, and never
+ *    forwarded; recorded with outcome 'refused'. The lab uses it for the node role's keys: in
+ *    broker mode only the broker's key may assume pod roles.
+ *  - `answerRoles` (option): an AssumeRole (from a key not refused) for a role ARN this pattern
+ *    matches is answered by the proxy itself, at once, with fresh credentials in STS's own format
+ *    (outcome 'answered'), for loads the STS behind cannot take (moto: ~35 AssumeRole/s on a
+ *    2-CPU machine). Those credentials are not known to the STS behind: trace them with
+ *    `issuedAccessKeyId`, not with GetCallerIdentity.
  * Otherwise requests are forwarded verbatim (method, path, headers incl. Host, body) and
  * the response is piped back unchanged.
  */
 import http from 'node:http';
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { closeServer, hostUrl, listen } from './net.js';
 
 export interface StsCall {
@@ -39,10 +49,18 @@ export interface StsCall {
   host?: string;
   /** Date.now() when the request body had been read. */
   time: number;
-  /** 'forwarded' (reached the target), 'failed' (answered by failNext), 'error' (target unreachable: 502). */
-  outcome: 'forwarded' | 'failed' | 'error';
+  /**
+   * 'forwarded' (reached the target), 'failed' (answered by failNext), 'error' (target
+   * unreachable: 502), 'refused' (AssumeRole signed with a refused key: 403 AccessDenied).
+   */
+  outcome: 'forwarded' | 'failed' | 'error' | 'refused' | 'answered';
   /** HTTP status returned to the client (set once known). */
   status?: number;
+  /**
+   * The access key id of the credentials STS issued (a forwarded AssumeRole answered 200): which
+   * call, so which caller, role and session, a credential served to a pod came from.
+   */
+  issuedAccessKeyId?: string;
 }
 
 export interface StsFault {
@@ -65,6 +83,10 @@ export interface StsProxyOptions {
   port?: number;
   /** Delay before forwarding. Default 0. */
   latencyMs?: number;
+  /** AssumeRole signed with one of these access key ids is refused (403 AccessDenied). */
+  refuseAccessKeyIds?: readonly string[];
+  /** AssumeRole of a role ARN this matches is answered by the proxy itself (see the top of this file). */
+  answerRoles?: RegExp;
 }
 
 interface PendingFault {
@@ -136,6 +158,8 @@ export class StsProxy {
   private down = false;
   private latencyMs: number;
   private faults: PendingFault[] = [];
+  private readonly refusedKeys = new Set<string>();
+  private readonly answerRoles: RegExp | undefined;
   private readonly sockets = new Set<Socket>();
   private readonly timers = new Set<NodeJS.Timeout>();
   private readonly agent = new http.Agent({ keepAlive: false });
@@ -153,6 +177,8 @@ export class StsProxy {
     this.target = target;
     this.targetUrl = new URL(target);
     this.latencyMs = opts.latencyMs ?? 0;
+    for (const id of opts.refuseAccessKeyIds ?? []) this.refusedKeys.add(id);
+    this.answerRoles = opts.answerRoles;
   }
 
   static async start(target: string, opts: StsProxyOptions = {}): Promise<StsProxy> {
@@ -186,7 +212,17 @@ export class StsProxy {
     return this.calls.filter((c) => c.roleArn === roleArn).length;
   }
 
-  /** Forget recorded calls, pending faults, latency and the down state. */
+  /** AssumeRole calls refused because of the key that signed them, optionally only those signed with `accessKeyId`. */
+  refusedCount(accessKeyId?: string): number {
+    return this.calls.filter((c) => c.outcome === 'refused' && (accessKeyId === undefined || c.accessKeyId === accessKeyId)).length;
+  }
+
+  /** From now on, refuse AssumeRole signed with any of these access key ids (adds to the set). */
+  refuseAccessKeys(ids: Iterable<string>): void {
+    for (const id of ids) this.refusedKeys.add(id);
+  }
+
+  /** Forget recorded calls, pending faults, latency and the down state (refused keys stay). */
   reset(): void {
     this.calls.length = 0;
     this.faults = [];
@@ -272,14 +308,23 @@ export class StsProxy {
       if (host !== undefined) call.host = host;
       this.calls.push(call);
 
-      const fault = this.takeFault(action);
+      // A refused caller is refused whatever else is injected, and consumes no fault.
+      const refused = action === 'AssumeRole' && akid !== undefined && this.refusedKeys.has(akid);
+      const fault = refused ? undefined : this.takeFault(action);
       const go = (): void => {
         if (res.destroyed) return;
         if (this.down) {
           req.socket.destroy();
           return;
         }
-        if (fault !== undefined) {
+        if (!refused && fault === undefined && action === 'AssumeRole' && call.roleArn !== undefined && this.answerRoles?.test(call.roleArn) === true) {
+          call.outcome = 'answered';
+          this.sendCredentials(res, call);
+        } else if (refused) {
+          call.outcome = 'refused';
+          // What STS answers when the role's trust policy does not allow the caller.
+          this.sendFault(res, call, { status: 403, code: 'AccessDenied', message: `User: ${akid} is not authorized to perform: sts:AssumeRole on resource: ${call.roleArn ?? '(none)'}`, type: 'Sender' });
+        } else if (fault !== undefined) {
           call.outcome = 'failed';
           this.sendFault(res, call, fault);
         } else {
@@ -296,6 +341,28 @@ export class StsProxy {
         go();
       }
     });
+  }
+
+  /** An AssumeRole answer made here: fresh credentials for the call's role and session, in STS's XML. */
+  private sendCredentials(res: ServerResponse, call: StsCall): void {
+    const accessKeyId = `ASIA${randomBytes(8).toString('hex').toUpperCase()}`;
+    const session = call.sessionName ?? 'session';
+    const roleName = (call.roleArn ?? '').replace(/^.*:role\//, '');
+    const account = /^arn:aws:iam::(\d+):/.exec(call.roleArn ?? '')?.[1] ?? '123456789012';
+    const expiration = new Date(Date.now() + (call.durationSeconds ?? 3600) * 1000).toISOString().replace(/\.\d{3}Z$/, 'Z');
+    const requestId = randomUUID();
+    const xml =
+      '<AssumeRoleResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">\n  <AssumeRoleResult>\n    <Credentials>\n' +
+      `      <AccessKeyId>${accessKeyId}</AccessKeyId>\n      <SecretAccessKey>${randomBytes(30).toString('base64')}</SecretAccessKey>\n` +
+      `      <SessionToken>${randomBytes(200).toString('base64')}</SessionToken>\n      <Expiration>${expiration}</Expiration>\n    </Credentials>\n` +
+      `    <AssumedRoleUser>\n      <AssumedRoleId>AROA${randomBytes(8).toString('hex').toUpperCase()}:${escapeXml(session)}</AssumedRoleId>\n` +
+      `      <Arn>arn:aws:sts::${account}:assumed-role/${escapeXml(roleName)}/${escapeXml(session)}</Arn>\n    </AssumedRoleUser>\n  </AssumeRoleResult>\n` +
+      `  <ResponseMetadata>\n    <RequestId>${requestId}</RequestId>\n  </ResponseMetadata>\n</AssumeRoleResponse>\n`;
+    const buf = Buffer.from(xml, 'utf8');
+    call.status = 200;
+    call.issuedAccessKeyId = accessKeyId;
+    res.writeHead(200, { 'Content-Type': 'text/xml', 'Content-Length': String(buf.length), 'x-amzn-RequestId': requestId, Date: new Date().toUTCString() });
+    res.end(buf);
   }
 
   private sendFault(res: ServerResponse, call: StsCall, fault: StsFault): void {
@@ -357,6 +424,14 @@ export class StsProxy {
           outHeaders[name] = prev === undefined ? value : Array.isArray(prev) ? [...prev, value] : [prev, value];
         }
         res.writeHead(call.status, up.statusMessage, outHeaders);
+        if (call.action === 'AssumeRole' && call.status === 200) {
+          const body: Buffer[] = [];
+          up.on('data', (c: Buffer) => body.push(c));
+          up.on('end', () => {
+            const issued = /<AccessKeyId>([^<]+)<\/AccessKeyId>/.exec(Buffer.concat(body).toString('utf8'))?.[1];
+            if (issued !== undefined) call.issuedAccessKeyId = issued;
+          });
+        }
         up.pipe(res);
         up.on('error', () => res.destroy());
       },

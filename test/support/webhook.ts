@@ -23,10 +23,13 @@ export function makeCa(dir: string): Buffer {
   return readFileSync(path.join(dir, 'ca.crt'));
 }
 
-/** A serving certificate for 127.0.0.1/localhost signed by the CA in `dir`: <name>.crt and <name>.key. */
-export function makeServingCertificate(dir: string, name: string, cn: string): { certFile: string; keyFile: string } {
+/**
+ * A serving certificate for 127.0.0.1/localhost (or `subjectAltNames`, e.g. ['IP:192.0.2.1']) signed
+ * by the CA in `dir`: <name>.crt and <name>.key.
+ */
+export function makeServingCertificate(dir: string, name: string, cn: string, subjectAltNames: readonly string[] = ['IP:127.0.0.1', 'DNS:localhost']): { certFile: string; keyFile: string } {
   openssl(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${cn}`], dir);
-  writeFileSync(path.join(dir, `${name}.ext`), 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n');
+  writeFileSync(path.join(dir, `${name}.ext`), `subjectAltName=${subjectAltNames.join(',')}\nextendedKeyUsage=serverAuth\n`);
   openssl(['x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-out', `${name}.crt`, '-days', '1', '-extfile', `${name}.ext`], dir);
   return { certFile: path.join(dir, `${name}.crt`), keyFile: path.join(dir, `${name}.key`) };
 }
