@@ -26,7 +26,10 @@ async function assumeRoleRegionsFor(role: string, extraArgs: string[], env: Node
   world.pod(role, { ip, role });
   const before = world.sts.calls.length;
   const podiam = await world.podiam(extraArgs, { env });
-  const r = await podiam.get(CREDS + role, ip);
+  // The node requires IMDSv2, so podiam requires it of pods too (--imds-tokens=auto): the pod asks with a token, as every SDK does.
+  const token = await podiam.request('/latest/api/token', { fromIp: ip, method: 'PUT', headers: { 'x-aws-ec2-metadata-token-ttl-seconds': '60' } });
+  expect(token.status).toBe(200);
+  const r = await podiam.request(CREDS + role, { fromIp: ip, headers: { 'x-aws-ec2-metadata-token': token.body } });
   expect(r.status).toBe(200);
   const calls = world.sts.calls.slice(before).filter((c) => c.action === 'AssumeRole' && c.roleArn?.endsWith(`/${role}`));
   expect(calls.length).toBeGreaterThan(0);
