@@ -43,6 +43,25 @@ export function createBrokerServer(certificate: CertificatePair, deps: BrokerSer
 
 type Route = 'credentials' | 'role' | 'invalid';
 
+/**
+ * The agent saw the pod before the broker's informer did (its watch is of one node, the broker's of
+ * the cluster): an unknown pod, or one known by an older uid, is waited for briefly, as the agent's
+ * own --pod-wait does, rather than refused as a denial the agent would hold on to.
+ */
+const POD_WAIT_MS = 1000;
+async function podWhenKnown(node: string, asked: Parameters<typeof podForNode>[1], pods: Parameters<typeof podForNode>[2]): Promise<ReturnType<typeof podForNode>> {
+  const deadline = Date.now() + POD_WAIT_MS;
+  for (;;) {
+    try {
+      return podForNode(node, asked, pods);
+    } catch (err) {
+      const lagging = err instanceof PodiamError && (err.code === 'PodNotFound' || err.code === 'PodUidMismatch');
+      if (!lagging || Date.now() >= deadline) throw err;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+}
+
 async function handle(req: IncomingMessage, res: ServerResponse, deps: BrokerServerDeps): Promise<void> {
   const started = process.hrtime.bigint();
   const path = (req.url ?? '/').split('?')[0];
@@ -56,7 +75,7 @@ async function handle(req: IncomingMessage, res: ServerResponse, deps: BrokerSer
     agent = await deps.auth.agent(req.headers.authorization); //                403, 503
     const asked = parsePodRequest(await readBody(req), route === 'credentials'); // 400
     pod = `${asked.namespace}/${asked.name}`;
-    const info = podForNode(agent.node, asked, deps.pods); //                   404, 403
+    const info = await podWhenKnown(agent.node, asked, deps.pods); //           404, 403
     if (asked.proof.kind === 'token') await deps.auth.checkPodToken(asked.proof.token, info); // 403
     const role = await deps.source.role(info); //                               404, 403 (denials)
     let answer: WireRole | WireCredentials = wireRole(role);

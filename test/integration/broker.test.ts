@@ -150,6 +150,24 @@ test("agent A's token asking for a pod of node B: 403, logged, counted, and no S
   expect(assumeRoleCalls()).toBe(calls + 1);
 });
 
+test('a pod the agent saw before the broker did is waited for (up to 1 s), not refused', async () => {
+  // The agent's informer (one node) can be ahead of the broker's (the cluster): ask first, create the pod 300 ms later.
+  const uid = '11111111-2222-3333-4444-555555555555';
+  const asked = lab.ask(broker.url, '/v1/credentials', tokenA, { namespace: 'default', name: 'late-pod', uid, proof: { kind: 'ip' } });
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  world.kube.createPod({
+    metadata: { name: 'late-pod', namespace: 'default', uid, annotations: { 'iam.amazonaws.com/role': 'late-role' } },
+    spec: { nodeName: NODE_A, containers: [{ name: 'app', image: 'app' }] },
+    status: { phase: 'Running', podIP: world.nextIp() },
+  });
+  const r = await asked;
+  expect({ status: r.status, body: r.body.slice(0, 200) }).toMatchObject({ status: 200 });
+  expect(JSON.parse(r.body)).toMatchObject({ roleName: 'late-role' });
+  // A pod that never comes is still 404 once the wait is over.
+  const never = await lab.ask(broker.url, '/v1/credentials', tokenA, { namespace: 'default', name: 'never-pod', uid, proof: { kind: 'ip' } });
+  expect(never.status).toBe(404);
+});
+
 test('a wrong uid for a pod of its own node: 403', async () => {
   pod('app-uid', { role: 'app-uid' });
   const r = await lab.ask(broker.url, '/v1/credentials', tokenA, { namespace: 'default', name: 'app-uid', uid: '00000000-0000-0000-0000-000000000000', proof: { kind: 'ip' } });
