@@ -25,7 +25,7 @@ import { fileURLToPath } from 'node:url';
 import { KubeApiServer } from '../../dist/test/support/kube-api-server.js';
 import { podiamArgv, shebangEnv } from '../../dist/test/support/podiam-process.js';
 import { makeCa, makeServingCertificate } from '../../dist/test/support/webhook.js';
-import { memory } from './footprint.mjs';
+import { get as footprintGet, memory } from './footprint.mjs';
 import { realisticPod } from './pods.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -59,19 +59,7 @@ async function fakeSts() {
   return { url: `http://127.0.0.1:${server.address().port}`, calls: () => calls, stop: () => new Promise((resolve) => server.close(resolve)) };
 }
 
-function get(port, pth, fromIp, timeoutMs = 5000) {
-  return new Promise((resolve) => {
-    const req = http.request({ host: '127.0.0.1', port, path: pth, localAddress: fromIp, agent: false, timeout: timeoutMs }, (res) => {
-      const chunks = [];
-      res.on('data', (c) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode, body: Buffer.concat(chunks).toString() }));
-      res.on('error', () => resolve({ status: 0 }));
-    });
-    req.on('timeout', () => req.destroy(new Error('timeout')));
-    req.on('error', () => resolve({ status: 0 }));
-    req.end();
-  });
-}
+const get = (port, pth, fromIp, timeoutMs = 5000) => footprintGet(port, pth, fromIp, timeoutMs);
 
 /** A podiam process (agent or broker) on `node`, ready when GET <readyPort>/readyz is 200. */
 async function startProcess(ctx, args, env, readyPort, timeoutMs = 60_000, nodeFlags = []) {

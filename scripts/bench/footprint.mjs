@@ -125,7 +125,8 @@ function rssParts(pid) {
   return parts;
 }
 
-function get(port, pth, fromIp, timeoutMs = 2000) {
+/** One GET to a podiam from a pod's address, without keep-alive; never rejects (status 0 on failure). */
+export function get(port, pth, fromIp, timeoutMs = 2000) {
   return new Promise((resolve) => {
     const req = http.request({ host: '127.0.0.1', port, path: pth, localAddress: fromIp, agent: false, timeout: timeoutMs }, (res) => {
       const chunks = [];

@@ -22,7 +22,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
-import { asImageStarts, imageEnv, memory } from './footprint.mjs';
+import { asImageStarts, get as footprintGet, imageEnv, memory } from './footprint.mjs';
 
 export const DEFAULT_SCALE_BEFORE_REF = '54c93a9';
 
@@ -45,19 +45,7 @@ function buildBundle(root, ref, log) {
   return { dir, sha };
 }
 
-function get(port, pth, fromIp, timeoutMs = 5000) {
-  return new Promise((resolve) => {
-    const req = http.request({ host: '127.0.0.1', port, path: pth, localAddress: fromIp, agent: false, timeout: timeoutMs }, (res) => {
-      const chunks = [];
-      res.on('data', (c) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode, body: Buffer.concat(chunks).toString() }));
-      res.on('error', () => resolve({ status: 0 }));
-    });
-    req.on('timeout', () => req.destroy(new Error('timeout')));
-    req.on('error', () => resolve({ status: 0 }));
-    req.end();
-  });
-}
+const get = (port, pth, fromIp, timeoutMs = 5000) => footprintGet(port, pth, fromIp, timeoutMs);
 
 /** Bytes of a full GET (headers not counted), as kube2iam's client would download it. */
 function bodyBytes(url) {
