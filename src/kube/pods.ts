@@ -53,6 +53,8 @@ interface Scope {
   readonly namespace: Reflector<NamespaceInfo>;
   readonly serviceAccounts: Reflector<ServiceAccountInfo>;
   readonly createdMs: number;
+  /** Opened for the pods of the first pods list (start-up): /readyz waits for its first list. */
+  readonly initial: boolean;
   pods: number;
   dropTimer: NodeJS.Timeout | undefined;
 }
@@ -143,7 +145,7 @@ export class KubeWatcher {
   /** For /readyz: everything listed, and no informer out of sync past the deadline. */
   healthy(): boolean {
     if (this.blocking() !== undefined) return false;
-    for (const s of this.scopes.values()) if (!this.fresh(s.namespace, s.createdMs) || !this.fresh(s.serviceAccounts, s.createdMs)) return false;
+    for (const s of this.scopes.values()) if (!this.fresh(s.namespace, s) || !this.fresh(s.serviceAccounts, s)) return false;
     return true;
   }
 
@@ -187,10 +189,12 @@ export class KubeWatcher {
 
   // ---------------------------------------------------------------- internals
 
-  private fresh(r: Reflector<unknown>, sinceMs: number): boolean {
+  private fresh(r: Reflector<unknown>, scope: Scope): boolean {
     if (r.everSynced) return r.staleMs() < this.options.watchDeadlineMs;
-    // Never synced: not blocking /readyz until it has had the deadline to list.
-    return this.now() - sinceMs < this.options.watchDeadlineMs;
+    // Never synced. The namespaces of the node's pods at start-up are part of the first sync:
+    // not ready until they have listed (as /readyz's "syncing" says). A namespace opened later
+    // (a pod in a new namespace) does not block /readyz until it has had the deadline to list.
+    return !scope.initial && this.now() - scope.createdMs < this.options.watchDeadlineMs;
   }
 
   /** The first informer an answer (for this pod) would wait on: never synced, or out of sync past the deadline. */
@@ -304,6 +308,7 @@ export class KubeWatcher {
       namespace: this.namespaceReflector(`namespaces/${namespace}`, namespace),
       serviceAccounts: this.serviceAccountReflector(`serviceaccounts/${namespace}`, `/api/v1/namespaces/${encodeURIComponent(namespace)}/serviceaccounts`),
       createdMs: this.now(),
+      initial: !this.pods.everSynced,
       pods: 1,
       dropTimer: undefined,
     };

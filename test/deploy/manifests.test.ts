@@ -221,7 +221,9 @@ describe.each(TARGETS)('kubectl kustomize $dir', ({ dir, hostInterface, podMonit
       expect(pm.spec.podMetricsEndpoints).toHaveLength(1);
       const ep = pm.spec.podMetricsEndpoints[0];
       expect(ep.port).toBeUndefined();
-      expect(ep.relabelings).toContainEqual({ sourceLabels: ['__meta_kubernetes_pod_ip'], targetLabel: '__address__', regex: '(.+)', replacement: `$1:${config.metricsPort}` });
+      // <pod IP>:8181, an IPv6 pod IP in brackets.
+      expect(ep.relabelings).toContainEqual({ sourceLabels: ['__meta_kubernetes_pod_ip'], targetLabel: '__address__', regex: '([^:]+)', replacement: `$1:${config.metricsPort}` });
+      expect(ep.relabelings).toContainEqual({ sourceLabels: ['__meta_kubernetes_pod_ip'], targetLabel: '__address__', regex: '(.+:.+)', replacement: `[$1]:${config.metricsPort}` });
       expect(ep.path).toBe('/metrics');
       // The same job and locating labels as the plain scrape config: the alerts select on them.
       expect(ep.relabelings).toEqual(

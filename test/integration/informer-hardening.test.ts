@@ -163,6 +163,30 @@ describe('finding: one namespace stops credentials on every node that restarts (
       world.kube.setFailNext(0);
     }
   }, 60_000);
+
+  test('not ready until the namespaces of the node’s pods have listed: /readyz never says ready while one is syncing', async () => {
+    const ip = world.nextIp();
+    world.kube.createNamespace({ metadata: { name: 'sa-slow' } });
+    world.pod('sa-slow', { namespace: 'sa-slow', ip, role: 'sa-slow-role' });
+    // The first three ServiceAccount lists fail: the namespace's informer syncs after ~1-3 s of backoff.
+    world.kube.setFailNext(3, 500, 'serviceaccounts');
+    try {
+      const podiam = await world.podiam([], { waitReady: false });
+      const seen: Array<{ status: number; ready: boolean; serviceaccounts: string }> = [];
+      await waitFor(async () => {
+        const r = await podiam.get('/readyz');
+        const body = JSON.parse(r.body) as { ready: boolean; serviceaccounts: string };
+        seen.push({ status: r.status, ready: body.ready, serviceaccounts: body.serviceaccounts });
+        return r.status === 200;
+      }, 20_000, '/readyz 200');
+      expect(seen.filter((s) => s.serviceaccounts === 'syncing').length).toBeGreaterThan(0);
+      for (const s of seen) if (s.ready) expect(s).toEqual({ status: 200, ready: true, serviceaccounts: 'watching' });
+      expect(roleOf(await podiam.get(CREDS, ip))).toBe('sa-slow-role');
+      await podiam.stop();
+    } finally {
+      world.kube.setFailNext(0);
+    }
+  }, 60_000);
 });
 
 describe('finding: every node holds the whole cluster’s ServiceAccounts (5,000 namespaces, 50,000 ServiceAccounts)', () => {

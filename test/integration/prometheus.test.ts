@@ -2,13 +2,17 @@
  * podiam scraped by a real Prometheus, with the documented scrape job
  * (manifests/monitoring/prometheus-scrape.yaml) and the alert rules loaded: the job's
  * kubernetes_sd_configs become one static loopback target carrying the __meta_kubernetes_* labels
- * Kubernetes discovery would give podiam's pod (its annotations and port name taken from the
- * DaemonSet), so the job's own relabelling runs unchanged. After a few credential requests,
+ * Kubernetes discovery would give podiam's pod (its container name and annotations taken from the
+ * DaemonSet, which declares no container port, so the target is the port-free pod IP), so the
+ * job's own relabelling runs unchanged; only the port annotation names the test podiam's port
+ * (promtool checks that the DaemonSet's own pod is scraped at <pod IP>:8181). After a few credential requests,
  * Prometheus's HTTP API shows the target up with podiam's series and their labels; every
  * dashboard query and every alert expression is accepted; the dashboard's key panels have data;
  * and a healthy podiam sets off no alert.
  */
-import { readFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parse, stringify } from 'yaml';
@@ -59,6 +63,43 @@ function grafanaExpand(expr: string): string {
 /** The label name Kubernetes service discovery gives a pod annotation. */
 const annotationLabel = (key: string): string => `__meta_kubernetes_pod_annotation_${key.replace(/[^a-zA-Z0-9_]/g, '_')}`;
 
+const daemonSet = parse(readFileSync(DAEMONSET, 'utf8')) as Obj;
+const template = daemonSet.spec.template as Obj;
+
+/** The documented job (its Kubernetes discovery checked, then removed for a static target). */
+function podiamJob(): Obj {
+  const job = structuredClone((parse(readFileSync(SCRAPE, 'utf8')) as Obj).scrape_configs[0]) as Obj;
+  expect(job.job_name).toBe('podiam');
+  expect(job.kubernetes_sd_configs).toEqual([
+    { role: 'pod', namespaces: { names: [NAMESPACE] }, selectors: [{ role: 'pod', label: `app.kubernetes.io/name=${template.metadata.labels['app.kubernetes.io/name']}` }] },
+  ]);
+  delete job.kubernetes_sd_configs;
+  return job;
+}
+
+/**
+ * The target Kubernetes discovery (role pod) gives for the DaemonSet's pod at `podIp`: the
+ * container declares no port, so one port-free target for it, with the pod's annotations
+ * (`annotations` override the DaemonSet's).
+ */
+function discovered(podIp: string, annotations: Record<string, string> = {}, pod = POD): Obj {
+  const containers = template.spec.containers as Obj[];
+  expect(containers).toHaveLength(1);
+  expect(containers[0]!.ports).toBeUndefined();
+  return {
+    targets: [podIp],
+    labels: {
+      __meta_kubernetes_namespace: NAMESPACE,
+      __meta_kubernetes_pod_name: pod,
+      __meta_kubernetes_pod_node_name: NODE,
+      __meta_kubernetes_pod_ip: podIp,
+      __meta_kubernetes_pod_container_name: containers[0]!.name,
+      __meta_kubernetes_pod_container_init: 'false',
+      ...Object.fromEntries(Object.entries({ ...(template.metadata.annotations as Record<string, string>), ...annotations }).map(([k, v]) => [annotationLabel(k), v])),
+    },
+  };
+}
+
 let world: World;
 let podiam: PodiamProcess;
 let prometheus: PrometheusServer;
@@ -72,29 +113,10 @@ beforeAll(async () => {
   podiam = await world.podiam();
 
   // The documented job, discovered as Kubernetes would discover podiam's pod on this node.
-  const ds = parse(readFileSync(DAEMONSET, 'utf8')) as Obj;
-  const template = ds.spec.template;
-  const port = (template.spec.containers[0].ports as Obj[])[0]!;
-  const job = structuredClone((parse(readFileSync(SCRAPE, 'utf8')) as Obj).scrape_configs[0]) as Obj;
-  expect(job.job_name).toBe('podiam');
-  expect(job.kubernetes_sd_configs).toEqual([
-    { role: 'pod', namespaces: { names: [NAMESPACE] }, selectors: [{ role: 'pod', label: `app.kubernetes.io/name=${template.metadata.labels['app.kubernetes.io/name']}` }] },
-  ]);
-  delete job.kubernetes_sd_configs;
+  const job = podiamJob();
   job.scrape_interval = '1s';
-  job.static_configs = [
-    {
-      targets: [`127.0.0.1:${podiam.port}`],
-      labels: {
-        __meta_kubernetes_namespace: NAMESPACE,
-        __meta_kubernetes_pod_name: POD,
-        __meta_kubernetes_pod_node_name: NODE,
-        __meta_kubernetes_pod_container_port_name: port.name,
-        __meta_kubernetes_pod_container_port_number: String(port.containerPort),
-        ...Object.fromEntries(Object.entries(template.metadata.annotations as Record<string, string>).map(([k, v]) => [annotationLabel(k), v])),
-      },
-    },
-  ];
+  // podiam's pod on this node: pod IP 127.0.0.1, its prometheus.io/port the test podiam's port.
+  job.static_configs = [discovered('127.0.0.1', { 'prometheus.io/port': String(podiam.port) })];
   const config = { global: { scrape_interval: '1s', evaluation_interval: '1s' }, rule_files: ['podiam.rules.yaml'], scrape_configs: [job] };
   prometheus = await PrometheusServer.start(stringify(config), { 'podiam.rules.yaml': readFileSync(RULES, 'utf8') });
 
@@ -131,6 +153,27 @@ test('the target is up, with the job, namespace, pod and node labels the alerts 
   expect(up.map((s) => s.metric)).toEqual([{ __name__: 'up', job: 'podiam', instance: `127.0.0.1:${podiam.port}`, namespace: NAMESPACE, pod: POD, node: NODE }]);
   const targets = await prometheus.api<{ activeTargets: Array<{ scrapeUrl: string; health: string; lastError: string }> }>('targets');
   expect(targets.data.activeTargets).toEqual([expect.objectContaining({ scrapeUrl: `http://127.0.0.1:${podiam.port}/metrics`, health: 'up', lastError: '' })]);
+});
+
+test("the job scrapes the DaemonSet's pods at <pod IP>:8181, the port podiam listens on (IPv4 and IPv6 pod IPs)", () => {
+  const args = template.spec.containers[0].args as string[];
+  expect(args).toContain('--app-port=8181');
+  expect(template.metadata.annotations['prometheus.io/port']).toBe('8181');
+  const job = podiamJob();
+  job.static_configs = [discovered('10.0.1.23'), discovered('fd00:10::23', {}, 'podiam-v6')];
+  // promtool runs the job's discovery and relabelling, and scrapes nothing.
+  const dir = mkdtempSync(path.join(tmpdir(), 'podiam-sd-'));
+  try {
+    writeFileSync(path.join(dir, 'prometheus.yml'), stringify({ scrape_configs: [job] }));
+    const out = execFileSync('promtool', ['check', 'service-discovery', '--timeout=2s', path.join(dir, 'prometheus.yml'), 'podiam'], { encoding: 'utf8' });
+    const targets = (JSON.parse(out) as Array<{ labels: Record<string, string> }>).map((t) => t.labels);
+    expect(targets).toEqual([
+      expect.objectContaining({ __address__: '10.0.1.23:8181', __metrics_path__: '/metrics', job: 'podiam', namespace: NAMESPACE, pod: POD, node: NODE }),
+      expect.objectContaining({ __address__: '[fd00:10::23]:8181', __metrics_path__: '/metrics', job: 'podiam', namespace: NAMESPACE, pod: 'podiam-v6', node: NODE }),
+    ]);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test("podiam's request, STS and cache series, with the expected labels and values", async () => {
