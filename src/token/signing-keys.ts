@@ -58,9 +58,13 @@ export class SigningKeys {
     this.now = options.now ?? Date.now;
   }
 
-  /** The first fetch, in the background: the first token need not wait for it. Never throws. */
+  /**
+   * The first fetch, in the background: the first token need not wait for it. Never throws.
+   * Not caused by an unknown kid, so a good answer does not open the refetch period: a key
+   * rotated just after start-up is fetched by its first token, not refused as made up.
+   */
   prefetch(): void {
-    this.refresh().catch(() => undefined);
+    this.refresh({ byKid: false }).catch(() => undefined);
   }
 
   size(): number {
@@ -126,7 +130,7 @@ export class SigningKeys {
   }
 
   /** One fetch at a time; a failure keeps the keys there are and rejects (with none at all, the caller cannot check). */
-  private refresh(): Promise<void> {
+  private refresh({ byKid = true }: { byKid?: boolean } = {}): Promise<void> {
     if (this.inflight !== undefined) return this.inflight;
     if (!this.fetched && this.lastError !== undefined && this.now() - this.lastFetchMs < (this.options.minRefetchMs ?? 10_000)) {
       return Promise.reject(new Error(this.lastError));
@@ -137,6 +141,8 @@ export class SigningKeys {
         this.keys = usableKeys(published);
         this.fetched = true;
         this.lastError = undefined;
+        // Only fetches an unknown kid asked for are rate-limited (a failed one is, whoever asked).
+        if (!byKid) this.lastFetchMs = Number.NEGATIVE_INFINITY;
         this.options.onFetch?.({ keys: this.keys.size });
       },
       (err: unknown) => {

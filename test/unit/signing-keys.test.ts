@@ -112,6 +112,22 @@ test('an unknown kid refetches the set: one fetch for many concurrent checks, at
   expect(t.fetches()).toBe(3);
 });
 
+test('the start-up prefetch does not open the refetch period: a key rotated just after it is fetched by its first token', async () => {
+  let published = [rs.jwk];
+  const t = setup(() => published);
+  t.keys.prefetch();
+  expect(await t.keys.check(sign(rs))).toEqual({ valid: true });
+  expect(t.fetches()).toBe(1);
+  // Rotated a second after start-up: the new kid's first token fetches the set once, and is served.
+  published = [rs2.jwk, rs.jwk];
+  t.advance(1000);
+  expect(await t.keys.check(sign(rs2))).toEqual({ valid: true });
+  expect(t.fetches()).toBe(2);
+  // That fetch was an unknown kid's: made-up kids within its period cost no fetch.
+  for (let i = 0; i < 20; i++) expect(await t.keys.check(sign(rs, { alg: 'RS256', kid: `made-up-${i}` }))).toMatchObject({ valid: false, lasting: false });
+  expect(t.fetches()).toBe(2);
+});
+
 test('an outage keeps the last good keys; a new kid during it is "unavailable", never a forgery; no keys at all is unavailable', async () => {
   let answer: PublishedKey[] | Error = new Error('connect ECONNREFUSED');
   const t = setup(() => answer);
