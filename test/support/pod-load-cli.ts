@@ -47,7 +47,10 @@ export interface LoadResult {
 }
 
 const spec = JSON.parse(process.argv[2] ?? '{}') as Spec;
-const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
+// The harness's own calls to the test API server get a connection each: a pooled keep-alive
+// socket the server is closing as idle meanwhile fails the call with ECONNRESET (seen on Node 24),
+// which would count as a failed pod although podiam was never asked.
+const agent = new http.Agent({ keepAlive: false, maxSockets: 64 });
 
 function request(url: string, method: string, body?: unknown, headers: Record<string, string> = {}, contentType = 'application/json', localAddress?: string): Promise<{ status: number; body: string }> {
   return new Promise((resolve) => {
