@@ -166,7 +166,8 @@ test("the job scrapes the DaemonSet's pods at <pod IP>:8181, the port podiam lis
   try {
     writeFileSync(path.join(dir, 'prometheus.yml'), stringify({ scrape_configs: [job] }));
     const out = execFileSync('promtool', ['check', 'service-discovery', '--timeout=2s', path.join(dir, 'prometheus.yml'), 'podiam'], { encoding: 'utf8' });
-    const targets = (JSON.parse(out) as Array<{ labels: Record<string, string> }>).map((t) => t.labels);
+    // promtool lists the targets in no fixed order: sorted by address (IPv4 '1…' before IPv6 '[…').
+    const targets = (JSON.parse(out) as Array<{ labels: Record<string, string> }>).map((t) => t.labels).sort((a, b) => ((a['__address__'] ?? '') < (b['__address__'] ?? '') ? -1 : 1));
     expect(targets).toEqual([
       expect.objectContaining({ __address__: '10.0.1.23:8181', __metrics_path__: '/metrics', job: 'podiam', namespace: NAMESPACE, pod: POD, node: NODE }),
       expect.objectContaining({ __address__: '[fd00:10::23]:8181', __metrics_path__: '/metrics', job: 'podiam', namespace: NAMESPACE, pod: 'podiam-v6', node: NODE }),
