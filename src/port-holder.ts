@@ -3,8 +3,9 @@
  * inode and owner uid), then the process whose /proc/<pid>/fd links to that socket. Files only,
  * no process is run. In a container with its own PID namespace the socket is visible (host
  * network) but its process usually is not: then only the uid and inode are known.
- * Only the pid and the command name (comm) are reported, never the command line (it can hold
- * secrets such as an --api-token).
+ * Only the pid and the program's name are reported (its executable's file name, else its comm:
+ * Node 24 names its main thread "MainThread", which says nothing), never the command line (it
+ * can hold secrets such as an --api-token).
  */
 import { readFile, readdir, readlink } from 'node:fs/promises';
 
@@ -46,7 +47,8 @@ export async function findPortHolder(port: number, proc = '/proc'): Promise<Port
     const fds = await readdir(`${proc}/${pid}/fd`).catch(() => [] as string[]);
     for (const fd of fds) {
       if ((await readlink(`${proc}/${pid}/fd/${fd}`).catch(() => '')) !== target) continue;
-      const command = (await readFile(`${proc}/${pid}/comm`, 'utf8').catch(() => '')).trim();
+      const exe = (await readlink(`${proc}/${pid}/exe`).catch(() => '')).replace(/ \(deleted\)$/, '');
+      const command = exe !== '' ? exe.slice(exe.lastIndexOf('/') + 1) : (await readFile(`${proc}/${pid}/comm`, 'utf8').catch(() => '')).trim();
       return { port, inode: socket.inode, uid: socket.uid, pid: Number(pid), command: command || undefined };
     }
   }

@@ -209,6 +209,17 @@ describe('who holds the port', () => {
     expect(describeHolder(outside)).toContain('uid 1000');
     expect(await findPortHolder(9999, proc)).toBeUndefined();
   });
+
+  it('names the program by its executable when it has one: Node 24 calls its main thread "MainThread"', async () => {
+    const proc = await mkdtemp(path.join(tmpdir(), 'podiam-proc-'));
+    await mkdir(path.join(proc, 'net'));
+    await writeFile(path.join(proc, 'net/tcp'), TCP);
+    await mkdir(path.join(proc, '654/fd'), { recursive: true });
+    await writeFile(path.join(proc, '654/comm'), 'MainThread\n');
+    await symlink('/usr/local/bin/node', path.join(proc, '654/exe'));
+    await symlink('socket:[4242]', path.join(proc, '654/fd/9'));
+    expect(describeHolder(await findPortHolder(8181, proc))).toBe('pid 654 (node), uid 0');
+  });
 });
 
 describe('allowed-roles audit', () => {
