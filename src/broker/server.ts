@@ -10,6 +10,7 @@ import type { CredentialSource } from '../credentials/source.js';
 import type { WireCredentials, WireRole } from '../credentials/broker-wire.js';
 import { CREDENTIALS_PATH, ROLE_PATH, parsePodRequest } from '../credentials/broker-wire.js';
 import { BadRequest, NotReady, PodiamError, toJsonHttpResponse } from '../errors.js';
+import { readBody } from '../http-body.js';
 import type { Logger } from '../log.js';
 import type { RoleRequest } from '../roles.js';
 import type { CertificatePair } from '../webhook/tls.js';
@@ -73,7 +74,7 @@ async function handle(req: IncomingMessage, res: ServerResponse, deps: BrokerSer
     if (req.method !== 'POST') throw new BadRequest(405, `${req.method} not allowed on ${path}; use POST`);
     if (!deps.ready()) throw new NotReady('the broker\'s informers');
     agent = await deps.auth.agent(req.headers.authorization); //                403, 503
-    const asked = parsePodRequest(await readBody(req), route === 'credentials'); // 400
+    const asked = parsePodRequest(await readBody(req, MAX_BODY_BYTES, 'request body'), route === 'credentials'); // 400
     pod = `${asked.namespace}/${asked.name}`;
     const info = await podWhenKnown(agent.node, asked, deps.pods); //           404, 403
     if (asked.proof.kind === 'token') await deps.auth.checkPodToken(asked.proof.token, info); // 403
@@ -112,22 +113,6 @@ function isRefusal(code: string): boolean {
 
 function wireRole(role: RoleRequest): WireRole {
   return role.externalId === undefined ? { roleArn: role.roleArn, roleName: role.roleName, sessionName: role.sessionName } : { roleArn: role.roleArn, roleName: role.roleName, sessionName: role.sessionName, externalId: role.externalId };
-}
-
-function readBody(req: IncomingMessage): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    req.on('data', (c: Buffer) => {
-      size += c.length;
-      if (size > MAX_BODY_BYTES) {
-        req.pause();
-        reject(new BadRequest(413, `request body larger than ${MAX_BODY_BYTES} bytes`));
-      } else chunks.push(c);
-    });
-    req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
-    req.on('error', reject);
-  });
 }
 
 function send(res: ServerResponse, status: number, body: string): void {

@@ -7,6 +7,7 @@ import https from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { ConnectionLimiter } from '../connection-limits.js';
 import { BadRequest, toHttpResponse } from '../errors.js';
+import { readBody } from '../http-body.js';
 import type { Logger } from '../log.js';
 import { admit } from './admission.js';
 import type { AdmissionOutcome } from './admission.js';
@@ -117,7 +118,7 @@ async function handleAdmission(req: IncomingMessage, res: ServerResponse, deps: 
     const taken = reserve(inflight, announced !== undefined && Number.isFinite(announced) ? announced : undefined);
     if (taken instanceof BadRequest) throw taken;
     room = taken;
-    const text = await readBody(req);
+    const text = await readBody(req, MAX_BODY_BYTES, 'AdmissionReview');
     let body: unknown;
     try {
       body = JSON.parse(text);
@@ -149,23 +150,6 @@ function record(outcome: AdmissionOutcome, deps: WebhookServerDeps): void {
   else if (outcome.result === 'error') deps.log.warn('pod admitted without token identity: bad input or lookup failure', fields);
   else if (outcome.reason === 'not-a-pod-create') deps.log.debug('admission skipped', fields);
   else deps.log.info('pod skipped', fields);
-}
-
-function readBody(req: IncomingMessage): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    req.on('data', (c: Buffer) => {
-      size += c.length;
-      if (size > MAX_BODY_BYTES) {
-        req.pause();
-        reject(new BadRequest(413, `AdmissionReview larger than ${MAX_BODY_BYTES} bytes`));
-      } else chunks.push(c);
-      // A body longer than its Content-Length said is cut off by the HTTP parser itself.
-    });
-    req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
-    req.on('error', reject);
-  });
 }
 
 function send(res: ServerResponse, status: number, contentType: string, body: string): void {
