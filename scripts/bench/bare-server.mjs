@@ -6,7 +6,10 @@
  *
  *   node scripts/bench/bare-server.mjs <bodyBytes>   ->  prints `ready <port>`; stops on SIGTERM
  */
-import http from 'node:http';
+// As podiam's bundle takes it (scripts/build.mjs): on Node 22 an ESM import of node:http builds its
+// ESM facade, which loads undici, tls and http2 (~10 MB of RSS a listening server does not need),
+// and the floor would be that much too high.
+const http = process.getBuiltinModule('node:http');
 
 const size = Number(process.argv[2] ?? 1200);
 const body = Buffer.alloc(size, 'x');

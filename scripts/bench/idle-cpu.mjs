@@ -31,7 +31,7 @@ const BEFORE_REF = process.env.BENCH_BEFORE_REF ?? '54c93a9';
 const SECONDS = Number(process.env.BENCH_IDLE_SECONDS ?? 60);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const PODS = Number(process.env.BENCH_IDLE_PODS ?? 110);
-const NODE_FLAGS = ['--max-semi-space-size=2', '--max-old-space-size=192'];
+const NODE_FLAGS = ['--max-semi-space-size=2', '--max-old-space-size=192', '--no-allocation-site-pretenuring'];
 const TICKS = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100;
 const log = (line) => process.stdout.write(`${line}\n`);
 
