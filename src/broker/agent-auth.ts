@@ -23,7 +23,20 @@ export interface AgentAuthOptions {
   readonly pods: PodView;
   readonly now?: () => number;
   readonly onReview?: (audience: 'agent' | 'pod', outcome: ReviewOutcomeLabel) => void;
+  /** Agent-token reviews at once, and waiting (defaults: AGENT_REVIEWS_IN_FLIGHT, AGENT_REVIEWS_QUEUED). */
+  readonly agentReviewsInFlight?: number;
+  readonly agentReviewsQueued?: number;
 }
+
+/**
+ * A cold start (the broker, or every agent of a cluster rolled at once) brings one new token per
+ * node at the same moment. Only tokens bound to an agent pod the broker sees running get this far
+ * (checked before any review), each pod's reviews are budgeted, so the queue is bounded by the
+ * cluster's nodes: it must hold them all. With the token path's 256, 1,000 agents starting
+ * together had ~750 refused 503 TokenReviewUnavailable and retrying (BENCHMARKS.md, broker at scale).
+ */
+const AGENT_REVIEWS_IN_FLIGHT = 32;
+const AGENT_REVIEWS_QUEUED = 10_000;
 
 export interface Agent {
   /** The agent's pod (namespace/name), for the logs. */
@@ -38,7 +51,14 @@ export class AgentAuth {
 
   constructor(private readonly options: AgentAuthOptions) {
     this.now = options.now ?? Date.now;
-    this.agents = new TokenReviews({ review: options.review, audience: options.agentAudience, now: options.now, onReview: (o) => options.onReview?.('agent', o) });
+    this.agents = new TokenReviews({
+      review: options.review,
+      audience: options.agentAudience,
+      now: options.now,
+      onReview: (o) => options.onReview?.('agent', o),
+      maxInFlight: options.agentReviewsInFlight ?? AGENT_REVIEWS_IN_FLIGHT,
+      maxQueued: options.agentReviewsQueued ?? AGENT_REVIEWS_QUEUED,
+    });
     this.podTokens = new TokenReviews({ review: options.review, audience: options.tokenAudience, now: options.now, onReview: (o) => options.onReview?.('pod', o) });
   }
 
@@ -55,8 +75,9 @@ export class AgentAuth {
     let verdict = this.agents.cached(hash);
     if (verdict === undefined) {
       const claims = refusing('AgentTokenInvalid', () => claimsOf(token, agentAudience, this.now()));
-      // Not the agents' ServiceAccount: refused without asking the API server.
-      if (claims.namespace !== agent.namespace || claims.serviceAccount !== agent.name) agentNode(claims, agent, pods);
+      // Not the agents' ServiceAccount, or not bound to an agent pod the broker sees running on a
+      // node: refused without asking the API server (what the review confirms is checked again after it).
+      agentNode(claims, agent, pods);
       verdict = await this.agents.verdict(token, hash, claims);
     }
     if (verdict.error !== undefined) throw new BrokerRefusal('AgentTokenInvalid', verdict.error.message);
