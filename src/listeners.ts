@@ -31,42 +31,52 @@ export function listen(server: http.Server, port: number, host: string | undefin
   });
 }
 
-/** Per connection: requests in flight, and since when it has been idle. */
+/**
+ * Per connection: the last answer started on it, and since when it has been idle as far as a
+ * drain has seen. The hot path only records the answer (one Map lookup, one store): whether it is
+ * still being written, and since when the connection is idle, is worked out by drain() alone.
+ */
 interface ConnectionState {
-  active: number;
-  idleSince: number;
-  /** The answer being written, if any. */
+  /** The last answer started on this connection (finished or not). */
   response: http.ServerResponse | undefined;
+  /** When a drain first saw this connection with nothing in flight. */
+  idleSince: number | undefined;
 }
 
-const connections = new WeakMap<http.Server, Map<Socket, ConnectionState>>();
-const draining = new WeakSet<http.Server>();
+interface Tracked {
+  readonly conns: Map<Socket, ConnectionState>;
+  draining: boolean;
+}
+
+const tracking = new WeakMap<http.Server, Tracked>();
 
 /** Follows the server's connections from the first one on (drain() needs to know which are idle). */
-function tracked(server: http.Server): Map<Socket, ConnectionState> {
-  let conns = connections.get(server);
-  if (conns !== undefined) return conns;
-  const map = new Map<Socket, ConnectionState>();
-  conns = map;
-  connections.set(server, map);
+function tracked(server: http.Server): Tracked {
+  let t = tracking.get(server);
+  if (t !== undefined) return t;
+  const conns = new Map<Socket, ConnectionState>();
+  const self: Tracked = { conns, draining: false };
+  t = self;
+  tracking.set(server, self);
   server.on('connection', (socket: Socket) => {
-    map.set(socket, { active: 0, idleSince: Date.now(), response: undefined });
-    socket.once('close', () => map.delete(socket));
+    conns.set(socket, { response: undefined, idleSince: undefined });
+    socket.once('close', () => conns.delete(socket));
   });
   // First, before the handler may answer synchronously: once draining, every answer closes its connection.
   server.prependListener('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
-    const state = map.get(req.socket);
-    if (draining.has(server)) res.shouldKeepAlive = false;
-    if (state === undefined) return;
-    state.active++;
-    state.response = res;
-    res.once('close', () => {
-      state.active--;
-      state.idleSince = Date.now();
-      if (state.response === res) state.response = undefined;
-    });
+    const state = conns.get(req.socket);
+    if (state !== undefined) state.response = res;
+    if (self.draining) {
+      res.shouldKeepAlive = false;
+      if (state !== undefined) state.idleSince = undefined;
+    }
   });
-  return map;
+  return self;
+}
+
+/** An answer is in flight until its last byte is handed to the socket (or the socket went). */
+function inFlight(res: http.ServerResponse | undefined): boolean {
+  return res !== undefined && !res.writableFinished && !res.destroyed;
 }
 
 export interface DrainOptions {
@@ -86,15 +96,25 @@ export interface DrainOptions {
  */
 export function drain(server: http.Server, options: DrainOptions): Promise<void> {
   if (!server.listening) return Promise.resolve();
-  const conns = tracked(server);
+  const t = tracked(server);
+  const conns = t.conns;
   const idleMs = options.idleMs ?? 1_000;
-  draining.add(server);
+  t.draining = true;
   // Answers not started yet close their connection too.
-  for (const state of conns.values()) if (state.response !== undefined && !state.response.headersSent) state.response.shouldKeepAlive = false;
+  for (const state of conns.values()) if (inFlight(state.response) && !state.response!.headersSent) state.response!.shouldKeepAlive = false;
   return new Promise((resolve) => {
+    // A connection counts as idle from the first sweep that finds nothing in flight on it (for
+    // one idle before the drain, from its start: never sooner than idleMs after it).
     const sweep = (): void => {
       const now = Date.now();
-      for (const [socket, state] of conns) if (state.active === 0 && now - state.idleSince >= idleMs) socket.destroySoon();
+      for (const [socket, state] of conns) {
+        if (inFlight(state.response)) {
+          state.idleSince = undefined;
+          continue;
+        }
+        state.idleSince ??= now;
+        if (now - state.idleSince >= idleMs) socket.destroySoon();
+      }
     };
     const timer = setInterval(sweep, Math.min(100, idleMs));
     const force = setTimeout(() => {
