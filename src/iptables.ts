@@ -182,7 +182,8 @@ class FamilyRules {
    */
   async sentinelPresent(): Promise<boolean> {
     const rule = this.spec.rules.find((r) => r.name === 'jump') ?? this.spec.rules[0]!;
-    return (await this.run(['-t', rule.table, '-C', rule.chain, ...rule.args])).exitCode === 0;
+    // Only the exit code: no pipes (the full check that follows a miss reports what went wrong).
+    return (await this.exec(this.spec.bin, ['-w', '5', '-t', rule.table, '-C', rule.chain, ...rule.args], { output: false })).exitCode === 0;
   }
 
   /**

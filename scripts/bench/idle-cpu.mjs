@@ -31,6 +31,7 @@ const BEFORE_REF = process.env.BENCH_BEFORE_REF ?? '54c93a9';
 const SECONDS = Number(process.env.BENCH_IDLE_SECONDS ?? 60);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const PODS = Number(process.env.BENCH_IDLE_PODS ?? 110);
+// The image's ENTRYPOINT flags (scripts/build.mjs NODE_FLAGS; the manifests test keeps them in step).
 const NODE_FLAGS = ['--max-semi-space-size=2', '--max-old-space-size=192', '--no-allocation-site-pretenuring'];
 const TICKS = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100;
 const log = (line) => process.stdout.write(`${line}\n`);
@@ -96,7 +97,7 @@ async function idleOnce(lab, name, cli, extra = []) {
   }
 }
 
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const median = (xs) => (xs.length === 0 ? NaN : [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]);
 
 const beforeDir = buildBefore(BEFORE_REF);
 log(`lab: ${PODS} pods, 300 kube-proxy services; Node ${process.versions.node}; ${SECONDS} s per measurement, ${ROUNDS} rounds`);
