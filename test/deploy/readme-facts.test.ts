@@ -75,9 +75,12 @@ test('Older clusters: the documented patch removes HOST_IPS (status.hostIPs) and
 
 test('the README and the DaemonSet quote the same measured memory figures, and the resources cover them', () => {
   const figures = (text: string): number[] => {
-    const m = /RSS (\d+) MB with no pods,\s*(?:#\s*)?(\d+) MB with\s*(?:#\s*)?110 pods after a minute of load,\s*(?:#\s*)?(\d+) MB at the peak of a 10,000-pod\s*(?:#\s*)?cluster-wide list/.exec(text);
+    const m = /RSS (\d+) MB with no pods,\s*(?:#\s*)?(\d+) MB with\s*(?:#\s*)?110 pods right after a minute of load \((\d+) MB 10 s later\),\s*(?:#\s*)?(\d+) MB at the peak of a 10,000-pod\s*(?:#\s*)?cluster-wide list/.exec(text);
     expect(m).not.toBeNull();
-    return m!.slice(1, 4).map(Number);
+    // [no pods, 110 pods under load, the peak of the 10,000-pod list] (the settled figure is quoted alike).
+    const [idle, loaded, settled, peak] = m!.slice(1, 5).map(Number) as [number, number, number, number];
+    expect(settled).toBeLessThanOrEqual(loaded);
+    return [idle, loaded, settled, peak];
   };
   const readme = figures(README);
   expect(figures(DAEMONSET_YAML)).toEqual(readme);
@@ -86,7 +89,7 @@ test('the README and the DaemonSet quote the same measured memory figures, and t
   const mi = (q: string): number => Number(/^(\d+)Mi$/.exec(q)![1]) * 1.048576;
   // The request covers a full node (110 pods under load); the limit the 10,000-pod peak.
   expect(mi(resources.requests.memory)).toBeGreaterThan(readme[1]!);
-  expect(mi(resources.limits.memory)).toBeGreaterThan(readme[2]!);
+  expect(mi(resources.limits.memory)).toBeGreaterThan(readme[3]!);
   expect(README).toContain(`requests \`cpu: ${resources.requests.cpu}\`, \`memory: ${resources.requests.memory}\`; limits \`cpu: ${resources.limits.cpu}\`, \`memory: ${resources.limits.memory}\``);
 });
 
