@@ -163,16 +163,18 @@ export async function brokerScale(ctx) {
 
     const c0 = ctx.cpuMs(process.pid);
     let t1 = performance.now();
-    let heapFlags = [];
+    // BENCH_BROKER_NODE_FLAGS (JSON array): V8 flags after the shebang's, for both attempts (a lever).
+    const leverFlags = JSON.parse(process.env.BENCH_BROKER_NODE_FLAGS ?? '[]');
+    let heapFlags = [...leverFlags];
     let imageFlagsFailure;
     try {
-      broker = await startBroker(ctx, kube, tls, sts.url);
+      broker = await startBroker(ctx, kube, tls, sts.url, [], heapFlags);
     } catch (err) {
       // The image's V8 flags (--max-old-space-size=192, sized for a node agent) may not hold a
       // cluster's informers: say so, and measure with a bigger old space.
       imageFlagsFailure = String(err).slice(0, 600);
       log(`  with the image's V8 flags: ${imageFlagsFailure}`);
-      heapFlags = ['--max-old-space-size=1024'];
+      heapFlags = [...leverFlags, '--max-old-space-size=1024'];
       t1 = performance.now();
       broker = await startBroker(ctx, kube, tls, sts.url, [], heapFlags);
     }

@@ -43,6 +43,8 @@ export type IssueCause = 'request' | 'prefetch' | 'refresh';
 /** Opened per pod before it is throttled, and one more every newSessionIntervalMs after. */
 export const NEW_SESSION_BURST = 3;
 export const NEW_SESSION_INTERVAL_MS = 20_000;
+/** The budget table's size at which it is first swept of full budgets (see pruneAt). */
+const BUDGETS_SWEEP_MIN = 4096;
 
 export interface CacheEvents {
   issued(creds: IssuedCredentials, cause: IssueCause): void;
@@ -138,6 +140,13 @@ export class CredentialCache {
   private readonly wantedBy = new Map<string, number>();
   /** By RoleRequest.pod (namespace/name). */
   private readonly budgets = new Map<string, PodBudget>();
+  /**
+   * The budget table is swept when it reaches this size, then this becomes twice what the sweep
+   * left: a sweep per new pod past a fixed size was quadratic when thousands of pods got their
+   * first session within one refill interval (a broker starting on a 100,000-pod cluster spent
+   * ~100 s of CPU in it before it was ready).
+   */
+  private pruneAt = BUDGETS_SWEEP_MIN;
   private stopped = false;
 
   constructor(private readonly options: CredentialCacheOptions) {
@@ -308,7 +317,10 @@ export class CredentialCache {
   private spend(pod: string, now: number, reserve: number): number {
     let b = this.budgets.get(pod);
     if (b === undefined) {
-      if (this.budgets.size >= 4096) this.pruneBudgets(now);
+      if (this.budgets.size >= this.pruneAt) {
+        this.pruneBudgets(now);
+        this.pruneAt = Math.max(BUDGETS_SWEEP_MIN, this.budgets.size * 2);
+      }
       b = { tokens: this.newSessionBurst, atMs: now, waiting: undefined, timer: undefined };
       this.budgets.set(pod, b);
     }

@@ -748,6 +748,38 @@ describe('CredentialCache: a pod churning its own annotations (issue 19)', () =>
     cache.stop();
   });
 
+  it("a cluster's pods getting their first sessions at once sweep the budget table a few times, not once per pod", async () => {
+    const { cache, assumer, clock } = setup();
+    const proto = CredentialCache.prototype as unknown as { pruneBudgets: (now: number) => void };
+    const original = proto.pruneBudgets;
+    let sweeps = 0;
+    proto.pruneBudgets = function (this: unknown, now: number) {
+      sweeps++;
+      original.call(this, now);
+    };
+    const pods = 6_000;
+    for (let i = 0; i < pods; i++) {
+      const r = request({ pod: `team-a/web-${i}`, sessionName: `team-a.web-${i}` });
+      cache.want(`uid-${i}`, r);
+      cache.prefetch(r);
+    }
+    await flushPromises();
+    // Every pod within its budget (none waits), and the table swept once or twice, not ~1,900 times.
+    expect(assumer.count).toBe(pods);
+    expect(sweeps).toBeLessThanOrEqual(2);
+    // Swept all the same once budgets are full again: the table does not keep every pod forever.
+    await clock.advance(NEW_SESSION_INTERVAL_MS * NEW_SESSION_BURST);
+    const more = 10_000;
+    for (let i = pods; i < pods + more; i++) {
+      const r = request({ pod: `team-b/web-${i}`, sessionName: `team-b.web-${i}` });
+      cache.prefetch(r);
+      if (i % 5_000 === 0) await clock.advance(NEW_SESSION_INTERVAL_MS * NEW_SESSION_BURST);
+    }
+    expect((cache as unknown as { budgets: Map<string, unknown> }).budgets.size).toBeLessThan(pods + more);
+    proto.pruneBudgets = original;
+    cache.stop();
+  });
+
   it('a waiting prefetch for a pod that is gone makes no call', async () => {
     const { cache, assumer, clock } = setup();
     for (let i = 0; i < NEW_SESSION_BURST + 1; i++) {
