@@ -22,7 +22,7 @@
  * refused at once by the closed port (a RST), and the guard is not involved.
  */
 import type { Config } from './config.js';
-import type { ExecResult, ExecRunner } from './exec.js';
+import type { ExecOptions, ExecResult, ExecRunner } from './exec.js';
 import { execaRunner } from './exec.js';
 import { PodiamError } from './errors.js';
 import type { Logger } from './log.js';
@@ -183,7 +183,7 @@ class FamilyRules {
   async sentinelPresent(): Promise<boolean> {
     const rule = this.spec.rules.find((r) => r.name === 'jump') ?? this.spec.rules[0]!;
     // Only the exit code: no pipes (the full check that follows a miss reports what went wrong).
-    return (await this.exec(this.spec.bin, ['-w', '5', '-t', rule.table, '-C', rule.chain, ...rule.args], { output: false })).exitCode === 0;
+    return (await this.run(['-t', rule.table, '-C', rule.chain, ...rule.args], { output: false })).exitCode === 0;
   }
 
   /**
@@ -223,8 +223,8 @@ class FamilyRules {
     for (const name of this.states.keys()) this.set(name, 'error');
   }
 
-  private async run(args: readonly string[]): Promise<ExecResult> {
-    return this.exec(this.spec.bin, ['-w', '5', ...args]);
+  private async run(args: readonly string[], options?: ExecOptions): Promise<ExecResult> {
+    return this.exec(this.spec.bin, ['-w', '5', ...args], options);
   }
 
   private async must(args: readonly string[]): Promise<void> {
