@@ -23,9 +23,6 @@ export interface AgentAuthOptions {
   readonly pods: PodView;
   readonly now?: () => number;
   readonly onReview?: (audience: 'agent' | 'pod', outcome: ReviewOutcomeLabel) => void;
-  /** Agent-token reviews at once, and waiting (defaults: AGENT_REVIEWS_IN_FLIGHT, AGENT_REVIEWS_QUEUED). */
-  readonly agentReviewsInFlight?: number;
-  readonly agentReviewsQueued?: number;
 }
 
 /**
@@ -56,8 +53,8 @@ export class AgentAuth {
       audience: options.agentAudience,
       now: options.now,
       onReview: (o) => options.onReview?.('agent', o),
-      maxInFlight: options.agentReviewsInFlight ?? AGENT_REVIEWS_IN_FLIGHT,
-      maxQueued: options.agentReviewsQueued ?? AGENT_REVIEWS_QUEUED,
+      maxInFlight: AGENT_REVIEWS_IN_FLIGHT,
+      maxQueued: AGENT_REVIEWS_QUEUED,
     });
     this.podTokens = new TokenReviews({ review: options.review, audience: options.tokenAudience, now: options.now, onReview: (o) => options.onReview?.('pod', o) });
   }
