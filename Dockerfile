@@ -25,12 +25,14 @@ FROM node:22-bookworm-slim
 # connections pods opened to the real metadata service before a rule was in place. Debian's default
 # backend is iptables-nft; it is set explicitly because it talks netlink and so needs only
 # CAP_NET_ADMIN, the one capability the DaemonSet grants (iptables-legacy opens a raw socket and
-# would also need CAP_NET_RAW). iproute2: --token-interface adds the token addresses with `ip`.
+# would also need CAP_NET_RAW). nftables: its `nft monitor` is the ruleset watch (--iptables-watch):
+# deletions of podiam's rules reported as they happen, no process per reconcile round.
+# iproute2: --token-interface adds the token addresses with `ip`.
 # Package versions are not pinned: Debian's security updates
 # replace them within a release, and a pin would break the build when they do.
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends iptables conntrack iproute2 \
+    && apt-get install -y --no-install-recommends iptables nftables conntrack iproute2 \
     && update-alternatives --set iptables /usr/sbin/iptables-nft \
     && update-alternatives --set ip6tables /usr/sbin/ip6tables-nft \
     && rm -rf /var/lib/apt/lists/*

@@ -13,6 +13,17 @@ import { ROLE_POLICY_FLAGS, rolePolicyConfig } from './role-policy-flags.js';
 import type { BrokerClientConfig } from './credentials/broker-flags.js';
 import { BROKER_CLIENT_FLAGS, brokerClientConfig } from './credentials/broker-flags.js';
 
+/**
+ * Rounds of --iptables-reconcile-interval between full checks (src/iptables.ts). Without the ruleset watch, a round checks one rule per family (one
+ * process); every tenth, or when that rule is gone, every rule is counted and restored (three
+ * processes per family). A process per rule per round was most of podiam's idle CPU
+ * (scripts/bench/idle-cpu.mjs); the jump is what a flush of the nat table removes first, and while
+ * anything is missing the guard keeps pods off the real metadata service. While the watch runs,
+ * the nine cheap rounds are skipped: the kernel reports each deletion, and the tenth round's full
+ * check is the safety net, and the --host-interface check's period (pod changes bring one sooner).
+ */
+export const FULL_CHECK_EVERY = 10;
+
 export { parseDuration } from './flags.js';
 
 export type LogFormat = 'text' | 'json';
@@ -31,6 +42,8 @@ export interface Config extends RolePolicyConfig {
   readonly hostInterface: string;
   readonly iptables: boolean;
   readonly iptablesReconcileMs: number;
+  /** --iptables-watch: an `nft monitor` reports deletions in podiam's chains as they happen (iptables-nft nodes). */
+  readonly iptablesWatch: boolean;
   /** --iptables-guard: a mangle FORWARD DROP keeps pods off the real metadata service while a DNAT is missing. */
   readonly iptablesGuard: boolean;
   readonly metadataHost: string;
@@ -95,7 +108,8 @@ export const FLAGS: readonly FlagSpec[] = [
   { name: 'host-ip', type: 'string', example: '--host-ip=10.0.1.23,fd00:10::23', help: 'IP(s) to listen on and DNAT to, at most one per family, comma-separated (env HOST_IP; default: listen on all)' },
   { name: 'host-interface', type: 'string', default: 'docker0', example: '--host-interface=cali+', help: 'pod-side interface(s) whose metadata traffic is intercepted; + wildcard, leading ! inverts' },
   { name: 'iptables', type: 'bool', default: 'false', example: '--iptables', help: 'install and keep the DNAT and guard rules, both families (needs NET_ADMIN and --host-ip); they outlive podiam: remove them with --cleanup' },
-  { name: 'iptables-reconcile-interval', type: 'duration', default: '5s', example: '--iptables-reconcile-interval=5s', help: 'how often the rules are checked (one rule per family; all of them every tenth round) and restored' },
+  { name: 'iptables-reconcile-interval', type: 'duration', default: '5s', example: '--iptables-reconcile-interval=5s', help: 'how often the rules are checked (one rule per family; all of them every tenth round) and restored; while the ruleset watch runs, only every tenth round checks (all of them)' },
+  { name: 'iptables-watch', type: 'bool', default: 'true', example: '--iptables-watch=false', help: 'with --iptables on an iptables-nft node, run `nft -j monitor destroy` to learn of every deletion in podiam\'s chains at once (restored within ~0.1 s, no process per round); false, or no nft binary, or iptables-legacy: checked every round' },
   { name: 'iptables-guard', type: 'bool', default: 'true', example: '--iptables-guard=false', help: 'with --iptables, also DROP pods\' TCP to the metadata service in mangle FORWARD, so a missing DNAT never lets them reach it' },
   { name: 'cleanup', type: 'bool', default: 'false', example: '--cleanup', help: 'remove every rule podiam installed (iptables and ip6tables), print what was removed, and exit' },
   { name: 'metadata-addr', type: 'string', default: '169.254.169.254', example: '--metadata-addr=169.254.169.254:80', help: 'the real metadata service, host or host:port' },
@@ -272,6 +286,7 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pr
     hostInterface,
     iptables,
     iptablesReconcileMs: duration('iptables-reconcile-interval', 500, 300_000),
+    iptablesWatch: bool('iptables-watch'),
     iptablesGuard: bool('iptables-guard'),
     metadataHost,
     metadataPort,

@@ -171,8 +171,12 @@ export interface HostInterfaceMonitorDeps {
   readonly repeatEventMs?: number;
 }
 
+/** A pod change is checked this long after it (a burst of pod events is one check). */
+export const SOON_MS = 1_000;
+
 /**
- * Runs checkHostInterface at start and every interval: the last report for /readyz and the
+ * Runs checkHostInterface at start, within SOON_MS of a change of this node's pods, and every
+ * interval (routes and interfaces that change without a pod): the last report for /readyz and the
  * metrics; a warning (log and an Event on the node) when this node has pods and none of their IPs
  * is behind a matching interface: podiam intercepts none of them.
  */
@@ -181,6 +185,8 @@ export class HostInterfaceMonitor {
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<void> = Promise.resolve();
   private failingSinceEvent: number | undefined;
+  private soonTimer: NodeJS.Timeout | undefined;
+  private stopped = false;
   private readonly checker: (podIps: Iterable<string>) => Promise<HostInterfaceReport>;
 
   constructor(private readonly deps: HostInterfaceMonitorDeps) {
@@ -222,8 +228,24 @@ export class HostInterfaceMonitor {
     this.timer.unref();
   }
 
+  /**
+   * This node's pods changed (one came, changed or went): check within SOON_MS, once for a
+   * burst. What the check reads changes with the pods, so this, and not a short period, is what
+   * keeps the report current.
+   */
+  soon(): void {
+    if (this.soonTimer !== undefined || this.stopped) return;
+    this.soonTimer = setTimeout(() => {
+      this.soonTimer = undefined;
+      void this.check();
+    }, SOON_MS);
+    this.soonTimer.unref();
+  }
+
   async stop(): Promise<void> {
+    this.stopped = true;
     if (this.timer) clearInterval(this.timer);
+    if (this.soonTimer) clearTimeout(this.soonTimer);
     await this.running;
   }
 }

@@ -22,8 +22,9 @@
  * refused at once by the closed port (a RST), and the guard is not involved.
  */
 import type { Config } from './config.js';
-import type { ExecOptions, ExecResult, ExecRunner } from './exec.js';
-import { execaRunner } from './exec.js';
+import { FULL_CHECK_EVERY } from './config.js';
+import type { ExecOptions, ExecResult, ExecRunner, LineProcess, LineSpawner } from './exec.js';
+import { execaLines, execaRunner } from './exec.js';
 import { PodiamError } from './errors.js';
 import type { Logger } from './log.js';
 import type { Metrics } from './metrics.js';
@@ -130,6 +131,12 @@ async function preflight(exec: ExecRunner, bin: string): Promise<{ ok: true } | 
     missing: false,
     reason: denied ? `no permission to change ${bin} rules (needs root or the NET_ADMIN capability): ${r.stderr.trim()}` : `${bin} -t nat -S PREROUTING failed: ${r.stderr.trim()}`,
   };
+}
+
+/** `iptables -V` ends in "(nf_tables)" or "(legacy)"; anything else (an old iptables) is legacy. */
+async function backendOf(exec: ExecRunner, bin: string): Promise<'nf_tables' | 'legacy'> {
+  const r = await exec(bin, ['-V']).catch(() => undefined);
+  return r?.exitCode === 0 && /\(nf_tables\)/.test(r.stdout) ? 'nf_tables' : 'legacy';
 }
 
 /** The rules of one family: install, check, restore. */
@@ -290,18 +297,136 @@ export interface Interception {
   families(): Family[];
 }
 
-export function createInterception(config: Config, deps: { log: Logger; metrics: Metrics; exec?: ExecRunner }): Interception {
-  return new Rules(familyOptions(config).map(familySpec), deps.log, deps.metrics, deps.exec ?? execaRunner);
+export function createInterception(config: Config, deps: { log: Logger; metrics: Metrics; exec?: ExecRunner; lines?: LineSpawner }): Interception {
+  const watch = config.iptablesWatch ? (deps.lines ?? execaLines) : undefined;
+  return new Rules(familyOptions(config).map(familySpec), deps.log, deps.metrics, deps.exec ?? execaRunner, watch);
+}
+
+export { FULL_CHECK_EVERY };
+
+/**
+ * After a deletion in one of podiam's chains, the check waits this long (to take a whole
+ * `iptables-restore` or flush in one go) plus up to EVENT_JITTER_MS (so that two podiams on one
+ * node during a rollout do not restore the same rule at the same instant), and no sooner than
+ * EVENT_MIN_GAP_MS after the previous event-driven check (two agents fighting over the rules,
+ * e.g. with different --host-ip, cost a check a second, not a busy loop).
+ */
+export const EVENT_DELAY_MS = 20;
+export const EVENT_JITTER_MS = 100;
+export const EVENT_MIN_GAP_MS = 1_000;
+/** A watch that exited is started again after this long; meanwhile every round checks. */
+export const WATCH_RESTART_MS = 30_000;
+/** After the watch (re)starts, one full check covers deletions made before it subscribed. */
+export const WATCH_SETTLE_MS = 1_000;
+
+/**
+ * The chains podiam writes to, as nftables names them (`ip nat PREROUTING`), and the tables
+ * (`ip nat`): a deletion of either may have taken one of its rules.
+ */
+export function watchedNames(specs: readonly FamilySpec[]): Map<string, Family> {
+  const names = new Map<string, Family>();
+  for (const spec of specs) {
+    const nft = spec.family === 'ipv4' ? 'ip' : 'ip6';
+    for (const rule of spec.rules) {
+      names.set(`${nft} ${rule.table}`, spec.family);
+      names.set(`${nft} ${rule.table} ${rule.chain}`, spec.family);
+    }
+  }
+  return names;
 }
 
 /**
- * Rounds between full checks. A round checks one rule per family (one process); every tenth, or
- * when that rule is gone, every rule is counted and restored (three processes per family). A
- * process per rule per round was most of podiam's idle CPU (scripts/bench/idle-cpu.mjs); the
- * jump is what a flush of the nat table removes first, and while anything is missing the guard
- * keeps pods off the real metadata service.
+ * The family whose rules a line of `nft -j monitor destroy` may have deleted, if any: a rule or a
+ * chain deleted in one of podiam's chains, or one of its tables deleted. Anything else (another
+ * table's churn, a line that is not JSON) is not podiam's business.
  */
-export const FULL_CHECK_EVERY = 10;
+export function deletionOf(line: string, watched: ReadonlyMap<string, Family>): Family | undefined {
+  if (!line.startsWith('{"delete"') && !line.startsWith('{"destroy"')) return undefined;
+  let event: Record<string, Record<string, { family?: string; table?: string; chain?: string; name?: string }>>;
+  try {
+    event = JSON.parse(line) as typeof event;
+  } catch {
+    return undefined;
+  }
+  const body = event.delete ?? event.destroy;
+  if (body === undefined || typeof body !== 'object') return undefined;
+  if (body.rule) return watched.get(`${body.rule.family} ${body.rule.table} ${body.rule.chain}`);
+  if (body.chain) return watched.get(`${body.chain.family} ${body.chain.table} ${body.chain.name}`);
+  if (body.table) return watched.get(`${body.table.family} ${body.table.name}`);
+  return undefined;
+}
+
+/**
+ * The kernel's word on deletions: one `nft -j monitor destroy` for the agent's life (it sleeps on a
+ * netlink socket: no CPU while nothing changes). iptables-nft rules are nftables rules, so every
+ * deletion in podiam's chains, whoever made it, arrives as a line. Not on an iptables-legacy node
+ * (its rules are not nftables'), and not without the nft binary: there, and whenever the monitor
+ * has exited, the rounds check as before.
+ */
+class RulesetWatch {
+  private proc: LineProcess | undefined;
+  private restart: NodeJS.Timeout | undefined;
+  private stopped = false;
+
+  constructor(
+    private readonly spawn: LineSpawner,
+    private readonly watched: ReadonlyMap<string, Family>,
+    private readonly onDeletion: (family: Family) => void,
+    private readonly onStart: () => void,
+    private readonly log: Logger,
+    private readonly metrics: Metrics,
+  ) {}
+
+  /** True while the monitor runs: the rounds may skip their cheap checks. */
+  get watching(): boolean {
+    return this.proc !== undefined;
+  }
+
+  async start(): Promise<void> {
+    if (this.stopped) return;
+    let proc: LineProcess;
+    try {
+      proc = await this.spawn('nft', ['-j', 'monitor', 'destroy'], (line) => {
+        const family = deletionOf(line, this.watched);
+        if (family !== undefined) this.onDeletion(family);
+        // The netlink socket overflowed (a burst of changes, e.g. a large iptables-restore):
+        // events were dropped, so every family is checked.
+        else if (line.includes('lost some netlink events')) for (const f of new Set(this.watched.values())) this.onDeletion(f);
+      });
+    } catch (err) {
+      this.log.warn('iptables: the ruleset watch could not start; rules are checked every --iptables-reconcile-interval', { error: (err as Error).message });
+      return;
+    }
+    if (this.stopped) return proc.stop();
+    this.proc = proc;
+    this.metrics.iptablesWatch.set(1);
+    this.onStart();
+    void proc.exited.then((r) => {
+      if (this.proc === proc) this.proc = undefined;
+      this.metrics.iptablesWatch.set(0);
+      if (this.stopped) return;
+      if (r.error !== undefined) {
+        // Not installed (ENOENT) or not runnable: nothing to retry.
+        this.log.warn('iptables: no ruleset watch (`nft` could not run; install nftables); rules are checked every --iptables-reconcile-interval', { error: r.error });
+        return;
+      }
+      this.log.warn('iptables: the ruleset watch (nft monitor) exited; rules are checked every --iptables-reconcile-interval until it is back', { code: r.code, signal: r.signal, stderr: r.stderr, restartInMs: WATCH_RESTART_MS });
+      this.restart = setTimeout(() => void this.start(), WATCH_RESTART_MS);
+      this.restart.unref();
+    });
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.restart) clearTimeout(this.restart);
+    const proc = this.proc;
+    this.proc = undefined;
+    if (proc) {
+      proc.stop();
+      await proc.exited;
+    }
+  }
+}
 
 /** Copies of `rule` among `-S` lines of its chain (iptables prints options in its own order). */
 export function countRule(lines: readonly string[], rule: Rule): number {
@@ -342,12 +467,21 @@ export class Rules implements Interception {
   private timer: NodeJS.Timeout | undefined;
   private busy: Promise<unknown> = Promise.resolve();
   private readonly conntrack: Conntrack;
+  /** Families every rule of which is an nftables rule (iptables-nft): the watch sees their deletions. */
+  private readonly nftFamilies = new Set<Family>();
+  private watch: RulesetWatch | undefined;
+  /** Families a deletion event hit, waiting for their check. */
+  private readonly dirty = new Set<Family>();
+  private eventTimer: NodeJS.Timeout | undefined;
+  private lastEventCheck = 0;
+  private stopping = false;
 
   constructor(
     private readonly specs: readonly FamilySpec[],
     private readonly log: Logger,
     private readonly metrics: Metrics,
     private readonly exec: ExecRunner,
+    private readonly lines?: LineSpawner,
   ) {
     this.conntrack = new Conntrack(exec, log);
   }
@@ -363,6 +497,7 @@ export class Rules implements Interception {
           continue;
         }
         if (spec.rules.length === 0) continue;
+        if (this.lines !== undefined && (await backendOf(this.exec, spec.bin)) === 'nf_tables') this.nftFamilies.add(spec.family);
         const family = new FamilyRules(spec, this.exec, this.log, this.metrics, this.conntrack);
         const added = await family.install();
         this.active.push(family);
@@ -376,22 +511,22 @@ export class Rules implements Interception {
     // nat table, a contended xtables lock), skip ticks rather than pile up a backlog.
     let pending = false;
     let round = 0;
+    const watchable = this.lines !== undefined && this.active.length > 0 && this.active.every((f) => this.nftFamilies.has(f.spec.family));
+    if (this.lines !== undefined && this.active.length > 0 && !watchable) {
+      this.log.info('iptables: rules are checked every --iptables-reconcile-interval (an iptables-legacy backend: no ruleset watch)');
+    }
+    if (watchable) {
+      const watched = watchedNames(this.active.map((f) => f.spec));
+      this.watch = new RulesetWatch(this.lines!, watched, (family) => this.deleted(family), () => this.afterWatchStart(), this.log, this.metrics);
+      void this.watch.start();
+    }
     this.timer = setInterval(() => {
       if (pending) return;
-      pending = true;
       const full = ++round % FULL_CHECK_EVERY === 0;
-      this.serial(async () => {
-        for (const family of this.active) {
-          await (async () => {
-            // A family in error or with a rule missing gets the full check every round until whole again.
-            if (!full && family.present() && (await family.sentinelPresent())) return;
-            await family.reconcile();
-          })().catch((err: Error) => {
-            family.markError();
-            this.log.error('iptables reconcile failed', { family: family.spec.family, error: err.message });
-          });
-        }
-      }).finally(() => {
+      // The watch reports every deletion: only the tenth round's full check remains, as a safety net.
+      if (!full && this.watch?.watching) return;
+      pending = true;
+      this.serial(() => this.check(this.active, full)).finally(() => {
         pending = false;
       });
     }, intervalMs);
@@ -399,9 +534,56 @@ export class Rules implements Interception {
   }
 
   async stop(): Promise<void> {
+    this.stopping = true;
     if (this.timer) clearInterval(this.timer);
     this.timer = undefined;
+    if (this.eventTimer) clearTimeout(this.eventTimer);
+    this.eventTimer = undefined;
+    await this.watch?.stop();
     await this.busy;
+  }
+
+  /** One round: each family's cheap check (or the full one), restoring what is missing. */
+  private async check(families: readonly FamilyRules[], full: boolean): Promise<void> {
+    for (const family of families) {
+      await (async () => {
+        // A family in error or with a rule missing gets the full check every round until whole again.
+        if (!full && family.present() && (await family.sentinelPresent())) return;
+        await family.reconcile();
+      })().catch((err: Error) => {
+        family.markError();
+        this.log.error('iptables reconcile failed', { family: family.spec.family, error: err.message });
+      });
+    }
+  }
+
+  /** A deletion in one of podiam's chains: that family's full check, soon. */
+  private deleted(family: Family): void {
+    this.dirty.add(family);
+    this.scheduleEventCheck(EVENT_DELAY_MS + Math.random() * EVENT_JITTER_MS);
+  }
+
+  /** Deletions made before the monitor subscribed are not reported: check everything once. */
+  private afterWatchStart(): void {
+    for (const f of this.active) this.dirty.add(f.spec.family);
+    this.scheduleEventCheck(WATCH_SETTLE_MS);
+  }
+
+  private scheduleEventCheck(delayMs: number): void {
+    if (this.eventTimer !== undefined || this.stopping) return;
+    const wait = Math.max(delayMs, this.lastEventCheck + EVENT_MIN_GAP_MS - Date.now());
+    this.eventTimer = setTimeout(() => {
+      this.eventTimer = undefined;
+      this.lastEventCheck = Date.now();
+      const families = this.active.filter((f) => this.dirty.has(f.spec.family));
+      this.dirty.clear();
+      // Restoring takes and re-adds rules (PODIAM is flushed before its rule is re-added): those
+      // deletions come back as events and cost one more check, which finds everything in place.
+      void this.serial(() => this.check(families, true)).finally(() => {
+        if (this.dirty.size > 0) this.scheduleEventCheck(EVENT_DELAY_MS + Math.random() * EVENT_JITTER_MS);
+      });
+    }, wait);
+    this.eventTimer.unref();
   }
 
   ready(): boolean {

@@ -10,7 +10,7 @@ import { describeHolder, findPortHolder } from './port-holder.js';
 import { drain, listen, reusePortSupported } from './listeners.js';
 import { otherListeners, waitForSuccessor } from './handover.js';
 import type { Config } from './config.js';
-import { describeConfig } from './config.js';
+import { FULL_CHECK_EVERY, describeConfig } from './config.js';
 import { BrokerCredentials } from './credentials/broker-client.js';
 import type { BrokerClientConfig } from './credentials/broker-flags.js';
 import { BrokerTransport } from './credentials/broker-transport.js';
@@ -268,7 +268,12 @@ export async function start(config: Config, log: Logger, signal?: AbortSignal): 
   if (hostInterfaces) {
     void untilReady(watcher, () => stopping !== undefined).then(async () => {
       await hostInterfaces.check();
-      hostInterfaces.start(config.iptablesReconcileMs);
+      // Every full check's period (50 s by default): pod changes are what move the answer, and
+      // each brings a check within a second; reading the routes every round was most of an idle
+      // agent's CPU once the ruleset watch took the rounds' processes away.
+      hostInterfaces.start(config.iptablesReconcileMs * FULL_CHECK_EVERY);
+      index.onPodServable(() => hostInterfaces.soon());
+      index.onPodGone(() => hostInterfaces.soon());
     });
   }
 

@@ -12,15 +12,17 @@
  *
  * Each is started as the image starts it (node --max-semi-space-size=2 --max-old-space-size=192,
  * the Dockerfile's ENTRYPOINT flags) with the DaemonSet's flags (--iptables, both families,
- * reconcile every 3 s, --events, json logs), waits for /readyz, settles 10 s, then CPU time is
+ * json logs), waits for /readyz, settles BENCH_IDLE_SETTLE seconds (default 30: V8's memory reducer
+ * runs its GCs in the first ~20 s after start-up, which is start-up's cost, not idle's), then CPU time is
  * read from /proc/<pid>/stat (utime + stime + cutime + cstime: the iptables processes it ran and
- * reaped count) over BENCH_IDLE_SECONDS (default 60). Rounds alternate before/after
+ * reaped count), plus its children still running (the ruleset watch's nft monitor), over
+ * BENCH_IDLE_SECONDS (default 60). Rounds alternate before/after
  * (BENCH_ROUNDS, default 3); each side reports its median, in CPU ms per second (= millicores).
  *
  *   npm run build && sudo node scripts/bench/idle-cpu.mjs        # with the image's Node (22)
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Lab, NODE_IP, sleep } from '../../dist/test/support/lab.js';
@@ -31,6 +33,7 @@ const BEFORE_REF = process.env.BENCH_BEFORE_REF ?? '54c93a9';
 const SECONDS = Number(process.env.BENCH_IDLE_SECONDS ?? 60);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const PODS = Number(process.env.BENCH_IDLE_PODS ?? 110);
+const SETTLE = Number(process.env.BENCH_IDLE_SETTLE ?? 30);
 // The image's ENTRYPOINT flags (scripts/build.mjs NODE_FLAGS; the manifests test keeps them in step).
 const NODE_FLAGS = ['--max-semi-space-size=2', '--max-old-space-size=192', '--no-allocation-site-pretenuring'];
 const TICKS = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100;
@@ -66,11 +69,24 @@ function kubeProxyRules(services, family) {
   return L.join('\n');
 }
 
-/** CPU seconds of a process and the children it reaped. */
+/** CPU ms of a process, the children it reaped, and the children still running (the nft monitor of the ruleset watch). */
 function cpuMs(pid) {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return ((Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14])) * 1000) / TICKS;
+  const fields = (p) => {
+    const stat = readFileSync(`/proc/${p}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  };
+  const f = fields(pid);
+  let ticks = Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]);
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const c = fields(entry);
+      if (Number(c[1]) === pid) ticks += Number(c[11]) + Number(c[12]);
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return (ticks * 1000) / TICKS;
 }
 
 async function idleOnce(lab, name, cli, extra = []) {
@@ -84,7 +100,7 @@ async function idleOnce(lab, name, cli, extra = []) {
     }
     const comm = readFileSync(`/proc/${p.pid}/comm`, 'utf8').trim();
     if (comm !== 'node') throw new Error(`pid ${p.pid} is ${comm}, not podiam's node`);
-    await sleep(10_000);
+    await sleep(SETTLE * 1000);
     const t0 = Date.now();
     const c0 = cpuMs(p.pid);
     await sleep(SECONDS * 1000);
@@ -100,7 +116,7 @@ async function idleOnce(lab, name, cli, extra = []) {
 const median = (xs) => (xs.length === 0 ? NaN : [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]);
 
 const beforeDir = buildBefore(BEFORE_REF);
-log(`lab: ${PODS} pods, 300 kube-proxy services; Node ${process.versions.node}; ${SECONDS} s per measurement, ${ROUNDS} rounds`);
+log(`lab: ${PODS} pods, 300 kube-proxy services; Node ${process.versions.node}; ${SETTLE} s settle, ${SECONDS} s per measurement, ${ROUNDS} rounds`);
 const lab = await Lab.create({ pods: Array.from({ length: PODS }, (_, i) => ({ name: `p${i}`, role: `role-${i % 20}` })) });
 try {
   for (const family of ['ipv4', 'ipv6']) {

@@ -451,9 +451,9 @@ describe('Dockerfile', () => {
     expect(runs(build)).toEqual(['npm ci --no-audit --no-fund', 'npm run build']);
   });
 
-  test('the runtime stage: iptables and iproute2 from apt, the bundle and package.json only (no node_modules), no package manager', () => {
+  test('the runtime stage: iptables, nftables (the ruleset watch) and iproute2 from apt, the bundle and package.json only (no node_modules), no package manager', () => {
     const apt = runs(runtime).find((r) => r.includes('apt-get install'));
-    expect(apt).toMatch(/^apt-get update && apt-get install -y --no-install-recommends iptables conntrack iproute2 && /);
+    expect(apt).toMatch(/^apt-get update && apt-get install -y --no-install-recommends iptables nftables conntrack iproute2 && /);
     expect(apt).toMatch(/rm -rf \/var\/lib\/apt\/lists\/\*$/);
     // Nothing is installed with npm: the bundle holds every dependency podiam loads.
     expect(runs(runtime).join(' ')).not.toMatch(/\bnpm (ci|install|i)\b/);

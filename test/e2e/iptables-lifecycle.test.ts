@@ -7,7 +7,7 @@
  *
  * Needs root (it fails, with the reason, when not root).
  */
-import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { LabPodiam, LabProcess } from '../support/lab.js';
 import { Lab, METADATA_IP, METADATA_IP6, SYSTEM_PATH, sleep, which } from '../support/lab.js';
@@ -243,9 +243,10 @@ async function flushWhilePolling(family: 'ipv4' | 'ipv6', p: LabPodiam, interval
   expect(await p.metric('podiam_iptables_rule_present', { family, rule: 'dnat' })).toBe(1);
 }
 
-test('nat table flushed by hand: a pod polling every 50 ms gets 0 answers from the real service; restored within one interval (IPv4, then IPv6), logged at warn and counted', async () => {
+test('without the ruleset watch, nat table flushed by hand: a pod polling every 50 ms gets 0 answers from the real service; restored within one interval (IPv4, then IPv6), logged at warn and counted', async () => {
   const { env, calls } = wrappedEnv();
-  const p = await start(['--iptables-reconcile-interval=3s'], env);
+  // No watch: the rule stays missing until the next round, and the guard is what the pod meets.
+  const p = await start(['--iptables-reconcile-interval=3s', '--iptables-watch=false'], env);
   await flushWhilePolling('ipv4', p, 3_000, calls);
   await flushWhilePolling('ipv6', p, 3_000, calls);
   const warnings = p
@@ -260,8 +261,8 @@ test('nat table flushed by hand: a pod polling every 50 ms gets 0 answers from t
   await expectOneOfEach();
 }, 60_000);
 
-test('the guard deleted by hand is restored and counted; PREROUTING flushed and the chain deleted too', async () => {
-  const p = await start(['--iptables-reconcile-interval=1s']);
+test('without the ruleset watch, the guard deleted by hand is restored and counted; PREROUTING flushed and the chain deleted too', async () => {
+  const p = await start(['--iptables-reconcile-interval=1s', '--iptables-watch=false']);
   expect((await lab.iptables(['-t', 'mangle', '-D', 'FORWARD', '1'])).code).toBe(0);
   expect((await lab.podiamRules('ipv4')).guards).toEqual([]);
   // The guard alone is found by the full check, every tenth round (a round checks the jump).
@@ -276,6 +277,57 @@ test('the guard deleted by hand is restored and counted; PREROUTING flushed and 
   await expectMetric(p, 'podiam_iptables_rule_restores_total', { family: 'ipv4', rule: 'dnat' }, 1);
   expect(await podSees()).toBe('app-role');
   await expectOneOfEach();
+}, 60_000);
+
+test('with the ruleset watch (the default): idle rounds run no process; a flushed nat table, a deleted guard and a deleted chain are back within a second, long before the 5 min interval', async () => {
+  const { env, calls } = wrappedEnv();
+  const p = await start(['--iptables-reconcile-interval=5m'], env);
+  expect(await p.metric('podiam_iptables_watch')).toBe(1);
+  expect(childrenOf(p.pid!).map((pid) => readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').join(' ').trim())).toEqual(['nft -j monitor destroy']);
+  // The check that follows the watch's start (deletions before it subscribed), then nothing.
+  await sleep(2_500);
+  const idleFrom = calls().length;
+  await sleep(2_000);
+  expect(calls().slice(idleFrom)).toEqual([]);
+
+  const cases: Array<{ family: 'ipv4' | 'ipv6'; rule: 'dnat' | 'guard'; remove: () => Promise<{ code: number | null }> }> = [
+    { family: 'ipv4', rule: 'dnat', remove: () => lab.iptables(['-t', 'nat', '-F']) },
+    { family: 'ipv6', rule: 'guard', remove: () => lab.ip6tables(['-t', 'mangle', '-D', 'FORWARD', '1']) },
+    // The whole table, PODIAM chain and all, in one commit (as `nft flush ruleset` would).
+    { family: 'ipv6', rule: 'dnat', remove: () => lab.exec(lab.nodeNs, ['nft', 'delete', 'table', 'ip6', 'nat']) },
+  ];
+  for (const c of cases) {
+    // Each removal more than a second after the last (event-driven checks are at most one a second).
+    await sleep(1_100);
+    const t0 = Date.now();
+    expect({ family: c.family, rule: c.rule, code: (await c.remove()).code }).toEqual({ family: c.family, rule: c.rule, code: 0 });
+    const back = await waitForRules(c.family, 3_000);
+    expect({ ...c, remove: undefined, ms: back - t0 < 3_000 }).toEqual({ ...c, remove: undefined, ms: true });
+    await expectMetric(p, 'podiam_iptables_rule_restores_total', { family: c.family, rule: c.rule }, 1);
+  }
+  expect(await podSees()).toBe('app-role');
+  expect(await podSees(CREDS6)).toBe('app-role');
+  await expectOneOfEach();
+  // SIGTERM stops the watch with podiam: no nft monitor left behind.
+  const pid = p.pid!;
+  const monitor = childrenOf(pid);
+  expect((await p.stop('SIGTERM')).code).toBe(0);
+  expect(monitor.filter((m) => existsSync(`/proc/${m}`))).toEqual([]);
+}, 60_000);
+
+test('a ruleset watch that cannot run (nft fails): warned, podiam_iptables_watch 0, and every round checks again', async () => {
+  const bin = path.join(lab.dir, 'nft-fails');
+  mkdirSync(bin, { recursive: true });
+  writeFileSync(path.join(bin, 'nft'), '#!/bin/sh\necho "netlink: Error: cannot subscribe: Operation not permitted" >&2\nexit 1\n', { mode: 0o755 });
+  const p = await start(['--iptables-reconcile-interval=1s'], { ...lab.podiamEnv(), PATH: `${bin}:${SYSTEM_PATH}` });
+  const deadline = Date.now() + 5_000;
+  while (!p.output().includes('the ruleset watch (nft monitor) exited') && Date.now() < deadline) await sleep(50);
+  const warn = p.output().split('\n').find((l) => l.includes('the ruleset watch (nft monitor) exited'));
+  expect(JSON.parse(warn!)).toMatchObject({ level: 'warn', code: 1, stderr: 'netlink: Error: cannot subscribe: Operation not permitted' });
+  expect(await p.metric('podiam_iptables_watch')).toBe(0);
+  expect((await lab.iptables(['-t', 'nat', '-F'])).code).toBe(0);
+  await waitForRules('ipv4', 1_000 + 3_000);
+  await expectMetric(p, 'podiam_iptables_rule_restores_total', { family: 'ipv4', rule: 'dnat' }, 1);
 }, 60_000);
 
 /** The keep-alive client in the pod (test/support/keepalive-client.ts). */
@@ -386,7 +438,8 @@ test('SIGTERM while a slow reconcile is running: exits 0 promptly and leaves the
   // a reconcile outlasts the 500 ms interval. Slow only once podiam is up (the flag file), so
   // start-up is not what is measured.
   const { env, slowFlag } = wrappedEnv({ slow: true });
-  const p = await start(['--iptables-reconcile-interval=500ms'], env);
+  // Rounds that check (the watch would skip them, and its nft would be a child of its own).
+  const p = await start(['--iptables-reconcile-interval=500ms', '--iptables-watch=false'], env);
   writeFileSync(slowFlag, '');
   await sleep(3_000); // long enough for a backlog of ticks to build up, were they queued
   for (let i = 0; i < 250 && childrenOf(p.pid!).length === 0; i++) await sleep(20);

@@ -1,4 +1,4 @@
-import { checkHostInterface, interfaceMatcher, parseRoutes4, parseRoutes6, routeOf } from '../../src/host-interfaces.js';
+import { HostInterfaceMonitor, SOON_MS, checkHostInterface, interfaceMatcher, parseRoutes4, parseRoutes6, routeOf } from '../../src/host-interfaces.js';
 
 // As a Calico node prints them: a default route, the pod /32s behind cali*, a /26 block blackholed locally.
 const ROUTE4 = `Iface	Destination	Gateway 	Flags	RefCnt	Use	Metric	Mask		MTU	Window	IRTT
@@ -41,4 +41,27 @@ test('checkHostInterface counts matching interfaces and pod IPs by the interface
       { ip: '2001:db8::1', iface: null },
     ],
   });
+});
+
+test('a change of the node\'s pods brings a check within SOON_MS, once for a burst; none after stop()', async () => {
+  let reads = 0;
+  const files = { interfaces: async () => (reads++, ['lo', 'eth0', 'cali1a2b3c4d5e6']), routes4: async () => ROUTE4, routes6: async () => ROUTE6 };
+  let ips = ['10.64.2.10'];
+  const reports: number[] = [];
+  const quiet = { warn: () => undefined, info: () => undefined };
+  const monitor = new HostInterfaceMonitor({ pattern: 'cali+', podIps: () => ips, log: quiet, report: (r) => reports.push(r.podIps.matching + r.podIps.other), files });
+  await monitor.check();
+  monitor.start(60_000);
+  ips = ['10.64.2.10', 'fd00::10'];
+  for (let i = 0; i < 5; i++) monitor.soon();
+  const t0 = Date.now();
+  while (reports.length < 2 && Date.now() - t0 < 3 * SOON_MS) await new Promise((r) => setTimeout(r, 20));
+  expect(reports).toEqual([1, 2]);
+  expect(Date.now() - t0).toBeLessThan(SOON_MS + 500);
+  await new Promise((r) => setTimeout(r, SOON_MS + 200));
+  expect(reads).toBe(2);
+  monitor.soon();
+  await monitor.stop();
+  await new Promise((r) => setTimeout(r, SOON_MS + 200));
+  expect(reads).toBe(2);
 });

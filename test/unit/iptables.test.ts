@@ -1,6 +1,6 @@
 import { Writable } from 'node:stream';
-import type { ExecResult, ExecRunner } from '../../src/exec.js';
-import { COMMENT_GUARD, IptablesError, cleanup, commandLine, createInterception, familySpec, splitWords } from '../../src/iptables.js';
+import type { ExecResult, ExecRunner, LineProcess, LineSpawner } from '../../src/exec.js';
+import { COMMENT_GUARD, IptablesError, cleanup, commandLine, createInterception, deletionOf, familyOptions, familySpec, splitWords, watchedNames } from '../../src/iptables.js';
 import { parseConfig } from '../../src/config.js';
 import type { Config } from '../../src/config.js';
 import { createLogger } from '../../src/log.js';
@@ -29,10 +29,13 @@ class FakeNode {
   failWith: ExecResult | undefined;
   /** conntrack -D's answer. */
   conntrackDeleted = 0;
+  /** What `iptables -V` says it is built on. */
+  backend: 'nf_tables' | 'legacy' = 'legacy';
 
   readonly exec: ExecRunner = async (file, args) => {
     this.calls.push({ file, args: [...args] });
     if (this.missing.has(file.replace(/-save$/, ''))) throw Object.assign(new Error(`spawn ${file} ENOENT`), { code: 'ENOENT' });
+    if (args[0] === '-V') return { exitCode: 0, stdout: `${file} v1.8.9 (${this.backend})\n`, stderr: '' };
     if (file === 'conntrack') return { exitCode: this.conntrackDeleted > 0 ? 0 : 1, stdout: '', stderr: `conntrack v1.4.7 (conntrack-tools): ${this.conntrackDeleted} flow entries have been deleted.\n` };
     if (this.failWith) return this.failWith;
     if (file.endsWith('-save')) return this.save(file.replace(/-save$/, ''), args[1]!);
@@ -140,7 +143,37 @@ function config(extra: string[] = []): Config {
   return r.config;
 }
 
-function setup(extra: string[] = [], fake = new FakeNode()) {
+/** A fake `nft monitor`: the test writes its lines and ends it. */
+class FakeMonitor {
+  readonly spawned: Array<{ file: string; args: readonly string[] }> = [];
+  private onLine: ((line: string) => void) | undefined;
+  private end: ((r: { code: number | undefined; signal: string | undefined; stderr: string }) => void) | undefined;
+  stopped = 0;
+
+  readonly spawn: LineSpawner = async (file, args, onLine) => {
+    this.spawned.push({ file, args });
+    this.onLine = onLine;
+    const exited = new Promise<{ code: number | undefined; signal: string | undefined; stderr: string }>((resolve) => (this.end = resolve));
+    const proc: LineProcess = {
+      exited,
+      stop: () => {
+        this.stopped++;
+        this.end?.({ code: undefined, signal: 'SIGTERM', stderr: '' });
+      },
+    };
+    return proc;
+  };
+
+  line(line: string): void {
+    this.onLine!(line);
+  }
+
+  exit(code: number, stderr: string): void {
+    this.end!({ code, signal: undefined, stderr });
+  }
+}
+
+function setup(extra: string[] = [], fake = new FakeNode(), monitor = new FakeMonitor()) {
   const metrics = createMetrics({ defaultMetrics: false });
   const lines: string[] = [];
   const stream = new Writable({
@@ -151,8 +184,8 @@ function setup(extra: string[] = [], fake = new FakeNode()) {
     },
   });
   const log = createLogger({ format: 'json', level: 'info', stream });
-  const rules = createInterception(config(extra), { log, metrics, exec: fake.exec });
-  return { fake, metrics, rules, lines };
+  const rules = createInterception(config(extra), { log, metrics, exec: fake.exec, lines: monitor.spawn });
+  return { fake, metrics, rules, lines, monitor };
 }
 
 async function metric(metrics: ReturnType<typeof createMetrics>, which: 'iptablesRule' | 'iptablesRestores', family: string, rule: string): Promise<number | undefined> {
@@ -373,6 +406,105 @@ describe('reconcile', () => {
     await tick(rules);
     expect(rules.ready()).toBe(true);
     expect(fake.rules('iptables', 'nat', 'PREROUTING')).toEqual([JUMP4]);
+  });
+});
+
+describe('the ruleset watch', () => {
+  const del = (family: string, table: string, chain: string) => JSON.stringify({ delete: { rule: { family, table, chain, handle: 7, expr: [{ counter: { packets: 0, bytes: 0 } }] } } });
+  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+  it('names the deletions that may have taken a rule of podiam, and nothing else', () => {
+    const watched = watchedNames(familyOptions(config()).map(familySpec));
+    expect(deletionOf(del('ip', 'nat', 'PREROUTING'), watched)).toBe('ipv4');
+    expect(deletionOf(del('ip', 'nat', 'PODIAM'), watched)).toBe('ipv4');
+    expect(deletionOf(del('ip6', 'mangle', 'FORWARD'), watched)).toBe('ipv6');
+    expect(deletionOf(JSON.stringify({ delete: { chain: { family: 'ip6', table: 'nat', name: 'PODIAM', handle: 1 } } }), watched)).toBe('ipv6');
+    expect(deletionOf(JSON.stringify({ delete: { table: { family: 'ip', name: 'mangle', handle: 1 } } }), watched)).toBe('ipv4');
+    expect(deletionOf(JSON.stringify({ destroy: { table: { family: 'ip', name: 'nat', handle: 1 } } }), watched)).toBe('ipv4');
+    // kube-proxy's churn, another table, another family, an addition, a line that is not JSON.
+    expect(deletionOf(del('ip', 'nat', 'KUBE-SEP-ABC'), watched)).toBeUndefined();
+    expect(deletionOf(del('ip', 'filter', 'FORWARD'), watched)).toBeUndefined();
+    expect(deletionOf(del('ip', 'mangle', 'PREROUTING'), watched)).toBeUndefined();
+    expect(deletionOf(JSON.stringify({ delete: { table: { family: 'inet', name: 'nat', handle: 1 } } }), watched)).toBeUndefined();
+    expect(deletionOf(JSON.stringify({ add: { rule: { family: 'ip', table: 'nat', chain: 'PREROUTING' } } }), watched)).toBeUndefined();
+    expect(deletionOf('{"delete": {"rule": ', watched)).toBeUndefined();
+    expect(deletionOf('{"delete": null}', watched)).toBeUndefined();
+    expect(deletionOf('netlink: Error', watched)).toBeUndefined();
+  });
+
+  it('on iptables-nft: one `nft -j monitor destroy`; rounds between full checks run no process; a deletion gets that family its full check at once', async () => {
+    const fake = new FakeNode();
+    fake.backend = 'nf_tables';
+    const { rules, monitor, metrics } = setup([], fake);
+    await rules.ensure();
+    rules.startReconcile(5);
+    expect(monitor.spawned).toEqual([{ file: 'nft', args: ['-j', 'monitor', 'destroy'] }]);
+    // The check after the watch starts (1 s), then rounds: only every tenth one checks (all rules).
+    await sleep(1_200);
+    const from = fake.calls.length;
+    while (fake.calls.slice(from).length < 6) await sleep(5);
+    const calls = fake.calls.slice(from).map((c) => `${c.file} ${c.args.slice(2, 5).join(' ')}`);
+    expect(calls.slice(0, 6)).toEqual(['iptables -t mangle -S', 'iptables -t nat -S', 'iptables -t nat -S', 'ip6tables -t mangle -S', 'ip6tables -t nat -S', 'ip6tables -t nat -S']);
+    expect(calls.filter((c) => c.includes('-C'))).toEqual([]);
+    await rules.stop();
+
+    // Now every ten rounds is 50 s: what restores the rule is the event.
+    const slow = setup([], fake);
+    await slow.rules.ensure();
+    slow.rules.startReconcile(5_000);
+    await sleep(1_100);
+    fake.deleteAt('ip6tables', 'mangle', 'FORWARD', 1);
+    const t0 = Date.now();
+    slow.monitor.line(del('ip6', 'mangle', 'FORWARD'));
+    while (fake.rules('ip6tables', 'mangle', 'FORWARD')!.length === 0 && Date.now() - t0 < 3_000) await sleep(5);
+    expect(fake.rules('ip6tables', 'mangle', 'FORWARD')).toHaveLength(1);
+    expect(Date.now() - t0).toBeLessThan(1_500);
+    expect(await metric(slow.metrics, 'iptablesRestores', 'ipv6', 'guard')).toBe(1);
+    // kube-proxy's deletions are not podiam's: no check.
+    const before = fake.calls.length;
+    slow.monitor.line(del('ip', 'nat', 'KUBE-SEP-1'));
+    await sleep(1_300);
+    expect(fake.calls.slice(before)).toEqual([]);
+    // Events lost (the monitor's socket overflowed): both families checked.
+    const lost = fake.calls.length;
+    slow.monitor.line('# ERROR: We lost some netlink events!');
+    while (fake.calls.slice(lost).length < 6 && Date.now() - t0 < 10_000) await sleep(10);
+    expect(fake.calls.slice(lost).map((c) => `${c.file} ${c.args.slice(2, 4).join(' ')}`)).toEqual(['iptables -t mangle', 'iptables -t nat', 'iptables -t nat', 'ip6tables -t mangle', 'ip6tables -t nat', 'ip6tables -t nat']);
+    expect((await metrics.iptablesWatch.get()).values[0]?.value).toBe(0);
+    expect((await slow.metrics.iptablesWatch.get()).values[0]?.value).toBe(1);
+    await slow.rules.stop();
+    expect(slow.monitor.stopped).toBe(1);
+    expect((await slow.metrics.iptablesWatch.get()).values[0]?.value).toBe(0);
+  });
+
+  it('the monitor exiting: warned with its stderr, podiam_iptables_watch 0, and every round checks again', async () => {
+    const fake = new FakeNode();
+    fake.backend = 'nf_tables';
+    const { rules, monitor, metrics, lines } = setup([], fake);
+    await rules.ensure();
+    rules.startReconcile(5);
+    monitor.exit(1, 'netlink: Error: Operation not permitted');
+    await sleep(20);
+    expect(lines).toContain('warn iptables: the ruleset watch (nft monitor) exited; rules are checked every --iptables-reconcile-interval until it is back');
+    expect((await metrics.iptablesWatch.get()).values[0]?.value).toBe(0);
+    const from = fake.calls.length;
+    while (fake.calls.slice(from).length < 4) await sleep(5);
+    await rules.stop();
+    expect(fake.calls.slice(from, from + 4).map((c) => `${c.file} ${c.args.slice(2, 5).join(' ')}`)).toEqual(['iptables -t nat -C', 'ip6tables -t nat -C', 'iptables -t nat -C', 'ip6tables -t nat -C']);
+  });
+
+  it('on iptables-legacy (or --iptables-watch=false): no monitor, rounds check as before', async () => {
+    for (const [backend, extra] of [['legacy', []], ['nf_tables', ['--iptables-watch=false']]] as const) {
+      const fake = new FakeNode();
+      fake.backend = backend;
+      const { rules, monitor } = setup([...extra], fake);
+      await rules.ensure();
+      const from = fake.calls.length;
+      rules.startReconcile(5);
+      while (fake.calls.slice(from).length < 2) await sleep(5);
+      await rules.stop();
+      expect({ backend, spawned: monitor.spawned, first: fake.calls[from]!.args.slice(2, 5).join(' ') }).toEqual({ backend, spawned: [], first: '-t nat -C' });
+    }
   });
 });
 
