@@ -44,6 +44,11 @@ export class Associations {
     this.index.onChange((a) => this.status.reconcile(a.name));
   }
 
+  /** Called with every association added, changed or removed. */
+  onChange(listener: (association: AssociationInfo) => void): void {
+    this.index.onChange(listener);
+  }
+
   /** The association of the pod's ServiceAccount, if any. */
   of(pod: PodInfo): AssociationInfo | undefined {
     return this.index.of(pod.namespace, pod.serviceAccount ?? 'default');

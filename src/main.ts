@@ -11,6 +11,7 @@ import { drain, listen, reusePortSupported } from './listeners.js';
 import { otherListeners, waitForSuccessor } from './handover.js';
 import type { Config } from './config.js';
 import { FULL_CHECK_EVERY, describeConfig } from './config.js';
+import { BrokerChanges } from './credentials/broker-changes.js';
 import { BrokerCredentials } from './credentials/broker-client.js';
 import type { BrokerClientConfig } from './credentials/broker-flags.js';
 import { BrokerTransport } from './credentials/broker-transport.js';
@@ -374,8 +375,21 @@ async function brokerSource(broker: BrokerClientConfig, metrics: Metrics, log: L
     broker: transport,
     onFailed: (pod, err, retryInMs) => log.warn('could not get credentials from the broker', { pod, code: (err as { code?: string }).code, error: err.message, retryInMs }),
   });
+  // What this node cannot see (namespaces, ServiceAccounts, associations) comes as it changes.
+  const changes = new BrokerChanges(transport, (list, reset) => client.policyChanged(list, reset), log);
+  changes.start();
   log.info('broker mode: credentials come from the broker', { brokers: broker.urls });
-  return { source: client, size: () => client.size(), servedRemainingMs: () => client.servedRemainingMs(), snapshot: () => client.snapshot(), forget: (uid) => client.forget(uid), stop: () => client.stop() };
+  return {
+    source: client,
+    size: () => client.size(),
+    servedRemainingMs: () => client.servedRemainingMs(),
+    snapshot: () => client.snapshot(),
+    forget: (uid) => client.forget(uid),
+    stop: () => {
+      changes.stop();
+      client.stop();
+    },
+  };
 }
 
 /**

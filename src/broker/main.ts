@@ -20,6 +20,7 @@ import { AgentAuth } from './agent-auth.js';
 import type { BrokerConfig } from './config.js';
 import { describeBrokerConfig } from './config.js';
 import { createBrokerMetrics } from './metrics.js';
+import { PolicyChanges } from './policy-changes.js';
 import { createBrokerServer } from './server.js';
 import { TokenBucket, paced } from './token-bucket.js';
 
@@ -37,7 +38,7 @@ export async function startBroker(config: BrokerConfig, log: Logger): Promise<Ru
     credentialsMinRemainingMs: () => stack.cache.servedRemainingMs(),
     ready: () => ready(),
   });
-  const brokerMetrics = createBrokerMetrics(metrics.registry, { prefetchQueued: () => bucket.queued() });
+  const brokerMetrics = createBrokerMetrics(metrics.registry, { prefetchQueued: () => bucket.queued(), changePolls: () => changes.held() });
   const certificate = await loadCertificatePair(config.tlsCertFile, config.tlsKeyFile).catch((err: Error) => {
     throw new Error(`cannot load the serving certificate (--tls-cert-file, --tls-key-file): ${err.message}`);
   });
@@ -73,7 +74,17 @@ export async function startBroker(config: BrokerConfig, log: Logger): Promise<Ru
   });
   index.onPodGone((pod) => auth.dropPod(pod.uid));
 
-  const server = createBrokerServer(certificate, { auth, pods: index, source: stack.source, ready, log, metrics: brokerMetrics });
+  // What agents cannot see (namespaces, ServiceAccounts, associations) reaches them as it changes.
+  const changes = new PolicyChanges({ hasPodsOn: (node, namespace) => index.hasPodsOn(node, namespace) });
+  const policyChanged = (kind: 'namespace' | 'serviceaccount' | 'association', namespace: string, serviceAccount: string | undefined): void => {
+    if (!ready()) return;
+    brokerMetrics.policyChanges.inc({ kind });
+    changes.record(namespace, serviceAccount);
+  };
+  index.onPolicyChange((namespace, serviceAccount) => policyChanged(serviceAccount === undefined ? 'namespace' : 'serviceaccount', namespace, serviceAccount));
+  associations?.onChange((a) => policyChanged('association', a.namespace, a.serviceAccount));
+
+  const server = createBrokerServer(certificate, { auth, pods: index, source: stack.source, ready, log, metrics: brokerMetrics, changes });
   const reloader = new CertificateReloader(certificate, { certFile: config.tlsCertFile, keyFile: config.tlsKeyFile, intervalMs: config.tlsReloadMs, server, log, metrics: brokerMetrics });
   const health = createHealthServer({ metrics, ready });
 
@@ -99,6 +110,11 @@ export async function startBroker(config: BrokerConfig, log: Logger): Promise<Ru
   }
   accepting = true;
   reloader.start();
+  // Changes count from the first moment this replica answers (its informers' lists are not changes).
+  void (async () => {
+    while (!ready() && stopping === undefined) await new Promise((resolve) => setTimeout(resolve, 100).unref());
+    changes.begin();
+  })();
   const port = (server.address() as { port: number }).port;
   log.info('podiam broker listening', { port, metricsPort: config.metricsPort, agentServiceAccount: `${config.agentServiceAccount.namespace}/${config.agentServiceAccount.name}`, certificateSubject: certificate.subject, notAfter: certificate.notAfter.toISOString() });
 
@@ -110,6 +126,7 @@ export async function startBroker(config: BrokerConfig, log: Logger): Promise<Ru
         // Not ready first, still answering for --shutdown-delay (the Service drops this replica;
         // agents that still ask get "not ready" and ask another replica).
         accepting = false;
+        changes.close();
         await new Promise((resolve) => setTimeout(resolve, config.shutdownDelayMs));
         reloader.stop();
         await close(server, 10_000);

@@ -4,10 +4,10 @@ import { Counter, Gauge, Histogram } from 'prom-client';
 
 export type BrokerMetrics = ReturnType<typeof createBrokerMetrics>;
 
-export function createBrokerMetrics(registry: Registry, options: { prefetchQueued?: () => number } = {}) {
+export function createBrokerMetrics(registry: Registry, options: { prefetchQueued?: () => number; changePolls?: () => number } = {}) {
   const r = [registry];
   return {
-    requests: new Counter({ name: 'podiam_broker_served_total', help: 'Agent requests answered by the broker, by route (credentials, role) and code (OK or the refusal/error code)', labelNames: ['route', 'code'] as const, registers: r }),
+    requests: new Counter({ name: 'podiam_broker_served_total', help: 'Agent requests answered by the broker, by route (credentials, role, changes) and code (OK or the refusal/error code)', labelNames: ['route', 'code'] as const, registers: r }),
     refusals: new Counter({ name: 'podiam_broker_refusals_total', help: 'Agent requests refused by the node restriction or authentication (NotAnAgent, AgentTokenInvalid, AgentPodUnknown, PodNotOnAgentNode, PodUidMismatch, TokenNotForPod, ...), by code', labelNames: ['code'] as const, registers: r }),
     seconds: new Histogram({ name: 'podiam_broker_served_seconds', help: 'Time to answer one agent request', labelNames: ['route'] as const, buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5], registers: r }),
     tokenReviews: new Counter({ name: 'podiam_broker_token_reviews_total', help: 'TokenReviews asked of the API server, by token kind (agent, pod) and outcome; cached verdicts are not counted', labelNames: ['kind', 'outcome'] as const, registers: r }),
@@ -21,5 +21,14 @@ export function createBrokerMetrics(registry: Registry, options: { prefetchQueue
         if (options.prefetchQueued) this.set(options.prefetchQueued());
       },
     }),
+    changePolls: new Gauge({
+      name: 'podiam_broker_change_polls',
+      help: 'Agents\' long polls for policy changes held by this replica (about one per agent connected to it)',
+      registers: r,
+      collect() {
+        if (options.changePolls) this.set(options.changePolls());
+      },
+    }),
+    policyChanges: new Counter({ name: 'podiam_broker_policy_changes_total', help: 'Namespace, ServiceAccount and association changes told to agents\' polls (what a role decision reads), by kind', labelNames: ['kind'] as const, registers: r }),
   };
 }

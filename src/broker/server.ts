@@ -7,8 +7,8 @@
 import https from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { CredentialSource } from '../credentials/source.js';
-import type { WireCredentials, WireRole } from '../credentials/broker-wire.js';
-import { CREDENTIALS_PATH, ROLE_PATH, parsePodRequest } from '../credentials/broker-wire.js';
+import type { WireChanges, WireCredentials, WireRole } from '../credentials/broker-wire.js';
+import { CHANGES_PATH, CREDENTIALS_PATH, ROLE_PATH, parseChangesRequest, parsePodRequest } from '../credentials/broker-wire.js';
 import { BadRequest, NotReady, PodiamError, toJsonHttpResponse } from '../errors.js';
 import { readBody } from '../http-body.js';
 import type { Logger } from '../log.js';
@@ -29,6 +29,8 @@ export interface BrokerServerDeps {
   readonly ready: () => boolean;
   readonly log: Logger;
   readonly metrics: BrokerMetrics;
+  /** Agents' long polls for policy changes (src/broker/policy-changes.ts). */
+  readonly changes: { wait(node: string, since: number | undefined): Promise<WireChanges> };
 }
 
 export function createBrokerServer(certificate: CertificatePair, deps: BrokerServerDeps): https.Server {
@@ -42,7 +44,7 @@ export function createBrokerServer(certificate: CertificatePair, deps: BrokerSer
   return server;
 }
 
-type Route = 'credentials' | 'role' | 'invalid';
+type Route = 'credentials' | 'role' | 'changes' | 'invalid';
 
 /**
  * The agent saw the pod before the broker's informer did (its watch is of one node, the broker's of
@@ -66,14 +68,22 @@ async function podWhenKnown(node: string, asked: Parameters<typeof podForNode>[1
 async function handle(req: IncomingMessage, res: ServerResponse, deps: BrokerServerDeps): Promise<void> {
   const started = process.hrtime.bigint();
   const path = (req.url ?? '/').split('?')[0];
-  const route: Route = path === CREDENTIALS_PATH ? 'credentials' : path === ROLE_PATH ? 'role' : 'invalid';
+  const route: Route = path === CREDENTIALS_PATH ? 'credentials' : path === ROLE_PATH ? 'role' : path === CHANGES_PATH ? 'changes' : 'invalid';
   let agent: Agent | undefined;
   let pod: string | undefined;
   try {
-    if (route === 'invalid') throw new BadRequest(404, `no route ${path}; agents POST ${CREDENTIALS_PATH} or ${ROLE_PATH}`);
+    if (route === 'invalid') throw new BadRequest(404, `no route ${path}; agents POST ${CREDENTIALS_PATH}, ${ROLE_PATH} or ${CHANGES_PATH}`);
     if (req.method !== 'POST') throw new BadRequest(405, `${req.method} not allowed on ${path}; use POST`);
     if (!deps.ready()) throw new NotReady('the broker\'s informers');
     agent = await deps.auth.agent(req.headers.authorization); //                403, 503
+    if (route === 'changes') {
+      const since = parseChangesRequest(await readBody(req, MAX_BODY_BYTES, 'request body')); // 400
+      // Held: not a request's latency (the histogram is the credential routes').
+      const answer = await deps.changes.wait(agent.node, since);
+      deps.metrics.requests.inc({ route, code: 'OK' });
+      send(res, 200, JSON.stringify(answer));
+      return;
+    }
     const asked = parsePodRequest(await readBody(req, MAX_BODY_BYTES, 'request body'), route === 'credentials'); // 400
     pod = `${asked.namespace}/${asked.name}`;
     const info = await podWhenKnown(agent.node, asked, deps.pods); //           404, 403
@@ -101,7 +111,7 @@ async function handle(req: IncomingMessage, res: ServerResponse, deps: BrokerSer
     }
     send(res, answer.status, answer.body);
   } finally {
-    deps.metrics.seconds.observe({ route }, Number(process.hrtime.bigint() - started) / 1e9);
+    if (route !== 'changes') deps.metrics.seconds.observe({ route }, Number(process.hrtime.bigint() - started) / 1e9);
   }
 }
 

@@ -7,8 +7,10 @@
  *
  * An answer stands for the pod as it was asked about: when the pod's annotations or
  * ServiceAccount change, the answer is dropped and the broker asked again. A change the agent
- * cannot see (a namespace's allowed-roles, a ServiceAccount's annotation) reaches it at the next
- * refresh, or within ROLE_TTL for a role asked without credentials.
+ * cannot see (a namespace's allowed-roles, a ServiceAccount's annotation, an association) comes
+ * from the broker's change feed (broker-changes.ts): the pods it touches are not served until the
+ * broker has said their role again (POST /v1/role, no STS call), and keep their credentials only
+ * if it is the same role.
  */
 import type { Clock, IssuedCredentials, TimerHandle } from '../aws/credential-cache.js';
 import { systemClock } from '../aws/credential-cache.js';
@@ -17,12 +19,13 @@ import { PodiamError } from '../errors.js';
 import { renderCredentials } from '../imds/format.js';
 import type { PodInfo, RoleRequest } from '../roles.js';
 import { podRef } from '../roles.js';
-import type { WireRole } from './broker-wire.js';
+import type { PostOptions } from './broker-transport.js';
+import type { WireChange, WireRole } from './broker-wire.js';
 import { CREDENTIALS_PATH, ROLE_PATH, parseCredentialsAnswer, parseRoleAnswer } from './broker-wire.js';
 import type { CallerProof, CredentialSource, PodCredentials } from './source.js';
 
 export interface BrokerLink {
-  post(path: string, body: object): Promise<unknown>;
+  post(path: string, body: object, options?: PostOptions): Promise<unknown>;
   close?(): void;
 }
 
@@ -50,6 +53,12 @@ const EXPIRY_GUARD_MS = 10_000;
 const ROLE_TTL_MS = MINUTE;
 const RETRY_MIN_MS = 1000;
 const RETRY_MAX_MS = 30_000;
+/**
+ * A replica that cannot say what changed (it started after this agent's last poll) has every
+ * pod's role asked again, spread over this long: a broker rollout is not 110 requests per node
+ * at one instant. Meanwhile the pods are served as before: nothing is known to have changed.
+ */
+const RESET_SPREAD_MS = 30_000;
 
 interface Entry {
   /** The pod as last asked about (annotations and ServiceAccount decide whether the answer still stands). */
@@ -65,6 +74,11 @@ interface Entry {
   timer: TimerHandle | undefined;
   failures: number;
   gone: boolean;
+  /** Bumped by a policy change: an answer asked for before it is not kept. */
+  version: number;
+  /** A policy change touched the pod: nothing is served until `revalidating` settles. */
+  held: boolean;
+  revalidating: Promise<void> | undefined;
 }
 
 export class BrokerCredentials implements CredentialSource {
@@ -86,17 +100,21 @@ export class BrokerCredentials implements CredentialSource {
 
   async role(pod: PodInfo): Promise<RoleRequest> {
     const e = this.entry(pod);
+    if (e.held) await e.revalidating;
     const now = this.clock.now();
     if (e.denial !== undefined && now < e.deniedUntilMs) throw e.denial;
     if (e.answer !== undefined && e.answer.creds.expirationMs - now > EXPIRY_GUARD_MS) return e.answer.role;
     if (e.role !== undefined && now < e.roleUntilMs) return e.role;
+    const version = e.version;
     e.roleInflight ??= this.limit(() => this.options.broker.post(ROLE_PATH, podCoordinates(pod)), new Urgency(true)).then(
       (raw) => {
         const wire = parseRoleAnswer(raw);
         if (wire === undefined) throw new PodiamError('BrokerError', 502, 'the broker answered /v1/role with something else than a role');
-        e.role = roleOf(wire, pod);
+        const role = roleOf(wire, pod);
+        if (e.version !== version) return role;
+        e.role = role;
         e.roleUntilMs = this.clock.now() + ROLE_TTL_MS;
-        return e.role;
+        return role;
       },
       (err: unknown) => {
         throw this.onError(e, err);
@@ -112,6 +130,7 @@ export class BrokerCredentials implements CredentialSource {
 
   async credentials(pod: PodInfo, proof: CallerProof): Promise<PodCredentials> {
     const e = this.entry(pod);
+    if (e.held) await e.revalidating;
     const now = this.clock.now();
     const current = e.answer;
     if (current !== undefined && this.isFresh(e, current, now)) return current;
@@ -130,7 +149,7 @@ export class BrokerCredentials implements CredentialSource {
   peek(pod: PodInfo): PodCredentials | undefined {
     const e = this.entries.get(pod.uid);
     const answer = e?.answer;
-    if (e === undefined || answer === undefined) return undefined;
+    if (e === undefined || answer === undefined || e.held) return undefined;
     if (e.pod !== pod) {
       if (!sameIdentity(e.pod, pod)) return undefined;
       e.pod = pod;
@@ -156,6 +175,35 @@ export class BrokerCredentials implements CredentialSource {
 
   size(): number {
     return this.entries.size;
+  }
+
+  /**
+   * The broker's change feed: what decided these pods' roles changed (or, `reset`, it cannot say
+   * what did). Touched pods are held (not served) until the broker has said their role again;
+   * after a reset every pod is asked about, spread over RESET_SPREAD_MS, and served meanwhile.
+   * Returns how many pods are asked about.
+   */
+  policyChanged(changes: readonly WireChange[], reset: boolean): number {
+    let asked = 0;
+    for (const e of this.entries.values()) {
+      if (!reset && !changes.some((c) => c.namespace === e.pod.namespace && (c.serviceAccount === undefined || c.serviceAccount === (e.pod.serviceAccount ?? 'default')))) continue;
+      if (e.denial !== undefined) {
+        // A denial may no longer stand: the next request asks.
+        e.denial = undefined;
+        e.deniedUntilMs = 0;
+      }
+      if (e.answer === undefined && e.role === undefined) continue;
+      asked++;
+      if (reset) {
+        const timer = this.clock.setTimeout(() => {
+          if (!e.gone && !this.stopped && e.revalidating === undefined) this.revalidate(e, false);
+        }, Math.floor(Math.random() * RESET_SPREAD_MS));
+        timer.unref?.();
+      } else {
+        this.revalidate(e, true);
+      }
+    }
+    return asked;
   }
 
   /** Time left on the soonest-expiring credentials held, or undefined when none (the agent's gauge). */
@@ -188,6 +236,59 @@ export class BrokerCredentials implements CredentialSource {
     this.options.broker.close?.();
   }
 
+  /** Asks the broker the pod's role again; keeps its credentials only for the same role. `hold`: serve nothing until then. */
+  private revalidate(e: Entry, hold: boolean): void {
+    e.version++;
+    e.role = undefined;
+    e.roleUntilMs = 0;
+    if (hold) {
+      e.held = true;
+      // A fetch begun before the change must not be what requests wait on: they ask afresh.
+      e.inflight = undefined;
+      e.roleInflight = undefined;
+    }
+    const pod = e.pod;
+    const version = e.version;
+    const check = this.limit(() => this.options.broker.post(ROLE_PATH, podCoordinates(pod)), new Urgency(true)).then(
+      (raw) => {
+        const wire = parseRoleAnswer(raw);
+        if (wire === undefined) throw new PodiamError('BrokerError', 502, 'the broker answered /v1/role with something else than a role');
+        if (e.version !== version || e.gone) return;
+        const role = roleOf(wire, pod);
+        e.role = role;
+        e.roleUntilMs = this.clock.now() + ROLE_TTL_MS;
+        if (e.answer !== undefined && !sameRole(e.answer.role, role)) {
+          // Another role now: these credentials are not the pod's any more; fresh ones are asked for.
+          e.answer = undefined;
+          e.refreshAtMs = 0;
+          this.clearTimer(e);
+          this.fetch(e, { kind: 'ip' }, 'prefetch').catch(() => undefined);
+        }
+      },
+      (err: unknown) => {
+        if (e.version !== version || e.gone) return;
+        if (isPodDenial(err)) {
+          this.onError(e, err);
+          return;
+        }
+        // The broker could not say: after a change, fail closed (the next request asks again);
+        // after a reset nothing is known to have changed, and the next refresh asks anyway.
+        if (hold) {
+          e.answer = undefined;
+          e.refreshAtMs = 0;
+          this.clearTimer(e);
+        }
+      },
+    );
+    const settled = check.finally(() => {
+      if (e.revalidating === settled) {
+        e.revalidating = undefined;
+        e.held = false;
+      }
+    });
+    e.revalidating = settled;
+  }
+
   private isFresh(e: Entry, answer: PodCredentials, now: number): boolean {
     return now < e.refreshAtMs || answer.creds.expirationMs - now >= this.minRemainingMs;
   }
@@ -196,7 +297,7 @@ export class BrokerCredentials implements CredentialSource {
   private entry(pod: PodInfo): Entry {
     let e = this.entries.get(pod.uid);
     if (e === undefined) {
-      e = { pod, answer: undefined, refreshAtMs: 0, role: undefined, roleUntilMs: 0, denial: undefined, deniedUntilMs: 0, inflight: undefined, roleInflight: undefined, timer: undefined, failures: 0, gone: false };
+      e = { pod, answer: undefined, refreshAtMs: 0, role: undefined, roleUntilMs: 0, denial: undefined, deniedUntilMs: 0, inflight: undefined, roleInflight: undefined, timer: undefined, failures: 0, gone: false, version: 0, held: false, revalidating: undefined };
       this.entries.set(pod.uid, e);
     } else if (e.pod !== pod) {
       if (!sameIdentity(e.pod, pod)) {
@@ -215,10 +316,13 @@ export class BrokerCredentials implements CredentialSource {
   private fetch(e: Entry, proof: CallerProof, cause: 'request' | 'prefetch' | 'refresh'): Promise<PodCredentials> {
     if (e.inflight !== undefined) return e.inflight;
     const pod = e.pod;
+    const version = e.version;
     const body = { ...podCoordinates(pod), proof: proof.kind === 'token' ? { kind: 'token', token: proof.token } : { kind: 'ip' } };
     const flight = this.limit(() => this.options.broker.post(CREDENTIALS_PATH, body), new Urgency(cause === 'request')).then(
-      (raw) => this.install(e, pod, raw),
+      (raw) => this.install(e, pod, raw, version),
       (err: unknown) => {
+        // Asked before a policy change: its refusal says nothing about the pod now.
+        if (e.version !== version) throw err;
         throw this.onError(e, err);
       },
     );
@@ -230,7 +334,7 @@ export class BrokerCredentials implements CredentialSource {
     return flight;
   }
 
-  private install(e: Entry, pod: PodInfo, raw: unknown): PodCredentials {
+  private install(e: Entry, pod: PodInfo, raw: unknown, version: number): PodCredentials {
     const wire = parseCredentialsAnswer(raw);
     if (wire === undefined) throw new PodiamError('BrokerError', 502, 'the broker answered /v1/credentials with something else than credentials');
     const role = roleOf(wire, pod);
@@ -246,7 +350,7 @@ export class BrokerCredentials implements CredentialSource {
       credentials,
     };
     const answer: PodCredentials = { role, creds };
-    if (e.gone || e.pod !== pod) return answer;
+    if (e.gone || e.pod !== pod || e.version !== version) return answer;
     e.answer = answer;
     e.role = role;
     e.denial = undefined;
@@ -318,6 +422,10 @@ function podCoordinates(pod: PodInfo): { namespace: string; name: string; uid: s
 
 function roleOf(wire: WireRole, pod: PodInfo): RoleRequest {
   return Object.freeze({ roleArn: wire.roleArn, roleName: wire.roleName, externalId: wire.externalId, sessionName: wire.sessionName, pod: podRef(pod) });
+}
+
+function sameRole(a: RoleRequest, b: RoleRequest): boolean {
+  return a.roleArn === b.roleArn && a.sessionName === b.sessionName && a.externalId === b.externalId;
 }
 
 /** What the broker's decision about a pod depends on, of what this node sees of it. */

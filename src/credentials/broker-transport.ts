@@ -26,6 +26,13 @@ export interface BrokerTransportOptions {
   readonly maxSockets?: number;
 }
 
+export interface PostOptions {
+  /** Instead of --broker-timeout (a long poll is held by the broker). */
+  readonly timeoutMs?: number;
+  /** false: not counted in the request metrics (a long poll). */
+  readonly observe?: boolean;
+}
+
 /** Largest answer read: credentials are ~2 KB. */
 const MAX_ANSWER = 64 * 1024;
 
@@ -48,10 +55,13 @@ export class BrokerTransport {
    * POST a JSON body; resolves with the broker's 200 answer, rejects with its refusal (the
    * PodiamError it named) or BrokerUnavailable (nobody answered in time).
    */
-  async post(path: string, body: object): Promise<unknown> {
+  async post(path: string, body: object, options: PostOptions = {}): Promise<unknown> {
     const started = process.hrtime.bigint();
     const seconds = (): number => Number(process.hrtime.bigint() - started) / 1e9;
-    const { urls, timeoutMs, metrics } = this.options;
+    const { urls } = this.options;
+    const timeoutMs = options.timeoutMs ?? this.options.timeoutMs;
+    // A long poll's time is not a request's latency: it counts for broker_up only.
+    const metrics = options.observe === false ? (this.options.metrics === undefined ? undefined : { up: this.options.metrics.up, request: () => undefined }) : this.options.metrics;
     let token: string;
     try {
       token = (await readFile(this.options.tokenFile, 'utf8')).trim();

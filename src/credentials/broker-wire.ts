@@ -7,6 +7,9 @@
  *     200 {"roleArn","roleName","sessionName","externalId"?,"credentials":{"AccessKeyId","SecretAccessKey","Token","Expiration"},"issuedMs"}
  *   POST /v1/role         {"namespace","name","uid"}
  *     200 {"roleArn","roleName","sessionName","externalId"?}
+ *   POST /v1/changes      {"since"?}   (a long poll, held up to 20 s; src/broker/policy-changes.ts)
+ *     200 {"now","reset","changes":[{"namespace","serviceAccount"?}]}: policy changes in the
+ *     namespaces that have pods on the agent's node, after `since` (the broker's clock)
  *   errors: {"code","message"} with the PodiamError's status (403 refusals and denials, 404 unknown
  *   pod or no role, 503 not ready, 5xx STS).
  */
@@ -14,6 +17,7 @@ import { BadRequest } from '../errors.js';
 
 export const CREDENTIALS_PATH = '/v1/credentials';
 export const ROLE_PATH = '/v1/role';
+export const CHANGES_PATH = '/v1/changes';
 
 export type WireProof = { readonly kind: 'ip' } | { readonly kind: 'token'; readonly token: string };
 
@@ -82,4 +86,45 @@ export function parseRoleAnswer(raw: unknown): WireRole | undefined {
   if (typeof r['roleArn'] !== 'string' || typeof r['roleName'] !== 'string' || typeof r['sessionName'] !== 'string') return undefined;
   if (r['externalId'] !== undefined && typeof r['externalId'] !== 'string') return undefined;
   return raw as WireRole;
+}
+
+/** A namespace's annotations changed (serviceAccount absent), or a ServiceAccount's, or an association of it. */
+export interface WireChange {
+  readonly namespace: string;
+  readonly serviceAccount?: string;
+}
+
+export interface WireChanges {
+  /** The broker's clock at the answer: the next poll's `since`. */
+  readonly now: number;
+  /** This replica cannot tell what changed since `since`: ask again about every pod. */
+  readonly reset: boolean;
+  readonly changes: readonly WireChange[];
+}
+
+/** A poll's body: `since` a time in ms, or nothing (the first poll). */
+export function parseChangesRequest(text: string): number | undefined {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch {
+    throw new BadRequest(400, 'body is not JSON');
+  }
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw new BadRequest(400, 'body must be a JSON object');
+  const since = (raw as Record<string, unknown>)['since'];
+  if (since === undefined) return undefined;
+  if (typeof since !== 'number' || !Number.isSafeInteger(since) || since < 0) throw new BadRequest(400, 'since must be a time in ms (the last answer\'s "now")');
+  return since;
+}
+
+export function parseChangesAnswer(raw: unknown): WireChanges | undefined {
+  if (raw === null || typeof raw !== 'object') return undefined;
+  const r = raw as Record<string, unknown>;
+  if (typeof r['now'] !== 'number' || typeof r['reset'] !== 'boolean' || !Array.isArray(r['changes'])) return undefined;
+  for (const c of r['changes'] as unknown[]) {
+    if (c === null || typeof c !== 'object') return undefined;
+    const ch = c as Record<string, unknown>;
+    if (typeof ch['namespace'] !== 'string' || (ch['serviceAccount'] !== undefined && typeof ch['serviceAccount'] !== 'string')) return undefined;
+  }
+  return raw as WireChanges;
 }

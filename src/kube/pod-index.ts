@@ -35,6 +35,9 @@ export class PodIndex {
   private readonly namespaceListeners: Array<(ns: NamespaceInfo) => void> = [];
   private readonly serviceAccounts = new Map<string, ServiceAccountInfo>();
   private readonly goneListeners: Array<(pod: PodInfo) => void> = [];
+  private readonly policyListeners: Array<(namespace: string, serviceAccount: string | undefined) => void> = [];
+  /** node -> namespace -> pods of that namespace scheduled there (the broker tells an agent only of its own namespaces' changes). */
+  private readonly nodeNamespaces = new Map<string, Map<string, number>>();
 
   /** Called for every pod deleted (or replaced by a pod of the same name with another uid). */
   onPodGone(listener: (pod: PodInfo) => void): void {
@@ -47,11 +50,45 @@ export class PodIndex {
   }
 
   upsertServiceAccount(sa: ServiceAccountInfo): void {
-    this.serviceAccounts.set(`${sa.namespace}/${sa.name}`, sa);
+    const key = `${sa.namespace}/${sa.name}`;
+    const old = this.serviceAccounts.get(key);
+    this.serviceAccounts.set(key, sa);
+    // A relist re-upserts every object: only a change of what roles are decided from is one.
+    if (old === undefined || !sameAnnotations(old.annotations, sa.annotations)) this.policyChanged(sa.namespace, sa.name);
   }
 
   deleteServiceAccount(namespace: string, name: string): void {
-    this.serviceAccounts.delete(`${namespace}/${name}`);
+    if (this.serviceAccounts.delete(`${namespace}/${name}`)) this.policyChanged(namespace, name);
+  }
+
+  /**
+   * Called when what a role decision reads may have changed: a namespace's annotations (the
+   * serviceAccount undefined), or a ServiceAccount's (added, changed, removed). Not for relists
+   * that change nothing.
+   */
+  onPolicyChange(listener: (namespace: string, serviceAccount: string | undefined) => void): void {
+    this.policyListeners.push(listener);
+  }
+
+  /** Whether any pod of `namespace` is scheduled on `node`. */
+  hasPodsOn(node: string, namespace: string): boolean {
+    return (this.nodeNamespaces.get(node)?.get(namespace) ?? 0) > 0;
+  }
+
+  private policyChanged(namespace: string, serviceAccount: string | undefined): void {
+    for (const l of this.policyListeners) l(namespace, serviceAccount);
+  }
+
+  private countOnNode(pod: PodInfo, delta: 1 | -1): void {
+    if (pod.nodeName === undefined) return;
+    let byNs = this.nodeNamespaces.get(pod.nodeName);
+    if (byNs === undefined) this.nodeNamespaces.set(pod.nodeName, (byNs = new Map()));
+    const n = (byNs.get(pod.namespace) ?? 0) + delta;
+    if (n > 0) byNs.set(pod.namespace, n);
+    else {
+      byNs.delete(pod.namespace);
+      if (byNs.size === 0) this.nodeNamespaces.delete(pod.nodeName);
+    }
   }
 
   serviceAccountOf(pod: PodInfo): ServiceAccountInfo | undefined {
@@ -66,9 +103,13 @@ export class PodIndex {
   upsertPod(pod: PodInfo): void {
     const key = `${pod.namespace}/${pod.name}`;
     const old = this.pods.get(key);
-    if (old !== undefined) this.unindex(old);
+    if (old !== undefined) {
+      this.unindex(old);
+      this.countOnNode(old, -1);
+    }
     if (old !== undefined && old.uid !== pod.uid) for (const l of this.goneListeners) l(old);
     this.pods.set(key, pod);
+    this.countOnNode(pod, 1);
     if (!isServable(pod)) return;
     for (const ip of pod.ips) {
       const list = this.byIp.get(ip);
@@ -90,12 +131,15 @@ export class PodIndex {
     if (old === undefined) return;
     this.pods.delete(key);
     this.unindex(old);
+    this.countOnNode(old, -1);
     for (const l of this.goneListeners) l(old);
   }
 
   upsertNamespace(ns: NamespaceInfo): void {
+    const old = this.namespaces.get(ns.name);
     this.namespaces.set(ns.name, ns);
     for (const l of this.namespaceListeners) l(ns);
+    if (old === undefined || !sameAnnotations(old.annotations, ns.annotations)) this.policyChanged(ns.name, undefined);
   }
 
   /** Called for every namespace added or changed. */
@@ -104,7 +148,7 @@ export class PodIndex {
   }
 
   deleteNamespace(name: string): void {
-    this.namespaces.delete(name);
+    if (this.namespaces.delete(name)) this.policyChanged(name, undefined);
   }
 
   namespace(name: string): NamespaceInfo | undefined {
@@ -187,4 +231,11 @@ export class PodIndex {
     const pod = this.lookup(ip);
     for (const w of [...set]) w.resolve(pod);
   }
+}
+
+function sameAnnotations(a: Readonly<Record<string, string>>, b: Readonly<Record<string, string>>): boolean {
+  const ka = Object.keys(a);
+  if (ka.length !== Object.keys(b).length) return false;
+  for (const k of ka) if (a[k] !== b[k]) return false;
+  return true;
 }

@@ -124,6 +124,37 @@ test('associations live in the broker: a PodIdentityAssociation gives a pod its 
   await waitFor(() => accepted()?.['status'] === 'True', 10_000, 'the broker writes Accepted');
 });
 
+test("a ServiceAccount's role changed, then removed: the agent follows within seconds through the broker's change feed, not at its next refresh", async () => {
+  world.kube.createServiceAccount({ metadata: { name: 'feed-sa', namespace: 'default', annotations: { 'iam.amazonaws.com/role': 'feed-one' } } });
+  const { ip } = pod('feed-a', { serviceAccount: 'feed-sa' });
+  await waitFor(async () => (await agentA.get(CREDS, ip)).body === 'feed-one', 10_000, 'the ServiceAccount role reaches the agent');
+  const one = await creds(agentA, ip, 'feed-one');
+  expect(await world.callerArn(one)).toBe(`arn:aws:sts::${ACCOUNT}:assumed-role/feed-one/default.feed-a`);
+  const changes = (): Promise<number> => broker.process.metric('podiam_broker_policy_changes_total', { kind: 'serviceaccount' });
+  const before = await changes();
+
+  // The agent watches no ServiceAccount: without the feed it would serve feed-one's credentials,
+  // held in its memory, until their refresh some 45 minutes from now.
+  world.kube.updateServiceAccount('default', 'feed-sa', (sa) => {
+    sa.metadata.annotations = { 'iam.amazonaws.com/role': 'feed-two' };
+  });
+  await waitFor(async () => (await agentA.get(CREDS, ip)).body === 'feed-two', 5_000, 'the new role reaches the agent through the change feed');
+  expect((await agentA.get(CREDS + 'feed-one', ip)).status).toBe(403);
+  const two = await creds(agentA, ip, 'feed-two');
+  expect(await world.callerArn(two)).toBe(`arn:aws:sts::${ACCOUNT}:assumed-role/feed-two/default.feed-a`);
+
+  // No role any more: nothing is served, the credentials held included.
+  world.kube.updateServiceAccount('default', 'feed-sa', (sa) => {
+    sa.metadata.annotations = {};
+  });
+  await waitFor(async () => (await agentA.get(CREDS, ip)).status === 404, 5_000, 'the removal reaches the agent');
+  expect((await agentA.get(CREDS + 'feed-two', ip)).status).not.toBe(200);
+  expect(await changes()).toBeGreaterThanOrEqual(before + 2);
+  expect(agentA.output()).toContain('policy changed, asking the broker again about the pods it touches');
+  // Told only of its own node's namespaces: the agent's poll named default/feed-sa.
+  expect(agentA.output()).toContain('default/feed-sa');
+});
+
 test("agent A's token asking for a pod of node B: 403, logged, counted, and no STS call", async () => {
   // No IP yet: the broker has not prefetched it, so any STS call would be this request's.
   const b = pod('app-b', { node: NODE_B, role: 'app-b', ip: null });

@@ -20,13 +20,15 @@ class FakeBroker implements BrokerLink {
   readonly calls: Array<{ path: string; body: Record<string, unknown> }> = [];
   down = false;
   deny: PodiamError | undefined;
+  /** pod name -> the role the broker decides now (default: the pod's name). */
+  readonly roles = new Map<string, string>();
   private keys = 0;
   constructor(private readonly clock: FakeClock, private readonly lifetimeMs = 60 * MINUTE) {}
   async post(path: string, body: object): Promise<unknown> {
     this.calls.push({ path, body: body as Record<string, unknown> });
     if (this.down) throw new BrokerUnavailable('connection refused');
     if (this.deny !== undefined) throw this.deny;
-    const name = (body as { name: string }).name;
+    const name = this.roles.get((body as { name: string }).name) ?? (body as { name: string }).name;
     const role = { roleArn: `arn:aws:iam::123456789012:role/${name}`, roleName: name, sessionName: `default.${name}` };
     if (path === '/v1/role') return role;
     const now = this.clock.now();
@@ -134,4 +136,76 @@ test("the broker refusing the agent itself (its token) keeps the pods' held cred
   await clock.advance(30_000);
   await flushPromises();
   expect(client.peek(pod)?.creds.accessKeyId).not.toBe(held.creds.accessKeyId);
+});
+
+describe('policy changes from the broker (namespaces, ServiceAccounts, associations the agent cannot see)', () => {
+  const paths = (broker: FakeBroker, from = 0): string[] => broker.calls.slice(from).map((c) => c.path);
+
+  test("a change of the pod's namespace or ServiceAccount holds it until the broker has said its role again: the same role keeps its credentials, another gets new ones", async () => {
+    const { broker, client } = setup();
+    const pod = podInfo('app');
+    const first = await client.credentials(pod, { kind: 'ip' });
+    // Other namespaces, other ServiceAccounts: nothing to do.
+    expect(client.policyChanged([{ namespace: 'other' }, { namespace: 'default', serviceAccount: 'other-sa' }], false)).toBe(0);
+    expect(client.peek(pod)).toBe(first);
+
+    const from = broker.calls.length;
+    expect(client.policyChanged([{ namespace: 'default' }], false)).toBe(1);
+    // Held: the hot path has nothing to serve until the broker answers.
+    expect(client.peek(pod)).toBeUndefined();
+    expect(await client.credentials(pod, { kind: 'ip' })).toBe(first);
+    expect(paths(broker, from)).toEqual(['/v1/role']);
+    expect(client.peek(pod)).toBe(first);
+
+    broker.roles.set('app', 'app-two');
+    expect(client.policyChanged([{ namespace: 'default', serviceAccount: 'default' }], false)).toBe(1);
+    expect(client.peek(pod)).toBeUndefined();
+    const second = await client.credentials(pod, { kind: 'ip' });
+    expect(second.role.roleName).toBe('app-two');
+    expect(second.creds.accessKeyId).not.toBe(first.creds.accessKeyId);
+    expect((await client.role(pod)).roleName).toBe('app-two');
+    expect(paths(broker, from + 1)).toEqual(['/v1/role', '/v1/credentials']);
+  });
+
+  test('a change the broker now denies: nothing is served, the denial is what the pod gets', async () => {
+    const { broker, client } = setup();
+    const pod = podInfo('app');
+    await client.credentials(pod, { kind: 'ip' });
+    broker.deny = new PodiamError('RoleNotAllowed', 403, 'namespace default may not assume app');
+    client.policyChanged([{ namespace: 'default' }], false);
+    expect(client.peek(pod)).toBeUndefined();
+    await expect(client.credentials(pod, { kind: 'ip' })).rejects.toMatchObject({ code: 'RoleNotAllowed' });
+    await expect(client.role(pod)).rejects.toMatchObject({ code: 'RoleNotAllowed' });
+    expect(client.peek(pod)).toBeUndefined();
+    // Allowed again: the held denial is dropped by the next change, and the pod served again.
+    broker.deny = undefined;
+    client.policyChanged([{ namespace: 'default' }], false);
+    expect((await client.credentials(pod, { kind: 'ip' })).role.roleName).toBe('app');
+  });
+
+  test('a change while the broker cannot be reached: the held pod is not served from memory (fail closed)', async () => {
+    const { broker, client } = setup();
+    const pod = podInfo('app');
+    await client.credentials(pod, { kind: 'ip' });
+    broker.down = true;
+    client.policyChanged([{ namespace: 'default' }], false);
+    await expect(client.credentials(pod, { kind: 'ip' })).rejects.toBeInstanceOf(BrokerUnavailable);
+    expect(client.peek(pod)).toBeUndefined();
+  });
+
+  test('reset (a replica that cannot say what changed): every pod asked again, spread over 30 s, and served meanwhile', async () => {
+    const { clock, broker, client } = setup();
+    const pods = [podInfo('a'), podInfo('b'), podInfo('c')];
+    const held = await Promise.all(pods.map((p) => client.credentials(p, { kind: 'ip' })));
+    const from = broker.calls.length;
+    expect(client.policyChanged([], true)).toBe(3);
+    pods.forEach((p, i) => expect(client.peek(p)).toBe(held[i]));
+    expect(paths(broker, from)).toEqual([]);
+    broker.roles.set('b', 'b-two');
+    await clock.advance(30_000);
+    await flushPromises();
+    expect(paths(broker, from).sort()).toEqual(['/v1/credentials', '/v1/role', '/v1/role', '/v1/role']);
+    expect(client.peek(pods[0]!)).toBe(held[0]);
+    expect(client.peek(pods[1]!)?.role.roleName).toBe('b-two');
+  });
 });

@@ -276,3 +276,35 @@ describe('PodIndex waitFor', () => {
     expect(index.waiting()).toBe(0);
   });
 });
+
+describe('what the broker tells agents of', () => {
+  it('a policy change is a namespace or ServiceAccount whose annotations changed, or that went; a relist that changes nothing is none', () => {
+    const index = new PodIndex();
+    const seen: string[] = [];
+    index.onPolicyChange((ns, sa) => seen.push(sa === undefined ? ns : `${ns}/${sa}`));
+    index.upsertNamespace({ name: 'team', annotations: { 'iam.amazonaws.com/allowed-roles': '["a"]' } });
+    index.upsertNamespace({ name: 'team', annotations: { 'iam.amazonaws.com/allowed-roles': '["a"]' } });
+    index.upsertNamespace({ name: 'team', annotations: { 'iam.amazonaws.com/allowed-roles': '["b"]' } });
+    index.upsertServiceAccount({ namespace: 'team', name: 'builder', uid: 'u1', annotations: {} });
+    index.upsertServiceAccount({ namespace: 'team', name: 'builder', uid: 'u1', annotations: {} });
+    index.upsertServiceAccount({ namespace: 'team', name: 'builder', uid: 'u1', annotations: { 'iam.amazonaws.com/role': 'x' } });
+    index.deleteServiceAccount('team', 'builder');
+    index.deleteServiceAccount('team', 'builder');
+    index.deleteNamespace('team');
+    expect(seen).toEqual(['team', 'team', 'team/builder', 'team/builder', 'team/builder', 'team']);
+  });
+
+  it('hasPodsOn counts the pods of each namespace on each node, as pods come, move and go', () => {
+    const index = new PodIndex();
+    index.upsertPod(pod('a', '10.0.0.1', { namespace: 'team', nodeName: 'n1' }));
+    index.upsertPod(pod('b', '10.0.0.2', { namespace: 'team', nodeName: 'n1' }));
+    expect([index.hasPodsOn('n1', 'team'), index.hasPodsOn('n2', 'team'), index.hasPodsOn('n1', 'other')]).toEqual([true, false, false]);
+    index.deletePod('team', 'a');
+    expect(index.hasPodsOn('n1', 'team')).toBe(true);
+    // Rescheduled (a new pod of the same name, another uid, on another node).
+    index.upsertPod(pod('b', '10.0.0.2', { namespace: 'team', nodeName: 'n2', uid: 'b-2' }));
+    expect([index.hasPodsOn('n1', 'team'), index.hasPodsOn('n2', 'team')]).toEqual([false, true]);
+    index.deletePod('team', 'b');
+    expect(index.hasPodsOn('n2', 'team')).toBe(false);
+  });
+});

@@ -1,0 +1,93 @@
+/**
+ * The broker's change feed (src/broker/policy-changes.ts): a poll is answered at once when a
+ * change after `since` touches a namespace with pods on the agent's node, else held and answered
+ * empty; other nodes' namespaces are never told; a replica that cannot cover `since` says reset.
+ */
+import { KEEP_MS, PolicyChanges, SLACK_MS } from '../../src/broker/policy-changes.js';
+
+function feed(holdMs = 200) {
+  let now = 1_000_000;
+  const onNode = new Map<string, Set<string>>([
+    ['node-a', new Set(['team-a', 'shared'])],
+    ['node-b', new Set(['team-b', 'shared'])],
+  ]);
+  const changes = new PolicyChanges({ hasPodsOn: (node, ns) => onNode.get(node)?.has(ns) ?? false, now: () => now, holdMs });
+  return { changes, advance: (ms: number) => (now += ms), now: () => now };
+}
+
+test('before the informers have listed nothing is recorded; a first poll is answered at once with the time to poll from', async () => {
+  const { changes, now } = feed();
+  changes.record('team-a', undefined);
+  changes.begin();
+  expect(await changes.wait('node-a', undefined)).toEqual({ now: now(), reset: false, changes: [] });
+});
+
+test('a held poll is answered as soon as its node is touched, with that change only', async () => {
+  const { changes, advance, now } = feed(5_000);
+  changes.begin();
+  const since = now();
+  advance(SLACK_MS + 1);
+  const a = changes.wait('node-a', since);
+  const b = changes.wait('node-b', since);
+  expect(changes.held()).toBe(2);
+  changes.record('team-a', 'builder');
+  changes.record('team-a', 'builder');
+  const t0 = Date.now();
+  expect(await a).toEqual({ now: now(), reset: false, changes: [{ namespace: 'team-a', serviceAccount: 'builder' }] });
+  expect(Date.now() - t0).toBeLessThan(1_000);
+  // node-b has no pod in team-a: it is not told, and keeps waiting.
+  expect(changes.held()).toBe(1);
+  changes.record('shared', undefined);
+  expect(await b).toEqual({ now: now(), reset: false, changes: [{ namespace: 'shared' }] });
+});
+
+test('nothing for the node: the poll is answered empty after the hold', async () => {
+  const { changes, advance, now } = feed(100);
+  changes.begin();
+  const since = now();
+  advance(SLACK_MS + 1);
+  changes.record('team-b', undefined);
+  const t0 = Date.now();
+  expect(await changes.wait('node-a', since)).toEqual({ now: now(), reset: false, changes: [] });
+  expect(Date.now() - t0).toBeGreaterThanOrEqual(90);
+});
+
+test('a change a moment before `since` (another replica saw it later) is still told: the slack', async () => {
+  const { changes, advance, now } = feed();
+  changes.begin();
+  advance(SLACK_MS * 2);
+  changes.record('team-a', undefined);
+  advance(1_000);
+  const answer = await changes.wait('node-a', now());
+  expect(answer.changes).toEqual([{ namespace: 'team-a' }]);
+});
+
+test('`since` before this replica began, or before what it still keeps: reset; just after it began: none', async () => {
+  const { changes, advance, now } = feed();
+  const early = now();
+  advance(1_000);
+  changes.begin();
+  const justAfter = now() + 1;
+  advance(SLACK_MS * 2);
+  expect(await changes.wait('node-a', early)).toMatchObject({ reset: true, changes: [] });
+  changes.record('team-a', undefined);
+  expect(await changes.wait('node-a', justAfter)).toEqual({ now: now(), reset: false, changes: [{ namespace: 'team-a' }] });
+  // An agent cut off for longer than changes are kept, one of which it never heard: reset.
+  const since = now();
+  advance(1);
+  changes.record('team-a', 'builder');
+  advance(KEEP_MS + 1);
+  changes.record('team-b', undefined);
+  expect(await changes.wait('node-a', since)).toMatchObject({ reset: true });
+});
+
+test('close() answers every held poll at once (a replica stopping)', async () => {
+  const { changes, advance, now } = feed(60_000);
+  changes.begin();
+  const since = now();
+  advance(SLACK_MS + 1);
+  const polls = [changes.wait('node-a', since), changes.wait('node-b', since)];
+  changes.close();
+  expect((await Promise.all(polls)).map((a) => a.changes)).toEqual([[], []]);
+  expect(changes.held()).toBe(0);
+});
