@@ -44,9 +44,21 @@ export class Associations {
     this.index.onChange((a) => this.status.reconcile(a.name));
   }
 
-  /** Called with every association added, changed or removed. */
-  onChange(listener: (association: AssociationInfo) => void): void {
-    this.index.onChange(listener);
+  /**
+   * Called when the association that decides a ServiceAccount's role changed: another one wins,
+   * its spec changed, or none is left. Not for the status podiam itself writes.
+   */
+  onRoleChange(listener: (namespace: string, serviceAccount: string) => void): void {
+    const decided = new Map<string, string>();
+    this.index.onChange((a) => {
+      const key = `${a.namespace}/${a.serviceAccount}`;
+      const winner = this.index.of(a.namespace, a.serviceAccount);
+      const now = winner === undefined ? '' : JSON.stringify(winner);
+      if ((decided.get(key) ?? '') === now) return;
+      if (now === '') decided.delete(key);
+      else decided.set(key, now);
+      listener(a.namespace, a.serviceAccount);
+    });
   }
 
   /** The association of the pod's ServiceAccount, if any. */

@@ -475,6 +475,7 @@ export class Rules implements Interception {
   private eventTimer: NodeJS.Timeout | undefined;
   private lastEventCheck = 0;
   private stopping = false;
+  private settleTimer: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly specs: readonly FamilySpec[],
@@ -523,8 +524,10 @@ export class Rules implements Interception {
     this.timer = setInterval(() => {
       if (pending) return;
       const full = ++round % FULL_CHECK_EVERY === 0;
-      // The watch reports every deletion: only the tenth round's full check remains, as a safety net.
-      if (!full && this.watch?.watching) return;
+      // The watch reports every deletion: only the tenth round's full check remains, as a safety
+      // net. A family in error or with a rule missing (an event-driven restore that failed) is
+      // checked every round until whole again.
+      if (!full && this.watch?.watching && this.active.every((f) => f.present())) return;
       pending = true;
       this.serial(() => this.check(this.active, full)).finally(() => {
         pending = false;
@@ -539,6 +542,7 @@ export class Rules implements Interception {
     this.timer = undefined;
     if (this.eventTimer) clearTimeout(this.eventTimer);
     this.eventTimer = undefined;
+    if (this.settleTimer) clearTimeout(this.settleTimer);
     await this.watch?.stop();
     await this.busy;
   }
@@ -563,10 +567,24 @@ export class Rules implements Interception {
     this.scheduleEventCheck(EVENT_DELAY_MS + Math.random() * EVENT_JITTER_MS);
   }
 
-  /** Deletions made before the monitor subscribed are not reported: check everything once. */
+  /**
+   * Deletions made before the monitor subscribed are not reported: check everything after
+   * WATCH_SETTLE_MS, and once more after ten times that (nft loads the ruleset before it listens,
+   * which takes longer on a node with a large one).
+   */
   private afterWatchStart(): void {
-    for (const f of this.active) this.dirty.add(f.spec.family);
+    const all = (): void => {
+      for (const f of this.active) this.dirty.add(f.spec.family);
+    };
+    all();
     this.scheduleEventCheck(WATCH_SETTLE_MS);
+    if (this.settleTimer) clearTimeout(this.settleTimer);
+    this.settleTimer = setTimeout(() => {
+      this.settleTimer = undefined;
+      all();
+      this.scheduleEventCheck(0);
+    }, 10 * WATCH_SETTLE_MS);
+    this.settleTimer.unref();
   }
 
   private scheduleEventCheck(delayMs: number): void {

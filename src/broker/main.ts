@@ -76,13 +76,13 @@ export async function startBroker(config: BrokerConfig, log: Logger): Promise<Ru
 
   // What agents cannot see (namespaces, ServiceAccounts, associations) reaches them as it changes.
   const changes = new PolicyChanges({ hasPodsOn: (node, namespace) => index.hasPodsOn(node, namespace) });
+  // Recorded from the first moment this replica answers (changes.begin() below), relists included:
+  // a relist after a watch gap is where changes missed meanwhile arrive.
   const policyChanged = (kind: 'namespace' | 'serviceaccount' | 'association', namespace: string, serviceAccount: string | undefined): void => {
-    if (!ready()) return;
-    brokerMetrics.policyChanges.inc({ kind });
-    changes.record(namespace, serviceAccount);
+    if (changes.record(namespace, serviceAccount)) brokerMetrics.policyChanges.inc({ kind });
   };
   index.onPolicyChange((namespace, serviceAccount) => policyChanged(serviceAccount === undefined ? 'namespace' : 'serviceaccount', namespace, serviceAccount));
-  associations?.onChange((a) => policyChanged('association', a.namespace, a.serviceAccount));
+  associations?.onRoleChange((namespace, serviceAccount) => policyChanged('association', namespace, serviceAccount));
 
   const server = createBrokerServer(certificate, { auth, pods: index, source: stack.source, ready, log, metrics: brokerMetrics, changes });
   const reloader = new CertificateReloader(certificate, { certFile: config.tlsCertFile, keyFile: config.tlsKeyFile, intervalMs: config.tlsReloadMs, server, log, metrics: brokerMetrics });

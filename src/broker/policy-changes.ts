@@ -22,6 +22,8 @@ export const HOLD_MS = 20_000;
 export const KEEP_MS = 10 * 60_000;
 /** Overlap between replicas' views of one change (watch latency, clock skew). */
 export const SLACK_MS = 5_000;
+/** Changes in one answer at most (~100 bytes each, under the agent's 64 KB answer limit); more: reset. */
+export const MAX_CHANGES = 400;
 
 interface Recorded {
   readonly atMs: number;
@@ -50,6 +52,7 @@ export class PolicyChanges {
   private coveredFromMs: number | undefined;
   private readonly waiters = new Set<Waiter>();
   private flushing = false;
+  private lastAtMs = 0;
   private readonly now: () => number;
   private readonly holdMs: number;
 
@@ -63,16 +66,21 @@ export class PolicyChanges {
     this.coveredFromMs ??= this.now();
   }
 
-  record(namespace: string, serviceAccount: string | undefined): void {
-    if (this.coveredFromMs === undefined) return;
-    const now = this.now();
-    this.log.push({ atMs: now, change: serviceAccount === undefined ? { namespace } : { namespace, serviceAccount } });
-    this.expire(now);
+  /** Records a change (once begun); true when recorded. */
+  record(namespace: string, serviceAccount: string | undefined): boolean {
+    if (this.coveredFromMs === undefined) return false;
+    // Strictly increasing: a poll's cursor is the last change it was told of, and one recorded in
+    // the same millisecond after the answer must still come after it.
+    const at = Math.max(this.now(), this.lastAtMs + 1);
+    this.lastAtMs = at;
+    this.log.push({ atMs: at, change: serviceAccount === undefined ? { namespace } : { namespace, serviceAccount } });
+    this.expire(at);
     // Waiters are looked at once per turn of the event loop, however many changes a turn brings.
     if (!this.flushing && this.waiters.size > 0) {
       this.flushing = true;
       setImmediate(() => this.flush());
     }
+    return true;
   }
 
   /** The changes for `node`'s agent after `since` (undefined: its first poll), at once if any, else after the hold. */
@@ -117,6 +125,11 @@ export class PolicyChanges {
     }
   }
 
+  /**
+   * `now` in the answer is the agent's next `since`: the broker's clock when nothing was found,
+   * else the last change told plus SLACK_MS, so that the next poll starts right after it (not
+   * SLACK_MS before the answer, which would tell the same change again at once, poll after poll).
+   */
   private answer(node: string, since: number | undefined): WireChanges {
     const now = this.now();
     // A first poll: the agent has just asked about its pods; what changed while it did is covered by the slack.
@@ -125,16 +138,21 @@ export class PolicyChanges {
     if (this.coveredFromMs === undefined || (since !== undefined && since < this.coveredFromMs)) return { now, reset: since !== undefined, changes: [] };
     const seen = new Set<string>();
     const changes: WireChange[] = [];
+    let lastAt = 0;
     for (let i = this.log.length - 1; i >= this.head; i--) {
       const r = this.log[i]!;
       if (r.atMs <= from) break;
       if (!this.options.hasPodsOn(node, r.change.namespace)) continue;
+      lastAt = Math.max(lastAt, r.atMs);
       const key = `${r.change.namespace}/${r.change.serviceAccount ?? ''}`;
       if (seen.has(key)) continue;
       seen.add(key);
       changes.push(r.change);
     }
-    return { now, reset: false, changes };
+    if (changes.length === 0) return { now, reset: false, changes };
+    // More than an answer should carry (a mass relabelling): the agent asks about every pod instead.
+    if (changes.length > MAX_CHANGES) return { now, reset: true, changes: [] };
+    return { now: lastAt + SLACK_MS, reset: false, changes };
   }
 
   private expire(now: number): void {

@@ -57,7 +57,11 @@ export class BrokerChanges {
         if (this.stopped) return;
         failures++;
         const retryInMs = Math.min(RETRY_MAX_MS, RETRY_MIN_MS * 2 ** (failures - 1));
-        if (failures === 1) this.log.warn('broker change feed: no answer; policy changes reach this node when it is back (until then, at each refresh)', { code: (err as { code?: string }).code, error: (err as Error).message, retryInMs });
+        const status = (err as { status?: number }).status;
+        if (failures === 1) {
+          const why = status === 404 || status === 405 ? 'the broker does not serve /v1/changes (older than this agent: upgrade the broker)' : 'no answer';
+          this.log.warn(`broker change feed: ${why}; policy changes reach this node when it is back (until then, at each refresh)`, { code: (err as { code?: string }).code, error: (err as Error).message, retryInMs });
+        }
         await new Promise<void>((resolve) => {
           const timer = setTimeout(resolve, retryInMs);
           timer.unref();

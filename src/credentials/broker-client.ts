@@ -100,7 +100,8 @@ export class BrokerCredentials implements CredentialSource {
 
   async role(pod: PodInfo): Promise<RoleRequest> {
     const e = this.entry(pod);
-    if (e.held) await e.revalidating;
+    // Until the last of the changes that touched the pod has been checked (another may come meanwhile).
+    while (e.held) await e.revalidating;
     const now = this.clock.now();
     if (e.denial !== undefined && now < e.deniedUntilMs) throw e.denial;
     if (e.answer !== undefined && e.answer.creds.expirationMs - now > EXPIRY_GUARD_MS) return e.answer.role;
@@ -130,7 +131,8 @@ export class BrokerCredentials implements CredentialSource {
 
   async credentials(pod: PodInfo, proof: CallerProof): Promise<PodCredentials> {
     const e = this.entry(pod);
-    if (e.held) await e.revalidating;
+    // Until the last of the changes that touched the pod has been checked (another may come meanwhile).
+    while (e.held) await e.revalidating;
     const now = this.clock.now();
     const current = e.answer;
     if (current !== undefined && this.isFresh(e, current, now)) return current;
@@ -192,7 +194,16 @@ export class BrokerCredentials implements CredentialSource {
         e.denial = undefined;
         e.deniedUntilMs = 0;
       }
-      if (e.answer === undefined && e.role === undefined) continue;
+      if (e.answer === undefined && e.role === undefined) {
+        // Only an ask in flight (the pod's first): what it brings was decided before the change;
+        // it is not kept, and the next request asks afresh.
+        if (!reset && (e.inflight !== undefined || e.roleInflight !== undefined)) {
+          e.version++;
+          e.inflight = undefined;
+          e.roleInflight = undefined;
+        }
+        continue;
+      }
       asked++;
       if (reset) {
         const timer = this.clock.setTimeout(() => {
@@ -249,23 +260,13 @@ export class BrokerCredentials implements CredentialSource {
     }
     const pod = e.pod;
     const version = e.version;
-    const check = this.limit(() => this.options.broker.post(ROLE_PATH, podCoordinates(pod)), new Urgency(true)).then(
-      (raw) => {
-        const wire = parseRoleAnswer(raw);
+    const check = (async (): Promise<void> => {
+      let role: RoleRequest;
+      try {
+        const wire = parseRoleAnswer(await this.limit(() => this.options.broker.post(ROLE_PATH, podCoordinates(pod)), new Urgency(true)));
         if (wire === undefined) throw new PodiamError('BrokerError', 502, 'the broker answered /v1/role with something else than a role');
-        if (e.version !== version || e.gone) return;
-        const role = roleOf(wire, pod);
-        e.role = role;
-        e.roleUntilMs = this.clock.now() + ROLE_TTL_MS;
-        if (e.answer !== undefined && !sameRole(e.answer.role, role)) {
-          // Another role now: these credentials are not the pod's any more; fresh ones are asked for.
-          e.answer = undefined;
-          e.refreshAtMs = 0;
-          this.clearTimer(e);
-          this.fetch(e, { kind: 'ip' }, 'prefetch').catch(() => undefined);
-        }
-      },
-      (err: unknown) => {
+        role = roleOf(wire, pod);
+      } catch (err) {
         if (e.version !== version || e.gone) return;
         if (isPodDenial(err)) {
           this.onError(e, err);
@@ -278,9 +279,20 @@ export class BrokerCredentials implements CredentialSource {
           e.refreshAtMs = 0;
           this.clearTimer(e);
         }
-      },
-    );
-    const settled = check.finally(() => {
+        return;
+      }
+      if (e.version !== version || e.gone) return;
+      e.role = role;
+      e.roleUntilMs = this.clock.now() + ROLE_TTL_MS;
+      if (e.answer !== undefined && !sameRole(e.answer.role, role)) {
+        // Another role now: these credentials are not the pod's any more; fresh ones are asked for.
+        e.answer = undefined;
+        e.refreshAtMs = 0;
+        this.clearTimer(e);
+        this.fetch(e, { kind: 'ip' }, 'prefetch').catch(() => undefined);
+      }
+    })();
+    const settled: Promise<void> = check.finally(() => {
       if (e.revalidating === settled) {
         e.revalidating = undefined;
         e.held = false;

@@ -208,4 +208,62 @@ describe('policy changes from the broker (namespaces, ServiceAccounts, associati
     expect(client.peek(pods[0]!)).toBe(held[0]);
     expect(client.peek(pods[1]!)?.role.roleName).toBe('b-two');
   });
+
+  test('a pod whose first ask is in flight when its policy changes: what that ask brings is not kept', async () => {
+    const { broker, client } = setup();
+    const pod = podInfo('app');
+    let release: () => void = () => undefined;
+    const gate = new Promise<void>((r) => (release = r));
+    const post = broker.post.bind(broker);
+    broker.post = async (path, body) => {
+      await gate;
+      return post(path, body);
+    };
+    const first = client.credentials(pod, { kind: 'ip' });
+    broker.roles.set('app', 'app-two');
+    client.policyChanged([{ namespace: 'default' }], false);
+    release();
+    // The ask made before the change answers its own caller...
+    expect((await first).role.roleName).toBe('app-two');
+    // ...but the next request is not served from it: it asks afresh.
+    broker.post = post;
+    const from = broker.calls.length;
+    expect((await client.credentials(pod, { kind: 'ip' })).role.roleName).toBe('app-two');
+    expect(broker.calls.length - from).toBe(1);
+  });
+
+  test('two changes in a row: a request waits for the last check, never the credentials of the role before', async () => {
+    const { broker, client } = setup();
+    const pod = podInfo('app');
+    await client.credentials(pod, { kind: 'ip' });
+    client.policyChanged([{ namespace: 'default' }], false);
+    broker.roles.set('app', 'app-two');
+    const asked = client.credentials(pod, { kind: 'ip' });
+    client.policyChanged([{ namespace: 'default' }], false);
+    expect((await asked).role.roleName).toBe('app-two');
+  });
+
+  test('a role answer that is not one: the held pod is not served its old credentials, and nothing is left unhandled', async () => {
+    const { broker, client } = setup();
+    const pod = podInfo('app');
+    const held = await client.credentials(pod, { kind: 'ip' });
+    const post = broker.post.bind(broker);
+    broker.post = async (path, body) => (path === '/v1/role' ? { nonsense: true } : post(path, body));
+    const unhandled: unknown[] = [];
+    const onUnhandled = (err: unknown): void => {
+      unhandled.push(err);
+    };
+    process.on('unhandledRejection', onUnhandled);
+    try {
+      client.policyChanged([{ namespace: 'default' }], false);
+      await new Promise((r) => setTimeout(r, 20));
+      expect(client.peek(pod)).toBeUndefined();
+      broker.post = post;
+      const again = await client.credentials(pod, { kind: 'ip' });
+      expect(again.creds.accessKeyId).not.toBe(held.creds.accessKeyId);
+      expect(unhandled).toEqual([]);
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+    }
+  });
 });

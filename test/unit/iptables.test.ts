@@ -477,6 +477,28 @@ describe('the ruleset watch', () => {
     expect((await slow.metrics.iptablesWatch.get()).values[0]?.value).toBe(0);
   });
 
+  it('an event-driven restore that failed: that family is checked every round until whole, not only every tenth', async () => {
+    const fake = new FakeNode();
+    fake.backend = 'nf_tables';
+    const { rules, monitor } = setup([], fake);
+    await rules.ensure();
+    rules.startReconcile(300); // the full check every 3 s
+    await sleep(1_200);
+    fake.deleteAt('iptables', 'nat', 'PREROUTING', 1);
+    fake.failWith = { exitCode: 4, stdout: '', stderr: 'iptables: Resource temporarily unavailable.' };
+    monitor.line(del('ip', 'nat', 'PREROUTING'));
+    while (rules.ready()) await sleep(10);
+    expect(rules.state().ipv4).toEqual({ dnat: 'error', guard: 'error' });
+    fake.failWith = undefined;
+    const t0 = Date.now();
+    while (!rules.ready() && Date.now() - t0 < 5_000) await sleep(10);
+    await rules.stop();
+    expect(rules.ready()).toBe(true);
+    expect(fake.rules('iptables', 'nat', 'PREROUTING')).toEqual([JUMP4]);
+    // The next round (300 ms), not the tenth (3 s).
+    expect(Date.now() - t0).toBeLessThan(1_000);
+  });
+
   it('the monitor exiting: warned with its stderr, podiam_iptables_watch 0, and every round checks again', async () => {
     const fake = new FakeNode();
     fake.backend = 'nf_tables';

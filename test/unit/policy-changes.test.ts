@@ -3,7 +3,7 @@
  * change after `since` touches a namespace with pods on the agent's node, else held and answered
  * empty; other nodes' namespaces are never told; a replica that cannot cover `since` says reset.
  */
-import { KEEP_MS, PolicyChanges, SLACK_MS } from '../../src/broker/policy-changes.js';
+import { KEEP_MS, MAX_CHANGES, PolicyChanges, SLACK_MS } from '../../src/broker/policy-changes.js';
 
 function feed(holdMs = 200) {
   let now = 1_000_000;
@@ -33,12 +33,34 @@ test('a held poll is answered as soon as its node is touched, with that change o
   changes.record('team-a', 'builder');
   changes.record('team-a', 'builder');
   const t0 = Date.now();
-  expect(await a).toEqual({ now: now(), reset: false, changes: [{ namespace: 'team-a', serviceAccount: 'builder' }] });
+  const told = await a;
+  expect(told).toEqual({ now: expect.any(Number), reset: false, changes: [{ namespace: 'team-a', serviceAccount: 'builder' }] });
   expect(Date.now() - t0).toBeLessThan(1_000);
   // node-b has no pod in team-a: it is not told, and keeps waiting.
   expect(changes.held()).toBe(1);
   changes.record('shared', undefined);
-  expect(await b).toEqual({ now: now(), reset: false, changes: [{ namespace: 'shared' }] });
+  expect(await b).toMatchObject({ reset: false, changes: [{ namespace: 'shared' }] });
+
+  // The next poll, from the answer's cursor, is held: the change is not told again (an agent
+  // answered at once poll after poll would ask the broker about its pods in a loop).
+  advance(1);
+  // node-a has pods in shared too: told of it (and only of it) once...
+  const told2 = await changes.wait('node-a', told.now);
+  expect(told2.changes).toEqual([{ namespace: 'shared' }]);
+  // ...and then held.
+  const next = changes.wait('node-a', told2.now);
+  expect(changes.held()).toBe(1);
+  changes.record('team-a', undefined);
+  expect(await next).toMatchObject({ changes: [{ namespace: 'team-a' }] });
+});
+
+test('more changes than an answer carries: reset instead', async () => {
+  const { changes, advance, now } = feed();
+  changes.begin();
+  const since = now();
+  advance(SLACK_MS + 1);
+  for (let i = 0; i <= MAX_CHANGES; i++) changes.record('team-a', `sa-${i}`);
+  expect(await changes.wait('node-a', since)).toMatchObject({ reset: true, changes: [] });
 });
 
 test('nothing for the node: the poll is answered empty after the hold', async () => {
@@ -71,7 +93,7 @@ test('`since` before this replica began, or before what it still keeps: reset; j
   advance(SLACK_MS * 2);
   expect(await changes.wait('node-a', early)).toMatchObject({ reset: true, changes: [] });
   changes.record('team-a', undefined);
-  expect(await changes.wait('node-a', justAfter)).toEqual({ now: now(), reset: false, changes: [{ namespace: 'team-a' }] });
+  expect(await changes.wait('node-a', justAfter)).toMatchObject({ reset: false, changes: [{ namespace: 'team-a' }] });
   // An agent cut off for longer than changes are kept, one of which it never heard: reset.
   const since = now();
   advance(1);
