@@ -5,7 +5,9 @@
  *                pods on 1,000 nodes, 50,000 ServiceAccounts, 5,000 namespaces) and 1,000 simulated
  *                agents (scripts/bench/broker-agents.mjs, their own process), each holding one TLS
  *                connection and asking for its node's 100 pods, twice (first: every answer an STS
- *                call; again: from the broker's cache). RSS and CPU of the broker at each step.
+ *                call; again: from the broker's cache), and holding the change feed; then 100
+ *                namespaces' annotations change at once: which agents are told, and how fast.
+ *                RSS and CPU of the broker at each step.
  *   brokerAgent  the node agent in broker mode next to the standalone agent, 110 pods on the node:
  *                RSS (no pods, idle, after load) and the cached credentials path (same run, paired).
  *
@@ -186,20 +188,50 @@ export async function brokerScale(ctx) {
     log(`  broker ready after ${readyMs} ms (${Math.round(cpuAtReady)} ms CPU), RSS ${atReady.rssMB} MB at ready (peak ${atReady.hwmMB} MB), ${idle.rssMB} MB 5 s later; orchestrator CPU meanwhile ${Math.round(ctx.cpuMs(process.pid) - c0)} ms`);
 
     const specFile = path.join(tls.dir, 'agents.json');
-    writeFileSync(specFile, JSON.stringify({ url: broker.url, caFile: tls.caFile, passes: 2, agents: nodes.map((n) => ({ token: agentToken(kube, n), pods: podsOf.get(n) })) }));
+    // Every agent also holds the change feed, as real agents do (one held poll each).
+    writeFileSync(specFile, JSON.stringify({ url: broker.url, caFile: tls.caFile, passes: 2, polls: true, agents: nodes.map((n) => ({ token: agentToken(kube, n), pods: podsOf.get(n) })) }));
     const reviews0 = kube.tokenApi.reviews;
     const passes = [];
+    // The feed's fan-out: CHANGED namespaces' annotations changed at once; which agents are told, how fast.
+    const CHANGED = quick ? 10 : 100;
+    const feed = { changedNamespaces: CHANGED, expectedAgents: 0, told: [], toldUnexpected: 0, heldPolls: undefined, summary: undefined };
     await new Promise((resolve, reject) => {
-      const child = spawn(process.execPath, [path.join(HERE, 'broker-agents.mjs'), specFile], { stdio: ['ignore', 'pipe', 'inherit'] });
+      const child = spawn(process.execPath, [path.join(HERE, 'broker-agents.mjs'), specFile], { stdio: ['pipe', 'pipe', 'inherit'] });
       let buf = '';
       let cpuBefore = ctx.cpuMs(broker.pid);
       let stsBefore = sts.calls();
+      let changedAt = 0;
+      let expected = new Set();
+      const finish = () => child.stdin.end();
       child.stdout.on('data', (d) => {
         buf += d;
         let nl;
         while ((nl = buf.indexOf('\n')) >= 0) {
           const r = JSON.parse(buf.slice(0, nl));
           buf = buf.slice(nl + 1);
+          if (r.polling) {
+            void (async () => {
+              await ctx.sleep(3000);
+              feed.heldPolls = Number((/^podiam_broker_change_polls (\d+)/m.exec((await footprintGet(broker.metricsPort, "/metrics")).body ?? "") ?? [])[1]);
+              const names = new Set(Array.from({ length: CHANGED }, (_, k) => `team-${k}`));
+              expected = new Set(nodes.map((n, k) => (podsOf.get(n).some((p) => names.has(p.namespace)) ? k : -1)).filter((k) => k >= 0));
+              feed.expectedAgents = expected.size;
+              changedAt = Date.now();
+              for (const name of names) kube.updateNamespace(name, (ns) => (ns.metadata.annotations = { 'iam.amazonaws.com/allowed-roles': '["svc-role-.*"]' }));
+              setTimeout(finish, 15_000).unref();
+            })();
+            continue;
+          }
+          if (r.agent !== undefined) {
+            if (expected.has(r.agent)) feed.told.push(r.at - changedAt);
+            else feed.toldUnexpected++;
+            if (feed.told.length === expected.size) setTimeout(finish, 2000).unref();
+            continue;
+          }
+          if (r.pollSummary) {
+            feed.summary = r.pollSummary;
+            continue;
+          }
           const cpu = ctx.cpuMs(broker.pid);
           r.brokerCpuMs = Math.round(cpu - cpuBefore);
           r.brokerCpuPct = Math.round((r.brokerCpuMs / r.wallMs) * 100);
@@ -215,10 +247,14 @@ export async function brokerScale(ctx) {
       child.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`broker-agents exited ${code}`))));
     });
     const reviews = kube.tokenApi.reviews - reviews0;
+    const told = [...feed.told].sort((a, b) => a - b);
+    feed.p50Ms = told[Math.floor(told.length / 2)];
+    feed.maxMs = told[told.length - 1];
+    log(`  change feed: ${feed.heldPolls} polls held by the broker; ${CHANGED} namespaces changed: ${told.length}/${feed.expectedAgents} agents with pods there told (p50 ${feed.p50Ms} ms, max ${feed.maxMs} ms), ${feed.toldUnexpected} others told; polls answered ${JSON.stringify(feed.summary)}`);
     await ctx.sleep(5000);
     const after = memory(broker.pid);
     log(`  after: RSS ${after.rssMB} MB (peak ${after.hwmMB} MB); TokenReviews ${reviews} for ${N.nodes} agents; broker CPU in all ${Math.round(ctx.cpuMs(broker.pid))} ms`);
-    return { ...N, node: nodeBin(), heapFlags, imageFlagsFailure, readyMs, cpuAtReadyMs: Math.round(cpuAtReady), atReady, idle, passes, after, tokenReviews: reviews, cpuTotalMs: Math.round(ctx.cpuMs(broker.pid)) };
+    return { ...N, node: nodeBin(), heapFlags, imageFlagsFailure, readyMs, cpuAtReadyMs: Math.round(cpuAtReady), atReady, idle, passes, feed, after, tokenReviews: reviews, cpuTotalMs: Math.round(ctx.cpuMs(broker.pid)) };
   } finally {
     await broker?.stop();
     await kube.stop();
