@@ -44,8 +44,8 @@ const NAME = /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/;
 const UID = /^[A-Za-z0-9-]{1,64}$/;
 const JWT = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/;
 
-/** An agent's request body; BadRequest (400) for anything else. The token is a JWT of at most 16 KB. */
-export function parsePodRequest(text: string, withProof: boolean): WirePodRequest {
+/** A request body that must be one JSON object; BadRequest (400) otherwise. */
+function jsonObject(text: string): Record<string, unknown> {
   let raw: unknown;
   try {
     raw = JSON.parse(text);
@@ -53,7 +53,12 @@ export function parsePodRequest(text: string, withProof: boolean): WirePodReques
     throw new BadRequest(400, 'body is not JSON');
   }
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw new BadRequest(400, 'body must be a JSON object');
-  const r = raw as Record<string, unknown>;
+  return raw as Record<string, unknown>;
+}
+
+/** An agent's request body; BadRequest (400) for anything else. The token is a JWT of at most 16 KB. */
+export function parsePodRequest(text: string, withProof: boolean): WirePodRequest {
+  const r = jsonObject(text);
   const str = (k: string, re: RegExp): string => {
     const v = r[k];
     if (typeof v !== 'string' || !re.test(v)) throw new BadRequest(400, `${k} is missing or not a valid Kubernetes ${k}`);
@@ -104,14 +109,7 @@ export interface WireChanges {
 
 /** A poll's body: `since` a time in ms, or nothing (the first poll). */
 export function parseChangesRequest(text: string): number | undefined {
-  let raw: unknown;
-  try {
-    raw = JSON.parse(text);
-  } catch {
-    throw new BadRequest(400, 'body is not JSON');
-  }
-  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw new BadRequest(400, 'body must be a JSON object');
-  const since = (raw as Record<string, unknown>)['since'];
+  const since = jsonObject(text)['since'];
   if (since === undefined) return undefined;
   if (typeof since !== 'number' || !Number.isSafeInteger(since) || since < 0) throw new BadRequest(400, 'since must be a time in ms (the last answer\'s "now")');
   return since;
