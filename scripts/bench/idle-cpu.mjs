@@ -9,6 +9,7 @@
  *   before  BENCH_BEFORE_REF (default 54c93a9, the commit before this work), built once from
  *           `git archive` into node_modules/.cache/podiam-bench/idle-<ref>/ with the same build
  *   after   this work tree's dist/podiam.js
+ *   (BENCH_IDLE_OTHER_NODE=<node binary>: before is this work tree too, on that Node: two Nodes, one run)
  *
  * Each is started as the image starts it (node --max-semi-space-size=2 --max-old-space-size=192,
  * the Dockerfile's ENTRYPOINT flags) with the DaemonSet's flags (--iptables, both families,
@@ -89,8 +90,8 @@ function cpuMs(pid) {
   return (ticks * 1000) / TICKS;
 }
 
-async function idleOnce(lab, name, cli, extra = []) {
-  const argv = [process.execPath, ...NODE_FLAGS, cli, ...lab.podiamArgs(['--log-format=json', ...extra])];
+async function idleOnce(lab, name, cli, extra = [], node = process.execPath) {
+  const argv = [node, ...NODE_FLAGS, cli, ...lab.podiamArgs(['--log-format=json', ...extra])];
   const p = lab.spawnIn(lab.nodeNs, `podiam ${name}`, argv, { ...lab.podiamEnv(), ...shebangEnv() });
   try {
     const deadline = Date.now() + 60_000;
@@ -115,7 +116,13 @@ async function idleOnce(lab, name, cli, extra = []) {
 
 const median = (xs) => (xs.length === 0 ? NaN : [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]);
 
-const beforeDir = buildBefore(BEFORE_REF);
+// BENCH_IDLE_OTHER_NODE=<node binary>: "before" is this work tree too, on that Node (e.g.
+// /usr/bin/node, Node 20, next to the image's Node 22 running this script): one run, both Nodes.
+const OTHER_NODE = process.env.BENCH_IDLE_OTHER_NODE;
+const otherVersion = OTHER_NODE === undefined ? undefined : execFileSync(OTHER_NODE, ['--version']).toString().trim();
+const beforeDir = OTHER_NODE === undefined ? buildBefore(BEFORE_REF) : ROOT;
+const beforeLabel = OTHER_NODE === undefined ? BEFORE_REF : `this tree on Node ${otherVersion}`;
+const afterLabel = OTHER_NODE === undefined ? 'after' : `this tree on Node ${process.version}`;
 log(`lab: ${PODS} pods, 300 kube-proxy services; Node ${process.versions.node}; ${SETTLE} s settle, ${SECONDS} s per measurement, ${ROUNDS} rounds`);
 const lab = await Lab.create({ pods: Array.from({ length: PODS }, (_, i) => ({ name: `p${i}`, role: `role-${i % 20}` })) });
 try {
@@ -133,13 +140,13 @@ try {
     const order = (round % 2 === 0 ? ['before', 'after'] : ['after', 'before']).filter((side) => process.env.BENCH_IDLE_ONLY === undefined || process.env.BENCH_IDLE_ONLY === side);
     for (const side of order) {
       const cli = side === 'before' ? path.join(beforeDir, 'dist/podiam.js') : path.join(ROOT, 'dist/podiam.js');
-      const ms = await idleOnce(lab, side, cli, side === 'after' ? afterArgs : []);
+      const ms = await idleOnce(lab, side, cli, side === 'after' ? afterArgs : [], side === 'before' && OTHER_NODE !== undefined ? OTHER_NODE : process.execPath);
       sides[side].push(ms);
       log(`  round ${round + 1} ${side}: ${ms.toFixed(2)} CPU ms/s`);
     }
   }
-  const result = { node: process.versions.node, pods: PODS, kubeProxyRulesPerFamily: 1201, seconds: SECONDS, beforeRef: BEFORE_REF, before: sides.before, after: sides.after, beforeMedian: median(sides.before), afterMedian: median(sides.after) };
-  log(`\n| podiam, idle, --iptables, ${PODS} pods | CPU ms per second (millicores), median of ${ROUNDS} |\n|---|---|\n| before (${BEFORE_REF}) | ${result.beforeMedian.toFixed(2)} |\n| after | ${result.afterMedian.toFixed(2)} |\n| ratio | ${(result.beforeMedian / result.afterMedian).toFixed(1)}x |`);
+  const result = { node: process.versions.node, pods: PODS, kubeProxyRulesPerFamily: 1201, seconds: SECONDS, beforeRef: beforeLabel, afterLabel, before: sides.before, after: sides.after, beforeMedian: median(sides.before), afterMedian: median(sides.after) };
+  log(`\n| podiam, idle, --iptables, ${PODS} pods | CPU ms per second (millicores), median of ${ROUNDS} |\n|---|---|\n| before (${beforeLabel}) | ${result.beforeMedian.toFixed(2)} |\n| ${afterLabel} | ${result.afterMedian.toFixed(2)} |\n| ratio | ${(result.beforeMedian / result.afterMedian).toFixed(1)}x |`);
   mkdirSync(path.join(ROOT, 'bench-results'), { recursive: true });
   const file = path.join(ROOT, 'bench-results', `idle-cpu-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
   writeFileSync(file, JSON.stringify(result, null, 2) + '\n');
