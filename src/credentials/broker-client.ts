@@ -274,11 +274,7 @@ export class BrokerCredentials implements CredentialSource {
         }
         // The broker could not say: after a change, fail closed (the next request asks again);
         // after a reset nothing is known to have changed, and the next refresh asks anyway.
-        if (hold) {
-          e.answer = undefined;
-          e.refreshAtMs = 0;
-          this.clearTimer(e);
-        }
+        if (hold) this.dropAnswer(e);
         return;
       }
       if (e.version !== version || e.gone) return;
@@ -286,9 +282,7 @@ export class BrokerCredentials implements CredentialSource {
       e.roleUntilMs = this.clock.now() + ROLE_TTL_MS;
       if (e.answer !== undefined && !sameRole(e.answer.role, role)) {
         // Another role now: these credentials are not the pod's any more; fresh ones are asked for.
-        e.answer = undefined;
-        e.refreshAtMs = 0;
-        this.clearTimer(e);
+        this.dropAnswer(e);
         this.fetch(e, { kind: 'ip' }, 'prefetch').catch(() => undefined);
       }
     })();
@@ -299,6 +293,13 @@ export class BrokerCredentials implements CredentialSource {
       }
     });
     e.revalidating = settled;
+  }
+
+  /** The pod's credentials are not served again, nor refreshed: the next request asks. */
+  private dropAnswer(e: Entry): void {
+    e.answer = undefined;
+    e.refreshAtMs = 0;
+    this.clearTimer(e);
   }
 
   private isFresh(e: Entry, answer: PodCredentials, now: number): boolean {
