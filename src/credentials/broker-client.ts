@@ -249,7 +249,9 @@ export class BrokerCredentials implements CredentialSource {
 
   /** Asks the broker the pod's role again; keeps its credentials only for the same role. `hold`: serve nothing until then. */
   private revalidate(e: Entry, hold: boolean): void {
-    e.version++;
+    // After a change, what was asked before it is not kept; after a reset nothing is known to
+    // have changed, and a refresh in flight is as good as this check.
+    if (hold) e.version++;
     e.role = undefined;
     e.roleUntilMs = 0;
     if (hold) {
@@ -284,6 +286,10 @@ export class BrokerCredentials implements CredentialSource {
         // Another role now: these credentials are not the pod's any more; fresh ones are asked for.
         this.dropAnswer(e);
         this.fetch(e, { kind: 'ip' }, 'prefetch').catch(() => undefined);
+      } else if (e.answer !== undefined && e.timer === undefined && e.inflight === undefined) {
+        // The same role: its credentials stay, and are refreshed ahead as before (a refresh that
+        // was in flight at the change was not kept).
+        this.schedule(e, Math.max(e.refreshAtMs, this.clock.now() + RETRY_MIN_MS));
       }
     })();
     const settled: Promise<void> = check.finally(() => {

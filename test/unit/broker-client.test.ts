@@ -266,4 +266,32 @@ describe('policy changes from the broker (namespaces, ServiceAccounts, associati
       process.off('unhandledRejection', onUnhandled);
     }
   });
+
+  test('a change while a refresh is in flight: the same role keeps its credentials, and they are still refreshed ahead', async () => {
+    const { clock, broker, client } = setup();
+    const pod = podInfo('app');
+    const first = await client.credentials(pod, { kind: 'ip' });
+    let release: () => void = () => undefined;
+    const gate = new Promise<void>((r) => (release = r));
+    const post = broker.post.bind(broker);
+    broker.post = async (path, body) => {
+      if (path === '/v1/credentials') await gate;
+      return post(path, body);
+    };
+    // The refresh ahead of expiry starts, and waits on the broker.
+    await clock.advance(43 * MINUTE);
+    await flushPromises();
+    expect(broker.calls.filter((c) => c.path === '/v1/credentials')).toHaveLength(1);
+    client.policyChanged([{ namespace: 'default' }], false);
+    await flushPromises();
+    expect(client.peek(pod)).toBe(first);
+    release();
+    await flushPromises();
+    // The refresh asked before the change is not kept; another is asked for, and kept.
+    await clock.advance(2_000);
+    await flushPromises();
+    const now = client.peek(pod)!;
+    expect(now.creds.accessKeyId).not.toBe(first.creds.accessKeyId);
+    expect(now.creds.expirationMs - clock.now()).toBeGreaterThan(15 * MINUTE);
+  });
 });
