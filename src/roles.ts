@@ -25,6 +25,14 @@ export interface PodInfo {
   readonly nodeName?: string;
 }
 
+/** The same keys with the same values (annotations as podiam keeps them: only the keys it reads). */
+export function sameAnnotations(a: Readonly<Record<string, string>>, b: Readonly<Record<string, string>>): boolean {
+  const ka = Object.keys(a);
+  if (ka.length !== Object.keys(b).length) return false;
+  for (const k of ka) if (a[k] !== b[k]) return false;
+  return true;
+}
+
 /** A ServiceAccount: its role annotation applies to its pods that have none of their own. */
 export interface ServiceAccountInfo {
   readonly namespace: string;

@@ -18,7 +18,7 @@ import { Urgency, createLimiter } from '../aws/sts.js';
 import { PodiamError } from '../errors.js';
 import { renderCredentials } from '../imds/format.js';
 import type { PodInfo, RoleRequest } from '../roles.js';
-import { podRef } from '../roles.js';
+import { podRef, sameAnnotations } from '../roles.js';
 import type { PostOptions } from './broker-transport.js';
 import type { WireChange, WireRole } from './broker-wire.js';
 import { CREDENTIALS_PATH, ROLE_PATH, parseCredentialsAnswer, parseRoleAnswer } from './broker-wire.js';
@@ -249,14 +249,14 @@ export class BrokerCredentials implements CredentialSource {
 
   /** Asks the broker the pod's role again; keeps its credentials only for the same role. `hold`: serve nothing until then. */
   private revalidate(e: Entry, hold: boolean): void {
-    // After a change, what was asked before it is not kept; after a reset nothing is known to
-    // have changed, and a refresh in flight is as good as this check.
-    if (hold) e.version++;
     e.role = undefined;
     e.roleUntilMs = 0;
+    // After a change, what was asked before it is not kept, and a fetch begun before it is not
+    // what requests wait on: they ask afresh. After a reset nothing is known to have changed,
+    // and a refresh in flight is as good as this check.
     if (hold) {
+      e.version++;
       e.held = true;
-      // A fetch begun before the change must not be what requests wait on: they ask afresh.
       e.inflight = undefined;
       e.roleInflight = undefined;
     }
@@ -449,9 +449,5 @@ function sameRole(a: RoleRequest, b: RoleRequest): boolean {
 
 /** What the broker's decision about a pod depends on, of what this node sees of it. */
 function sameIdentity(a: PodInfo, b: PodInfo): boolean {
-  if (a.namespace !== b.namespace || a.name !== b.name || a.uid !== b.uid || a.serviceAccount !== b.serviceAccount) return false;
-  const ka = Object.keys(a.annotations);
-  if (ka.length !== Object.keys(b.annotations).length) return false;
-  for (const k of ka) if (a.annotations[k] !== b.annotations[k]) return false;
-  return true;
+  return a.namespace === b.namespace && a.name === b.name && a.uid === b.uid && a.serviceAccount === b.serviceAccount && sameAnnotations(a.annotations, b.annotations);
 }

@@ -61,7 +61,8 @@ export class BrokerTransport {
     const { urls } = this.options;
     const timeoutMs = options.timeoutMs ?? this.options.timeoutMs;
     // A long poll's time is not a request's latency: it counts for broker_up only.
-    const metrics = options.observe === false ? (this.options.metrics === undefined ? undefined : { up: this.options.metrics.up, request: () => undefined }) : this.options.metrics;
+    const base = this.options.metrics;
+    const metrics = base !== undefined && options.observe === false ? { up: base.up, request: () => undefined } : base;
     let token: string;
     try {
       token = (await readFile(this.options.tokenFile, 'utf8')).trim();

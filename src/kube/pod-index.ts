@@ -3,6 +3,7 @@
  * its namespace says. Fed by the informers (kube/pods.ts); no Kubernetes SDK types here.
  */
 import type { NamespaceInfo, PodInfo, ServiceAccountInfo } from '../roles.js';
+import { sameAnnotations } from '../roles.js';
 
 interface Waiter {
   resolve(pod: PodInfo | undefined): void;
@@ -231,11 +232,4 @@ export class PodIndex {
     const pod = this.lookup(ip);
     for (const w of [...set]) w.resolve(pod);
   }
-}
-
-function sameAnnotations(a: Readonly<Record<string, string>>, b: Readonly<Record<string, string>>): boolean {
-  const ka = Object.keys(a);
-  if (ka.length !== Object.keys(b).length) return false;
-  for (const k of ka) if (a[k] !== b[k]) return false;
-  return true;
 }
