@@ -323,9 +323,16 @@ describe('ensure', () => {
 });
 
 describe('reconcile', () => {
-  async function tick(rules: { startReconcile(ms: number): void; stop(): Promise<void> }, ms = 60): Promise<void> {
+  /**
+   * Reconciles every 5 ms until a round has listed the chains (`-S`: the full check, every tenth
+   * round, or a round that found a rule missing or in error), then stops once that round is done.
+   * Waits for the round itself, not a fixed time: a loaded machine (CI) may be slower than ten rounds in 150 ms.
+   */
+  async function tick(rules: { startReconcile(ms: number): void; stop(): Promise<void> }, fake: FakeNode): Promise<void> {
+    const from = fake.calls.length;
     rules.startReconcile(5);
-    await new Promise((r) => setTimeout(r, ms));
+    const deadline = Date.now() + 5_000;
+    while (!fake.calls.slice(from).some((c) => c.file === 'iptables' && c.args.includes('-S')) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
     await rules.stop();
   }
 
@@ -349,7 +356,7 @@ describe('reconcile', () => {
     await rules.ensure();
     fake.rules('iptables', 'nat', 'PREROUTING')!.unshift(JUMP4);
     fake.rules('iptables', 'mangle', 'FORWARD')!.push(GUARD4, GUARD4);
-    await tick(rules, 150);
+    await tick(rules, fake);
     expect(fake.rules('iptables', 'nat', 'PREROUTING')).toEqual([JUMP4]);
     expect(fake.rules('iptables', 'mangle', 'FORWARD')).toEqual([GUARD4]);
     expect(lines.filter((l) => l.startsWith('warn iptables rule found more than once'))).toHaveLength(2);
@@ -363,7 +370,7 @@ describe('reconcile', () => {
     fake.rules('ip6tables', 'nat', 'PODIAM')!.length = 0;
     fake.conntrackDeleted = 1;
     // The guard alone is found by the full check (every tenth round): the jump is what a round checks.
-    await tick(rules, 150);
+    await tick(rules, fake);
     expect(fake.rules('iptables', 'mangle', 'FORWARD')).toEqual([GUARD4]);
     expect(fake.rules('ip6tables', 'nat', 'PREROUTING')).toEqual([JUMP6]);
     expect(fake.rules('ip6tables', 'nat', 'PODIAM')).toEqual([DNAT6]);
@@ -379,7 +386,7 @@ describe('reconcile', () => {
     await rules.ensure();
     fake.rules('iptables', 'mangle', 'FORWARD')!.unshift('-j MARK --set-mark 1');
     const from = fake.calls.length;
-    await tick(rules);
+    await tick(rules, fake);
     expect(fake.mutations(from)).toEqual([]);
   });
 
@@ -398,12 +405,12 @@ describe('reconcile', () => {
     await rules.ensure();
     fake.failWith = { exitCode: 4, stdout: '', stderr: 'Another app is currently holding the xtables lock' };
     fake.deleteAt('iptables', 'nat', 'PREROUTING', 1);
-    await tick(rules);
+    await tick(rules, fake);
     expect(rules.ready()).toBe(false);
     expect(rules.state().ipv4).toEqual({ dnat: 'error', guard: 'error' });
     expect(await metric(metrics, 'iptablesRule', 'ipv4', 'dnat')).toBe(0);
     fake.failWith = undefined;
-    await tick(rules);
+    await tick(rules, fake);
     expect(rules.ready()).toBe(true);
     expect(fake.rules('iptables', 'nat', 'PREROUTING')).toEqual([JUMP4]);
   });
