@@ -76,8 +76,12 @@ export class BrokerTransport {
     // Two attempts: the preferred replica, then (on a retryable failure) the next one; with one
     // replica, it again (a pooled connection it closed while idle fails only when reused).
     // The first attempt gets half the budget.
+    // The replica to start from is read once: another request failing over meanwhile moves
+    // `preferred`, and re-reading it sent this request's second attempt back to the replica its
+    // first attempt had just found dead.
+    const first = this.preferred;
     for (let i = 0; i < 2; i++) {
-      const index = (this.preferred + i) % urls.length;
+      const index = (first + i) % urls.length;
       const budget = i === 0 ? Math.floor(timeoutMs / 2) : deadline - Date.now();
       if (budget <= 0) break;
       try {
