@@ -32,13 +32,19 @@ export function listen(server: http.Server, port: number, host: string | undefin
 }
 
 /**
- * Per connection: the last answer started on it, and since when it has been idle as far as a
- * drain has seen. The hot path only records the answer (one Map lookup, one store): whether it is
- * still being written, and since when the connection is idle, is worked out by drain() alone.
+ * Per connection, what drain() needs and the hot path does not pay for. The answer being written
+ * is Node's own `socket._httpMessage` (assigned before the 'request' event, cleared when the
+ * answer finishes); only an answer queued behind it (a pipelining client) is recorded here.
+ *
+ * Nothing here holds a finished answer: a ServerResponse kept from one request to the next (as
+ * this module once did, for every request) survives young-generation collections with its
+ * IncomingMessage, headers and buffers. In a bare server with the image's 2 MB semi-spaces that
+ * cost ~9 µs of CPU a request; in podiam it did not show (BENCHMARKS.md, session 7), but the hot
+ * path now does no Map lookup and no store for it.
  */
 interface ConnectionState {
-  /** The last answer started on this connection (finished or not). */
-  response: http.ServerResponse | undefined;
+  /** The last answer queued behind the one being written (pipelining), until it finishes. */
+  queued: http.ServerResponse | undefined;
   /** When a drain first saw this connection with nothing in flight. */
   idleSince: number | undefined;
 }
@@ -50,6 +56,9 @@ interface Tracked {
 
 const tracking = new WeakMap<http.Server, Tracked>();
 
+/** Node's http server: the answer it is writing on this connection (null between requests). */
+type HttpSocket = Socket & { _httpMessage?: http.ServerResponse | null };
+
 /** Follows the server's connections from the first one on (drain() needs to know which are idle). */
 function tracked(server: http.Server): Tracked {
   let t = tracking.get(server);
@@ -59,15 +68,19 @@ function tracked(server: http.Server): Tracked {
   t = self;
   tracking.set(server, self);
   server.on('connection', (socket: Socket) => {
-    conns.set(socket, { response: undefined, idleSince: undefined });
+    conns.set(socket, { queued: undefined, idleSince: undefined });
     socket.once('close', () => conns.delete(socket));
   });
   // First, before the handler may answer synchronously: once draining, every answer closes its connection.
   server.prependListener('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
-    const state = conns.get(req.socket);
-    if (state !== undefined) state.response = res;
+    // A keep-alive request's answer is the one being written: nothing to record.
+    if ((req.socket as HttpSocket)._httpMessage !== res) {
+      const state = conns.get(req.socket);
+      if (state !== undefined) state.queued = res;
+    }
     if (self.draining) {
       res.shouldKeepAlive = false;
+      const state = conns.get(req.socket);
       if (state !== undefined) state.idleSince = undefined;
     }
   });
@@ -75,8 +88,16 @@ function tracked(server: http.Server): Tracked {
 }
 
 /** An answer is in flight until its last byte is handed to the socket (or the socket went). */
-function inFlight(res: http.ServerResponse | undefined): boolean {
-  return res !== undefined && !res.writableFinished && !res.destroyed;
+function inFlight(res: http.ServerResponse | null | undefined): res is http.ServerResponse {
+  return res !== undefined && res !== null && !res.writableFinished && !res.destroyed;
+}
+
+/** The last answer started on the connection and not finished: the queued one, else the one being written. */
+function lastInFlight(socket: Socket, state: ConnectionState): http.ServerResponse | undefined {
+  if (inFlight(state.queued)) return state.queued;
+  state.queued = undefined;
+  const current = (socket as HttpSocket)._httpMessage;
+  return inFlight(current) ? current : undefined;
 }
 
 export interface DrainOptions {
@@ -101,14 +122,17 @@ export function drain(server: http.Server, options: DrainOptions): Promise<void>
   const idleMs = options.idleMs ?? 1_000;
   t.draining = true;
   // Answers not started yet close their connection too.
-  for (const state of conns.values()) if (inFlight(state.response) && !state.response!.headersSent) state.response!.shouldKeepAlive = false;
+  for (const [socket, state] of conns) {
+    const last = lastInFlight(socket, state);
+    if (last !== undefined && !last.headersSent) last.shouldKeepAlive = false;
+  }
   return new Promise((resolve) => {
     // A connection counts as idle from the first sweep that finds nothing in flight on it (for
     // one idle before the drain, from its start: never sooner than idleMs after it).
     const sweep = (): void => {
       const now = Date.now();
       for (const [socket, state] of conns) {
-        if (inFlight(state.response)) {
+        if (lastInFlight(socket, state) !== undefined) {
           state.idleSince = undefined;
           continue;
         }

@@ -237,7 +237,9 @@ async function paired(a, b) {
 
 function startBare(bodyBytes) {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [path.join(HERE, 'bare-server.mjs'), String(bodyBytes)], { stdio: ['ignore', 'pipe', 'inherit'] });
+    // BENCH_BARE_NODE_FLAGS (JSON list): the ceiling started with these Node/V8 flags (podiam's own, say), for a lever shown side by side.
+    const flags = JSON.parse(process.env.BENCH_BARE_NODE_FLAGS ?? '[]');
+    const child = spawn(process.execPath, [...flags, path.join(HERE, 'bare-server.mjs'), String(bodyBytes)], { stdio: ['ignore', 'pipe', 'inherit'] });
     child.stdout.on('data', (d) => {
       const m = /ready (\d+)/.exec(String(d));
       if (m) resolve({ pid: child.pid, port: Number(m[1]), stop: () => child.kill('SIGTERM') });

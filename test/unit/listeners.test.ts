@@ -1,6 +1,9 @@
 import { spawn } from 'node:child_process';
 import http from 'node:http';
+import net from 'node:net';
 import type { AddressInfo } from 'node:net';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { drain, listen, reusePortSupported } from '../../src/listeners.js';
 import { otherListeners } from '../../src/handover.js';
 
@@ -53,6 +56,92 @@ test('drain: a keep-alive client polling every 20 ms gets every answer (the last
   expect(server.listening).toBe(false);
   busy.destroy();
   idle.destroy();
+});
+
+test('drain: an answer still being worked on (the handler waiting, as on STS) is not cut; it closes its connection', async () => {
+  let release!: () => void;
+  const waiting = new Promise<void>((resolve) => (release = resolve));
+  let arrived!: () => void;
+  const started = new Promise<void>((resolve) => (arrived = resolve));
+  const server = http.createServer({ keepAliveTimeout: 65_000 }, (req, res) => {
+    if (req.url === '/slow') {
+      arrived();
+      void waiting.then(() => res.end('late'));
+    } else res.end('ok');
+  });
+  const { port } = await listen(server, 0, '127.0.0.1', false);
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  expect(await get(port, agent)).toEqual({ status: 200, connection: 'keep-alive' });
+  const slow = new Promise<{ status: number; connection: string | undefined; body: string }>((resolve, reject) => {
+    http.get({ host: '127.0.0.1', port, path: '/slow', agent }, (res) => {
+      let body = '';
+      res.on('data', (d: Buffer) => (body += d.toString()));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, connection: res.headers.connection, body }));
+    }).on('error', reject);
+  });
+  await started;
+  // idleMs far shorter than the handler's wait: a sweep that took the connection for idle would cut the answer.
+  const drained = drain(server, { graceMs: 5_000, idleMs: 50 });
+  await new Promise((r) => setTimeout(r, 400));
+  release();
+  expect(await slow).toEqual({ status: 200, connection: 'close', body: 'late' });
+  await drained;
+  agent.destroy();
+});
+
+test('drain: pipelined requests on one connection are all answered, the last one closing it', async () => {
+  let release!: () => void;
+  const waiting = new Promise<void>((resolve) => (release = resolve));
+  let arrivals = 0;
+  let allArrived!: () => void;
+  const arrived = new Promise<void>((resolve) => (allArrived = resolve));
+  const server = http.createServer({ keepAliveTimeout: 65_000 }, (req, res) => {
+    if (++arrivals === 3) allArrived();
+    void waiting.then(() => res.end(req.url));
+  });
+  const { port } = await listen(server, 0, '127.0.0.1', false);
+  const socket = net.connect(port, '127.0.0.1');
+  let raw = '';
+  socket.on('data', (d: Buffer) => (raw += d.toString()));
+  const closed = new Promise<void>((resolve) => socket.on('close', () => resolve()));
+  socket.write(['/a', '/b', '/c'].map((p) => `GET ${p} HTTP/1.1\r\nHost: x\r\n\r\n`).join(''));
+  await arrived;
+  const drained = drain(server, { graceMs: 5_000, idleMs: 50 });
+  await new Promise((r) => setTimeout(r, 200));
+  release();
+  await closed;
+  await drained;
+  const answers = raw.split('HTTP/1.1 ').slice(1);
+  expect(answers.map((a) => [/\r\n\r\n(.*)$/s.exec(a)?.[1], /connection: (\S+)/i.exec(a)?.[1]?.toLowerCase()])).toEqual([
+    ['/a', 'keep-alive'],
+    ['/b', 'keep-alive'],
+    ['/c', 'close'],
+  ]);
+});
+
+test('a finished answer is not kept: its ServerResponse can be collected while its keep-alive connection stays open', async () => {
+  setFlagsFromString('--expose-gc');
+  const gc = runInNewContext('gc') as () => void;
+  const answers: Array<WeakRef<http.ServerResponse>> = [];
+  const server = http.createServer({ keepAliveTimeout: 65_000 }, (_req, res) => {
+    answers.push(new WeakRef(res));
+    res.end('ok');
+  });
+  const { port } = await listen(server, 0, '127.0.0.1', false);
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  try {
+    for (let i = 0; i < 3; i++) expect(await get(port, agent)).toEqual({ status: 200, connection: 'keep-alive' });
+    // A response's close event is emitted on the next tick after it finishes: let it pass.
+    await new Promise((r) => setTimeout(r, 50));
+    gc();
+    await new Promise((r) => setTimeout(r, 0));
+    gc();
+    expect(Object.values(agent.freeSockets).flat()).toHaveLength(1);
+    expect(answers.map((a) => a.deref() === undefined)).toEqual([true, true, true]);
+  } finally {
+    agent.destroy();
+    await drain(server, { graceMs: 1_000, idleMs: 10 });
+  }
 });
 
 test('otherListeners: a listener of this process is not another; one of a child process is', async () => {
