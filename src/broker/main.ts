@@ -75,7 +75,7 @@ export async function startBroker(config: BrokerConfig, log: Logger): Promise<Ru
   index.onPodGone((pod) => auth.dropPod(pod.uid));
 
   // What agents cannot see (namespaces, ServiceAccounts, associations) reaches them as it changes.
-  const changes = new PolicyChanges({ hasPodsOn: (node, namespace) => index.hasPodsOn(node, namespace) });
+  const changes = new PolicyChanges({ hasPodsOn: (node, namespace, serviceAccount) => index.hasPodsOn(node, namespace, serviceAccount) });
   // Recorded from the first moment this replica answers (changes.begin() below), relists included:
   // a relist after a watch gap is where changes missed meanwhile arrive.
   const policyChanged = (kind: 'namespace' | 'serviceaccount' | 'association', namespace: string, serviceAccount: string | undefined): void => {

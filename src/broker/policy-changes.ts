@@ -11,8 +11,9 @@
  * server, so an agent's next poll may land on another replica. A change is kept KEEP_MS and
  * matched with SLACK_MS of overlap (what one replica saw a moment later than another); a replica
  * that cannot cover `since` (it began after it, or has dropped that far back) answers `reset`:
- * the agent asks again about every pod it holds. An agent learns only the names of its own
- * node's namespaces and ServiceAccounts, never another node's.
+ * the agent asks again about every pod it holds. An agent learns only the names of the
+ * namespaces and ServiceAccounts its own node's pods run as: a ServiceAccount used only on other
+ * nodes is not told, even in a namespace this node shares.
  */
 import type { WireChange, WireChanges } from '../credentials/broker-wire.js';
 
@@ -38,8 +39,8 @@ interface Waiter {
 }
 
 export interface PolicyChangesOptions {
-  /** Whether `namespace` has pods on `node` (PodIndex.hasPodsOn). */
-  readonly hasPodsOn: (node: string, namespace: string) => boolean;
+  /** Whether `namespace` (that ServiceAccount of it, when given) has pods on `node` (PodIndex.hasPodsOn). */
+  readonly hasPodsOn: (node: string, namespace: string, serviceAccount?: string) => boolean;
   readonly now?: () => number;
   readonly holdMs?: number;
 }
@@ -142,7 +143,7 @@ export class PolicyChanges {
     for (let i = this.log.length - 1; i >= this.head; i--) {
       const r = this.log[i]!;
       if (r.atMs <= from) break;
-      if (!this.options.hasPodsOn(node, r.change.namespace)) continue;
+      if (!this.options.hasPodsOn(node, r.change.namespace, r.change.serviceAccount)) continue;
       lastAt = Math.max(lastAt, r.atMs);
       const key = `${r.change.namespace}/${r.change.serviceAccount ?? ''}`;
       if (seen.has(key)) continue;

@@ -37,8 +37,11 @@ export class PodIndex {
   private readonly serviceAccounts = new Map<string, ServiceAccountInfo>();
   private readonly goneListeners: Array<(pod: PodInfo) => void> = [];
   private readonly policyListeners: Array<(namespace: string, serviceAccount: string | undefined) => void> = [];
-  /** node -> namespace -> pods of that namespace scheduled there (the broker tells an agent only of its own namespaces' changes). */
-  private readonly nodeNamespaces = new Map<string, Map<string, number>>();
+  /**
+   * node -> namespace -> ServiceAccount -> pods of it scheduled there: the broker tells an agent
+   * only of changes to its own pods' namespaces and ServiceAccounts.
+   */
+  private readonly onNodes = new Map<string, Map<string, Map<string, number>>>();
 
   /** Called for every pod deleted (or replaced by a pod of the same name with another uid). */
   onPodGone(listener: (pod: PodInfo) => void): void {
@@ -71,9 +74,10 @@ export class PodIndex {
     this.policyListeners.push(listener);
   }
 
-  /** Whether any pod of `namespace` is scheduled on `node`. */
-  hasPodsOn(node: string, namespace: string): boolean {
-    return (this.nodeNamespaces.get(node)?.get(namespace) ?? 0) > 0;
+  /** Whether any pod of `namespace` (running as `serviceAccount`, when given) is scheduled on `node`. */
+  hasPodsOn(node: string, namespace: string, serviceAccount?: string): boolean {
+    const bySa = this.onNodes.get(node)?.get(namespace);
+    return bySa !== undefined && (serviceAccount === undefined || bySa.has(serviceAccount));
   }
 
   private policyChanged(namespace: string, serviceAccount: string | undefined): void {
@@ -82,14 +86,20 @@ export class PodIndex {
 
   private countOnNode(pod: PodInfo, delta: 1 | -1): void {
     if (pod.nodeName === undefined) return;
-    let byNs = this.nodeNamespaces.get(pod.nodeName);
-    if (byNs === undefined) this.nodeNamespaces.set(pod.nodeName, (byNs = new Map()));
-    const n = (byNs.get(pod.namespace) ?? 0) + delta;
-    if (n > 0) byNs.set(pod.namespace, n);
-    else {
-      byNs.delete(pod.namespace);
-      if (byNs.size === 0) this.nodeNamespaces.delete(pod.nodeName);
+    const sa = pod.serviceAccount ?? 'default';
+    let byNs = this.onNodes.get(pod.nodeName);
+    if (byNs === undefined) this.onNodes.set(pod.nodeName, (byNs = new Map()));
+    let bySa = byNs.get(pod.namespace);
+    if (bySa === undefined) byNs.set(pod.namespace, (bySa = new Map()));
+    const n = (bySa.get(sa) ?? 0) + delta;
+    if (n > 0) {
+      bySa.set(sa, n);
+      return;
     }
+    bySa.delete(sa);
+    if (bySa.size > 0) return;
+    byNs.delete(pod.namespace);
+    if (byNs.size === 0) this.onNodes.delete(pod.nodeName);
   }
 
   serviceAccountOf(pod: PodInfo): ServiceAccountInfo | undefined {

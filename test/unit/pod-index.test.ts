@@ -307,4 +307,17 @@ describe('what the broker tells agents of', () => {
     index.deletePod('team', 'b');
     expect(index.hasPodsOn('n2', 'team')).toBe(false);
   });
+
+  it('hasPodsOn with a ServiceAccount: only the ServiceAccounts the node\'s pods run as (none named: default)', () => {
+    const index = new PodIndex();
+    index.upsertPod(pod('a', '10.0.0.1', { namespace: 'team', nodeName: 'n1', serviceAccount: 'builder' }));
+    index.upsertPod(pod('b', '10.0.0.2', { namespace: 'team', nodeName: 'n1' }));
+    index.upsertPod(pod('c', '10.0.0.3', { namespace: 'team', nodeName: 'n2', serviceAccount: 'deployer' }));
+    const on = (node: string, sa: string) => index.hasPodsOn(node, 'team', sa);
+    expect([on('n1', 'builder'), on('n1', 'default'), on('n1', 'deployer'), on('n2', 'deployer'), on('n2', 'builder')]).toEqual([true, true, false, true, false]);
+    index.deletePod('team', 'a');
+    expect([on('n1', 'builder'), index.hasPodsOn('n1', 'team')]).toEqual([false, true]);
+    index.deletePod('team', 'b');
+    expect(index.hasPodsOn('n1', 'team')).toBe(false);
+  });
 });

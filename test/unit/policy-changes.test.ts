@@ -7,11 +7,17 @@ import { KEEP_MS, MAX_CHANGES, PolicyChanges, SLACK_MS } from '../../src/broker/
 
 function feed(holdMs = 200) {
   let now = 1_000_000;
+  // node -> the namespaces its pods are in, and the ServiceAccounts they run as (namespace/name).
   const onNode = new Map<string, Set<string>>([
-    ['node-a', new Set(['team-a', 'shared'])],
-    ['node-b', new Set(['team-b', 'shared'])],
+    // team-a/*: node-a's pods run as every ServiceAccount of team-a.
+    ['node-a', new Set(['team-a', 'team-a/*', 'shared', 'shared/default', 'shared/app-a'])],
+    ['node-b', new Set(['team-b', 'team-b/default', 'shared', 'shared/default', 'shared/app-b'])],
   ]);
-  const changes = new PolicyChanges({ hasPodsOn: (node, ns) => onNode.get(node)?.has(ns) ?? false, now: () => now, holdMs });
+  const hasPodsOn = (node: string, ns: string, sa?: string) => {
+    const on = onNode.get(node);
+    return on !== undefined && (sa === undefined ? on.has(ns) : on.has(`${ns}/${sa}`) || on.has(`${ns}/*`));
+  };
+  const changes = new PolicyChanges({ hasPodsOn, now: () => now, holdMs });
   return { changes, advance: (ms: number) => (now += ms), now: () => now };
 }
 
@@ -112,4 +118,20 @@ test('close() answers every held poll at once (a replica stopping)', async () =>
   changes.close();
   expect((await Promise.all(polls)).map((a) => a.changes)).toEqual([[], []]);
   expect(changes.held()).toBe(0);
+});
+
+test("a ServiceAccount is told only to the nodes whose pods run as it, even in a namespace they share", async () => {
+  const { changes, advance, now } = feed(5_000);
+  changes.begin();
+  const since = now();
+  advance(SLACK_MS + 1);
+  const a = changes.wait('node-a', since);
+  const b = changes.wait('node-b', since);
+  // app-b runs only on node-b: node-a, which has other pods in shared, never hears its name.
+  changes.record('shared', 'app-b');
+  expect(await b).toMatchObject({ reset: false, changes: [{ namespace: 'shared', serviceAccount: 'app-b' }] });
+  expect(changes.held()).toBe(1);
+  // A change of the namespace itself is everyone's there.
+  changes.record('shared', undefined);
+  expect(await a).toMatchObject({ reset: false, changes: [{ namespace: 'shared' }] });
 });
