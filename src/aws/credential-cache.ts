@@ -219,6 +219,23 @@ export class CredentialCache {
     return this.fetch(entry, 'request');
   }
 
+  /**
+   * For another broker replica (src/broker/peers.ts): credentials that keep at least minValidMs to
+   * live, from memory, else fetched now (one flight, shared with this replica's own refresh or
+   * prefetch of them). urgent: a pod waits on the peer, so the fetch is not paced.
+   */
+  lasting(request: RoleRequest, minValidMs: number, urgent: boolean): Promise<IssuedCredentials> {
+    const entry = this.entry(request);
+    const now = this.clock.now();
+    const current = entry.current;
+    if (current !== undefined && current.expirationMs - now >= minValidMs) {
+      this.options.events?.lookup?.('hit');
+      return Promise.resolve(current);
+    }
+    if (entry.inflight === undefined && entry.lastError !== undefined && now < entry.retryAtMs) return Promise.reject(entry.lastError);
+    return this.fetch(entry, urgent ? 'request' : current === undefined ? 'prefetch' : 'refresh');
+  }
+
   private freshOr(current: IssuedCredentials, flight: Promise<IssuedCredentials>): Promise<IssuedCredentials> {
     return new Promise((resolve) => {
       const timer = this.clock.setTimeout(() => resolve(current), this.staleWaitMs);

@@ -13,7 +13,7 @@ import { claimsOf, tokenFromHeader, tokenHash } from '../token/bearer.js';
 import type { ReviewOutcomeLabel } from '../token/reviews.js';
 import { TokenReviews } from '../token/reviews.js';
 import type { AgentServiceAccount, PodView } from './node-restriction.js';
-import { agentNode, checkPodToken } from './node-restriction.js';
+import { agentNode, checkPodToken, peerPod } from './node-restriction.js';
 
 export interface AgentAuthOptions {
   readonly review: (token: string, audiences: readonly string[]) => Promise<ReviewOutcome>;
@@ -22,7 +22,9 @@ export interface AgentAuthOptions {
   readonly tokenAudience: string;
   readonly pods: PodView;
   readonly now?: () => number;
-  readonly onReview?: (audience: 'agent' | 'pod', outcome: ReviewOutcomeLabel) => void;
+  readonly onReview?: (audience: 'agent' | 'pod' | 'peer', outcome: ReviewOutcomeLabel) => void;
+  /** --peers: the brokers' own ServiceAccount, whose tokens (audience agentAudience) are the other replicas'. */
+  readonly peers?: AgentServiceAccount;
 }
 
 /**
@@ -44,6 +46,7 @@ export interface Agent {
 export class AgentAuth {
   private readonly agents: TokenReviews;
   private readonly podTokens: TokenReviews;
+  private readonly peerTokens: TokenReviews;
   private readonly now: () => number;
 
   constructor(private readonly options: AgentAuthOptions) {
@@ -57,6 +60,28 @@ export class AgentAuth {
       maxQueued: AGENT_REVIEWS_QUEUED,
     });
     this.podTokens = new TokenReviews({ review: options.review, audience: options.tokenAudience, now: options.now, onReview: (o) => options.onReview?.('pod', o) });
+    this.peerTokens = new TokenReviews({ review: options.review, audience: options.agentAudience, now: options.now, onReview: (o) => options.onReview?.('peer', o) });
+  }
+
+  /** Another replica of this broker (--peers) behind `Authorization: Bearer <token>`: its pod name, or a 403. */
+  async peer(authorization: string | string[] | undefined): Promise<string> {
+    const { peers, agentAudience, pods } = this.options;
+    if (peers === undefined) throw new BrokerRefusal('NotAPeer', 'this broker was started without --peers: it answers no other replica');
+    let token: string;
+    try {
+      token = tokenFromHeader(authorization);
+    } catch (err) {
+      throw new BrokerRefusal('PeerTokenInvalid', (err as Error).message);
+    }
+    const hash = tokenHash(token);
+    let verdict = this.peerTokens.cached(hash);
+    if (verdict === undefined) {
+      const claims = refusing('PeerTokenInvalid', () => claimsOf(token, agentAudience, this.now()));
+      peerPod(claims, peers, pods);
+      verdict = await this.peerTokens.verdict(token, hash, claims);
+    }
+    if (verdict.error !== undefined) throw new BrokerRefusal('PeerTokenInvalid', verdict.error.message);
+    return peerPod(verdict.identity!, peers, pods);
   }
 
   /** The agent behind `Authorization: Bearer <token>` and its node, or a 403 (503 when the API server cannot review). */
@@ -99,6 +124,7 @@ export class AgentAuth {
   dropPod(podUid: string): void {
     this.agents.dropPod(podUid);
     this.podTokens.dropPod(podUid);
+    this.peerTokens.dropPod(podUid);
   }
 }
 

@@ -27,10 +27,25 @@ export interface BrokerConfig extends RolePolicyConfig, KubeConnection {
   readonly tokenAudience: string;
   /** Background AssumeRole calls per second (start-up prefetch, refresh ahead); a pod's request is never held back. */
   readonly stsQps: number;
+  /** --peers: the replicas share one cache (src/broker/peers.ts); undefined: each replica calls STS for every pod. */
+  readonly peers: PeersConfig | undefined;
   readonly watchDeadlineMs: number;
   readonly shutdownDelayMs: number;
   readonly logFormat: LogFormat;
   readonly logLevel: LogLevel;
+}
+
+export interface PeersConfig {
+  /** The brokers' namespace and ServiceAccount: their running pods are the replicas. */
+  readonly namespace: string;
+  readonly serviceAccount: string;
+  /** This replica's pod name. */
+  readonly podName: string;
+  /** The DNS name the replicas' serving certificate is verified against. */
+  readonly tlsName: string;
+  readonly caFile: string;
+  /** This replica's projected token (audience --agent-audience), re-read on every use. */
+  readonly tokenFile: string;
 }
 
 export type BrokerCliRequest = { readonly kind: 'run'; readonly config: BrokerConfig } | { readonly kind: 'help' };
@@ -48,6 +63,11 @@ export const BROKER_FLAGS: readonly FlagSpec[] = [
   { name: 'sts-qps', type: 'string', default: '10', example: '--sts-qps=10', help: 'background AssumeRole calls per second (start-up prefetch, refresh ahead); a request a pod waits on goes first' },
   ...ROLE_POLICY_FLAGS,
   ...KUBE_CONNECTION_FLAGS,
+  { name: 'peers', type: 'string', example: '--peers=kube-system/podiam-broker', help: "the replicas share one cache: <namespace>/<ServiceAccount> of the broker's own pods; each set of credentials is fetched from STS by one replica only, the others ask it" },
+  { name: 'pod-name', type: 'string', example: '--pod-name=$(POD_NAME)', help: "with --peers: this replica's pod name (the downward API's metadata.name)" },
+  { name: 'peer-tls-name', type: 'string', example: '--peer-tls-name=podiam-broker.kube-system.svc', help: "with --peers: the DNS name of the broker's serving certificate that replicas verify each other against" },
+  { name: 'peer-ca-file', type: 'string', default: '/etc/podiam/broker/tls/ca.crt', example: '--peer-ca-file=/etc/podiam/broker/tls/ca.crt', help: "with --peers: CA certificate (PEM) the other replicas' serving certificate must chain to" },
+  { name: 'peer-token-file', type: 'string', default: '/var/run/secrets/podiam/peer/token', example: '--peer-token-file=/var/run/secrets/podiam/peer/token', help: "with --peers: this replica's projected ServiceAccount token (audience --agent-audience), re-read on every use" },
   { name: 'watch-deadline', type: 'duration', default: '55s', example: '--watch-deadline=55s', help: 'a Kubernetes watch silent this long is replaced (relist + watch); at most 60s' },
   { name: 'shutdown-delay', type: 'duration', default: '5s', example: '--shutdown-delay=5s', help: 'on SIGTERM, keep answering (while not ready) this long before closing' },
   { name: 'log-format', type: 'enum', default: 'text', values: ['text', 'json'], example: '--log-format=json', help: 'log format' },
@@ -79,6 +99,7 @@ export function parseBrokerConfig(argv: readonly string[], env: NodeJS.ProcessEn
   const stsQps = Number(qpsText);
   if (!/^\d+(\.\d+)?$/.test(qpsText) || !(stsQps >= 0.1 && stsQps <= 1000)) fail('sts-qps', `${JSON.stringify(qpsText)} is not a rate between 0.1 and 1000 calls per second`);
 
+  const peers = peersConfig(readers);
   const config: BrokerConfig = {
     port: port('port')!,
     host: str('host'),
@@ -92,6 +113,7 @@ export function parseBrokerConfig(argv: readonly string[], env: NodeJS.ProcessEn
     stsQps,
     ...rolePolicyConfig(readers, env),
     ...kubeConnection(readers, env),
+    peers,
     watchDeadlineMs: duration('watch-deadline', 1000, 60_000),
     shutdownDelayMs: duration('shutdown-delay', 0, 60_000),
     logFormat: oneOf<LogFormat>('log-format'),
@@ -100,6 +122,24 @@ export function parseBrokerConfig(argv: readonly string[], env: NodeJS.ProcessEn
   if (config.port === config.metricsPort) fail('metrics-port', `must differ from --port (${config.port})`);
   if (config.agentAudience === config.tokenAudience) fail('agent-audience', `must differ from --token-audience (${config.tokenAudience}): a pod's token must never pass for an agent's`);
   return { kind: 'run', config: Object.freeze(config) };
+}
+
+/** --peers and its companions; the companions are checked only with it. */
+function peersConfig({ fail, str }: ReturnType<typeof flagReaders>): PeersConfig | undefined {
+  const text = str('peers');
+  if (text === undefined) {
+    for (const flag of ['pod-name', 'peer-tls-name']) if (str(flag) !== undefined) fail(flag, 'is used only with --peers');
+    return undefined;
+  }
+  const [namespace, serviceAccount, ...rest] = text.split('/');
+  if (rest.length > 0 || namespace === undefined || serviceAccount === undefined || !DNS_LABEL.test(namespace) || !DNS_SUBDOMAIN.test(serviceAccount)) {
+    return fail('peers', `${JSON.stringify(text)} is not <namespace>/<name> of the brokers' ServiceAccount`);
+  }
+  const podName = str('pod-name') ?? fail('pod-name', "is required with --peers (this replica's pod name: env POD_NAME from the downward API's metadata.name)");
+  if (!DNS_SUBDOMAIN.test(podName)) fail('pod-name', `${JSON.stringify(podName)} is not a pod name`);
+  const tlsName = str('peer-tls-name') ?? fail('peer-tls-name', "is required with --peers (a DNS name of the broker's serving certificate, e.g. podiam-broker.kube-system.svc)");
+  if (!DNS_SUBDOMAIN.test(tlsName)) fail('peer-tls-name', `${JSON.stringify(tlsName)} is not a DNS name`);
+  return Object.freeze({ namespace, serviceAccount, podName, tlsName, caFile: str('peer-ca-file')!, tokenFile: str('peer-token-file')! });
 }
 
 export function brokerHelpText(): string {

@@ -23,6 +23,10 @@ import { createBrokerMetrics } from './metrics.js';
 import { PolicyChanges } from './policy-changes.js';
 import { createBrokerServer } from './server.js';
 import { TokenBucket, paced } from './token-bucket.js';
+import { PeerClient, PeerForwarding, PeerSet } from './peers.js';
+import type { PeersConfig } from './config.js';
+import type { RoleRequest } from '../roles.js';
+import { readFile } from 'node:fs/promises';
 
 export interface RunningBroker {
   readonly port: number;
@@ -60,7 +64,19 @@ export async function startBroker(config: BrokerConfig, log: Logger): Promise<Ru
   // AWS_REGION, AWS_DEFAULT_REGION); without one, STS's us-east-1 endpoint, and the log says so.
   if (config.stsRegion === undefined) log.warn('no STS region configured (--sts-region, AWS_REGION): using us-east-1; set the cluster\'s region so STS calls stay regional');
   const region = { region: config.stsRegion ?? 'us-east-1', from: config.stsRegionFrom ?? 'default' };
-  const stack = createLocalStack(config, rolePolicyOf(config, config.baseRoleArn), { index, metrics, log, node: undefined, region, associationOf: associations === undefined ? undefined : (pod) => associations.of(pod), stsEndpointOverride: config.stsEndpointOverride, pace: (sts) => paced(sts, bucket) });
+  // --peers: one replica calls STS for each set of credentials, the others ask it (peers.ts).
+  const peering = config.peers === undefined ? undefined : await startPeering(config, config.peers, index, log, brokerMetrics);
+  const stack = createLocalStack(config, rolePolicyOf(config, config.baseRoleArn), {
+    index,
+    metrics,
+    log,
+    node: undefined,
+    region,
+    associationOf: associations === undefined ? undefined : (pod) => associations.of(pod),
+    stsEndpointOverride: config.stsEndpointOverride,
+    pace: (sts) => paced(sts, bucket),
+    forward: peering === undefined ? undefined : (assumer) => peering.forwarding.wrap(assumer),
+  });
   // Every pod with a role, cluster-wide, prefetched at --sts-qps: an agent's miss finds it in memory.
   index.onPodServable((pod) => stack.source.prefetch(pod));
 
@@ -71,6 +87,7 @@ export async function startBroker(config: BrokerConfig, log: Logger): Promise<Ru
     tokenAudience: config.tokenAudience,
     pods: index,
     onReview: (kind, outcome) => brokerMetrics.tokenReviews.inc({ kind, outcome }),
+    peers: config.peers === undefined ? undefined : { namespace: config.peers.namespace, name: config.peers.serviceAccount },
   });
   index.onPodGone((pod) => auth.dropPod(pod.uid));
 
@@ -84,7 +101,14 @@ export async function startBroker(config: BrokerConfig, log: Logger): Promise<Ru
   index.onPolicyChange((namespace, serviceAccount) => policyChanged(serviceAccount === undefined ? 'namespace' : 'serviceaccount', namespace, serviceAccount));
   associations?.onRoleChange((namespace, serviceAccount) => policyChanged('association', namespace, serviceAccount));
 
-  const server = createBrokerServer(certificate, { auth, pods: index, source: stack.source, ready, log, metrics: brokerMetrics, changes });
+  const peers =
+    peering === undefined
+      ? undefined
+      : {
+          serve: async (request: RoleRequest, urgent: boolean, minValidMs: number) =>
+            (await peering.forwarding.serving(request, () => stack.cache.lasting(request, minValidMs, urgent))).credentials,
+        };
+  const server = createBrokerServer(certificate, { auth, pods: index, source: stack.source, ready, log, metrics: brokerMetrics, changes, peers });
   const reloader = new CertificateReloader(certificate, { certFile: config.tlsCertFile, keyFile: config.tlsKeyFile, intervalMs: config.tlsReloadMs, server, log, metrics: brokerMetrics });
   const health = createHealthServer({ metrics, ready });
 
@@ -135,11 +159,28 @@ export async function startBroker(config: BrokerConfig, log: Logger): Promise<Ru
         await associations?.stop();
         bucket.stop();
         stack.stop();
+        peering?.client.close();
         log.info('podiam broker stopped');
       })();
       return stopping;
     },
   };
+}
+
+/** The replicas' shared cache: who they are (this replica's pod informer), how to ask them, and the assumer wrapper. */
+async function startPeering(config: BrokerConfig, peers: PeersConfig, index: PodIndex, log: Logger, brokerMetrics: ReturnType<typeof createBrokerMetrics>) {
+  const ca = await readFile(peers.caFile).catch((err: NodeJS.ErrnoException) => {
+    throw new Error(`cannot read --peer-ca-file ${peers.caFile}: ${err.code ?? err.message}`);
+  });
+  const set = new PeerSet({ namespace: peers.namespace, serviceAccount: peers.serviceAccount, self: peers.podName, pods: index });
+  const client = new PeerClient({ port: config.port, ca, tlsName: peers.tlsName, tokenFile: peers.tokenFile });
+  // Credentials from the owner must outlive this replica's refresh lead (the cache refreshes at
+  // min(20 min, half the session) before expiry), with a minute to spare, or it would refresh them at once.
+  const leadMs = Math.min(20 * 60_000, (config.sessionTtlSeconds * 1000) / 2);
+  const forwarding = new PeerForwarding({ peers: set, client, minValidMs: leadMs + 60_000, log, onForward: (outcome) => brokerMetrics.peerFetches.inc({ outcome }) });
+  brokerMetrics.setPeers(() => set.others().length);
+  log.info('replicas share one cache', { peers: `${peers.namespace}/${peers.serviceAccount}`, podName: peers.podName, tlsName: peers.tlsName });
+  return { set, client, forwarding };
 }
 
 async function listen(server: Server, port: number, host: string | undefined): Promise<void> {

@@ -46,6 +46,18 @@ export function agentNode(subject: TokenSubject, agent: AgentServiceAccount, pod
   return pod.nodeName;
 }
 
+/** A reviewed token of another replica: the brokers' ServiceAccount, bound to a running broker pod. Its pod name, or the refusal (403). */
+export function peerPod(subject: TokenSubject, peers: AgentServiceAccount, pods: PodView): string {
+  if (subject.namespace !== peers.namespace || subject.serviceAccount !== peers.name) {
+    throw new BrokerRefusal('NotAPeer', `the token is ServiceAccount ${subject.namespace}/${subject.serviceAccount}'s, not the brokers' (${peers.namespace}/${peers.name}, --peers)`);
+  }
+  const pod = pods.pod(subject.namespace, subject.podName);
+  if (pod === undefined || pod.uid !== subject.podUid || ended(pod)) {
+    throw new BrokerRefusal('PeerPodUnknown', `the token is bound to pod ${subject.namespace}/${subject.podName} (uid ${subject.podUid}), which this replica does not see running`);
+  }
+  return pod.name;
+}
+
 export interface PodCoordinates {
   readonly namespace: string;
   readonly name: string;

@@ -16,6 +16,8 @@ import type { RoleRequest } from '../roles.js';
 import type { CertificatePair } from '../webhook/tls.js';
 import type { Agent, AgentAuth } from './agent-auth.js';
 import type { BrokerMetrics } from './metrics.js';
+import { PEER_CREDENTIALS_PATH, parsePeerRequest, wirePeerCredentials } from './peers.js';
+import type { AwsCredentials } from '../aws/sts.js';
 import type { PodView } from './node-restriction.js';
 import { podForNode } from './node-restriction.js';
 
@@ -23,7 +25,7 @@ import { podForNode } from './node-restriction.js';
 const MAX_BODY_BYTES = 32 * 1024;
 
 export interface BrokerServerDeps {
-  readonly auth: Pick<AgentAuth, 'agent' | 'checkPodToken'>;
+  readonly auth: Pick<AgentAuth, 'agent' | 'checkPodToken' | 'peer'>;
   readonly pods: PodView;
   readonly source: CredentialSource;
   readonly ready: () => boolean;
@@ -31,6 +33,8 @@ export interface BrokerServerDeps {
   readonly metrics: BrokerMetrics;
   /** Agents' long polls for policy changes (src/broker/policy-changes.ts). */
   readonly changes: { wait(node: string, since: number | undefined): Promise<WireChanges> };
+  /** --peers: credentials this replica owns, for another replica (src/broker/peers.ts). */
+  readonly peers?: { serve(request: RoleRequest, urgent: boolean, minValidMs: number): Promise<AwsCredentials> };
 }
 
 export function createBrokerServer(certificate: CertificatePair, deps: BrokerServerDeps): https.Server {
@@ -44,7 +48,7 @@ export function createBrokerServer(certificate: CertificatePair, deps: BrokerSer
   return server;
 }
 
-type Route = 'credentials' | 'role' | 'changes' | 'invalid';
+type Route = 'credentials' | 'role' | 'changes' | 'peer' | 'invalid';
 
 /**
  * The agent saw the pod before the broker's informer did (its watch is of one node, the broker's of
@@ -68,13 +72,24 @@ async function podWhenKnown(node: string, asked: Parameters<typeof podForNode>[1
 async function handle(req: IncomingMessage, res: ServerResponse, deps: BrokerServerDeps): Promise<void> {
   const started = process.hrtime.bigint();
   const path = (req.url ?? '/').split('?')[0];
-  const route: Route = path === CREDENTIALS_PATH ? 'credentials' : path === ROLE_PATH ? 'role' : path === CHANGES_PATH ? 'changes' : 'invalid';
+  const route: Route = path === CREDENTIALS_PATH ? 'credentials' : path === ROLE_PATH ? 'role' : path === CHANGES_PATH ? 'changes' : path === PEER_CREDENTIALS_PATH ? 'peer' : 'invalid';
   let agent: Agent | undefined;
   let pod: string | undefined;
   try {
-    if (route === 'invalid') throw new BadRequest(404, `no route ${path}; agents POST ${CREDENTIALS_PATH}, ${ROLE_PATH} or ${CHANGES_PATH}`);
+    if (route === 'invalid') throw new BadRequest(404, `no route ${path}; agents POST ${CREDENTIALS_PATH}, ${ROLE_PATH} or ${CHANGES_PATH}, replicas ${PEER_CREDENTIALS_PATH}`);
     if (req.method !== 'POST') throw new BadRequest(405, `${req.method} not allowed on ${path}; use POST`);
     if (!deps.ready()) throw new NotReady('the broker\'s informers');
+    if (route === 'peer') {
+      // Another replica asking for credentials this one owns: its token, then the cache (never logged).
+      const peer = await deps.auth.peer(req.headers.authorization); //          403, 503
+      pod = `replica ${peer}`;
+      if (deps.peers === undefined) throw new BadRequest(404, 'this broker was started without --peers');
+      const asked = parsePeerRequest(await readBody(req, MAX_BODY_BYTES, 'request body')); // 400
+      const creds = await deps.peers.serve(asked.request, asked.urgent, asked.minValidMs); // 5xx, 403 (STS refused)
+      deps.metrics.requests.inc({ route, code: 'OK' });
+      send(res, 200, wirePeerCredentials(creds));
+      return;
+    }
     agent = await deps.auth.agent(req.headers.authorization); //                403, 503
     if (route === 'changes') {
       const since = parseChangesRequest(await readBody(req, MAX_BODY_BYTES, 'request body')); // 400
@@ -116,7 +131,7 @@ async function handle(req: IncomingMessage, res: ServerResponse, deps: BrokerSer
 }
 
 /** Refusals of the caller (authentication and node restriction), as opposed to the pod's own denials (RoleNotAllowed, ...). */
-const REFUSALS = new Set(['NotAnAgent', 'AgentTokenInvalid', 'AgentPodUnknown', 'PodUidMismatch', 'PodNotOnAgentNode', 'PodEnded', 'TokenNotForPod', 'PodTokenInvalid']);
+const REFUSALS = new Set(['NotAnAgent', 'AgentTokenInvalid', 'AgentPodUnknown', 'PodUidMismatch', 'PodNotOnAgentNode', 'PodEnded', 'TokenNotForPod', 'PodTokenInvalid', 'NotAPeer', 'PeerTokenInvalid', 'PeerPodUnknown']);
 function isRefusal(code: string): boolean {
   return REFUSALS.has(code);
 }

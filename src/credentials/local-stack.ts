@@ -38,6 +38,8 @@ export interface LocalStackDeps {
   readonly associationOf?: (pod: PodInfo) => AssociationInfo | undefined;
   /** Wraps STS (the broker paces its background calls with --sts-qps). */
   readonly pace?: (sts: RoleAssumer) => RoleAssumer;
+  /** Wraps the whole assumer (the broker asks the replica that owns a key before STS: broker/peers.ts). */
+  readonly forward?: (assumer: RoleAssumer) => RoleAssumer;
   readonly clock?: Clock;
 }
 
@@ -72,7 +74,7 @@ export function createLocalStack(config: RolePolicyConfig, policy: RolePolicy, d
   const sts = instrument(stsClient, metrics);
   const cache: CredentialCache = new CredentialCache({
     // An association's targetRoleArn: assumed with its roleArn's credentials, from this same cache.
-    assumer: chainRoles(deps.pace === undefined ? sts : deps.pace(sts), async (source): Promise<AwsCredentials> => (await cache.get(source)).credentials),
+    assumer: (deps.forward ?? ((a: RoleAssumer) => a))(chainRoles(deps.pace === undefined ? sts : deps.pace(sts), async (source): Promise<AwsCredentials> => (await cache.get(source)).credentials)),
     render: renderCredentials,
     refusalTtlMs: config.stsRefusalTtlMs,
     clock: deps.clock,

@@ -14,6 +14,7 @@ import { Issuer } from '@kubernetes-models/cert-manager/cert-manager.io/v1/Issue
 import { DaemonSet } from 'kubernetes-models/apps/v1/DaemonSet';
 import { CustomResourceDefinition } from 'kubernetes-models/apiextensions.k8s.io/v1/CustomResourceDefinition';
 import { Deployment } from 'kubernetes-models/apps/v1/Deployment';
+import { parseBrokerConfig } from '../../src/broker/config.js';
 import { PodDisruptionBudget } from 'kubernetes-models/policy/v1/PodDisruptionBudget';
 import { ClusterRole } from 'kubernetes-models/rbac.authorization.k8s.io/v1/ClusterRole';
 import { ClusterRoleBinding } from 'kubernetes-models/rbac.authorization.k8s.io/v1/ClusterRoleBinding';
@@ -72,6 +73,30 @@ function agentContainer(objs: readonly Obj[]): Obj {
 }
 
 /** The Dockerfile's ENTRYPOINT, as a list. */
+test('the replicas share one cache: --peers names their own ServiceAccount, each knows its pod name, verifies the others against the CA alone and the certificate\'s name, and proves itself with a projected token', () => {
+  const f = brokerFlags(objs);
+  const deployment = find(objs, 'Deployment');
+  const spec = deployment.spec.template.spec;
+  const c = brokerContainer(objs);
+  expect(f.get('peers')).toBe(`${deployment.metadata.namespace}/${spec.serviceAccountName}`);
+  expect(f.get('pod-name')).toBe('$(POD_NAME)');
+  expect(only(((c.env ?? []) as Obj[]).filter((e) => e.name === 'POD_NAME')).valueFrom).toEqual({ fieldRef: { fieldPath: 'metadata.name' } });
+  const cert = find(objs, 'Certificate');
+  expect(cert.spec.dnsNames).toContain(f.get('peer-tls-name'));
+  const ca = volumeOf(spec, c, f.get('peer-ca-file')!);
+  expect(ca.mount.readOnly).toBe(true);
+  expect(ca.volume.secret).toEqual({ secretName: cert.spec.secretName, items: [{ key: 'ca.crt', path: ca.rel }] });
+  const token = volumeOf(spec, c, f.get('peer-token-file')!);
+  expect(token.mount.readOnly).toBe(true);
+  const source = only(token.volume.projected.sources as Obj[]).serviceAccountToken;
+  expect(source).toEqual({ audience: f.get('agent-audience'), expirationSeconds: expect.any(Number), path: token.rel });
+  expect(source.expirationSeconds).toBeGreaterThanOrEqual(600);
+  // The kubelet expands $(POD_NAME); the broker's own parser takes the result.
+  const args = (c.args as string[]).slice(1).map((a) => a.replace('$(POD_NAME)', 'podiam-broker-7d9f8b6c5-x2k4p'));
+  const parsed = parseBrokerConfig(args, {});
+  expect(parsed.kind === 'run' && parsed.config.peers).toEqual({ namespace: 'kube-system', serviceAccount: 'podiam-broker', podName: 'podiam-broker-7d9f8b6c5-x2k4p', tlsName: f.get('peer-tls-name'), caFile: f.get('peer-ca-file'), tokenFile: f.get('peer-token-file') });
+});
+
 function entrypoint(): string[] {
   const line = readFileSync(path.join(ROOT, 'Dockerfile'), 'utf8').split('\n').find((l) => l.startsWith('ENTRYPOINT '));
   return JSON.parse(line!.slice('ENTRYPOINT '.length)) as string[];
@@ -178,7 +203,7 @@ test('the checkers can fail: a wrong type, an unknown field in the DaemonSet pat
 
 test('the broker’s flags: the CLI contract, and its ports, probes and TLS files agree with the pod', () => {
   const f = brokerFlags(objs);
-  expect([...f.keys()].sort()).toEqual(['agent-audience', 'agent-service-account', 'log-format', 'metrics-port', 'port', 'sts-qps', 'tls-cert-file', 'tls-key-file'].sort());
+  expect([...f.keys()].sort()).toEqual(['agent-audience', 'agent-service-account', 'log-format', 'metrics-port', 'peer-ca-file', 'peer-tls-name', 'peer-token-file', 'peers', 'pod-name', 'port', 'sts-qps', 'tls-cert-file', 'tls-key-file'].sort());
   expect(Number(f.get('sts-qps'))).toBeGreaterThan(0);
   const c = brokerContainer(objs);
   const port = Number(f.get('port'));

@@ -85,6 +85,18 @@ describe('podiam broker flags', () => {
     expect(error(() => broker(['--app-port=8181']))).toMatch(/unknown flag for podiam broker/);
   });
 
+  it('--peers: off by default; with it, this pod\'s name and the certificate name are required, and the companions need it', () => {
+    expect(broker([]).peers).toBeUndefined();
+    const c = broker(['--peers=kube-system/podiam-broker', '--pod-name=podiam-broker-7d9f-abcde', '--peer-tls-name=podiam-broker.kube-system.svc']);
+    expect(c.peers).toEqual({ namespace: 'kube-system', serviceAccount: 'podiam-broker', podName: 'podiam-broker-7d9f-abcde', tlsName: 'podiam-broker.kube-system.svc', caFile: '/etc/podiam/broker/tls/ca.crt', tokenFile: '/var/run/secrets/podiam/peer/token' });
+    expect(Object.isFrozen(c.peers)).toBe(true);
+    expect(error(() => broker(['--peers=podiam-broker']))).toMatch(/^--peers: .*<namespace>\/<name>/);
+    expect(error(() => broker(['--peers=kube-system/podiam-broker', '--peer-tls-name=x.svc']))).toMatch(/^--pod-name: is required with --peers/);
+    expect(error(() => broker(['--peers=kube-system/podiam-broker', '--pod-name=p']))).toMatch(/^--peer-tls-name: is required with --peers/);
+    expect(error(() => broker(['--pod-name=p']))).toMatch(/^--pod-name: is used only with --peers/);
+    expect(error(() => broker(['--peers=kube-system/podiam-broker', '--pod-name=P_1', '--peer-tls-name=x.svc']))).toMatch(/^--pod-name: /);
+  });
+
   it('--help lists every flag', () => {
     expect(parseBrokerConfig(['--help']).kind).toBe('help');
     for (const f of BROKER_FLAGS) expect(brokerHelpText()).toContain(`--${f.name}`);

@@ -1,0 +1,180 @@
+/**
+ * The broker replicas' shared cache (src/broker/peers.ts): who owns a key (rendezvous hashing over
+ * the running replicas), asking the owner before STS and falling back to STS, and the owner's
+ * side of the cache (CredentialCache.lasting).
+ */
+import { CredentialCache, cacheKey } from '../../src/aws/credential-cache.js';
+import type { AwsCredentials, RoleAssumer, Urgency } from '../../src/aws/sts.js';
+import { BadRequest } from '../../src/errors.js';
+import { createLogger } from '../../src/log.js';
+import type { PodInfo, RoleRequest } from '../../src/roles.js';
+import type { PeerMember } from '../../src/broker/peers.js';
+import { PeerForwarding, PeerSet, parsePeerRequest } from '../../src/broker/peers.js';
+import { FakeClock, flushPromises } from '../support/fake-clock.js';
+
+const log = createLogger({ level: 'error', format: 'json' });
+
+function brokerPod(name: string, overrides: Partial<PodInfo> = {}): PodInfo {
+  return { namespace: 'kube-system', name, uid: `uid-${name}`, ips: [`10.0.0.${name.length}`], phase: 'Running', hostNetwork: false, createdMs: 0, deleting: false, annotations: {}, serviceAccount: 'podiam-broker', ...overrides };
+}
+
+function request(i: number, overrides: Partial<RoleRequest> = {}): RoleRequest {
+  return { roleArn: `arn:aws:iam::123456789012:role/r${i}`, roleName: `r${i}`, externalId: undefined, sessionName: `ns.pod-${i}`, pod: `ns/pod-${i}`, ...overrides };
+}
+
+function set(self: string, pods: PodInfo[], now = () => 0): PeerSet {
+  return new PeerSet({ namespace: 'kube-system', serviceAccount: 'podiam-broker', self, pods: { allPods: () => pods }, now });
+}
+
+describe('PeerSet', () => {
+  it('the replicas are the running pods of the brokers\' ServiceAccount, this one excepted', () => {
+    const pods = [
+      brokerPod('b-self'),
+      brokerPod('b-2'),
+      brokerPod('b-gone', { deleting: true }),
+      brokerPod('b-pending', { phase: 'Pending' }),
+      brokerPod('b-noip', { ips: [] }),
+      brokerPod('b-host', { hostNetwork: true }),
+      brokerPod('other-sa', { serviceAccount: 'default' }),
+      brokerPod('other-ns', { namespace: 'default' }),
+    ];
+    expect(set('b-self', pods).others().map((m) => m.name)).toEqual(['b-2']);
+  });
+
+  it('every replica agrees on each key\'s owner, keys spread evenly, and a replica leaving moves only its own keys', () => {
+    const names = ['b-1', 'b-2', 'b-3'];
+    const pods = names.map((n) => brokerPod(n));
+    const views = names.map((n) => set(n, pods));
+    const keys = Array.from({ length: 3000 }, (_, i) => cacheKey(request(i)));
+    const ownerName = (view: PeerSet, self: string, key: string): string => view.owner(key)?.name ?? self;
+    const owners = keys.map((k) => ownerName(views[0]!, 'b-1', k));
+    // The same answer from each replica's own view.
+    for (let v = 1; v < 3; v++) expect(keys.map((k) => ownerName(views[v]!, names[v]!, k))).toEqual(owners);
+    for (const n of names) {
+      const share = owners.filter((o) => o === n).length / keys.length;
+      expect(share).toBeGreaterThan(0.28);
+      expect(share).toBeLessThan(0.39);
+    }
+    // b-3 goes: its keys are spread over b-1 and b-2, theirs stay where they were.
+    const after = set('b-1', pods.slice(0, 2));
+    keys.forEach((k, i) => {
+      const now = ownerName(after, 'b-1', k);
+      if (owners[i] !== 'b-3') expect(now).toBe(owners[i]);
+      else expect(['b-1', 'b-2']).toContain(now);
+    });
+  });
+
+  it('alone, it owns everything; the membership is read again after the refresh interval', () => {
+    let t = 0;
+    const pods: PodInfo[] = [brokerPod('b-1')];
+    const view = set('b-1', pods, () => t);
+    expect(view.owner('k')).toBeUndefined();
+    pods.push(brokerPod('b-2'));
+    expect(view.others()).toHaveLength(0);
+    t += 2_000;
+    expect(view.others().map((m) => m.name)).toEqual(['b-2']);
+  });
+});
+
+class Sts implements RoleAssumer {
+  calls = 0;
+  assume(_r: RoleRequest, _u?: Urgency): Promise<AwsCredentials> {
+    this.calls++;
+    return Promise.resolve({ accessKeyId: `STS${this.calls}`, secretAccessKey: 's', sessionToken: 't', expiration: new Date(Date.now() + 3600_000) });
+  }
+}
+
+describe('PeerForwarding', () => {
+  const other: PeerMember = { name: 'b-2', ip: '10.0.0.2' };
+  function forwarding(owner: PeerMember | undefined, answer: () => Promise<AwsCredentials>) {
+    const sts = new Sts();
+    const asked: Array<{ urgent: boolean }> = [];
+    const outcomes: string[] = [];
+    const f = new PeerForwarding({
+      peers: { owner: () => owner },
+      client: { credentials: (_o, _r, opts) => (asked.push({ urgent: opts.urgent }), answer()) },
+      minValidMs: 21 * 60_000,
+      log,
+      onForward: (o) => outcomes.push(o),
+    });
+    return { sts, asked, outcomes, assumer: f.wrap(sts), f };
+  }
+  const lasting = (): Promise<AwsCredentials> => Promise.resolve({ accessKeyId: 'PEER', secretAccessKey: 's', sessionToken: 't', expiration: new Date(Date.now() + 3600_000) });
+
+  it('this replica owns the key: STS', async () => {
+    const { sts, asked, assumer } = forwarding(undefined, lasting);
+    expect((await assumer.assume(request(1))).accessKeyId).toBe('STS1');
+    expect([sts.calls, asked.length]).toEqual([1, 0]);
+  });
+
+  it('another replica owns it: its answer, no STS call', async () => {
+    const { sts, asked, outcomes, assumer } = forwarding(other, lasting);
+    expect((await assumer.assume(request(1))).accessKeyId).toBe('PEER');
+    expect([sts.calls, asked, outcomes]).toEqual([0, [{ urgent: true }], ['ok']]);
+  });
+
+  it('the owner fails, or answers credentials that would not outlive the refresh lead: STS here, once', async () => {
+    const down = forwarding(other, () => Promise.reject(new Error('ECONNREFUSED')));
+    expect((await down.assumer.assume(request(1))).accessKeyId).toBe('STS1');
+    expect([down.sts.calls, down.outcomes]).toEqual([1, ['error']]);
+    const short = forwarding(other, () => Promise.resolve({ accessKeyId: 'OLD', secretAccessKey: 's', sessionToken: 't', expiration: new Date(Date.now() + 10 * 60_000) }));
+    expect((await short.assumer.assume(request(1))).accessKeyId).toBe('STS1');
+    expect(short.outcomes).toEqual(['error']);
+  });
+
+  it('a chained role\'s second hop, and a key being fetched for a peer, are never forwarded', async () => {
+    const { sts, asked, assumer, f } = forwarding(other, lasting);
+    await assumer.assume(request(1), undefined, { accessKeyId: 'A', secretAccessKey: 's', sessionToken: 't', expiration: new Date() });
+    await f.serving(request(2), () => assumer.assume(request(2)));
+    expect([sts.calls, asked.length]).toEqual([2, 0]);
+    // Once served, the key is forwarded again.
+    await assumer.assume(request(2));
+    expect(asked.length).toBe(1);
+  });
+});
+
+describe('parsePeerRequest', () => {
+  it('reads a request with tags and a source role; refuses what is malformed with a 400', () => {
+    const r = request(1, { externalId: 'ext', tags: [['k', 'v']], sourceRole: request(2) });
+    const parsed = parsePeerRequest(JSON.stringify({ request: r, urgent: true, minValidMs: 60_000 }));
+    expect(parsed).toEqual({ request: r, urgent: true, minValidMs: 60_000 });
+    expect(cacheKey(parsed.request)).toBe(cacheKey(r));
+    for (const bad of ['nope', '[]', JSON.stringify({ request: { roleArn: 1 } }), JSON.stringify({ request: { ...r, tags: [['k']] } }), JSON.stringify({ request: { ...r, sourceRole: { ...request(2), sourceRole: request(3) } } })]) {
+      expect(() => parsePeerRequest(bad)).toThrow(BadRequest);
+    }
+  });
+});
+
+describe('CredentialCache.lasting (the owner answering a peer)', () => {
+  function cache() {
+    const clock = new FakeClock();
+    const calls: Urgency[] = [];
+    let n = 0;
+    const c = new CredentialCache({
+      clock,
+      render: () => Buffer.from('{}'),
+      assumer: { assume: (_r, u) => (calls.push(u!), Promise.resolve({ accessKeyId: `K${++n}`, secretAccessKey: 's', sessionToken: 't', expiration: new Date(clock.now() + 3600_000) })) },
+    });
+    return { c, clock, calls };
+  }
+
+  it('from memory while the credentials outlive minValidMs, else fetched now (paced unless urgent)', async () => {
+    const { c, clock, calls } = cache();
+    const first = await c.lasting(request(1), 21 * 60_000, false);
+    expect([first.accessKeyId, calls.map((u) => u.urgent)]).toEqual(['K1', [false]]);
+    await clock.advance(30 * 60_000);
+    expect((await c.lasting(request(1), 21 * 60_000, true)).accessKeyId).toBe('K1');
+    await clock.advance(10 * 60_000);
+    // 20 minutes left: under the 21 asked for.
+    expect((await c.lasting(request(1), 21 * 60_000, true)).accessKeyId).toBe('K2');
+    expect(calls.map((u) => u.urgent)).toEqual([false, true]);
+    c.stop();
+  });
+
+  it('shares a fetch already in flight', async () => {
+    const { c, calls } = cache();
+    const [a, b] = await Promise.all([c.lasting(request(1), 60_000, false), c.lasting(request(1), 60_000, false), flushPromises()]);
+    expect([a.accessKeyId, b.accessKeyId, calls.length]).toEqual(['K1', 'K1', 1]);
+    c.stop();
+  });
+});
