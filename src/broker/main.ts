@@ -9,7 +9,9 @@ import { once } from 'node:events';
 import type { Server } from 'node:http';
 import { createLocalStack, rolePolicyOf } from '../credentials/local-stack.js';
 import { createKubeConfig } from '../kube/api.js';
-import { PodIndex } from '../kube/pod-index.js';
+import { PodIndex, isServable } from '../kube/pod-index.js';
+import { cacheKey } from '../aws/credential-cache.js';
+import type { PodInfo, RoleRequest } from '../roles.js';
 import { KubeWatcher } from '../kube/pods.js';
 import { createTokenReviewer } from '../kube/token-review.js';
 import type { Logger } from '../log.js';
@@ -25,7 +27,6 @@ import { createBrokerServer } from './server.js';
 import { TokenBucket, paced } from './token-bucket.js';
 import { PeerClient, PeerForwarding, PeerSet } from './peers.js';
 import type { PeersConfig } from './config.js';
-import type { RoleRequest } from '../roles.js';
 import { readFile } from 'node:fs/promises';
 
 export interface RunningBroker {
@@ -78,7 +79,29 @@ export async function startBroker(config: BrokerConfig, log: Logger): Promise<Ru
     forward: peering === undefined ? undefined : (assumer) => peering.forwarding.wrap(assumer),
   });
   // Every pod with a role, cluster-wide, prefetched at --sts-qps: an agent's miss finds it in memory.
-  index.onPodServable((pod) => stack.source.prefetch(pod));
+  // With --peers, by its owner only: another replica asked for it gets it from the owner's memory.
+  const owns = (pod: PodInfo): boolean => {
+    if (peering === undefined) return true;
+    const role = stack.roleOf(pod);
+    return role instanceof Error || peering.set.owner(cacheKey(role)) === undefined;
+  };
+  index.onPodServable((pod) => {
+    if (owns(pod)) stack.source.prefetch(pod);
+  });
+  // A replica coming or going moves owners: what this replica owns now is prefetched (a no-op for fresh credentials).
+  let members: string | undefined;
+  const membership =
+    peering === undefined
+      ? undefined
+      : setInterval(() => {
+          const now = peering.set.others().map((m) => m.name).join(',');
+          if (members !== undefined && now !== members) {
+            log.info('broker replicas changed', { peers: now === '' ? [] : now.split(',') });
+            for (const pod of index.allPods()) if (isServable(pod) && owns(pod)) stack.source.prefetch(pod);
+          }
+          members = now;
+        }, 5_000);
+  membership?.unref();
 
   const auth = new AgentAuth({
     review: createTokenReviewer(kc),
@@ -159,6 +182,7 @@ export async function startBroker(config: BrokerConfig, log: Logger): Promise<Ru
         await associations?.stop();
         bucket.stop();
         stack.stop();
+        clearInterval(membership);
         peering?.client.close();
         log.info('podiam broker stopped');
       })();

@@ -152,6 +152,11 @@ export class PeerForwarding {
           return creds;
         } catch (err) {
           this.options.onForward?.('error');
+          // In the background (prefetch, refresh ahead) only an owner that cannot be reached is
+          // replaced by STS here; one that answered late or with an error is asked again at the
+          // cache's next retry (the credentials held, if any, stay valid meanwhile). Else a cold
+          // start, the owner paced by --sts-qps, would have every other replica call STS too.
+          if (urgency?.urgent === false && !(err instanceof Unreachable)) throw err;
           // One line a minute at most: a replica down for a while fails every forward to it.
           if (this.now() - this.lastWarnMs >= 60_000) {
             this.lastWarnMs = this.now();
@@ -176,6 +181,9 @@ export class PeerForwarding {
     }
   }
 }
+
+/** The owner could not be reached at all (no connection, TLS refused it, or it is not ready): STS here is the only way. */
+export class Unreachable extends Error {}
 
 /** Largest answer read: credentials are ~2 KB. */
 const MAX_ANSWER = 64 * 1024;
@@ -204,12 +212,18 @@ export class PeerClient {
             body += chunk;
             if (body.length > MAX_ANSWER) req.destroy(new Error('answer too large'));
           });
-          res.on('end', () => (res.statusCode === 200 ? resolve(body) : reject(new Error(`${res.statusCode}: ${safeError(body)}`))));
+          // 503 NotReady, or refused because it does not see this replica as one (yet): as good as unreachable.
+          res.on('end', () => (res.statusCode === 200 ? resolve(body) : reject(res.statusCode === 503 || res.statusCode === 403 ? new Unreachable(`${res.statusCode}: ${safeError(body)}`) : new Error(`${res.statusCode}: ${safeError(body)}`))));
           res.on('error', reject);
         },
       );
-      req.on('timeout', () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
-      req.on('error', reject);
+      let connected = false;
+      req.on('socket', (socket) => {
+        if (!socket.connecting) connected = true;
+        else socket.once('secureConnect', () => (connected = true));
+      });
+      req.on('timeout', () => req.destroy(connected ? new Error(`no answer within ${timeoutMs} ms`) : new Unreachable(`no connection within ${timeoutMs} ms`)));
+      req.on('error', (err) => reject(err instanceof Unreachable || connected ? err : new Unreachable(err.message)));
       req.end(payload);
     });
     return parseCredentials(text);

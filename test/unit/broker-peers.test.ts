@@ -4,12 +4,13 @@
  * side of the cache (CredentialCache.lasting).
  */
 import { CredentialCache, cacheKey } from '../../src/aws/credential-cache.js';
-import type { AwsCredentials, RoleAssumer, Urgency } from '../../src/aws/sts.js';
+import type { AwsCredentials, RoleAssumer } from '../../src/aws/sts.js';
+import { Urgency } from '../../src/aws/sts.js';
 import { BadRequest } from '../../src/errors.js';
 import { createLogger } from '../../src/log.js';
 import type { PodInfo, RoleRequest } from '../../src/roles.js';
 import type { PeerMember } from '../../src/broker/peers.js';
-import { PeerForwarding, PeerSet, parsePeerRequest } from '../../src/broker/peers.js';
+import { PeerForwarding, PeerSet, Unreachable, parsePeerRequest } from '../../src/broker/peers.js';
 import { FakeClock, flushPromises } from '../support/fake-clock.js';
 
 const log = createLogger({ level: 'error', format: 'json' });
@@ -113,13 +114,22 @@ describe('PeerForwarding', () => {
     expect([sts.calls, asked, outcomes]).toEqual([0, [{ urgent: true }], ['ok']]);
   });
 
-  it('the owner fails, or answers credentials that would not outlive the refresh lead: STS here, once', async () => {
-    const down = forwarding(other, () => Promise.reject(new Error('ECONNREFUSED')));
+  it('a pod waiting, the owner failing or answering credentials that would not outlive the refresh lead: STS here, once', async () => {
+    const down = forwarding(other, () => Promise.reject(new Error('500: StsUnavailable')));
     expect((await down.assumer.assume(request(1))).accessKeyId).toBe('STS1');
     expect([down.sts.calls, down.outcomes]).toEqual([1, ['error']]);
     const short = forwarding(other, () => Promise.resolve({ accessKeyId: 'OLD', secretAccessKey: 's', sessionToken: 't', expiration: new Date(Date.now() + 10 * 60_000) }));
     expect((await short.assumer.assume(request(1))).accessKeyId).toBe('STS1');
     expect(short.outcomes).toEqual(['error']);
+  });
+
+  it('in the background, only an owner that cannot be reached is replaced by STS here; a late or failed answer is retried later', async () => {
+    const background = new Urgency(false);
+    const slow = forwarding(other, () => Promise.reject(new Error('no answer within 15000 ms')));
+    await expect(slow.assumer.assume(request(1), background)).rejects.toThrow('no answer');
+    expect(slow.sts.calls).toBe(0);
+    const gone = forwarding(other, () => Promise.reject(new Unreachable('connect ECONNREFUSED 10.0.0.2:8443')));
+    expect((await gone.assumer.assume(request(1), background)).accessKeyId).toBe('STS1');
   });
 
   it('a chained role\'s second hop, and a key being fetched for a peer, are never forwarded', async () => {
