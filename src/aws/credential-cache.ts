@@ -424,7 +424,11 @@ export class CredentialCache {
     }
     const startedMs = this.clock.now();
     entry.attempted = true;
-    const urgency = new Urgency(cause === 'request');
+    // A refresh is background work until the credentials held would be served under
+    // minRemainingMs (STS slow or failing, or a broker peer's queue long): then a pod's need.
+    const current = entry.current;
+    const overdue = cause !== 'request' && current !== undefined && current.expirationMs - startedMs < this.minRemainingMs;
+    const urgency = new Urgency(cause === 'request' || overdue);
     entry.urgency = urgency;
     // Through a microtask, so even an assumer that throws synchronously only rejects the flight.
     const flight = Promise.resolve()
@@ -443,7 +447,10 @@ export class CredentialCache {
     return flight;
   }
 
-  private install(entry: Entry, creds: AwsCredentials, issuedMs: number, cause: IssueCause): IssuedCredentials {
+  private install(entry: Entry, creds: AwsCredentials, fetchedMs: number, cause: IssueCause): IssuedCredentials {
+    // Credentials another replica held were issued before this fetch: their lifetime (and so the
+    // refresh lead, here and on the agents) counts from STS's issue, never later than the fetch.
+    const issuedMs = creds.issuedMs === undefined ? fetchedMs : Math.min(creds.issuedMs, fetchedMs);
     const issued: IssuedCredentials = {
       request: entry.request,
       accessKeyId: creds.accessKeyId,

@@ -16,6 +16,8 @@ export interface AwsCredentials {
   readonly secretAccessKey: string;
   readonly sessionToken: string;
   readonly expiration: Date;
+  /** When STS issued them, if not just now (credentials another broker replica held: broker/peers.ts). */
+  readonly issuedMs?: number;
 }
 
 /** "Get credentials for a role": implemented by STS and by the cache that wraps it. */

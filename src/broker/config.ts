@@ -66,7 +66,7 @@ export const BROKER_FLAGS: readonly FlagSpec[] = [
   { name: 'peers', type: 'string', example: '--peers=kube-system/podiam-broker', help: "the replicas share one cache: <namespace>/<ServiceAccount> of the broker's own pods; each set of credentials is fetched from STS by one replica only, the others ask it" },
   { name: 'pod-name', type: 'string', example: '--pod-name=$(POD_NAME)', help: "with --peers: this replica's pod name (the downward API's metadata.name)" },
   { name: 'peer-tls-name', type: 'string', example: '--peer-tls-name=podiam-broker.kube-system.svc', help: "with --peers: the DNS name of the broker's serving certificate that replicas verify each other against" },
-  { name: 'peer-ca-file', type: 'string', default: '/etc/podiam/broker/tls/ca.crt', example: '--peer-ca-file=/etc/podiam/broker/tls/ca.crt', help: "with --peers: CA certificate (PEM) the other replicas' serving certificate must chain to" },
+  { name: 'peer-ca-file', type: 'string', default: '/etc/podiam/broker/ca/ca.crt', example: '--peer-ca-file=/etc/podiam/broker/ca/ca.crt', help: "with --peers: CA certificate (PEM) the other replicas' serving certificate must chain to" },
   { name: 'peer-token-file', type: 'string', default: '/var/run/secrets/podiam/peer/token', example: '--peer-token-file=/var/run/secrets/podiam/peer/token', help: "with --peers: this replica's projected ServiceAccount token (audience --agent-audience), re-read on every use" },
   { name: 'watch-deadline', type: 'duration', default: '55s', example: '--watch-deadline=55s', help: 'a Kubernetes watch silent this long is replaced (relist + watch); at most 60s' },
   { name: 'shutdown-delay', type: 'duration', default: '5s', example: '--shutdown-delay=5s', help: 'on SIGTERM, keep answering (while not ready) this long before closing' },
@@ -121,6 +121,9 @@ export function parseBrokerConfig(argv: readonly string[], env: NodeJS.ProcessEn
   };
   if (config.port === config.metricsPort) fail('metrics-port', `must differ from --port (${config.port})`);
   if (config.agentAudience === config.tokenAudience) fail('agent-audience', `must differ from --token-audience (${config.tokenAudience}): a pod's token must never pass for an agent's`);
+  if (peers !== undefined && peers.namespace === config.agentServiceAccount.namespace && peers.serviceAccount === config.agentServiceAccount.name) {
+    fail('peers', `must differ from --agent-service-account (${peers.namespace}/${peers.serviceAccount}): an agent's token must never pass for a replica's, which may ask for any role`);
+  }
   return { kind: 'run', config: Object.freeze(config) };
 }
 

@@ -28,6 +28,8 @@ import { TokenBucket, paced } from './token-bucket.js';
 import { PeerClient, PeerForwarding, PeerSet } from './peers.js';
 import type { PeersConfig } from './config.js';
 import { readFile } from 'node:fs/promises';
+import { claimsOf } from '../token/bearer.js';
+import type { BoundClaims } from '../token/bearer.js';
 
 export interface RunningBroker {
   readonly port: number;
@@ -85,21 +87,38 @@ export async function startBroker(config: BrokerConfig, log: Logger): Promise<Ru
     const role = stack.roleOf(pod);
     return role instanceof Error || peering.set.owner(cacheKey(role)) === undefined;
   };
+  // With --peers, not before the informers have listed: until the brokers' own pods are in the
+  // index (kube-system lists after most namespaces) this replica would think it owns everything.
+  let prefetching = peering === undefined;
   index.onPodServable((pod) => {
-    if (owns(pod)) stack.source.prefetch(pod);
+    if (prefetching && owns(pod)) stack.source.prefetch(pod);
   });
-  // A replica coming or going moves owners: what this replica owns now is prefetched (a no-op for fresh credentials).
+  /** Every servable pod this replica owns, prefetched (a no-op for fresh credentials), a slice a turn of the event loop. */
+  const prefetchOwned = (): void => {
+    const pods = [...index.allPods()];
+    let i = 0;
+    const slice = (): void => {
+      for (const end = Math.min(pods.length, i + 2_000); i < end; i++) {
+        const pod = pods[i]!;
+        if (index.pod(pod.namespace, pod.name) === pod && isServable(pod) && owns(pod)) stack.source.prefetch(pod);
+      }
+      if (i < pods.length && stopping === undefined) setImmediate(slice);
+    };
+    slice();
+  };
+  // A replica coming or going moves owners: what this replica owns now is prefetched.
   let members: string | undefined;
   const membership =
     peering === undefined
       ? undefined
       : setInterval(() => {
+          if (!prefetching) return;
           const now = peering.set.others().map((m) => m.name).join(',');
-          if (members !== undefined && now !== members) {
+          if (now !== members) {
             log.info('broker replicas changed', { peers: now === '' ? [] : now.split(',') });
-            for (const pod of index.allPods()) if (isServable(pod) && owns(pod)) stack.source.prefetch(pod);
+            members = now;
+            prefetchOwned();
           }
-          members = now;
         }, 5_000);
   membership?.unref();
 
@@ -128,8 +147,7 @@ export async function startBroker(config: BrokerConfig, log: Logger): Promise<Ru
     peering === undefined
       ? undefined
       : {
-          serve: async (request: RoleRequest, urgent: boolean, minValidMs: number) =>
-            (await peering.forwarding.serving(request, () => stack.cache.lasting(request, minValidMs, urgent))).credentials,
+          serve: (request: RoleRequest, urgent: boolean, minValidMs: number) => peering.forwarding.serving(request, () => stack.cache.lasting(request, minValidMs, urgent)),
         };
   const server = createBrokerServer(certificate, { auth, pods: index, source: stack.source, ready, log, metrics: brokerMetrics, changes, peers });
   const reloader = new CertificateReloader(certificate, { certFile: config.tlsCertFile, keyFile: config.tlsKeyFile, intervalMs: config.tlsReloadMs, server, log, metrics: brokerMetrics });
@@ -161,6 +179,12 @@ export async function startBroker(config: BrokerConfig, log: Logger): Promise<Ru
   void (async () => {
     while (!ready() && stopping === undefined) await new Promise((resolve) => setTimeout(resolve, 100).unref());
     changes.begin();
+    if (peering !== undefined && !prefetching) {
+      members = peering.set.others().map((m) => m.name).join(',');
+      prefetching = true;
+      log.info('broker replicas', { peers: members === '' ? [] : members.split(',') });
+      prefetchOwned();
+    }
   })();
   const port = (server.address() as { port: number }).port;
   log.info('podiam broker listening', { port, metricsPort: config.metricsPort, agentServiceAccount: `${config.agentServiceAccount.namespace}/${config.agentServiceAccount.name}`, certificateSubject: certificate.subject, notAfter: certificate.notAfter.toISOString() });
@@ -196,6 +220,20 @@ async function startPeering(config: BrokerConfig, peers: PeersConfig, index: Pod
   const ca = await readFile(peers.caFile).catch((err: NodeJS.ErrnoException) => {
     throw new Error(`cannot read --peer-ca-file ${peers.caFile}: ${err.code ?? err.message}`);
   });
+  // The token another replica will be shown: this replica's own, for the agents' audience. A wrong
+  // mount would make every forward fail and every replica call STS again, silently: refuse to start.
+  const token = await readFile(peers.tokenFile, 'utf8').catch((err: NodeJS.ErrnoException) => {
+    throw new Error(`cannot read --peer-token-file ${peers.tokenFile}: ${err.code ?? err.message}`);
+  });
+  let claims: BoundClaims;
+  try {
+    claims = claimsOf(token.trim(), config.agentAudience, Date.now());
+  } catch (err) {
+    throw new Error(`--peer-token-file ${peers.tokenFile} is not a token the other replicas accept: ${(err as Error).message} (a projected ServiceAccount token with audience --agent-audience=${config.agentAudience})`);
+  }
+  if (claims.namespace !== peers.namespace || claims.serviceAccount !== peers.serviceAccount || claims.podName !== peers.podName) {
+    throw new Error(`--peer-token-file ${peers.tokenFile} is ServiceAccount ${claims.namespace}/${claims.serviceAccount}'s, bound to pod ${claims.podName}: --peers=${peers.namespace}/${peers.serviceAccount} and --pod-name=${peers.podName} say this replica is another`);
+  }
   const set = new PeerSet({ namespace: peers.namespace, serviceAccount: peers.serviceAccount, self: peers.podName, pods: index });
   const client = new PeerClient({ port: config.port, ca, tlsName: peers.tlsName, tokenFile: peers.tokenFile });
   // Credentials from the owner must outlive this replica's refresh lead (the cache refreshes at

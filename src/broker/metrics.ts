@@ -20,7 +20,7 @@ export function createBrokerMetrics(registry: Registry, options: { prefetchQueue
         if (peersNow) this.set(peersNow());
       },
     }),
-    peerFetches: new Counter({ name: 'podiam_broker_peer_fetches_total', help: 'Credentials asked of the replica that owns them instead of STS (--peers), by outcome (ok; error: this replica called STS itself)', labelNames: ['outcome'] as const, registers: r }),
+    peerFetches: new Counter({ name: 'podiam_broker_peer_fetches_total', help: 'Credentials asked of the replica that owns them instead of STS (--peers), by outcome (ok; unreachable: this replica called STS itself; error: the owner answered late or with an error)', labelNames: ['outcome'] as const, registers: r }),
     requests: new Counter({ name: 'podiam_broker_served_total', help: 'Agent requests answered by the broker, by route (credentials, role, changes; peer: another replica) and code (OK or the refusal/error code)', labelNames: ['route', 'code'] as const, registers: r }),
     refusals: new Counter({ name: 'podiam_broker_refusals_total', help: 'Agent requests refused by the node restriction or authentication (NotAnAgent, AgentTokenInvalid, AgentPodUnknown, PodNotOnAgentNode, PodUidMismatch, TokenNotForPod, ...), by code', labelNames: ['code'] as const, registers: r }),
     seconds: new Histogram({ name: 'podiam_broker_served_seconds', help: 'Time to answer one agent request', labelNames: ['route'] as const, buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5], registers: r }),

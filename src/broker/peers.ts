@@ -21,7 +21,7 @@ import https from 'node:https';
 import { readFile } from 'node:fs/promises';
 import type { AwsCredentials, RoleAssumer, Urgency } from '../aws/sts.js';
 import { cacheKey } from '../aws/credential-cache.js';
-import { BadRequest } from '../errors.js';
+import { BadRequest, StsUnavailable } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { PodInfo, RoleRequest } from '../roles.js';
 
@@ -114,7 +114,11 @@ export interface PeerClientOptions {
   readonly tokenFile: string;
 }
 
-export type PeerOutcome = 'ok' | 'error';
+/** ok; error: the owner answered late or with an error; unreachable: no answer at all (this replica called STS itself). */
+export type PeerOutcome = 'ok' | 'error' | 'unreachable';
+
+/** A replica that could not be reached is not asked again for this long (a node gone: its pod stays Running for minutes). */
+export const PEER_DOWN_MS = 10_000;
 
 export interface PeerForwardingOptions {
   readonly peers: Pick<PeerSet, 'owner'>;
@@ -130,6 +134,8 @@ export interface PeerForwardingOptions {
 export class PeerForwarding {
   /** Keys this replica is fetching for a peer right now: never forwarded (no ping-pong). */
   private readonly servingPeer = new Map<string, number>();
+  /** Replicas found unreachable, until when they are not asked. */
+  private readonly down = new Map<string, number>();
   private readonly now: () => number;
   private lastWarnMs = -Infinity;
 
@@ -144,19 +150,27 @@ export class PeerForwarding {
         if (using !== undefined) return inner.assume(request, urgency, using);
         const key = cacheKey(request);
         const owner = this.servingPeer.has(key) ? undefined : this.options.peers.owner(key);
-        if (owner === undefined) return inner.assume(request, urgency);
+        if (owner === undefined || (this.down.get(owner.name) ?? 0) > this.now()) return inner.assume(request, urgency);
         try {
           const creds = await this.options.client.credentials(owner, request, { urgent: urgency?.urgent ?? true, minValidMs: this.options.minValidMs });
           if (creds.expiration.getTime() - this.now() < this.options.minValidMs) throw new Error(`replica ${owner.name} answered credentials expiring at ${creds.expiration.toISOString()}, too soon`);
           this.options.onForward?.('ok');
           return creds;
         } catch (err) {
-          this.options.onForward?.('error');
+          // STS refused the role to the owner: the same refusal here, cached as the owner caches it (no STS call).
+          if (err instanceof StsUnavailable && err.status === 403) {
+            this.options.onForward?.('ok');
+            throw err;
+          }
+          const unreachable = err instanceof Unreachable;
+          this.options.onForward?.(unreachable ? 'unreachable' : 'error');
+          if (unreachable) this.down.set(owner.name, this.now() + PEER_DOWN_MS);
           // In the background (prefetch, refresh ahead) only an owner that cannot be reached is
           // replaced by STS here; one that answered late or with an error is asked again at the
-          // cache's next retry (the credentials held, if any, stay valid meanwhile). Else a cold
-          // start, the owner paced by --sts-qps, would have every other replica call STS too.
-          if (urgency?.urgent === false && !(err instanceof Unreachable)) throw err;
+          // cache's next retry (the credentials held stay valid meanwhile, and the cache makes the
+          // refresh urgent before they would be served under 15 minutes). Else a cold start, the
+          // owner paced by --sts-qps, would have every other replica call STS too.
+          if (urgency?.urgent === false && !unreachable) throw err;
           // One line a minute at most: a replica down for a while fails every forward to it.
           if (this.now() - this.lastWarnMs >= 60_000) {
             this.lastWarnMs = this.now();
@@ -188,23 +202,52 @@ export class Unreachable extends Error {}
 /** Largest answer read: credentials are ~2 KB. */
 const MAX_ANSWER = 64 * 1024;
 
+/** A pod waits on an urgent forward (under the agents' 2 s --broker-timeout, with room for STS here); a background one can wait for the owner's paced STS call. */
+export const URGENT_TIMEOUT_MS = 1_000;
+export const BACKGROUND_TIMEOUT_MS = 15_000;
+/** No TLS session with the owner this soon: unreachable (a replica on a lost node black-holes its packets). */
+export const CONNECT_TIMEOUT_MS = 500;
+
+/** Answers that mean the owner cannot serve this replica now: as good as unreachable. */
+const NOT_SERVING = new Set(['NotAPeer', 'PeerTokenInvalid', 'PeerPodUnknown', 'NotReady', 'TokenReviewUnavailable', 'TooManyTokenReviews']);
+
 /** HTTPS to the other replicas: pooled keep-alive, each verified against --peer-ca-file and --peer-tls-name. */
 export class PeerClient {
-  private readonly agent: https.Agent;
+  /** Background forwards share a few sockets; urgent ones never queue behind them. */
+  private readonly background: https.Agent;
+  private readonly urgent: https.Agent;
 
   constructor(private readonly options: PeerClientOptions) {
-    this.agent = new https.Agent({ keepAlive: true, maxSockets: 16, ca: options.ca, servername: options.tlsName, minVersion: 'TLSv1.2' });
+    const tls = { keepAlive: true, ca: options.ca, servername: options.tlsName, minVersion: 'TLSv1.2' as const };
+    this.background = new https.Agent({ ...tls, maxSockets: 16 });
+    this.urgent = new https.Agent({ ...tls, maxSockets: Infinity, maxFreeSockets: 16 });
   }
 
   async credentials(owner: PeerMember, request: RoleRequest, opts: { urgent: boolean; minValidMs: number }): Promise<AwsCredentials> {
-    const token = (await readFile(this.options.tokenFile, 'utf8')).trim();
+    let token: string;
+    try {
+      token = (await readFile(this.options.tokenFile, 'utf8')).trim();
+    } catch (err) {
+      throw new Unreachable(`cannot read --peer-token-file ${this.options.tokenFile}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    }
     const payload = Buffer.from(JSON.stringify({ request: toWire(request), urgent: opts.urgent, minValidMs: opts.minValidMs }));
-    // A pod waiting gets the owner's quick answer or this replica's own STS call; a background fetch can wait longer.
-    const timeoutMs = opts.urgent ? 3_000 : 15_000;
+    const deadline = Date.now() + (opts.urgent ? URGENT_TIMEOUT_MS : BACKGROUND_TIMEOUT_MS);
+    try {
+      return parseCredentials(await this.post(owner, payload, token, opts.urgent, deadline, request.roleArn), request.roleArn);
+    } catch (err) {
+      // A pooled connection the owner closed while idle fails only when reused: once more, on a new one.
+      if ((err as { reused?: boolean }).reused === true && Date.now() < deadline) return parseCredentials(await this.post(owner, payload, token, opts.urgent, deadline, request.roleArn), request.roleArn);
+      throw err;
+    }
+  }
+
+  private post(owner: PeerMember, payload: Buffer, token: string, urgent: boolean, deadline: number, roleArn: string): Promise<string> {
     const host = owner.ip.includes(':') ? `[${owner.ip}]` : owner.ip;
-    const text = await new Promise<string>((resolve, reject) => {
+    return new Promise<string>((resolve, reject) => {
+      let connected = false;
+      let reused = false;
       const req = https.request(
-        { host: owner.ip, port: this.options.port, path: PEER_CREDENTIALS_PATH, method: 'POST', agent: this.agent, servername: this.options.tlsName, headers: { Host: `${host}:${this.options.port}`, 'Content-Type': 'application/json', 'Content-Length': payload.length, Authorization: `Bearer ${token}` }, timeout: timeoutMs },
+        { host: owner.ip, port: this.options.port, path: PEER_CREDENTIALS_PATH, method: 'POST', agent: urgent ? this.urgent : this.background, servername: this.options.tlsName, headers: { Host: `${host}:${this.options.port}`, 'Content-Type': 'application/json', 'Content-Length': payload.length, Authorization: `Bearer ${token}` } },
         (res) => {
           let body = '';
           res.setEncoding('utf8');
@@ -212,36 +255,58 @@ export class PeerClient {
             body += chunk;
             if (body.length > MAX_ANSWER) req.destroy(new Error('answer too large'));
           });
-          // 503 NotReady, or refused because it does not see this replica as one (yet): as good as unreachable.
-          res.on('end', () => (res.statusCode === 200 ? resolve(body) : reject(res.statusCode === 503 || res.statusCode === 403 ? new Unreachable(`${res.statusCode}: ${safeError(body)}`) : new Error(`${res.statusCode}: ${safeError(body)}`))));
+          res.on('end', () => {
+            clearTimeout(overall);
+            if (res.statusCode === 200) resolve(body);
+            else reject(answerError(res.statusCode ?? 0, body, roleArn));
+          });
           res.on('error', reject);
         },
       );
-      let connected = false;
+      // From the call, not from a socket's assignment (a request queued for a socket has none yet).
+      const overall = setTimeout(() => req.destroy(connected ? new Error(`no answer within the deadline`) : new Unreachable('no connection within the deadline')), Math.max(0, deadline - Date.now()));
       req.on('socket', (socket) => {
-        if (!socket.connecting) connected = true;
-        else socket.once('secureConnect', () => (connected = true));
+        reused = req.reusedSocket;
+        if (!socket.connecting) {
+          connected = true;
+          return;
+        }
+        const connect = setTimeout(() => req.destroy(new Unreachable(`no TLS session within ${CONNECT_TIMEOUT_MS} ms`)), CONNECT_TIMEOUT_MS);
+        socket.once('secureConnect', () => {
+          connected = true;
+          clearTimeout(connect);
+        });
+        socket.once('close', () => clearTimeout(connect));
       });
-      req.on('timeout', () => req.destroy(connected ? new Error(`no answer within ${timeoutMs} ms`) : new Unreachable(`no connection within ${timeoutMs} ms`)));
-      req.on('error', (err) => reject(err instanceof Unreachable || connected ? err : new Unreachable(err.message)));
+      req.on('error', (err) => {
+        clearTimeout(overall);
+        const e = err instanceof Unreachable || connected ? err : new Unreachable(err.message);
+        reject(Object.assign(e, { reused: reused && (err as NodeJS.ErrnoException).code === 'ECONNRESET' }));
+      });
       req.end(payload);
     });
-    return parseCredentials(text);
   }
 
   close(): void {
-    this.agent.destroy();
+    this.background.destroy();
+    this.urgent.destroy();
   }
 }
 
-/** The error's code and message only (an error answer holds no credentials, but keep it short). */
-function safeError(body: string): string {
+/** What a non-200 answer means here: STS's refusal (cached as such), the owner not serving us (unreachable), or an error. */
+function answerError(status: number, body: string, roleArn: string): Error {
+  let code = '';
+  let message = '';
   try {
     const e = JSON.parse(body) as { code?: unknown; message?: unknown };
-    return `${String(e.code)} ${String(e.message).slice(0, 300)}`;
+    code = String(e.code);
+    message = String(e.message).slice(0, 300);
   } catch {
-    return body.slice(0, 100);
+    message = body.slice(0, 100);
   }
+  if (status === 403 && (code === 'RoleNotTrusted' || code === 'RoleInvalid')) return new StsUnavailable(roleArn, message, { refusal: code });
+  if (NOT_SERVING.has(code) || status === 503) return new Unreachable(`${status} ${code}: ${message}`);
+  return new Error(`${status} ${code}: ${message}`);
 }
 
 interface WireRoleRequest {
@@ -310,16 +375,16 @@ function fromWire(raw: unknown, depth: number): RoleRequest {
   };
 }
 
-function parseCredentials(text: string): AwsCredentials {
+function parseCredentials(text: string, roleArn: string): AwsCredentials {
   const c = JSON.parse(text) as Record<string, unknown>;
-  const { AccessKeyId, SecretAccessKey, SessionToken, Expiration } = c;
-  if (typeof AccessKeyId !== 'string' || typeof SecretAccessKey !== 'string' || typeof SessionToken !== 'string' || typeof Expiration !== 'string') throw new Error('malformed credentials answer');
+  const { AccessKeyId, SecretAccessKey, SessionToken, Expiration, IssuedMs } = c;
+  if (typeof AccessKeyId !== 'string' || typeof SecretAccessKey !== 'string' || typeof SessionToken !== 'string' || typeof Expiration !== 'string') throw new Error(`malformed credentials answer for ${roleArn}`);
   const expiration = new Date(Expiration);
   if (Number.isNaN(expiration.getTime())) throw new Error('malformed Expiration');
-  return { accessKeyId: AccessKeyId, secretAccessKey: SecretAccessKey, sessionToken: SessionToken, expiration };
+  return { accessKeyId: AccessKeyId, secretAccessKey: SecretAccessKey, sessionToken: SessionToken, expiration, ...(typeof IssuedMs === 'number' && Number.isFinite(IssuedMs) ? { issuedMs: IssuedMs } : {}) };
 }
 
-/** The owner's answer to a peer. */
-export function wirePeerCredentials(c: AwsCredentials): string {
-  return JSON.stringify({ AccessKeyId: c.accessKeyId, SecretAccessKey: c.secretAccessKey, SessionToken: c.sessionToken, Expiration: c.expiration.toISOString() });
+/** The owner's answer to a peer: the credentials and when STS issued them (the asker's refresh lead counts from it). */
+export function wirePeerCredentials(c: AwsCredentials, issuedMs: number): string {
+  return JSON.stringify({ AccessKeyId: c.accessKeyId, SecretAccessKey: c.secretAccessKey, SessionToken: c.sessionToken, Expiration: c.expiration.toISOString(), IssuedMs: issuedMs });
 }

@@ -34,7 +34,7 @@ export interface BrokerServerDeps {
   /** Agents' long polls for policy changes (src/broker/policy-changes.ts). */
   readonly changes: { wait(node: string, since: number | undefined): Promise<WireChanges> };
   /** --peers: credentials this replica owns, for another replica (src/broker/peers.ts). */
-  readonly peers?: { serve(request: RoleRequest, urgent: boolean, minValidMs: number): Promise<AwsCredentials> };
+  readonly peers?: { serve(request: RoleRequest, urgent: boolean, minValidMs: number): Promise<{ readonly credentials: AwsCredentials; readonly issuedMs: number }> };
 }
 
 export function createBrokerServer(certificate: CertificatePair, deps: BrokerServerDeps): https.Server {
@@ -87,7 +87,7 @@ async function handle(req: IncomingMessage, res: ServerResponse, deps: BrokerSer
       const asked = parsePeerRequest(await readBody(req, MAX_BODY_BYTES, 'request body')); // 400
       const creds = await deps.peers.serve(asked.request, asked.urgent, asked.minValidMs); // 5xx, 403 (STS refused)
       deps.metrics.requests.inc({ route, code: 'OK' });
-      send(res, 200, wirePeerCredentials(creds));
+      send(res, 200, wirePeerCredentials(creds.credentials, creds.issuedMs));
       return;
     }
     agent = await deps.auth.agent(req.headers.authorization); //                403, 503
@@ -118,7 +118,7 @@ async function handle(req: IncomingMessage, res: ServerResponse, deps: BrokerSer
     const fields = { route, status: answer.status, code: answer.code, agent: agent?.pod, node: agent?.node, pod, reason: err instanceof PodiamError ? err.message : undefined };
     if (answer.status === 403 && err instanceof PodiamError && isRefusal(err.code)) {
       deps.metrics.refusals.inc({ code: answer.code });
-      deps.log.warn('broker refused an agent request', fields);
+      deps.log.warn(route === 'peer' ? 'broker refused a replica\'s request' : 'broker refused an agent request', fields);
     } else if (answer.status >= 500) {
       deps.log.warn('broker could not answer an agent request', fields);
     } else {

@@ -105,9 +105,10 @@ export class TokenBucket {
 /** An assumer whose background calls wait for a token of the bucket; urgent ones never wait. */
 export function paced(assumer: RoleAssumer, bucket: TokenBucket): RoleAssumer {
   return {
-    assume: async (request, urgency) => {
+    // `using`: a chained role's second hop signs with the first hop's credentials (role-chain.ts).
+    assume: async (request, urgency, using) => {
       await bucket.take(urgency);
-      return assumer.assume(request, urgency);
+      return assumer.assume(request, urgency, using);
     },
   };
 }

@@ -13,7 +13,7 @@ import path from 'node:path';
 import { BrokerLab, AGENT_NAMESPACE } from '../support/broker.js';
 import { metricSum } from '../support/metrics-text.js';
 import { freePort } from '../support/net.js';
-import { PodiamProcess, awsTestEnv } from '../support/podiam-process.js';
+import { PodiamProcess, awsTestEnv, runCli } from '../support/podiam-process.js';
 import { waitFor } from '../support/wait.js';
 import { makeServingCertificate } from '../support/webhook.js';
 import { BASE_ARN, NODE, World } from '../support/world.js';
@@ -144,7 +144,7 @@ test('the peer route answers only another replica: an agent token, a pod token a
   // The other replica's own token is answered (with the credentials: never logged).
   const asPeer = await lab.ask(replica.url, '/v1/peer/credentials', peerToken(REPLICAS[1]!.name), { ...body, request: { ...body.request, sessionName: 'default.app-0' } });
   expect(asPeer.status).toBe(200);
-  expect(Object.keys(JSON.parse(asPeer.body) as object).sort()).toEqual(['AccessKeyId', 'Expiration', 'SecretAccessKey', 'SessionToken']);
+  expect(Object.keys(JSON.parse(asPeer.body) as object).sort()).toEqual(['AccessKeyId', 'Expiration', 'IssuedMs', 'SecretAccessKey', 'SessionToken']);
   expect(replica.process.output()).not.toContain((JSON.parse(asPeer.body) as { SecretAccessKey: string }).SecretAccessKey);
 }, 30_000);
 
@@ -152,7 +152,7 @@ test('the owner down: the other replica calls STS itself, once per new pod, and 
   const [a, b] = replicas;
   // b stops; its pod still looks Running to a (a node lost without a word), so a keeps asking it first.
   await b!.process.stop();
-  const errorsBefore = await metric(a!, 'podiam_broker_peer_fetches_total', { outcome: 'error' });
+  const errorsBefore = await metric(a!, 'podiam_broker_peer_fetches_total', { outcome: 'unreachable' });
   const fresh = pods.length;
   for (let i = 0; i < 8; i++) rolePod(`late-${i}`, `late-role-${i}`);
   const before = assumeRoleCalls();
@@ -162,5 +162,29 @@ test('the owner down: the other replica calls STS itself, once per new pod, and 
   }
   // One STS call per new pod, whichever replica owned it; those b owned went through a failed forward first.
   expect(assumeRoleCalls() - before).toBe(8);
-  expect(await metric(a!, 'podiam_broker_peer_fetches_total', { outcome: 'error' })).toBeGreaterThan(errorsBefore);
+  expect(await metric(a!, 'podiam_broker_peer_fetches_total', { outcome: 'unreachable' })).toBeGreaterThan(errorsBefore);
 }, 60_000);
+
+test('both replicas restarted with every pod already there (the pod list reaches the brokers\' own pods last): still one AssumeRole per pod', async () => {
+  await Promise.all(replicas.map((r) => r.process.stop()));
+  world.sts.reset();
+  replicas.length = 0;
+  for (const r of REPLICAS) replicas.push(await startReplica(r));
+  const issued = async () => (await Promise.all(replicas.map((r) => metric(r, 'podiam_credentials_issued_total', { cause: 'prefetch' })))).reduce((a, b) => a + b, 0);
+  await waitFor(async () => (await issued()) >= pods.length, 20_000, 'every pod prefetched by its owner');
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  expect(assumeRoleCalls()).toBe(pods.length);
+  for (const p of pods) for (const r of replicas) expect((await askCredentials(r, p)).status).toBe(200);
+  expect(assumeRoleCalls()).toBe(pods.length);
+}, 60_000);
+
+test('a replica whose --peer-token-file is not its own refuses to start, naming the flag', async () => {
+  const metricsPort = await freePort();
+  const tokenFile = path.join(lab.dir, 'peer-token-wrong');
+  // The other replica's token: a forward shown it would be refused, every call would go to STS.
+  writeFileSync(tokenFile, peerToken(REPLICAS[0]!.name));
+  const args = ['broker', `--port=${await freePort()}`, `--metrics-port=${metricsPort}`, '--host=127.0.0.1', `--tls-cert-file=${cert.certFile}`, `--tls-key-file=${cert.keyFile}`, `--api-server=${world.kube.url}`, '--insecure', `--base-role-arn=${BASE_ARN}`, `--peers=${AGENT_NAMESPACE}/${BROKER_SA}`, '--pod-name=podiam-broker-c', '--peer-tls-name=podiam-broker.kube-system.svc', `--peer-ca-file=${lab.caFile}`, `--peer-token-file=${tokenFile}`];
+  const r = await runCli(args, awsTestEnv(world.sts.url));
+  expect(r.code).not.toBe(0);
+  expect(r.stdout + r.stderr).toMatch(/--peer-token-file .* bound to pod podiam-broker-a: .*--pod-name=podiam-broker-c/);
+}, 30_000);

@@ -88,12 +88,14 @@ describe('podiam broker flags', () => {
   it('--peers: off by default; with it, this pod\'s name and the certificate name are required, and the companions need it', () => {
     expect(broker([]).peers).toBeUndefined();
     const c = broker(['--peers=kube-system/podiam-broker', '--pod-name=podiam-broker-7d9f-abcde', '--peer-tls-name=podiam-broker.kube-system.svc']);
-    expect(c.peers).toEqual({ namespace: 'kube-system', serviceAccount: 'podiam-broker', podName: 'podiam-broker-7d9f-abcde', tlsName: 'podiam-broker.kube-system.svc', caFile: '/etc/podiam/broker/tls/ca.crt', tokenFile: '/var/run/secrets/podiam/peer/token' });
+    expect(c.peers).toEqual({ namespace: 'kube-system', serviceAccount: 'podiam-broker', podName: 'podiam-broker-7d9f-abcde', tlsName: 'podiam-broker.kube-system.svc', caFile: '/etc/podiam/broker/ca/ca.crt', tokenFile: '/var/run/secrets/podiam/peer/token' });
     expect(Object.isFrozen(c.peers)).toBe(true);
     expect(error(() => broker(['--peers=podiam-broker']))).toMatch(/^--peers: .*<namespace>\/<name>/);
     expect(error(() => broker(['--peers=kube-system/podiam-broker', '--peer-tls-name=x.svc']))).toMatch(/^--pod-name: is required with --peers/);
     expect(error(() => broker(['--peers=kube-system/podiam-broker', '--pod-name=p']))).toMatch(/^--peer-tls-name: is required with --peers/);
     expect(error(() => broker(['--pod-name=p']))).toMatch(/^--pod-name: is used only with --peers/);
+    // The agents' ServiceAccount as the replicas': every agent could ask for any role.
+    expect(error(() => broker(['--peers=kube-system/podiam', '--pod-name=p', '--peer-tls-name=x.svc']))).toMatch(/^--peers: must differ from --agent-service-account/);
     expect(error(() => broker(['--peers=kube-system/podiam-broker', '--pod-name=P_1', '--peer-tls-name=x.svc']))).toMatch(/^--pod-name: /);
   });
 

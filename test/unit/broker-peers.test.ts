@@ -6,11 +6,11 @@
 import { CredentialCache, cacheKey } from '../../src/aws/credential-cache.js';
 import type { AwsCredentials, RoleAssumer } from '../../src/aws/sts.js';
 import { Urgency } from '../../src/aws/sts.js';
-import { BadRequest } from '../../src/errors.js';
+import { BadRequest, StsUnavailable } from '../../src/errors.js';
 import { createLogger } from '../../src/log.js';
 import type { PodInfo, RoleRequest } from '../../src/roles.js';
 import type { PeerMember } from '../../src/broker/peers.js';
-import { PeerForwarding, PeerSet, Unreachable, parsePeerRequest } from '../../src/broker/peers.js';
+import { PEER_DOWN_MS, PeerForwarding, PeerSet, Unreachable, parsePeerRequest } from '../../src/broker/peers.js';
 import { FakeClock, flushPromises } from '../support/fake-clock.js';
 
 const log = createLogger({ level: 'error', format: 'json' });
@@ -132,6 +132,26 @@ describe('PeerForwarding', () => {
     expect((await gone.assumer.assume(request(1), background)).accessKeyId).toBe('STS1');
   });
 
+  it('STS refused the role to the owner: the same refusal here, no STS call', async () => {
+    const refused = forwarding(other, () => Promise.reject(new StsUnavailable('arn:aws:iam::1:role/r', 'not trusted', { refusal: 'RoleNotTrusted' })));
+    await expect(refused.assumer.assume(request(1))).rejects.toMatchObject({ code: 'RoleNotTrusted', status: 403 });
+    expect(refused.sts.calls).toBe(0);
+  });
+
+  it('an unreachable owner is not asked again for a while: STS here at once', async () => {
+    let t = 1_000_000;
+    const sts = new Sts();
+    let asked = 0;
+    const f = new PeerForwarding({ peers: { owner: () => other }, client: { credentials: () => (asked++, Promise.reject(new Unreachable('ECONNREFUSED'))) }, minValidMs: 60_000, log, now: () => t });
+    const assumer = f.wrap(sts);
+    await assumer.assume(request(1));
+    await assumer.assume(request(2));
+    expect([asked, sts.calls]).toEqual([1, 2]);
+    t += PEER_DOWN_MS;
+    await assumer.assume(request(3));
+    expect([asked, sts.calls]).toEqual([2, 3]);
+  });
+
   it('a chained role\'s second hop, and a key being fetched for a peer, are never forwarded', async () => {
     const { sts, asked, assumer, f } = forwarding(other, lasting);
     await assumer.assume(request(1), undefined, { accessKeyId: 'A', secretAccessKey: 's', sessionToken: 't', expiration: new Date() });
@@ -178,6 +198,43 @@ describe('CredentialCache.lasting (the owner answering a peer)', () => {
     // 20 minutes left: under the 21 asked for.
     expect((await c.lasting(request(1), 21 * 60_000, true)).accessKeyId).toBe('K2');
     expect(calls.map((u) => u.urgent)).toEqual([false, true]);
+    c.stop();
+  });
+
+  it('credentials another replica held count their lifetime from its issue: the refresh lead is the full one', async () => {
+    const clock = new FakeClock();
+    const c = new CredentialCache({
+      clock,
+      render: () => Buffer.from('{}'),
+      // Issued 39 minutes ago by the owner, 21 minutes left.
+      assumer: { assume: () => Promise.resolve({ accessKeyId: 'K', secretAccessKey: 's', sessionToken: 't', expiration: new Date(clock.now() + 21 * 60_000), issuedMs: clock.now() - 39 * 60_000 }) },
+    });
+    const got = await c.get(request(1));
+    expect(got.issuedMs).toBe(clock.now() - 39 * 60_000);
+    // Refreshed 20 minutes before expiry (one minute from now), not at half of the 21 minutes left.
+    expect(c.refreshAtMs(got)).toBe(clock.now() + 60_000);
+    c.stop();
+  });
+
+  it('a refresh is background work until the credentials held would be served under 15 minutes, then urgent', async () => {
+    const clock = new FakeClock();
+    const calls: Urgency[] = [];
+    let failing = false;
+    const c = new CredentialCache({
+      clock,
+      render: () => Buffer.from('{}'),
+      assumer: { assume: (_r, u) => (calls.push(u!), failing ? Promise.reject(new Error('slow')) : Promise.resolve({ accessKeyId: 'K', secretAccessKey: 's', sessionToken: 't', expiration: new Date(clock.now() + 3600_000) })) },
+    });
+    await c.get(request(1));
+    // Refresh due at 40 min (20 min left): paced. It fails, and is retried; by 46 min (14 min left) a retry is urgent.
+    failing = true;
+    await clock.advance(40 * 60_000);
+    await flushPromises();
+    await clock.advance(6 * 60_000);
+    await flushPromises();
+    const urgent = calls.slice(1).map((u) => u.urgent);
+    expect(urgent[0]).toBe(false);
+    expect(urgent[urgent.length - 1]).toBe(true);
     c.stop();
   });
 

@@ -113,3 +113,13 @@ describe('TokenBucket', () => {
     expect(calls).toEqual(['a', 'pod', 'b']);
   });
 });
+
+test('paced() hands a chained role\'s first-hop credentials on to STS', async () => {
+  const bucket = new TokenBucket({ ratePerSecond: 1000 });
+  const seen: Array<string | undefined> = [];
+  const assumer = paced({ assume: (_r, _u, using) => (seen.push(using?.accessKeyId), Promise.resolve({ accessKeyId: 'X', secretAccessKey: 's', sessionToken: 't', expiration: new Date() })) }, bucket);
+  const role = (name: string): RoleRequest => ({ roleArn: `arn:aws:iam::123456789012:role/${name}`, roleName: name, externalId: undefined, sessionName: name, pod: `default/${name}` });
+  await assumer.assume(role('a'), new Urgency(true), { accessKeyId: 'FIRST-HOP', secretAccessKey: 's', sessionToken: 't', expiration: new Date() });
+  expect(seen).toEqual(['FIRST-HOP']);
+  bucket.stop();
+});
