@@ -124,6 +124,21 @@ test('associations live in the broker: a PodIdentityAssociation gives a pod its 
   await waitFor(() => accepted()?.['status'] === 'True', 10_000, 'the broker writes Accepted');
 });
 
+test('role chaining through the broker: targetRoleArn is assumed with the first hop\'s credentials, not the broker\'s own', async () => {
+  world.kube.associationApi.create({ metadata: { name: 'brokered-chain' }, spec: { namespace: 'default', serviceAccount: 'chained-sa', roleArn: `arn:aws:iam::${ACCOUNT}:role/hop-one`, targetRoleArn: 'arn:aws:iam::210987654321:role/cross-target' } });
+  const { ip } = pod('assoc-chained', { serviceAccount: 'chained-sa' });
+  await waitFor(async () => (await agentA.get(CREDS, ip)).body === 'cross-target', 10_000, 'the chained association reaches the agent through the broker');
+  const body = await creds(agentA, ip, 'cross-target');
+  expect(await world.callerArn(body)).toBe('arn:aws:sts::210987654321:assumed-role/cross-target/default.assoc-chained');
+  const calls = (roleArn: string) => world.sts.calls.filter((c) => c.action === 'AssumeRole' && c.roleArn === roleArn);
+  const [first, second] = [calls(`arn:aws:iam::${ACCOUNT}:role/hop-one`), calls('arn:aws:iam::210987654321:role/cross-target')];
+  expect([first.length, second.length]).toEqual([1, 1]);
+  // Signed with the first hop's key (the broker's own would be 'testing'), for at most an hour.
+  expect(second[0]!.accessKeyId).not.toBe(first[0]!.accessKeyId);
+  expect(second[0]!.accessKeyId).not.toBe('testing');
+  expect(second[0]!.durationSeconds).toBeLessThanOrEqual(3600);
+});
+
 test("a ServiceAccount's role changed, then removed: the agent follows within seconds through the broker's change feed, not at its next refresh", async () => {
   world.kube.createServiceAccount({ metadata: { name: 'feed-sa', namespace: 'default', annotations: { 'iam.amazonaws.com/role': 'feed-one' } } });
   const { ip } = pod('feed-a', { serviceAccount: 'feed-sa' });
