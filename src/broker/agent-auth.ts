@@ -12,7 +12,7 @@ import type { PodInfo } from '../roles.js';
 import { claimsOf, tokenFromHeader, tokenHash } from '../token/bearer.js';
 import type { ReviewOutcomeLabel } from '../token/reviews.js';
 import { TokenReviews } from '../token/reviews.js';
-import type { AgentServiceAccount, PodView } from './node-restriction.js';
+import type { AgentServiceAccount, PodView, TokenSubject } from './node-restriction.js';
 import { agentNode, checkPodToken, peerPod } from './node-restriction.js';
 
 export interface AgentAuthOptions {
@@ -65,46 +65,39 @@ export class AgentAuth {
 
   /** Another replica of this broker (--peers) behind `Authorization: Bearer <token>`: its pod name, or a 403. */
   async peer(authorization: string | string[] | undefined): Promise<string> {
-    const { peers, agentAudience, pods } = this.options;
+    const { peers, pods } = this.options;
     if (peers === undefined) throw new BrokerRefusal('NotAPeer', 'this broker was started without --peers: it answers no other replica');
-    let token: string;
-    try {
-      token = tokenFromHeader(authorization);
-    } catch (err) {
-      throw new BrokerRefusal('PeerTokenInvalid', (err as Error).message);
-    }
-    const hash = tokenHash(token);
-    let verdict = this.peerTokens.cached(hash);
-    if (verdict === undefined) {
-      const claims = refusing('PeerTokenInvalid', () => claimsOf(token, agentAudience, this.now()));
-      peerPod(claims, peers, pods);
-      verdict = await this.peerTokens.verdict(token, hash, claims);
-    }
-    if (verdict.error !== undefined) throw new BrokerRefusal('PeerTokenInvalid', verdict.error.message);
-    return peerPod(verdict.identity!, peers, pods);
+    return this.bearer(this.peerTokens, 'PeerTokenInvalid', authorization, (subject) => peerPod(subject, peers, pods));
   }
 
   /** The agent behind `Authorization: Bearer <token>` and its node, or a 403 (503 when the API server cannot review). */
   async agent(authorization: string | string[] | undefined): Promise<Agent> {
-    const { agent, agentAudience, pods } = this.options;
+    const { agent, pods } = this.options;
+    // Not the agents' ServiceAccount, or not bound to an agent pod the broker sees running on a
+    // node: refused without asking the API server (what the review confirms is checked again after it).
+    return this.bearer(this.agents, 'AgentTokenInvalid', authorization, (subject) => ({ pod: `${subject.namespace}/${subject.podName}`, node: agentNode(subject, agent, pods) }));
+  }
+
+  /**
+   * A bearer token for --agent-audience: `check` runs on its claims before any review (what it
+   * refuses costs no API call), then on the reviewed identity, whose result is the answer.
+   */
+  private async bearer<T>(reviews: TokenReviews, code: string, authorization: string | string[] | undefined, check: (subject: TokenSubject) => T): Promise<T> {
     let token: string;
     try {
       token = tokenFromHeader(authorization);
     } catch (err) {
-      throw new BrokerRefusal('AgentTokenInvalid', (err as Error).message);
+      throw new BrokerRefusal(code, (err as Error).message);
     }
     const hash = tokenHash(token);
-    let verdict = this.agents.cached(hash);
+    let verdict = reviews.cached(hash);
     if (verdict === undefined) {
-      const claims = refusing('AgentTokenInvalid', () => claimsOf(token, agentAudience, this.now()));
-      // Not the agents' ServiceAccount, or not bound to an agent pod the broker sees running on a
-      // node: refused without asking the API server (what the review confirms is checked again after it).
-      agentNode(claims, agent, pods);
-      verdict = await this.agents.verdict(token, hash, claims);
+      const claims = refusing(code, () => claimsOf(token, this.options.agentAudience, this.now()));
+      check(claims);
+      verdict = await reviews.verdict(token, hash, claims);
     }
-    if (verdict.error !== undefined) throw new BrokerRefusal('AgentTokenInvalid', verdict.error.message);
-    const subject = verdict.identity!;
-    return { pod: `${subject.namespace}/${subject.podName}`, node: agentNode(subject, agent, pods) };
+    if (verdict.error !== undefined) throw new BrokerRefusal(code, verdict.error.message);
+    return check(verdict.identity!);
   }
 
   /** The token path: the pod's own token, valid (reviewed) and bound to exactly this pod. */
