@@ -218,23 +218,34 @@ describe('CredentialCache.lasting (the owner answering a peer)', () => {
 
   it('a refresh is background work until the credentials held would be served under 15 minutes, then urgent', async () => {
     const clock = new FakeClock();
-    const calls: Urgency[] = [];
+    const calls: Array<{ atMs: number; urgent: boolean }> = [];
     let failing = false;
+    let expiresMs = 0;
     const c = new CredentialCache({
       clock,
       render: () => Buffer.from('{}'),
-      assumer: { assume: (_r, u) => (calls.push(u!), failing ? Promise.reject(new Error('slow')) : Promise.resolve({ accessKeyId: 'K', secretAccessKey: 's', sessionToken: 't', expiration: new Date(clock.now() + 3600_000) })) },
+      random: () => 0.5,
+      assumer: {
+        assume: (_r, u) => {
+          calls.push({ atMs: clock.now(), urgent: u!.urgent });
+          if (failing) return Promise.reject(new Error('slow'));
+          expiresMs = clock.now() + 3600_000;
+          return Promise.resolve({ accessKeyId: 'K', secretAccessKey: 's', sessionToken: 't', expiration: new Date(expiresMs) });
+        },
+      },
     });
     await c.get(request(1));
-    // Refresh due at 40 min (20 min left): paced. It fails, and is retried; by 46 min (14 min left) a retry is urgent.
+    // The refresh is due at 40 minutes (20 left) and keeps failing: retried with backoff until 50 minutes.
     failing = true;
-    await clock.advance(40 * 60_000);
-    await flushPromises();
-    await clock.advance(6 * 60_000);
-    await flushPromises();
-    const urgent = calls.slice(1).map((u) => u.urgent);
-    expect(urgent[0]).toBe(false);
-    expect(urgent[urgent.length - 1]).toBe(true);
+    for (let m = 0; m < 50; m++) {
+      await clock.advance(60_000);
+      await flushPromises();
+    }
+    const refreshes = calls.slice(1);
+    expect(refreshes.length).toBeGreaterThan(3);
+    // Each one urgent exactly when the credentials held had under 15 minutes left.
+    expect(refreshes.map((r) => r.urgent)).toEqual(refreshes.map((r) => expiresMs - r.atMs < 15 * 60_000));
+    expect(refreshes.some((r) => r.urgent) && refreshes.some((r) => !r.urgent)).toBe(true);
     c.stop();
   });
 
