@@ -28,13 +28,17 @@ test('before the informers have listed nothing is recorded; a first poll is answ
   expect(await changes.wait('node-a', undefined)).toEqual({ now: now(), reset: false, changes: [] });
 });
 
+/** A feed that has begun, and both nodes' polls held from a moment before now. */
+function heldPolls() {
+  const f = feed(5_000);
+  f.changes.begin();
+  const since = f.now();
+  f.advance(SLACK_MS + 1);
+  return { ...f, a: f.changes.wait('node-a', since), b: f.changes.wait('node-b', since) };
+}
+
 test('a held poll is answered as soon as its node is touched, with that change only', async () => {
-  const { changes, advance, now } = feed(5_000);
-  changes.begin();
-  const since = now();
-  advance(SLACK_MS + 1);
-  const a = changes.wait('node-a', since);
-  const b = changes.wait('node-b', since);
+  const { changes, advance, a, b } = heldPolls();
   expect(changes.held()).toBe(2);
   changes.record('team-a', 'builder');
   changes.record('team-a', 'builder');
@@ -121,12 +125,7 @@ test('close() answers every held poll at once (a replica stopping)', async () =>
 });
 
 test("a ServiceAccount is told only to the nodes whose pods run as it, even in a namespace they share", async () => {
-  const { changes, advance, now } = feed(5_000);
-  changes.begin();
-  const since = now();
-  advance(SLACK_MS + 1);
-  const a = changes.wait('node-a', since);
-  const b = changes.wait('node-b', since);
+  const { changes, a, b } = heldPolls();
   // app-b runs only on node-b: node-a, which has other pods in shared, never hears its name.
   changes.record('shared', 'app-b');
   expect(await b).toMatchObject({ reset: false, changes: [{ namespace: 'shared', serviceAccount: 'app-b' }] });
