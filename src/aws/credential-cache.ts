@@ -121,6 +121,16 @@ export function cacheKey(r: RoleRequest): string {
   return `${r.roleArn}\n${r.externalId ?? ''}\n${r.sessionName}${r.tags === undefined ? '' : `\n${r.tags.map(([k, v]) => `${k}=${v}`).join('\n')}`}${r.sourceRole === undefined ? '' : `\nvia\n${cacheKey(r.sourceRole)}`}`;
 }
 
+/** Served credentials keep at least this long to live while STS is healthy (botocore refreshes at 15 minutes). */
+export const MIN_REMAINING_MS = 15 * 60_000;
+/** Extra lead for refresh retries. */
+export const REFRESH_MARGIN_MS = 5 * 60_000;
+
+/** How long before expiry credentials of this lifetime are refreshed: the floor plus a margin, or half their life if shorter. */
+export function refreshLeadMs(lifetimeMs: number, minRemainingMs = MIN_REMAINING_MS, marginMs = REFRESH_MARGIN_MS): number {
+  return Math.min(minRemainingMs + marginMs, lifetimeMs / 2);
+}
+
 export class CredentialCache {
   private readonly entries = new Map<string, Entry>();
   /** The entry for a request object already seen (RoleResolver hands out the same object per pod): no key string per lookup. */
@@ -151,8 +161,8 @@ export class CredentialCache {
 
   constructor(private readonly options: CredentialCacheOptions) {
     this.clock = options.clock ?? systemClock;
-    this.minRemainingMs = options.minRemainingMs ?? 15 * MINUTE;
-    this.refreshMarginMs = options.refreshMarginMs ?? 5 * MINUTE;
+    this.minRemainingMs = options.minRemainingMs ?? MIN_REMAINING_MS;
+    this.refreshMarginMs = options.refreshMarginMs ?? REFRESH_MARGIN_MS;
     this.retryBaseMs = options.retryBaseMs ?? 1000;
     this.retryMaxMs = options.retryMaxMs ?? MINUTE;
     this.random = options.random ?? Math.random;
@@ -475,9 +485,7 @@ export class CredentialCache {
    * Short sessions (where that is impossible) refresh at half their life.
    */
   refreshAtMs(issued: Pick<IssuedCredentials, 'issuedMs' | 'expirationMs'>): number {
-    const lifetime = issued.expirationMs - issued.issuedMs;
-    const lead = Math.min(this.minRemainingMs + this.refreshMarginMs, lifetime / 2);
-    return issued.expirationMs - lead;
+    return issued.expirationMs - refreshLeadMs(issued.expirationMs - issued.issuedMs, this.minRemainingMs, this.refreshMarginMs);
   }
 
   private onFailure(entry: Entry, err: unknown, cause: IssueCause): StsUnavailable {

@@ -10,7 +10,7 @@ import type { Server } from 'node:http';
 import { createLocalStack, rolePolicyOf } from '../credentials/local-stack.js';
 import { createKubeConfig } from '../kube/api.js';
 import { PodIndex, isServable } from '../kube/pod-index.js';
-import { cacheKey } from '../aws/credential-cache.js';
+import { cacheKey, refreshLeadMs } from '../aws/credential-cache.js';
 import type { PodInfo, RoleRequest } from '../roles.js';
 import { KubeWatcher } from '../kube/pods.js';
 import { createTokenReviewer } from '../kube/token-review.js';
@@ -108,17 +108,19 @@ export async function startBroker(config: BrokerConfig, log: Logger): Promise<Ru
   };
   // A replica coming or going moves owners: what this replica owns now is prefetched.
   let members: string | undefined;
+  /** Whether the other replicas are not the ones seen last (logged when so). */
+  const membersChanged = (set: PeerSet): boolean => {
+    const names = set.others().map((m) => m.name);
+    if (names.join(',') === members) return false;
+    members = names.join(',');
+    log.info('broker replicas', { peers: names });
+    return true;
+  };
   const membership =
     peering === undefined
       ? undefined
       : setInterval(() => {
-          if (!prefetching) return;
-          const now = peering.set.others().map((m) => m.name).join(',');
-          if (now !== members) {
-            log.info('broker replicas changed', { peers: now === '' ? [] : now.split(',') });
-            members = now;
-            prefetchOwned();
-          }
+          if (prefetching && membersChanged(peering.set)) prefetchOwned();
         }, 5_000);
   membership?.unref();
 
@@ -180,9 +182,8 @@ export async function startBroker(config: BrokerConfig, log: Logger): Promise<Ru
     while (!ready() && stopping === undefined) await new Promise((resolve) => setTimeout(resolve, 100).unref());
     changes.begin();
     if (peering !== undefined && !prefetching) {
-      members = peering.set.others().map((m) => m.name).join(',');
+      membersChanged(peering.set);
       prefetching = true;
-      log.info('broker replicas', { peers: members === '' ? [] : members.split(',') });
       prefetchOwned();
     }
   })();
@@ -236,10 +237,9 @@ async function startPeering(config: BrokerConfig, peers: PeersConfig, index: Pod
   }
   const set = new PeerSet({ namespace: peers.namespace, serviceAccount: peers.serviceAccount, self: peers.podName, pods: index });
   const client = new PeerClient({ port: config.port, ca, tlsName: peers.tlsName, tokenFile: peers.tokenFile });
-  // Credentials from the owner must outlive this replica's refresh lead (the cache refreshes at
-  // min(20 min, half the session) before expiry), with a minute to spare, or it would refresh them at once.
-  const leadMs = Math.min(20 * 60_000, (config.sessionTtlSeconds * 1000) / 2);
-  const forwarding = new PeerForwarding({ peers: set, client, minValidMs: leadMs + 60_000, log, onForward: (outcome) => brokerMetrics.peerFetches.inc({ outcome }) });
+  // Credentials from the owner must outlive this replica's refresh lead, with a minute to spare, or it would refresh them at once.
+  const minValidMs = refreshLeadMs(config.sessionTtlSeconds * 1000) + 60_000;
+  const forwarding = new PeerForwarding({ peers: set, client, minValidMs, log, onForward: (outcome) => brokerMetrics.peerFetches.inc({ outcome }) });
   brokerMetrics.setPeers(() => set.others().length);
   log.info('replicas share one cache', { peers: `${peers.namespace}/${peers.serviceAccount}`, podName: peers.podName, tlsName: peers.tlsName });
   return { set, client, forwarding };
