@@ -147,9 +147,9 @@ export const LAZY = [
 ];
 
 /** The output files every start reads (the entry and its static imports), and their inputs. */
-export function startPath(metafile) {
+export function startPath(metafile, outfile = OUTFILE) {
   const outputs = metafile.outputs;
-  const entry = path.relative(ROOT, OUTFILE);
+  const entry = path.relative(ROOT, outfile);
   const files = new Set();
   const walk = (file) => {
     if (files.has(file) || outputs[file] === undefined) return;
@@ -192,12 +192,17 @@ function checkKubeClient() {
   }
 }
 
-export async function build({ analyze = false } = {}) {
+/**
+ * Bundles `entry` (podiam's CLI unless told otherwise) into `outfile` and its chunks. The floor
+ * bench (scripts/bench/floor.mjs) bundles its own entry the same way, so the two load their
+ * dependencies alike; the lazy-chunk check is podiam's, and only runs for podiam's entry.
+ */
+export async function build({ analyze = false, entry = ENTRY, outfile = OUTFILE } = {}) {
   checkKubeClient();
   checkNodeFetch();
   const result = await esbuild.build({
-    entryPoints: { podiam: ENTRY },
-    outdir: path.dirname(OUTFILE),
+    entryPoints: { [path.basename(outfile, '.js')]: entry },
+    outdir: path.dirname(outfile),
     // What is not on every start's path (the webhook, token identity, the STS client, the process
     // runner) is its own chunk, read and compiled only when first imported.
     splitting: true,
@@ -223,10 +228,10 @@ export async function build({ analyze = false } = {}) {
   });
   // The shebang carries the environment and the V8 flags (env -S splits them). esbuild keeps src/cli.ts's own
   // `#!/usr/bin/env node` as line 1: replaced in place, so the source map's lines still match.
-  const code = readFileSync(OUTFILE, 'utf8');
+  const code = readFileSync(outfile, 'utf8');
   const shebang = `#!/usr/bin/env -S ${Object.entries(PROCESS_ENV).map(([k, v]) => `${k}=${v} `).join('')}node ${NODE_FLAGS.join(' ')}`;
-  writeFileSync(OUTFILE, code.startsWith('#!') ? shebang + code.slice(code.indexOf('\n')) : `${shebang}\n${code}`);
-  writeFileSync(OUTFILE.replace(/\.js$/, '.meta.json'), JSON.stringify(result.metafile));
+  writeFileSync(outfile, code.startsWith('#!') ? shebang + code.slice(code.indexOf('\n')) : `${shebang}\n${code}`);
+  writeFileSync(outfile.replace(/\.js$/, '.meta.json'), JSON.stringify(result.metafile));
   // The two notes at the top took effect: no generated model is in the bundle (any of its files).
   const inputs = Object.entries(result.metafile.outputs)
     .filter(([file]) => file.endsWith('.js'))
@@ -237,8 +242,8 @@ export async function build({ analyze = false } = {}) {
   if (unwanted.length > 0) throw new Error(`the bundle holds ${unwanted[0]}: the node-fetch URL shim did not apply`);
   // What every start reads (dist/podiam.js and the chunks it imports statically) holds none of the
   // lazy parts: a static import of one of them would put it back on every node's start.
-  const onStart = startPath(result.metafile);
-  for (const [file, why] of LAZY) {
+  const onStart = startPath(result.metafile, outfile);
+  for (const [file, why] of entry === ENTRY ? LAZY : []) {
     const found = onStart.inputs.find((input) => file.test(input));
     if (found !== undefined) throw new Error(`${found} is on the start path (${why}): import it with import() where it is used`);
   }

@@ -9,7 +9,8 @@
  *
  * PROBE_NODE_FLAGS: JSON array of extra Node/V8 flags for the agent (after the shebang's);
  * PROBE_ENV: JSON object of extra environment; PROBE_METRICS=1 prints the agent's heap metrics;
- * PROBE_HOLD=<ms> keeps everything up that long after (to attach perf, a heap snapshot, a load
+ * PROBE_REST_MS=<ms> adds one more reading that much later (V8's memory reducer gives the young
+ * generation and free old-space pages back some seconds after the load); PROBE_HOLD=<ms> keeps everything up that long after (to attach perf, a heap snapshot, a load
  * generator: the agent's pid and port are printed); PROBE_LOG=1 shows the agent's output.
  * Runs the agent on the image's Node (NODE22 below). Loopback only.
  */
@@ -71,6 +72,7 @@ await Promise.all(ips.map(async (ip, i) => { const ag = new http.Agent({ keepAli
 console.log('after load', n, 'requests', JSON.stringify(memory(agent.pid)));
 await sleep(5000);
 console.log('5 s later', JSON.stringify(memory(agent.pid)), 'pid', agent.pid, 'port', port);
+if (process.env.PROBE_REST_MS) { await sleep(Number(process.env.PROBE_REST_MS)); console.log(`at rest (${Number(process.env.PROBE_REST_MS) / 1000 + 5} s after the load)`, JSON.stringify(memory(agent.pid))); }
 if (process.env.PROBE_METRICS) { const r = await new Promise((res) => http.get({ host: '127.0.0.1', port, path: '/metrics' }, (m) => { let b = ''; m.on('data', (d) => (b += d)); m.on('end', () => res(b)); })); console.log(r.split('\n').filter((l) => /^nodejs_(heap|external)/.test(l)).join('\n')); }
 if (process.env.PROBE_HOLD) await sleep(Number(process.env.PROBE_HOLD));
 agent.kill('SIGTERM'); broker.kill('SIGTERM'); await sleep(500); await kube.stop(); sts.close(); imds.close(); process.exit(0);
