@@ -15,6 +15,13 @@ export interface PodInfo {
   readonly uid: string;
   readonly ips: readonly string[];
   readonly phase: string;
+  /**
+   * The Ready condition (status.conditions), and its lastTransitionTime; undefined when the pod
+   * has none. The broker's replicas (--peers) leave out one not ready for a while: a replica on a
+   * lost node is marked not ready by the node controller within about 40 s, and stays Running
+   * for minutes.
+   */
+  readonly readiness?: { readonly ready: boolean; readonly sinceMs: number };
   readonly hostNetwork: boolean;
   readonly createdMs: number;
   readonly deleting: boolean;

@@ -108,12 +108,13 @@ export async function startBroker(config: BrokerConfig, log: Logger): Promise<Ru
   };
   // A replica coming or going moves owners: what this replica owns now is prefetched.
   let members: string | undefined;
-  /** Whether the other replicas are not the ones seen last (logged when so). */
+  /** Whether the ready replicas (this one included) are not the ones seen last (logged when so). */
   const membersChanged = (set: PeerSet): boolean => {
     const names = set.others().map((m) => m.name);
-    if (names.join(',') === members) return false;
-    members = names.join(',');
-    log.info('broker replicas', { peers: names });
+    const now = `${set.selfMember()}:${names.join(',')}`;
+    if (now === members) return false;
+    members = now;
+    log.info('broker replicas', { peers: names, owning: set.selfMember() });
     return true;
   };
   const membership =

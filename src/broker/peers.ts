@@ -1,6 +1,6 @@
 /**
  * The broker's replicas share one cache for the cluster (--peers): each set of credentials has one
- * owner among the running replicas (rendezvous hashing of its cache key over their pod names), and
+ * owner among the running replicas not long unready (rendezvous hashing of its cache key over their pod names), and
  * only the owner calls STS for it. Another replica that needs them (its prefetch, its refresh, an
  * agent's miss that landed there) asks the owner, which answers from its cache or fetches them
  * once for both. Without it every replica prefetched and refreshed every pod: STS calls times the
@@ -45,9 +45,29 @@ export interface PeerSetOptions {
   readonly refreshMs?: number;
 }
 
-/** The running replicas, as this one's pod informer sees them, and who owns which key. */
+/**
+ * A replica whose pod has been not ready this long is left out (its keys move to the others). A
+ * replica just started is not ready for its first seconds and still counts: else a cold start of
+ * every replica would have each one own, and fetch, every key.
+ */
+export const NOT_READY_GRACE_MS = 30_000;
+
+/** A broker pod that may own keys: running, not being deleted, with an IP, and not not-ready for long. */
+export function isMember(pod: PodInfo, nowMs: number): boolean {
+  if (pod.deleting || pod.phase !== 'Running' || pod.hostNetwork || pod.ips[0] === undefined) return false;
+  const r = pod.readiness;
+  return r === undefined || r.ready || nowMs - r.sinceMs < NOT_READY_GRACE_MS;
+}
+
+/**
+ * The replicas, as this one's pod informer sees them, and who owns which key. A replica not ready
+ * for over NOT_READY_GRACE_MS (failing its probe, or on a node that was lost) owns nothing: the
+ * others do not forward to it, and it forwards to them. This replica too, by the same rule in its
+ * own view (it counts itself while its pod is not in its view yet).
+ */
 export class PeerSet {
   private cached: PeerMember[] = [];
+  private selfIn = true;
   private computedMs = -Infinity;
   private readonly now: () => number;
 
@@ -55,29 +75,24 @@ export class PeerSet {
     this.now = options.now ?? Date.now;
   }
 
-  /** The other replicas that may own credentials (running, with an IP, not being deleted). */
+  /** The other replicas that may own credentials. */
   others(): readonly PeerMember[] {
-    const now = this.now();
-    if (now - this.computedMs >= (this.options.refreshMs ?? 2_000)) {
-      this.computedMs = now;
-      const { namespace, serviceAccount, self } = this.options;
-      const members: PeerMember[] = [];
-      for (const pod of this.options.pods.allPods()) {
-        if (pod.namespace !== namespace || (pod.serviceAccount ?? 'default') !== serviceAccount || pod.name === self) continue;
-        if (pod.deleting || pod.phase !== 'Running' || pod.hostNetwork || pod.ips[0] === undefined) continue;
-        members.push({ name: pod.name, ip: pod.ips[0] });
-      }
-      this.cached = members.sort((a, b) => (a.name < b.name ? -1 : 1));
-    }
+    this.refresh();
     return this.cached;
   }
 
-  /** The replica that owns `key`; undefined when this one does (or it has no peers). */
+  /** Whether this replica owns keys (by the same rule as the others, in its own view). */
+  selfMember(): boolean {
+    this.refresh();
+    return this.selfIn;
+  }
+
+  /** The replica that owns `key`; undefined when this one does (or no replica may). */
   owner(key: string): PeerMember | undefined {
     const others = this.others();
     if (others.length === 0) return undefined;
     let best: PeerMember | undefined;
-    let bestScore = score(this.options.self, key);
+    let bestScore = this.selfIn ? score(this.options.self, key) : -1;
     for (const m of others) {
       const s = score(m.name, key);
       if (s > bestScore || (s === bestScore && best !== undefined && m.name < best.name)) {
@@ -86,6 +101,22 @@ export class PeerSet {
       }
     }
     return best;
+  }
+
+  private refresh(): void {
+    const now = this.now();
+    if (now - this.computedMs < (this.options.refreshMs ?? 2_000)) return;
+    this.computedMs = now;
+    const { namespace, serviceAccount, self } = this.options;
+    const members: PeerMember[] = [];
+    let selfIn = true;
+    for (const pod of this.options.pods.allPods()) {
+      if (pod.namespace !== namespace || (pod.serviceAccount ?? 'default') !== serviceAccount) continue;
+      if (pod.name === self) selfIn = isMember(pod, now);
+      else if (isMember(pod, now)) members.push({ name: pod.name, ip: pod.ips[0]! });
+    }
+    this.cached = members.sort((a, b) => (a.name < b.name ? -1 : 1));
+    this.selfIn = selfIn;
   }
 }
 
@@ -117,7 +148,7 @@ export interface PeerClientOptions {
 /** ok; error: the owner answered late or with an error; unreachable: no answer at all (this replica called STS itself). */
 export type PeerOutcome = 'ok' | 'error' | 'unreachable';
 
-/** A replica that could not be reached is not asked again for this long (a node gone: its pod stays Running for minutes). */
+/** A replica that could not be reached is not asked again for this long (a node gone: its pod is a member for ~70 s more). */
 export const PEER_DOWN_MS = 10_000;
 
 export interface PeerForwardingOptions {

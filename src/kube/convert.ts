@@ -25,7 +25,7 @@ interface RawMeta {
 interface RawObject {
   metadata?: RawMeta;
   spec?: { hostNetwork?: unknown; serviceAccountName?: unknown; nodeName?: unknown };
-  status?: { phase?: unknown; podIP?: unknown; podIPs?: unknown };
+  status?: { phase?: unknown; podIP?: unknown; podIPs?: unknown; conditions?: unknown };
 }
 
 const str = (v: unknown, fallback = ''): string => (typeof v === 'string' ? v : fallback);
@@ -39,6 +39,15 @@ function pick(annotations: unknown, keys: readonly string[]): Record<string, str
     if (typeof v === 'string') out[k] = v;
   }
   return out;
+}
+
+/** The pod's Ready condition: True or not, and since when (undefined: the pod has none yet). */
+function readiness(conditions: unknown): PodInfo['readiness'] {
+  if (!Array.isArray(conditions)) return undefined;
+  for (const c of conditions as Array<{ type?: unknown; status?: unknown; lastTransitionTime?: unknown }>) {
+    if (c?.type === 'Ready') return { ready: c.status === 'True', sinceMs: toMs(c.lastTransitionTime) };
+  }
+  return undefined;
 }
 
 function toMs(t: unknown): number {
@@ -60,6 +69,7 @@ export function toPodInfo(raw: unknown, keys: readonly string[]): PodInfo {
     uid: str(m.uid),
     ips,
     phase: str(o.status?.phase, 'Unknown'),
+    readiness: readiness(o.status?.conditions),
     hostNetwork: o.spec?.hostNetwork === true,
     createdMs: toMs(m.creationTimestamp),
     deleting: m.deletionTimestamp !== undefined && m.deletionTimestamp !== null,

@@ -1,8 +1,8 @@
 /**
  * Two `podiam broker` replicas with --peers share one cache: every pod's credentials are assumed
  * once for the cluster, not once per replica, and both replicas answer the same credentials. A
- * replica that cannot reach the owner calls STS itself (one call, never a refusal). The peer
- * route answers only the brokers' own ServiceAccount, bound to a running broker pod.
+ * replica that cannot reach the owner calls STS itself (one call, never a refusal), and one not
+ * ready for a while is not asked at all. The peer route answers only the brokers' own ServiceAccount, bound to a running broker pod.
  *
  * Real processes (dist/podiam.js), real TLS (each replica verifies the other against the CA and
  * --peer-tls-name), the test API server's TokenRequest and TokenReview, moto behind the counting
@@ -163,6 +163,28 @@ test('the owner down: the other replica calls STS itself, once per new pod, and 
   // One STS call per new pod, whichever replica owned it; those b owned went through a failed forward first.
   expect(assumeRoleCalls() - before).toBe(8);
   expect(await metric(a!, 'podiam_broker_peer_fetches_total', { outcome: 'unreachable' })).toBeGreaterThan(errorsBefore);
+}, 60_000);
+
+test('a replica not ready for longer than the grace (its node lost) is asked no more: no forward waits on it, one STS call per new pod', async () => {
+  const [a, b] = replicas;
+  // b is still down (the test above), and now the node controller has marked its pod not ready a minute ago.
+  const setReady = (ready: boolean, sinceMs: number) =>
+    world.kube.updatePod(AGENT_NAMESPACE, REPLICAS[1]!.name, (pod) => {
+      (pod.status as Record<string, unknown>).conditions = [{ type: 'Ready', status: ready ? 'True' : 'False', lastTransitionTime: new Date(sinceMs).toISOString() }];
+    });
+  setReady(false, Date.now() - 60_000);
+  await waitFor(async () => (await metric(a!, 'podiam_broker_peers')) === 0, 10_000, 'a leaves b out');
+  // Past the 10 s for which the failed forwards above put b aside: only the membership keeps a from asking it.
+  await new Promise((resolve) => setTimeout(resolve, 10_500));
+  const unreachableBefore = await metric(a!, 'podiam_broker_peer_fetches_total', { outcome: 'unreachable' });
+  const fresh = pods.length;
+  for (let i = 0; i < 8; i++) rolePod(`after-loss-${i}`, `after-loss-role-${i}`);
+  const before = assumeRoleCalls();
+  for (const p of pods.slice(fresh)) expect((await askCredentials(a!, p)).status).toBe(200);
+  expect(assumeRoleCalls() - before).toBe(8);
+  expect(await metric(a!, 'podiam_broker_peer_fetches_total', { outcome: 'unreachable' })).toBe(unreachableBefore);
+  // Ready again, for the test below.
+  setReady(true, Date.now());
 }, 60_000);
 
 test('both replicas restarted with every pod already there (the pod list reaches the brokers\' own pods last): still one AssumeRole per pod', async () => {

@@ -10,7 +10,8 @@ import { BadRequest, StsUnavailable } from '../../src/errors.js';
 import { createLogger } from '../../src/log.js';
 import type { PodInfo, RoleRequest } from '../../src/roles.js';
 import type { PeerMember } from '../../src/broker/peers.js';
-import { PEER_DOWN_MS, PeerForwarding, PeerSet, Unreachable, parsePeerRequest } from '../../src/broker/peers.js';
+import { NOT_READY_GRACE_MS, PEER_DOWN_MS, PeerForwarding, PeerSet, Unreachable, parsePeerRequest } from '../../src/broker/peers.js';
+import { toPodInfo } from '../../src/kube/convert.js';
 import { FakeClock, flushPromises } from '../support/fake-clock.js';
 
 const log = createLogger({ level: 'error', format: 'json' });
@@ -74,6 +75,48 @@ describe('PeerSet', () => {
     expect(view.others()).toHaveLength(0);
     t += 2_000;
     expect(view.others().map((m) => m.name)).toEqual(['b-2']);
+  });
+});
+
+describe('PeerSet: readiness', () => {
+  const T0 = 1_000_000;
+  const notReady = (sinceMs: number) => ({ readiness: { ready: false, sinceMs } });
+
+  it('a replica not ready for longer than the grace (its node lost, its probe failing) owns nothing; one just started still counts', () => {
+    const t = T0 + NOT_READY_GRACE_MS;
+    const pods = [
+      brokerPod('b-self', { readiness: { ready: true, sinceMs: 0 } }),
+      brokerPod('b-ready', { readiness: { ready: true, sinceMs: 0 } }),
+      brokerPod('b-starting', notReady(T0 + 1)),
+      brokerPod('b-lost', notReady(T0)),
+      brokerPod('b-no-conditions'),
+    ];
+    expect(set('b-self', pods, () => t).others().map((m) => m.name)).toEqual(['b-no-conditions', 'b-ready', 'b-starting']);
+    // No key is owned by the lost replica, from any replica's view.
+    const view = set('b-self', pods, () => t);
+    for (let i = 0; i < 500; i++) expect(view.owner(cacheKey(request(i)))?.name).not.toBe('b-lost');
+  });
+
+  it('this replica, not ready for longer than the grace in its own view, forwards every key to the others; alone, it still owns them', () => {
+    const t = T0 + NOT_READY_GRACE_MS + 1;
+    const pods = [brokerPod('b-self', notReady(T0)), brokerPod('b-2'), brokerPod('b-3')];
+    const view = set('b-self', pods, () => t);
+    expect(view.selfMember()).toBe(false);
+    const owners = new Set(Array.from({ length: 300 }, (_, i) => view.owner(cacheKey(request(i)))?.name));
+    expect(owners).toEqual(new Set(['b-2', 'b-3']));
+    // The others agree: b-self is not among their members.
+    expect(set('b-2', pods, () => t).others().map((m) => m.name)).toEqual(['b-3']);
+    // With no other replica that may own keys, this one does (it calls STS, as without --peers).
+    expect(set('b-self', [pods[0]!], () => t).owner('k')).toBeUndefined();
+  });
+
+  it('the Ready condition is read from the pod with its transition time', () => {
+    const pod = (conditions: unknown) => toPodInfo({ metadata: { name: 'p', namespace: 'n' }, status: { phase: 'Running', conditions } }, []);
+    expect(pod([{ type: 'PodScheduled', status: 'True' }, { type: 'Ready', status: 'False', lastTransitionTime: '2026-12-05T10:00:00Z' }]).readiness).toEqual({ ready: false, sinceMs: Date.parse('2026-12-05T10:00:00Z') });
+    expect(pod([{ type: 'Ready', status: 'True', lastTransitionTime: '2026-12-05T10:00:00Z' }]).readiness?.ready).toBe(true);
+    expect(pod([{ type: 'Ready', status: 'Unknown' }]).readiness).toEqual({ ready: false, sinceMs: 0 });
+    expect(pod([{ type: 'ContainersReady', status: 'True' }]).readiness).toBeUndefined();
+    expect(pod('not a list').readiness).toBeUndefined();
   });
 });
 
