@@ -16,8 +16,8 @@ export interface PodInfo {
   readonly ips: readonly string[];
   readonly phase: string;
   /**
-   * The Ready condition (status.conditions), and its lastTransitionTime; undefined when the pod
-   * has none. The broker's replicas (--peers) leave out one not ready for a while: a replica on a
+   * The Ready condition (status.conditions), and its lastTransitionTime when not ready (0: none
+   * given); undefined when the pod has none. The broker's replicas (--peers) leave out one not ready for a while: a replica on a
    * lost node is marked not ready by the node controller within about 40 s, and stays Running
    * for minutes.
    */

@@ -48,22 +48,31 @@ export interface PeerSetOptions {
 /**
  * A replica whose pod has been not ready this long is left out (its keys move to the others). A
  * replica just started is not ready for its first seconds and still counts: else a cold start of
- * every replica would have each one own, and fetch, every key.
+ * every replica would have each one own, and fetch, every key. The time is the kubelet's or the
+ * node controller's (lastTransitionTime) against this replica's clock: clocks kept in step (NTP),
+ * as Kubernetes assumes anyway.
  */
 export const NOT_READY_GRACE_MS = 30_000;
 
-/** A broker pod that may own keys: running, not being deleted, with an IP, and not not-ready for long. */
+/** A broker pod that can be asked at all: running, not being deleted, with a pod IP. */
+function isRunning(pod: PodInfo): boolean {
+  return !pod.deleting && pod.phase === 'Running' && !pod.hostNetwork && pod.ips[0] !== undefined;
+}
+
+/** A broker pod that may own keys: running, and not not-ready for long (a condition without a time counts). */
 export function isMember(pod: PodInfo, nowMs: number): boolean {
-  if (pod.deleting || pod.phase !== 'Running' || pod.hostNetwork || pod.ips[0] === undefined) return false;
+  if (!isRunning(pod)) return false;
   const r = pod.readiness;
-  return r === undefined || r.ready || nowMs - r.sinceMs < NOT_READY_GRACE_MS;
+  return r === undefined || r.ready || r.sinceMs === 0 || nowMs - r.sinceMs < NOT_READY_GRACE_MS;
 }
 
 /**
  * The replicas, as this one's pod informer sees them, and who owns which key. A replica not ready
  * for over NOT_READY_GRACE_MS (failing its probe, or on a node that was lost) owns nothing: the
  * others do not forward to it, and it forwards to them. This replica too, by the same rule in its
- * own view (it counts itself while its pod is not in its view yet).
+ * own view (it counts itself while its pod is not in its view yet). When that rule leaves no
+ * replica at all (every one slow to start: image pulls, a long first list), the running ones own
+ * the keys, as each replica computes alike: never each one owning everything.
  */
 export class PeerSet {
   private cached: PeerMember[] = [];
@@ -109,14 +118,22 @@ export class PeerSet {
     this.computedMs = now;
     const { namespace, serviceAccount, self } = this.options;
     const members: PeerMember[] = [];
+    const running: PeerMember[] = [];
     let selfIn = true;
+    let selfRunning = true;
     for (const pod of this.options.pods.allPods()) {
       if (pod.namespace !== namespace || (pod.serviceAccount ?? 'default') !== serviceAccount) continue;
-      if (pod.name === self) selfIn = isMember(pod, now);
-      else if (isMember(pod, now)) members.push({ name: pod.name, ip: pod.ips[0]! });
+      if (pod.name === self) {
+        selfIn = isMember(pod, now);
+        selfRunning = isRunning(pod);
+      } else if (isRunning(pod)) {
+        running.push({ name: pod.name, ip: pod.ips[0]! });
+        if (isMember(pod, now)) members.push({ name: pod.name, ip: pod.ips[0]! });
+      }
     }
-    this.cached = members.sort((a, b) => (a.name < b.name ? -1 : 1));
-    this.selfIn = selfIn;
+    const none = !selfIn && members.length === 0;
+    this.cached = (none ? running : members).sort((a, b) => (a.name < b.name ? -1 : 1));
+    this.selfIn = none ? selfRunning : selfIn;
   }
 }
 
@@ -148,7 +165,7 @@ export interface PeerClientOptions {
 /** ok; error: the owner answered late or with an error; unreachable: no answer at all (this replica called STS itself). */
 export type PeerOutcome = 'ok' | 'error' | 'unreachable';
 
-/** A replica that could not be reached is not asked again for this long (a node gone: its pod is a member for ~70 s more). */
+/** A replica that could not be reached is not asked again for this long (a node gone: its pod is a member for ~70-80 s more). */
 export const PEER_DOWN_MS = 10_000;
 
 export interface PeerForwardingOptions {

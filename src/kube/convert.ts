@@ -41,11 +41,14 @@ function pick(annotations: unknown, keys: readonly string[]): Record<string, str
   return out;
 }
 
+/** Every ready pod shares this (most pods are ready: no object a pod on a broker that holds the cluster's). */
+const READY = Object.freeze({ ready: true, sinceMs: 0 });
+
 /** The pod's Ready condition: True or not, and since when (undefined: the pod has none yet). */
 function readiness(conditions: unknown): PodInfo['readiness'] {
   if (!Array.isArray(conditions)) return undefined;
   for (const c of conditions as Array<{ type?: unknown; status?: unknown; lastTransitionTime?: unknown }>) {
-    if (c?.type === 'Ready') return { ready: c.status === 'True', sinceMs: toMs(c.lastTransitionTime) };
+    if (c?.type === 'Ready') return c.status === 'True' ? READY : { ready: false, sinceMs: toMs(c.lastTransitionTime) };
   }
   return undefined;
 }

@@ -166,7 +166,7 @@ test('the owner down: the other replica calls STS itself, once per new pod, and 
 }, 60_000);
 
 test('a replica not ready for longer than the grace (its node lost) is asked no more: no forward waits on it, one STS call per new pod', async () => {
-  const [a, b] = replicas;
+  const [a] = replicas;
   // b is still down (the test above), and now the node controller has marked its pod not ready a minute ago.
   const setReady = (ready: boolean, sinceMs: number) =>
     world.kube.updatePod(AGENT_NAMESPACE, REPLICAS[1]!.name, (pod) => {

@@ -110,6 +110,28 @@ describe('PeerSet: readiness', () => {
     expect(set('b-self', [pods[0]!], () => t).owner('k')).toBeUndefined();
   });
 
+  it('when the rule leaves no replica at all (every one slow to start), the running ones own the keys, and every replica agrees', () => {
+    const t = T0 + NOT_READY_GRACE_MS + 1;
+    const pods = ['b-1', 'b-2', 'b-3'].map((n) => brokerPod(n, notReady(T0)));
+    const views = ['b-1', 'b-2', 'b-3'].map((n) => set(n, pods, () => t));
+    for (const v of views) expect(v.selfMember()).toBe(true);
+    const owners = (i: number) => Array.from({ length: 300 }, (_, k) => views[i]!.owner(cacheKey(request(k)))?.name ?? ['b-1', 'b-2', 'b-3'][i]);
+    expect(owners(1)).toEqual(owners(0));
+    expect(owners(2)).toEqual(owners(0));
+    expect(new Set(owners(0))).toEqual(new Set(['b-1', 'b-2', 'b-3']));
+    // One of them ready again: it owns every key, in every view.
+    pods[2] = brokerPod('b-3', { readiness: { ready: true, sinceMs: 0 } });
+    const after = ['b-1', 'b-2', 'b-3'].map((n) => set(n, pods, () => t));
+    expect(after[0]!.owner('k')?.name).toBe('b-3');
+    expect(after[1]!.owner('k')?.name).toBe('b-3');
+    expect(after[2]!.owner('k')).toBeUndefined();
+  });
+
+  it('a Ready condition without a transition time counts the replica (no time to judge by)', () => {
+    const pods = [brokerPod('b-self'), brokerPod('b-2', notReady(0))];
+    expect(set('b-self', pods, () => T0).others().map((m) => m.name)).toEqual(['b-2']);
+  });
+
   it('the Ready condition is read from the pod with its transition time', () => {
     const pod = (conditions: unknown) => toPodInfo({ metadata: { name: 'p', namespace: 'n' }, status: { phase: 'Running', conditions } }, []);
     expect(pod([{ type: 'PodScheduled', status: 'True' }, { type: 'Ready', status: 'False', lastTransitionTime: '2026-12-05T10:00:00Z' }]).readiness).toEqual({ ready: false, sinceMs: Date.parse('2026-12-05T10:00:00Z') });
