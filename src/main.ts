@@ -14,6 +14,7 @@ import { FULL_CHECK_EVERY, describeConfig } from './config.js';
 import { BrokerChanges } from './credentials/broker-changes.js';
 import { BrokerCredentials } from './credentials/broker-client.js';
 import type { BrokerClientConfig } from './credentials/broker-flags.js';
+import { CaFile, certificateCount } from './ca-file.js';
 import { BrokerTransport } from './credentials/broker-transport.js';
 import type { LocalStackDeps } from './credentials/local-stack.js';
 import { createLocalStack, rolePolicyOf } from './credentials/local-stack.js';
@@ -358,9 +359,13 @@ async function brokerSource(broker: BrokerClientConfig, metrics: Metrics, log: L
   } catch (err) {
     throw new ConfigError('--broker-ca-file', `cannot read ${broker.caFile}: ${(err as Error).message}`);
   }
+  if (certificateCount(ca) === 0) throw new ConfigError('--broker-ca-file', `${broker.caFile} holds no PEM certificate (the broker's CA: ca.crt of its serving certificate's Secret)`);
   const transport = new BrokerTransport({
     urls: broker.urls,
-    ca,
+    ca: new CaFile(broker.caFile, ca, {
+      onChange: (certificates) => log.info('--broker-ca-file changed: trusting its new CA and the one before it', { file: broker.caFile, certificates }),
+      onInvalid: (reason) => log.warn('--broker-ca-file changed to something that is not a CA certificate: the CA trusted before stays', { reason }),
+    }),
     tokenFile: broker.tokenFile,
     timeoutMs: broker.timeoutMs,
     metrics: {

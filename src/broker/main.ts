@@ -3,6 +3,7 @@
  * -> the cluster's credentials (role resolution, the cache over STS, paced by --sts-qps) ->
  * agent authentication -> servers -> listen. Shutdown in reverse.
  */
+import { CaFile, certificateCount } from '../ca-file.js';
 import { Associations } from '../associations.js';
 import { annotationKeysOf } from '../roles.js';
 import { once } from 'node:events';
@@ -222,6 +223,7 @@ async function startPeering(config: BrokerConfig, peers: PeersConfig, index: Pod
   const ca = await readFile(peers.caFile).catch((err: NodeJS.ErrnoException) => {
     throw new Error(`cannot read --peer-ca-file ${peers.caFile}: ${err.code ?? err.message}`);
   });
+  if (certificateCount(ca) === 0) throw new Error(`--peer-ca-file ${peers.caFile} holds no PEM certificate (the brokers' CA: ca.crt of their serving certificate's Secret)`);
   // The token another replica will be shown: this replica's own, for the agents' audience. A wrong
   // mount would make every forward fail and every replica call STS again, silently: refuse to start.
   const token = await readFile(peers.tokenFile, 'utf8').catch((err: NodeJS.ErrnoException) => {
@@ -237,7 +239,15 @@ async function startPeering(config: BrokerConfig, peers: PeersConfig, index: Pod
     throw new Error(`--peer-token-file ${peers.tokenFile} is ServiceAccount ${claims.namespace}/${claims.serviceAccount}'s, bound to pod ${claims.podName}: --peers=${peers.namespace}/${peers.serviceAccount} and --pod-name=${peers.podName} say this replica is another`);
   }
   const set = new PeerSet({ namespace: peers.namespace, serviceAccount: peers.serviceAccount, self: peers.podName, pods: index });
-  const client = new PeerClient({ port: config.port, ca, tlsName: peers.tlsName, tokenFile: peers.tokenFile });
+  const client = new PeerClient({
+    port: config.port,
+    ca: new CaFile(peers.caFile, ca, {
+      onChange: (certificates) => log.info('--peer-ca-file changed: trusting its new CA and the one before it', { file: peers.caFile, certificates }),
+      onInvalid: (reason) => log.warn('--peer-ca-file changed to something that is not a CA certificate: the CA trusted before stays', { reason }),
+    }),
+    tlsName: peers.tlsName,
+    tokenFile: peers.tokenFile,
+  });
   // Credentials from the owner must outlive this replica's refresh lead, with a minute to spare, or it would refresh them at once.
   const minValidMs = refreshLeadMs(config.sessionTtlSeconds * 1000) + 60_000;
   const forwarding = new PeerForwarding({ peers: set, client, minValidMs, log, onForward: (outcome) => brokerMetrics.peerFetches.inc({ outcome }) });

@@ -22,6 +22,7 @@ import { readFile } from 'node:fs/promises';
 import type { AwsCredentials, RoleAssumer, Urgency } from '../aws/sts.js';
 import { cacheKey } from '../aws/credential-cache.js';
 import { BadRequest, StsUnavailable } from '../errors.js';
+import type { CaFile } from '../ca-file.js';
 import type { Logger } from '../log.js';
 import type { PodInfo, RoleRequest } from '../roles.js';
 
@@ -155,7 +156,8 @@ export function score(name: string, key: string): number {
 
 export interface PeerClientOptions {
   readonly port: number;
-  readonly ca: Buffer;
+  /** The CA the replicas' serving certificate chains to: fixed, or --peer-ca-file read again when it changes. */
+  readonly ca: Buffer | CaFile;
   /** The name the replicas' serving certificate is verified against (a DNS name of the broker's certificate). */
   readonly tlsName: string;
   /** This replica's own projected token (audience: the agents'), re-read on every request. */
@@ -256,19 +258,37 @@ export const BACKGROUND_TIMEOUT_MS = 15_000;
 /** No TLS session with the owner this soon: unreachable (a replica on a lost node black-holes its packets). */
 export const CONNECT_TIMEOUT_MS = 500;
 
+/** A TLS error that says the owner's certificate was not trusted. */
+const CERTIFICATE_ERROR = /CERT|SELF_SIGNED|UNABLE_TO|ERR_TLS/i;
+
 /** Answers that mean the owner cannot serve this replica now: as good as unreachable. */
 const NOT_SERVING = new Set(['NotAPeer', 'PeerTokenInvalid', 'PeerPodUnknown', 'NotReady', 'TokenReviewUnavailable', 'TooManyTokenReviews']);
 
 /** HTTPS to the other replicas: pooled keep-alive, each verified against --peer-ca-file and --peer-tls-name. */
 export class PeerClient {
   /** Background forwards share a few sockets; urgent ones never queue behind them. */
-  private readonly background: https.Agent;
-  private readonly urgent: https.Agent;
+  private background!: https.Agent;
+  private urgent!: https.Agent;
+  /** Agents made before the CA file changed: their pooled sockets close when idle, and with close(). */
+  private readonly retired: https.Agent[] = [];
 
   constructor(private readonly options: PeerClientOptions) {
-    const tls = { keepAlive: true, ca: options.ca, servername: options.tlsName, minVersion: 'TLSv1.2' as const };
+    this.makeAgents();
+  }
+
+  private makeAgents(): void {
+    const { ca } = this.options;
+    const tls = { keepAlive: true, ca: Buffer.isBuffer(ca) ? ca : ca.ca, servername: this.options.tlsName, minVersion: 'TLSv1.2' as const };
     this.background = new https.Agent({ ...tls, maxSockets: 16 });
     this.urgent = new https.Agent({ ...tls, maxSockets: Infinity, maxFreeSockets: 16 });
+  }
+
+  /** The CA file read again (now, when `force`): new connections trust what it holds. */
+  private async refreshCa(force: boolean): Promise<void> {
+    const { ca } = this.options;
+    if (Buffer.isBuffer(ca) || !(await ca.refresh(force))) return;
+    this.retired.push(this.background, this.urgent);
+    this.makeAgents();
   }
 
   async credentials(owner: PeerMember, request: RoleRequest, opts: { urgent: boolean; minValidMs: number }): Promise<AwsCredentials> {
@@ -278,11 +298,14 @@ export class PeerClient {
     } catch (err) {
       throw new Unreachable(`cannot read --peer-token-file ${this.options.tokenFile}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
     }
+    await this.refreshCa(false);
     const payload = Buffer.from(JSON.stringify({ request: toWire(request), urgent: opts.urgent, minValidMs: opts.minValidMs }));
     const deadline = Date.now() + (opts.urgent ? URGENT_TIMEOUT_MS : BACKGROUND_TIMEOUT_MS);
     try {
       return parseCredentials(await this.post(owner, payload, token, opts.urgent, deadline, request.roleArn), request.roleArn);
     } catch (err) {
+      // The owner's certificate not trusted: the CA may have been renewed; the next forward uses the file as it is now (this one: STS here).
+      if (CERTIFICATE_ERROR.test((err as NodeJS.ErrnoException).code ?? '')) void this.refreshCa(true);
       // A pooled connection the owner closed while idle fails only when reused: once more, on a new one.
       if ((err as { reused?: boolean }).reused === true && Date.now() < deadline) return parseCredentials(await this.post(owner, payload, token, opts.urgent, deadline, request.roleArn), request.roleArn);
       throw err;
@@ -328,7 +351,7 @@ export class PeerClient {
       });
       req.on('error', (err) => {
         clearTimeout(overall);
-        const e = err instanceof Unreachable || connected ? err : new Unreachable(err.message);
+        const e = err instanceof Unreachable || connected ? err : Object.assign(new Unreachable(err.message), { code: (err as NodeJS.ErrnoException).code });
         reject(Object.assign(e, { reused: reused && (err as NodeJS.ErrnoException).code === 'ECONNRESET' }));
       });
       req.end(payload);
@@ -338,6 +361,7 @@ export class PeerClient {
   close(): void {
     this.background.destroy();
     this.urgent.destroy();
+    for (const a of this.retired) a.destroy();
   }
 }
 

@@ -1,6 +1,7 @@
 /**
  * The agent's HTTPS link to `podiam broker`: one pooled keep-alive agent (a miss never opens a
- * connection of its own), the broker verified against --broker-ca-file, the agent's own
+ * connection of its own), the broker verified against --broker-ca-file (read again when the kubelet
+ * updates it: ca-file.ts), the agent's own
  * ServiceAccount token (re-read from --broker-token-file on every request: the kubelet rotates it)
  * as its only credential. Replicas in order, starting with the last one that answered; a
  * connection error, a timeout or a "not ready" on one is retried once on the next. Answers are
@@ -8,6 +9,7 @@
  */
 import https from 'node:https';
 import { readFile } from 'node:fs/promises';
+import type { CaFile } from '../ca-file.js';
 import { BrokerUnavailable, PodiamError, StsUnavailable } from '../errors.js';
 import type { StsRefusal } from '../errors.js';
 
@@ -18,7 +20,8 @@ export interface BrokerTransportMetrics {
 
 export interface BrokerTransportOptions {
   readonly urls: readonly string[];
-  readonly ca: Buffer;
+  /** The CA the broker's certificate must chain to: fixed, or --broker-ca-file read again when it changes. */
+  readonly ca: Buffer | CaFile;
   readonly tokenFile: string;
   readonly timeoutMs: number;
   readonly metrics?: BrokerTransportMetrics;
@@ -36,19 +39,38 @@ export interface PostOptions {
 /** Largest answer read: credentials are ~2 KB. */
 const MAX_ANSWER = 64 * 1024;
 
-/** Why one attempt failed, and whether another replica might do better. */
+/** Why one attempt failed, and whether another replica might do better (or the CA file, read again). */
 class AttemptFailed extends Error {
-  constructor(message: string, readonly retryable: boolean) {
+  constructor(message: string, readonly retryable: boolean, readonly certificate = false) {
     super(message);
   }
 }
 
+/** A TLS error that says the broker's certificate was not trusted. */
+const CERTIFICATE_ERROR = /CERT|SELF_SIGNED|UNABLE_TO|ERR_TLS/i;
+
 export class BrokerTransport {
-  private readonly agent: https.Agent;
+  private agent: https.Agent;
+  /** Agents made before the CA file changed: their pooled sockets close when idle, and with close(). */
+  private readonly retired: https.Agent[] = [];
   private preferred = 0;
 
   constructor(private readonly options: BrokerTransportOptions) {
-    this.agent = new https.Agent({ keepAlive: true, maxSockets: options.maxSockets ?? 8, ca: options.ca, minVersion: 'TLSv1.2', keepAliveMsecs: 15_000 });
+    this.agent = this.makeAgent();
+  }
+
+  private makeAgent(): https.Agent {
+    const { ca } = this.options;
+    return new https.Agent({ keepAlive: true, maxSockets: this.options.maxSockets ?? 8, ca: Buffer.isBuffer(ca) ? ca : ca.ca, minVersion: 'TLSv1.2', keepAliveMsecs: 15_000 });
+  }
+
+  /** The CA file read again (now, when `force`): new connections trust what it holds. */
+  private async refreshCa(force: boolean): Promise<boolean> {
+    const { ca } = this.options;
+    if (Buffer.isBuffer(ca) || !(await ca.refresh(force))) return false;
+    this.retired.push(this.agent);
+    this.agent = this.makeAgent();
+    return true;
   }
 
   /**
@@ -80,6 +102,8 @@ export class BrokerTransport {
     // `preferred`, and re-reading it sent this request's second attempt back to the replica its
     // first attempt had just found dead.
     const first = this.preferred;
+    await this.refreshCa(false);
+    let caReread = false;
     for (let i = 0; i < 2; i++) {
       const index = (first + i) % urls.length;
       const budget = i === 0 ? Math.floor(timeoutMs / 2) : deadline - Date.now();
@@ -97,6 +121,15 @@ export class BrokerTransport {
       } catch (err) {
         if (!(err instanceof AttemptFailed)) throw err;
         reasons.push(`${urls[index]}: ${err.message}`);
+        // Its certificate not trusted: the CA may have been renewed. Read the file now, and if it
+        // changed, the same replica once more with what it holds.
+        if (err.certificate && !caReread) {
+          caReread = true;
+          if (await this.refreshCa(true)) {
+            i--;
+            continue;
+          }
+        }
         if (!err.retryable) break;
       }
     }
@@ -107,17 +140,18 @@ export class BrokerTransport {
 
   close(): void {
     this.agent.destroy();
+    for (const a of this.retired) a.destroy();
   }
 
   private attempt(url: string, path: string, payload: Buffer, token: string, timeoutMs: number): Promise<{ status: number; answer: unknown }> {
     return new Promise((resolve, reject) => {
       let settled = false;
-      const fail = (message: string, retryable: boolean): void => {
+      const fail = (message: string, retryable: boolean, certificate = false): void => {
         if (settled) return;
         settled = true;
         clearTimeout(timer);
         req.destroy();
-        reject(new AttemptFailed(message, retryable));
+        reject(new AttemptFailed(message, retryable, certificate));
       };
       const req = https.request(
         new URL(path, url),
@@ -149,7 +183,10 @@ export class BrokerTransport {
         },
       );
       // A replica that died mid-request (reset, refused, socket closed): the other one is asked.
-      req.on('error', (err: NodeJS.ErrnoException) => fail(err.code ?? err.message, !/CERT|SELF_SIGNED|UNABLE_TO|ERR_TLS/i.test(err.code ?? '')));
+      req.on('error', (err: NodeJS.ErrnoException) => {
+        const certificate = CERTIFICATE_ERROR.test(err.code ?? '');
+        fail(err.code ?? err.message, !certificate, certificate);
+      });
       const timer = setTimeout(() => fail(`no answer within ${timeoutMs} ms`, true), timeoutMs);
       req.end(payload);
     });

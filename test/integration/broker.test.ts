@@ -4,7 +4,7 @@
  * node agents started with --broker, with no AWS credentials in their environment.
  * The node restriction is attacked directly at the broker's API with real tokens.
  */
-import { copyFileSync } from 'node:fs';
+import { copyFileSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import tls from 'node:tls';
@@ -330,6 +330,15 @@ test('the agent in broker mode never loads the AWS SDK (the broker does) and has
   expect(agentFiles.filter((f) => sdk.includes(f))).toEqual([]);
   // The check can fail: the broker, which calls STS, did load it.
   expect(lab.loaded('broker-main').filter((f) => sdk.includes(f)).length).toBeGreaterThan(0);
+});
+
+test('an agent whose --broker-ca-file holds no certificate refuses to start, naming the flag', async () => {
+  const { runCli } = await import('../support/podiam-process.js');
+  const file = path.join(lab.dir, 'not-a-ca.crt');
+  writeFileSync(file, 'not a certificate\n');
+  const r = await runCli(['--broker=https://127.0.0.1:1', `--broker-ca-file=${file}`, `--broker-token-file=${file}`, '--node=n', `--api-server=${world.kube.url}`, '--insecure', '--host-ip=127.0.0.1', `--app-port=${await freePort()}`, '--metadata-addr=127.0.0.1:1']);
+  expect(r.code).not.toBe(0);
+  expect(r.stderr + r.stdout).toMatch(/--broker-ca-file: .*not-a-ca\.crt holds no PEM certificate/);
 });
 
 test('role policy flags are refused on an agent in broker mode, naming them', async () => {

@@ -1,0 +1,141 @@
+/**
+ * The broker's CA, read again when the kubelet updates the mounted file (src/ca-file.ts), and the
+ * agent's link to the broker across a CA renewal (src/credentials/broker-transport.ts): the new
+ * CA and the new serving certificate arrive at different moments, in either order.
+ */
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import https from 'node:https';
+import type { AddressInfo } from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { CaFile, certificateCount } from '../../src/ca-file.js';
+import { BrokerTransport } from '../../src/credentials/broker-transport.js';
+import { BrokerUnavailable } from '../../src/errors.js';
+import { makeCa, makeServingCertificate } from '../support/webhook.js';
+
+let dir: string;
+const pki: Array<{ ca: Buffer; cert: Buffer; key: Buffer }> = [];
+
+beforeAll(() => {
+  dir = mkdtempSync(path.join(os.tmpdir(), 'podiam-ca-file-'));
+  for (const name of ['old', 'new']) {
+    const d = path.join(dir, name);
+    mkdirSync(d);
+    const ca = makeCa(d);
+    const { certFile, keyFile } = makeServingCertificate(d, 'broker', 'podiam-broker', ['IP:127.0.0.1']);
+    pki.push({ ca, cert: readFileSync(certFile), key: readFileSync(keyFile) });
+  }
+});
+
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+describe('CaFile', () => {
+  it('looks at the file at most every interval unless forced; a change trusts the new CA and the one before it', async () => {
+    const file = path.join(dir, 'ca-1.crt');
+    writeFileSync(file, pki[0]!.ca);
+    let now = 0;
+    const changes: number[] = [];
+    const ca = new CaFile(file, pki[0]!.ca, { everyMs: 10_000, now: () => now, onChange: (n) => changes.push(n) });
+    expect(ca.ca).toEqual([pki[0]!.ca]);
+    writeFileSync(file, pki[1]!.ca);
+    expect(await ca.refresh()).toBe(false); // within the interval: not looked at
+    expect(ca.ca).toEqual([pki[0]!.ca]);
+    now += 10_000;
+    expect(await ca.refresh()).toBe(true);
+    expect(ca.ca).toEqual([pki[1]!.ca, pki[0]!.ca]);
+    expect(changes).toEqual([2]);
+    now += 10_000;
+    expect(await ca.refresh()).toBe(false); // unchanged
+    // Forced (a certificate was just refused): looked at at once.
+    writeFileSync(file, Buffer.concat([pki[1]!.ca, pki[0]!.ca]));
+    expect(await ca.refresh(true)).toBe(true);
+    expect(ca.ca).toEqual([Buffer.concat([pki[1]!.ca, pki[0]!.ca]), pki[1]!.ca]);
+  });
+
+  it('a file that cannot be read, or holds no certificate (mid-update), changes nothing', async () => {
+    const file = path.join(dir, 'ca-2.crt');
+    writeFileSync(file, pki[0]!.ca);
+    const invalid: string[] = [];
+    const ca = new CaFile(file, pki[0]!.ca, { everyMs: 0, onInvalid: (r) => invalid.push(r) });
+    rmSync(file);
+    expect(await ca.refresh()).toBe(false);
+    writeFileSync(file, '');
+    expect(await ca.refresh()).toBe(false);
+    writeFileSync(file, '-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n');
+    expect(await ca.refresh()).toBe(false);
+    expect(ca.ca).toEqual([pki[0]!.ca]);
+    expect(invalid).toHaveLength(2);
+    expect(invalid[0]).toContain(file);
+  });
+
+  it('counts the certificates a PEM bundle holds, and none in anything else', () => {
+    expect(certificateCount(pki[0]!.ca)).toBe(1);
+    expect(certificateCount(Buffer.concat([pki[0]!.ca, pki[1]!.ca]))).toBe(2);
+    expect(certificateCount(Buffer.from('garbage'))).toBe(0);
+    expect(certificateCount(pki[0]!.key)).toBe(0);
+  });
+});
+
+describe('BrokerTransport across a CA renewal', () => {
+  let server: https.Server;
+  let url: string;
+  let tokenFile: string;
+
+  beforeEach(async () => {
+    server = https.createServer({ cert: pki[0]!.cert, key: pki[0]!.key }, (req, res) => {
+      req.resume();
+      req.on('end', () => {
+        res.writeHead(200, { 'Content-Type': 'application/json' });
+        res.end('{"ok":true}');
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    url = `https://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    tokenFile = path.join(dir, 'token');
+    writeFileSync(tokenFile, 'agent-token');
+  });
+
+  afterEach(async () => {
+    server.closeAllConnections();
+    await new Promise((resolve) => server.close(resolve));
+  });
+
+  /** The broker's certificate renewed, signed by the new CA; its open connections closed. */
+  const renewServer = (): void => {
+    server.setSecureContext({ cert: pki[1]!.cert, key: pki[1]!.key });
+    server.closeAllConnections();
+  };
+
+  it('the broker renewed first: its certificate refused, the CA file read at once, the same replica asked again', async () => {
+    const file = path.join(dir, 'ca-t1.crt');
+    writeFileSync(file, pki[0]!.ca);
+    const transport = new BrokerTransport({ urls: [url], ca: new CaFile(file, pki[0]!.ca), tokenFile, timeoutMs: 2000 });
+    expect(await transport.post('/v1/x', {})).toEqual({ ok: true });
+    renewServer();
+    writeFileSync(file, pki[1]!.ca);
+    // Within the 10 s between looks: only the refused certificate makes it read the file now.
+    expect(await transport.post('/v1/x', {})).toEqual({ ok: true });
+    transport.close();
+  });
+
+  it('the CA file renewed first: the broker, still on the old certificate, is trusted (the previous CA stays)', async () => {
+    const file = path.join(dir, 'ca-t2.crt');
+    writeFileSync(file, pki[0]!.ca);
+    const transport = new BrokerTransport({ urls: [url], ca: new CaFile(file, pki[0]!.ca, { everyMs: 0 }), tokenFile, timeoutMs: 2000 });
+    writeFileSync(file, pki[1]!.ca);
+    server.closeAllConnections();
+    expect(await transport.post('/v1/x', {})).toEqual({ ok: true });
+    // Then the broker renews too: trusted as well.
+    renewServer();
+    expect(await transport.post('/v1/x', {})).toEqual({ ok: true });
+    transport.close();
+  });
+
+  it('a CA read once (before): the renewed broker is refused until the agent restarts', async () => {
+    const transport = new BrokerTransport({ urls: [url], ca: pki[0]!.ca, tokenFile, timeoutMs: 2000 });
+    expect(await transport.post('/v1/x', {})).toEqual({ ok: true });
+    renewServer();
+    await expect(transport.post('/v1/x', {})).rejects.toThrow(BrokerUnavailable);
+    transport.close();
+  });
+});
