@@ -11,6 +11,7 @@
  */
 import { X509Certificate } from 'node:crypto';
 import { readFile, stat } from 'node:fs/promises';
+import type { Logger } from './log.js';
 
 /** How often the file is looked at (a stat) while requests are made: the kubelet syncs every minute or so. */
 export const CA_CHECK_MS = 10_000;
@@ -100,4 +101,12 @@ export class CaFile {
     this.options.onChange?.(certificateCount(this.current) + certificateCount(this.previous));
     return true;
   }
+}
+
+/** A CA file of `flag`'s (--broker-ca-file, --peer-ca-file), its changes logged. */
+export function watchedCaFile(flag: string, file: string, first: Buffer, log: Logger): CaFile {
+  return new CaFile(file, first, {
+    onChange: (certificates) => log.info(`${flag} changed: trusting its new CA and the one before it`, { file, certificates }),
+    onInvalid: (reason) => log.warn(`${flag} changed to something that is not a CA certificate: the CA trusted before stays`, { reason }),
+  });
 }

@@ -14,7 +14,7 @@ import { FULL_CHECK_EVERY, describeConfig } from './config.js';
 import { BrokerChanges } from './credentials/broker-changes.js';
 import { BrokerCredentials } from './credentials/broker-client.js';
 import type { BrokerClientConfig } from './credentials/broker-flags.js';
-import { CaFile, certificateCount } from './ca-file.js';
+import { certificateCount, watchedCaFile } from './ca-file.js';
 import { BrokerTransport } from './credentials/broker-transport.js';
 import type { LocalStackDeps } from './credentials/local-stack.js';
 import { createLocalStack, rolePolicyOf } from './credentials/local-stack.js';
@@ -362,10 +362,7 @@ async function brokerSource(broker: BrokerClientConfig, metrics: Metrics, log: L
   if (certificateCount(ca) === 0) throw new ConfigError('--broker-ca-file', `${broker.caFile} holds no PEM certificate (the broker's CA: ca.crt of its serving certificate's Secret)`);
   const transport = new BrokerTransport({
     urls: broker.urls,
-    ca: new CaFile(broker.caFile, ca, {
-      onChange: (certificates) => log.info('--broker-ca-file changed: trusting its new CA and the one before it', { file: broker.caFile, certificates }),
-      onInvalid: (reason) => log.warn('--broker-ca-file changed to something that is not a CA certificate: the CA trusted before stays', { reason }),
-    }),
+    ca: watchedCaFile('--broker-ca-file', broker.caFile, ca, log),
     tokenFile: broker.tokenFile,
     timeoutMs: broker.timeoutMs,
     metrics: {

@@ -3,7 +3,7 @@
  * -> the cluster's credentials (role resolution, the cache over STS, paced by --sts-qps) ->
  * agent authentication -> servers -> listen. Shutdown in reverse.
  */
-import { CaFile, certificateCount } from '../ca-file.js';
+import { certificateCount, watchedCaFile } from '../ca-file.js';
 import { Associations } from '../associations.js';
 import { annotationKeysOf } from '../roles.js';
 import { once } from 'node:events';
@@ -241,10 +241,7 @@ async function startPeering(config: BrokerConfig, peers: PeersConfig, index: Pod
   const set = new PeerSet({ namespace: peers.namespace, serviceAccount: peers.serviceAccount, self: peers.podName, pods: index });
   const client = new PeerClient({
     port: config.port,
-    ca: new CaFile(peers.caFile, ca, {
-      onChange: (certificates) => log.info('--peer-ca-file changed: trusting its new CA and the one before it', { file: peers.caFile, certificates }),
-      onInvalid: (reason) => log.warn('--peer-ca-file changed to something that is not a CA certificate: the CA trusted before stays', { reason }),
-    }),
+    ca: watchedCaFile('--peer-ca-file', peers.caFile, ca, log),
     tlsName: peers.tlsName,
     tokenFile: peers.tokenFile,
   });
