@@ -23,6 +23,7 @@ import type { AwsCredentials, RoleAssumer, Urgency } from '../aws/sts.js';
 import { cacheKey } from '../aws/credential-cache.js';
 import { BadRequest, StsUnavailable } from '../errors.js';
 import type { CaFile } from '../ca-file.js';
+import { retire } from '../ca-file.js';
 import type { Logger } from '../log.js';
 import type { PodInfo, RoleRequest } from '../roles.js';
 
@@ -269,8 +270,10 @@ export class PeerClient {
   /** Background forwards share a few sockets; urgent ones never queue behind them. */
   private background!: https.Agent;
   private urgent!: https.Agent;
-  /** Agents made before the CA file changed: their pooled sockets close when idle, and with close(). */
-  private readonly retired: https.Agent[] = [];
+  /** The CA file's version the agents were made with. */
+  private builtWith = 0;
+  /** Agents made before the CA file changed: destroyed a while later, or with close(). */
+  private readonly retired = new Set<https.Agent>();
 
   constructor(private readonly options: PeerClientOptions) {
     this.makeAgents();
@@ -278,16 +281,20 @@ export class PeerClient {
 
   private makeAgents(): void {
     const { ca } = this.options;
+    if (!Buffer.isBuffer(ca)) this.builtWith = ca.version;
     const tls = { keepAlive: true, ca: Buffer.isBuffer(ca) ? ca : ca.ca, servername: this.options.tlsName, minVersion: 'TLSv1.2' as const };
     this.background = new https.Agent({ ...tls, maxSockets: 16 });
     this.urgent = new https.Agent({ ...tls, maxSockets: Infinity, maxFreeSockets: 16 });
   }
 
-  /** The CA file read again (now, when `force`): new connections trust what it holds. */
+  /** The CA file looked at again (now, when `force`): new connections trust what it holds. */
   private async refreshCa(force: boolean): Promise<void> {
     const { ca } = this.options;
-    if (Buffer.isBuffer(ca) || !(await ca.refresh(force))) return;
-    this.retired.push(this.background, this.urgent);
+    if (Buffer.isBuffer(ca)) return;
+    await ca.refresh(force);
+    if (ca.version === this.builtWith) return;
+    retire(this.background, this.retired);
+    retire(this.urgent, this.retired);
     this.makeAgents();
   }
 
@@ -362,6 +369,7 @@ export class PeerClient {
     this.background.destroy();
     this.urgent.destroy();
     for (const a of this.retired) a.destroy();
+    this.retired.clear();
   }
 }
 

@@ -10,6 +10,7 @@
 import https from 'node:https';
 import { readFile } from 'node:fs/promises';
 import type { CaFile } from '../ca-file.js';
+import { retire } from '../ca-file.js';
 import { BrokerUnavailable, PodiamError, StsUnavailable } from '../errors.js';
 import type { StsRefusal } from '../errors.js';
 
@@ -51,8 +52,10 @@ const CERTIFICATE_ERROR = /CERT|SELF_SIGNED|UNABLE_TO|ERR_TLS/i;
 
 export class BrokerTransport {
   private agent: https.Agent;
-  /** Agents made before the CA file changed: their pooled sockets close when idle, and with close(). */
-  private readonly retired: https.Agent[] = [];
+  /** The CA file's version the agent was made with. */
+  private builtWith = 0;
+  /** Agents made before the CA file changed: destroyed a while later, or with close(). */
+  private readonly retired = new Set<https.Agent>();
   private preferred = 0;
 
   constructor(private readonly options: BrokerTransportOptions) {
@@ -61,14 +64,17 @@ export class BrokerTransport {
 
   private makeAgent(): https.Agent {
     const { ca } = this.options;
+    if (!Buffer.isBuffer(ca)) this.builtWith = ca.version;
     return new https.Agent({ keepAlive: true, maxSockets: this.options.maxSockets ?? 8, ca: Buffer.isBuffer(ca) ? ca : ca.ca, minVersion: 'TLSv1.2', keepAliveMsecs: 15_000 });
   }
 
-  /** The CA file read again (now, when `force`): new connections trust what it holds. */
+  /** The CA file looked at again (now, when `force`); true when new connections trust something new. */
   private async refreshCa(force: boolean): Promise<boolean> {
     const { ca } = this.options;
-    if (Buffer.isBuffer(ca) || !(await ca.refresh(force))) return false;
-    this.retired.push(this.agent);
+    if (Buffer.isBuffer(ca)) return false;
+    await ca.refresh(force);
+    if (ca.version === this.builtWith) return false;
+    retire(this.agent, this.retired);
     this.agent = this.makeAgent();
     return true;
   }
@@ -106,7 +112,7 @@ export class BrokerTransport {
     let caReread = false;
     for (let i = 0; i < 2; i++) {
       const index = (first + i) % urls.length;
-      const budget = i === 0 ? Math.floor(timeoutMs / 2) : deadline - Date.now();
+      const budget = i === 0 ? Math.min(Math.floor(timeoutMs / 2), deadline - Date.now()) : deadline - Date.now();
       if (budget <= 0) break;
       try {
         const { status, answer } = await this.attempt(urls[index]!, path, payload, token, Math.max(1, budget));
@@ -122,7 +128,8 @@ export class BrokerTransport {
         if (!(err instanceof AttemptFailed)) throw err;
         reasons.push(`${urls[index]}: ${err.message}`);
         // Its certificate not trusted: the CA may have been renewed. Read the file now, and if it
-        // changed, the same replica once more with what it holds.
+        // changed, the same replica once more with what it holds; else the next replica (it may
+        // not have its new certificate yet).
         if (err.certificate && !caReread) {
           caReread = true;
           if (await this.refreshCa(true)) {
@@ -141,6 +148,7 @@ export class BrokerTransport {
   close(): void {
     this.agent.destroy();
     for (const a of this.retired) a.destroy();
+    this.retired.clear();
   }
 
   private attempt(url: string, path: string, payload: Buffer, token: string, timeoutMs: number): Promise<{ status: number; answer: unknown }> {
@@ -184,8 +192,7 @@ export class BrokerTransport {
       );
       // A replica that died mid-request (reset, refused, socket closed): the other one is asked.
       req.on('error', (err: NodeJS.ErrnoException) => {
-        const certificate = CERTIFICATE_ERROR.test(err.code ?? '');
-        fail(err.code ?? err.message, !certificate, certificate);
+        fail(err.code ?? err.message, true, CERTIFICATE_ERROR.test(err.code ?? ''));
       });
       const timer = setTimeout(() => fail(`no answer within ${timeoutMs} ms`, true), timeoutMs);
       req.end(payload);

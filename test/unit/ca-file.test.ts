@@ -8,7 +8,7 @@ import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { CaFile, certificateCount } from '../../src/ca-file.js';
+import { CaFile, PREVIOUS_TRUST_MS, certificateCount } from '../../src/ca-file.js';
 import { BrokerTransport } from '../../src/credentials/broker-transport.js';
 import { BrokerUnavailable } from '../../src/errors.js';
 import { makeCa, makeServingCertificate } from '../support/webhook.js';
@@ -30,49 +30,66 @@ beforeAll(() => {
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 describe('CaFile', () => {
-  it('looks at the file at most every interval unless forced; a change trusts the new CA and the one before it', async () => {
+  it('looks at the file at most every interval unless forced; a change trusts the new CA, and the one before it for an hour', async () => {
     const file = path.join(dir, 'ca-1.crt');
     writeFileSync(file, pki[0]!.ca);
     let now = 0;
     const changes: number[] = [];
     const ca = new CaFile(file, pki[0]!.ca, { everyMs: 10_000, now: () => now, onChange: (n) => changes.push(n) });
-    expect(ca.ca).toEqual([pki[0]!.ca]);
+    expect([ca.ca, ca.version]).toEqual([[pki[0]!.ca], 0]);
     writeFileSync(file, pki[1]!.ca);
-    expect(await ca.refresh()).toBe(false); // within the interval: not looked at
-    expect(ca.ca).toEqual([pki[0]!.ca]);
+    await ca.refresh(); // within the interval: not looked at
+    expect([ca.ca, ca.version]).toEqual([[pki[0]!.ca], 0]);
     now += 10_000;
-    expect(await ca.refresh()).toBe(true);
-    expect(ca.ca).toEqual([pki[1]!.ca, pki[0]!.ca]);
-    expect(changes).toEqual([2]);
+    await ca.refresh();
+    expect([ca.ca, ca.version]).toEqual([[pki[1]!.ca, pki[0]!.ca], 1]);
+    expect(changes).toEqual([1]);
     now += 10_000;
-    expect(await ca.refresh()).toBe(false); // unchanged
+    await ca.refresh(); // unchanged
+    expect(ca.version).toBe(1);
     // Forced (a certificate was just refused): looked at at once.
-    writeFileSync(file, Buffer.concat([pki[1]!.ca, pki[0]!.ca]));
-    expect(await ca.refresh(true)).toBe(true);
-    expect(ca.ca).toEqual([Buffer.concat([pki[1]!.ca, pki[0]!.ca]), pki[1]!.ca]);
+    const both = Buffer.concat([pki[1]!.ca, pki[0]!.ca]);
+    writeFileSync(file, both);
+    await ca.refresh(true);
+    expect([ca.ca, ca.version]).toEqual([[both, pki[1]!.ca], 2]);
+    expect(changes).toEqual([1, 2]);
+    // An hour after the change, only the file's.
+    now += PREVIOUS_TRUST_MS;
+    await ca.refresh();
+    expect([ca.ca, ca.version]).toEqual([[both], 3]);
   });
 
-  it('a file that cannot be read, or holds no certificate (mid-update), changes nothing', async () => {
+  it('concurrent callers share one look at the file', async () => {
+    const file = path.join(dir, 'ca-3.crt');
+    writeFileSync(file, pki[0]!.ca);
+    const ca = new CaFile(file, pki[0]!.ca, { everyMs: 0 });
+    writeFileSync(file, pki[1]!.ca);
+    await Promise.all([ca.refresh(), ca.refresh(), ca.refresh(true)]);
+    expect(ca.version).toBe(1);
+  });
+
+  it('a file that cannot be read, or holds no CA certificate (mid-update, a key, a serving certificate), changes nothing', async () => {
     const file = path.join(dir, 'ca-2.crt');
     writeFileSync(file, pki[0]!.ca);
     const invalid: string[] = [];
     const ca = new CaFile(file, pki[0]!.ca, { everyMs: 0, onInvalid: (r) => invalid.push(r) });
     rmSync(file);
-    expect(await ca.refresh()).toBe(false);
-    writeFileSync(file, '');
-    expect(await ca.refresh()).toBe(false);
-    writeFileSync(file, '-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n');
-    expect(await ca.refresh()).toBe(false);
-    expect(ca.ca).toEqual([pki[0]!.ca]);
-    expect(invalid).toHaveLength(2);
+    await ca.refresh();
+    for (const content of ['', '-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n', pki[0]!.key.toString(), pki[0]!.cert.toString()]) {
+      writeFileSync(file, content);
+      await ca.refresh();
+    }
+    expect([ca.ca, ca.version]).toEqual([[pki[0]!.ca], 0]);
+    expect(invalid).toHaveLength(4);
     expect(invalid[0]).toContain(file);
   });
 
-  it('counts the certificates a PEM bundle holds, and none in anything else', () => {
+  it('counts the CA certificates a PEM bundle holds, and none in anything else', () => {
     expect(certificateCount(pki[0]!.ca)).toBe(1);
     expect(certificateCount(Buffer.concat([pki[0]!.ca, pki[1]!.ca]))).toBe(2);
     expect(certificateCount(Buffer.from('garbage'))).toBe(0);
     expect(certificateCount(pki[0]!.key)).toBe(0);
+    expect(certificateCount(pki[0]!.cert)).toBe(0);
   });
 });
 
@@ -129,6 +146,25 @@ describe('BrokerTransport across a CA renewal', () => {
     renewServer();
     expect(await transport.post('/v1/x', {})).toEqual({ ok: true });
     transport.close();
+  });
+
+  it("the broker's replica renewed before the agent's CA file: the agent asks the next replica, still on the old certificate", async () => {
+    const other = https.createServer({ cert: pki[0]!.cert, key: pki[0]!.key }, (req, res) => {
+      req.resume();
+      req.on('end', () => {
+        res.writeHead(200, { 'Content-Type': 'application/json' });
+        res.end('{"replica":2}');
+      });
+    });
+    await new Promise<void>((resolve) => other.listen(0, '127.0.0.1', resolve));
+    const file = path.join(dir, 'ca-t3.crt');
+    writeFileSync(file, pki[0]!.ca);
+    const transport = new BrokerTransport({ urls: [url, `https://127.0.0.1:${(other.address() as AddressInfo).port}`], ca: new CaFile(file, pki[0]!.ca), tokenFile, timeoutMs: 2000 });
+    renewServer();
+    expect(await transport.post('/v1/x', {})).toEqual({ replica: 2 });
+    transport.close();
+    other.closeAllConnections();
+    await new Promise((resolve) => other.close(resolve));
   });
 
   it('a CA read once (before): the renewed broker is refused until the agent restarts', async () => {
