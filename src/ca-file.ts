@@ -126,16 +126,57 @@ export function watchedCaFile(flag: string, file: string, first: Buffer, log: Lo
 
 /**
  * Connections made before what is trusted changed are let go: idle ones closed by their server
- * (keep-alive), and the agent destroyed after this long (longer than any request, the broker's
+ * (keep-alive), and their agents destroyed after this long (longer than any request, the broker's
  * long poll included).
  */
 export const RETIRED_AGENT_MS = 5 * 60_000;
 
-/** `agent`, made before what is trusted changed, destroyed after RETIRED_AGENT_MS (or with its owner's close(), from `retired`). */
-export function retire(agent: Agent, retired: Set<Agent>): void {
-  retired.add(agent);
-  setTimeout(() => {
-    agent.destroy();
-    retired.delete(agent);
-  }, RETIRED_AGENT_MS).unref();
+/**
+ * A client's https agents, made with the CAs it trusts (a fixed CA, or a CaFile's), made again
+ * once per change of the file; the superseded ones destroyed RETIRED_AGENT_MS later (or at close()).
+ */
+export class TrustedAgents<T> {
+  private current: T;
+  /** The CA file's version `current` was made with. */
+  private builtWith = 0;
+  private readonly retired = new Set<Agent>();
+
+  constructor(
+    private readonly ca: Buffer | CaFile,
+    private readonly make: (ca: Buffer | Buffer[]) => T,
+    private readonly agentsOf: (made: T) => readonly Agent[],
+  ) {
+    this.current = this.build();
+  }
+
+  get agents(): T {
+    return this.current;
+  }
+
+  /** The CA file looked at again (now, when `force`); true when new connections trust something new. */
+  async refresh(force: boolean): Promise<boolean> {
+    if (Buffer.isBuffer(this.ca)) return false;
+    await this.ca.refresh(force);
+    if (this.ca.version === this.builtWith) return false;
+    for (const agent of this.agentsOf(this.current)) {
+      this.retired.add(agent);
+      setTimeout(() => {
+        agent.destroy();
+        this.retired.delete(agent);
+      }, RETIRED_AGENT_MS).unref();
+    }
+    this.current = this.build();
+    return true;
+  }
+
+  close(): void {
+    for (const agent of [...this.agentsOf(this.current), ...this.retired]) agent.destroy();
+    this.retired.clear();
+  }
+
+  private build(): T {
+    if (Buffer.isBuffer(this.ca)) return this.make(this.ca);
+    this.builtWith = this.ca.version;
+    return this.make(this.ca.ca);
+  }
 }

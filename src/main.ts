@@ -359,7 +359,7 @@ async function brokerSource(broker: BrokerClientConfig, metrics: Metrics, log: L
   } catch (err) {
     throw new ConfigError('--broker-ca-file', `cannot read ${broker.caFile}: ${(err as Error).message}`);
   }
-  if (certificateCount(ca) === 0) throw new ConfigError('--broker-ca-file', `${broker.caFile} holds no PEM certificate (the broker's CA: ca.crt of its serving certificate's Secret)`);
+  if (certificateCount(ca) === 0) throw new ConfigError('--broker-ca-file', `${broker.caFile} holds no PEM CA certificate (the broker's CA: ca.crt of its serving certificate's Secret)`);
   const transport = new BrokerTransport({
     urls: broker.urls,
     ca: watchedCaFile('--broker-ca-file', broker.caFile, ca, log),

@@ -223,7 +223,7 @@ async function startPeering(config: BrokerConfig, peers: PeersConfig, index: Pod
   const ca = await readFile(peers.caFile).catch((err: NodeJS.ErrnoException) => {
     throw new Error(`cannot read --peer-ca-file ${peers.caFile}: ${err.code ?? err.message}`);
   });
-  if (certificateCount(ca) === 0) throw new Error(`--peer-ca-file ${peers.caFile} holds no PEM certificate (the brokers' CA: ca.crt of their serving certificate's Secret)`);
+  if (certificateCount(ca) === 0) throw new Error(`--peer-ca-file ${peers.caFile} holds no PEM CA certificate (the brokers' CA: ca.crt of their serving certificate's Secret)`);
   // The token another replica will be shown: this replica's own, for the agents' audience. A wrong
   // mount would make every forward fail and every replica call STS again, silently: refuse to start.
   const token = await readFile(peers.tokenFile, 'utf8').catch((err: NodeJS.ErrnoException) => {

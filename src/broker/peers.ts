@@ -23,7 +23,7 @@ import type { AwsCredentials, RoleAssumer, Urgency } from '../aws/sts.js';
 import { cacheKey } from '../aws/credential-cache.js';
 import { BadRequest, StsUnavailable } from '../errors.js';
 import type { CaFile } from '../ca-file.js';
-import { retire } from '../ca-file.js';
+import { TrustedAgents } from '../ca-file.js';
 import type { Logger } from '../log.js';
 import type { PodInfo, RoleRequest } from '../roles.js';
 
@@ -267,35 +267,18 @@ const NOT_SERVING = new Set(['NotAPeer', 'PeerTokenInvalid', 'PeerPodUnknown', '
 
 /** HTTPS to the other replicas: pooled keep-alive, each verified against --peer-ca-file and --peer-tls-name. */
 export class PeerClient {
-  /** Background forwards share a few sockets; urgent ones never queue behind them. */
-  private background!: https.Agent;
-  private urgent!: https.Agent;
-  /** The CA file's version the agents were made with. */
-  private builtWith = 0;
-  /** Agents made before the CA file changed: destroyed a while later, or with close(). */
-  private readonly retired = new Set<https.Agent>();
+  /** Background forwards share a few sockets; urgent ones never queue behind them. Made again when --peer-ca-file changes. */
+  private readonly tls: TrustedAgents<{ background: https.Agent; urgent: https.Agent }>;
 
   constructor(private readonly options: PeerClientOptions) {
-    this.makeAgents();
-  }
-
-  private makeAgents(): void {
-    const { ca } = this.options;
-    if (!Buffer.isBuffer(ca)) this.builtWith = ca.version;
-    const tls = { keepAlive: true, ca: Buffer.isBuffer(ca) ? ca : ca.ca, servername: this.options.tlsName, minVersion: 'TLSv1.2' as const };
-    this.background = new https.Agent({ ...tls, maxSockets: 16 });
-    this.urgent = new https.Agent({ ...tls, maxSockets: Infinity, maxFreeSockets: 16 });
-  }
-
-  /** The CA file looked at again (now, when `force`): new connections trust what it holds. */
-  private async refreshCa(force: boolean): Promise<void> {
-    const { ca } = this.options;
-    if (Buffer.isBuffer(ca)) return;
-    await ca.refresh(force);
-    if (ca.version === this.builtWith) return;
-    retire(this.background, this.retired);
-    retire(this.urgent, this.retired);
-    this.makeAgents();
+    this.tls = new TrustedAgents(
+      options.ca,
+      (ca) => {
+        const tls = { keepAlive: true, ca, servername: options.tlsName, minVersion: 'TLSv1.2' as const };
+        return { background: new https.Agent({ ...tls, maxSockets: 16 }), urgent: new https.Agent({ ...tls, maxSockets: Infinity, maxFreeSockets: 16 }) };
+      },
+      (made) => [made.background, made.urgent],
+    );
   }
 
   async credentials(owner: PeerMember, request: RoleRequest, opts: { urgent: boolean; minValidMs: number }): Promise<AwsCredentials> {
@@ -305,14 +288,14 @@ export class PeerClient {
     } catch (err) {
       throw new Unreachable(`cannot read --peer-token-file ${this.options.tokenFile}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
     }
-    await this.refreshCa(false);
+    await this.tls.refresh(false);
     const payload = Buffer.from(JSON.stringify({ request: toWire(request), urgent: opts.urgent, minValidMs: opts.minValidMs }));
     const deadline = Date.now() + (opts.urgent ? URGENT_TIMEOUT_MS : BACKGROUND_TIMEOUT_MS);
     try {
       return parseCredentials(await this.post(owner, payload, token, opts.urgent, deadline, request.roleArn), request.roleArn);
     } catch (err) {
       // The owner's certificate not trusted: the CA may have been renewed; the next forward uses the file as it is now (this one: STS here).
-      if (CERTIFICATE_ERROR.test((err as NodeJS.ErrnoException).code ?? '')) void this.refreshCa(true);
+      if (CERTIFICATE_ERROR.test((err as NodeJS.ErrnoException).code ?? '')) void this.tls.refresh(true);
       // A pooled connection the owner closed while idle fails only when reused: once more, on a new one.
       if ((err as { reused?: boolean }).reused === true && Date.now() < deadline) return parseCredentials(await this.post(owner, payload, token, opts.urgent, deadline, request.roleArn), request.roleArn);
       throw err;
@@ -325,7 +308,7 @@ export class PeerClient {
       let connected = false;
       let reused = false;
       const req = https.request(
-        { host: owner.ip, port: this.options.port, path: PEER_CREDENTIALS_PATH, method: 'POST', agent: urgent ? this.urgent : this.background, servername: this.options.tlsName, headers: { Host: `${host}:${this.options.port}`, 'Content-Type': 'application/json', 'Content-Length': payload.length, Authorization: `Bearer ${token}` } },
+        { host: owner.ip, port: this.options.port, path: PEER_CREDENTIALS_PATH, method: 'POST', agent: urgent ? this.tls.agents.urgent : this.tls.agents.background, servername: this.options.tlsName, headers: { Host: `${host}:${this.options.port}`, 'Content-Type': 'application/json', 'Content-Length': payload.length, Authorization: `Bearer ${token}` } },
         (res) => {
           let body = '';
           res.setEncoding('utf8');
@@ -366,10 +349,7 @@ export class PeerClient {
   }
 
   close(): void {
-    this.background.destroy();
-    this.urgent.destroy();
-    for (const a of this.retired) a.destroy();
-    this.retired.clear();
+    this.tls.close();
   }
 }
 

@@ -10,7 +10,7 @@
 import https from 'node:https';
 import { readFile } from 'node:fs/promises';
 import type { CaFile } from '../ca-file.js';
-import { retire } from '../ca-file.js';
+import { TrustedAgents } from '../ca-file.js';
 import { BrokerUnavailable, PodiamError, StsUnavailable } from '../errors.js';
 import type { StsRefusal } from '../errors.js';
 
@@ -51,32 +51,16 @@ class AttemptFailed extends Error {
 const CERTIFICATE_ERROR = /CERT|SELF_SIGNED|UNABLE_TO|ERR_TLS/i;
 
 export class BrokerTransport {
-  private agent: https.Agent;
-  /** The CA file's version the agent was made with. */
-  private builtWith = 0;
-  /** Agents made before the CA file changed: destroyed a while later, or with close(). */
-  private readonly retired = new Set<https.Agent>();
+  /** One pooled agent, made again when --broker-ca-file changes. */
+  private readonly tls: TrustedAgents<https.Agent>;
   private preferred = 0;
 
   constructor(private readonly options: BrokerTransportOptions) {
-    this.agent = this.makeAgent();
-  }
-
-  private makeAgent(): https.Agent {
-    const { ca } = this.options;
-    if (!Buffer.isBuffer(ca)) this.builtWith = ca.version;
-    return new https.Agent({ keepAlive: true, maxSockets: this.options.maxSockets ?? 8, ca: Buffer.isBuffer(ca) ? ca : ca.ca, minVersion: 'TLSv1.2', keepAliveMsecs: 15_000 });
-  }
-
-  /** The CA file looked at again (now, when `force`); true when new connections trust something new. */
-  private async refreshCa(force: boolean): Promise<boolean> {
-    const { ca } = this.options;
-    if (Buffer.isBuffer(ca)) return false;
-    await ca.refresh(force);
-    if (ca.version === this.builtWith) return false;
-    retire(this.agent, this.retired);
-    this.agent = this.makeAgent();
-    return true;
+    this.tls = new TrustedAgents(
+      options.ca,
+      (ca) => new https.Agent({ keepAlive: true, maxSockets: options.maxSockets ?? 8, ca, minVersion: 'TLSv1.2', keepAliveMsecs: 15_000 }),
+      (agent) => [agent],
+    );
   }
 
   /**
@@ -108,7 +92,7 @@ export class BrokerTransport {
     // `preferred`, and re-reading it sent this request's second attempt back to the replica its
     // first attempt had just found dead.
     const first = this.preferred;
-    await this.refreshCa(false);
+    await this.tls.refresh(false);
     let caReread = false;
     for (let i = 0; i < 2; i++) {
       const index = (first + i) % urls.length;
@@ -132,7 +116,7 @@ export class BrokerTransport {
         // not have its new certificate yet).
         if (err.certificate && !caReread) {
           caReread = true;
-          if (await this.refreshCa(true)) {
+          if (await this.tls.refresh(true)) {
             i--;
             continue;
           }
@@ -146,9 +130,7 @@ export class BrokerTransport {
   }
 
   close(): void {
-    this.agent.destroy();
-    for (const a of this.retired) a.destroy();
-    this.retired.clear();
+    this.tls.close();
   }
 
   private attempt(url: string, path: string, payload: Buffer, token: string, timeoutMs: number): Promise<{ status: number; answer: unknown }> {
@@ -163,7 +145,7 @@ export class BrokerTransport {
       };
       const req = https.request(
         new URL(path, url),
-        { method: 'POST', agent: this.agent, headers: { 'Content-Type': 'application/json', 'Content-Length': payload.length, Authorization: `Bearer ${token}` } },
+        { method: 'POST', agent: this.tls.agents, headers: { 'Content-Type': 'application/json', 'Content-Length': payload.length, Authorization: `Bearer ${token}` } },
         (res) => {
           const chunks: Buffer[] = [];
           let size = 0;

@@ -338,7 +338,7 @@ test('an agent whose --broker-ca-file holds no certificate refuses to start, nam
   writeFileSync(file, 'not a certificate\n');
   const r = await runCli(['--broker=https://127.0.0.1:1', `--broker-ca-file=${file}`, `--broker-token-file=${file}`, '--node=n', `--api-server=${world.kube.url}`, '--insecure', '--host-ip=127.0.0.1', `--app-port=${await freePort()}`, '--metadata-addr=127.0.0.1:1']);
   expect(r.code).not.toBe(0);
-  expect(r.stderr + r.stdout).toMatch(/--broker-ca-file: .*not-a-ca\.crt holds no PEM certificate/);
+  expect(r.stderr + r.stdout).toMatch(/--broker-ca-file: .*not-a-ca\.crt holds no PEM CA certificate/);
 });
 
 test('role policy flags are refused on an agent in broker mode, naming them', async () => {

@@ -8,7 +8,7 @@ import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { CaFile, PREVIOUS_TRUST_MS, certificateCount } from '../../src/ca-file.js';
+import { CaFile, PREVIOUS_TRUST_MS, TrustedAgents, certificateCount } from '../../src/ca-file.js';
 import { BrokerTransport } from '../../src/credentials/broker-transport.js';
 import { BrokerUnavailable } from '../../src/errors.js';
 import { makeCa, makeServingCertificate } from '../support/webhook.js';
@@ -66,6 +66,28 @@ describe('CaFile', () => {
     writeFileSync(file, pki[1]!.ca);
     await Promise.all([ca.refresh(), ca.refresh(), ca.refresh(true)]);
     expect(ca.version).toBe(1);
+  });
+
+  it("a client's agents are made again once per change, however many requests saw it; the superseded ones destroyed at close()", async () => {
+    const file = path.join(dir, 'ca-4.crt');
+    writeFileSync(file, pki[0]!.ca);
+    const ca = new CaFile(file, pki[0]!.ca, { everyMs: 0 });
+    const made: https.Agent[] = [];
+    const agents = new TrustedAgents(ca, (trusted) => {
+      const a = new https.Agent({ keepAlive: true, ca: trusted });
+      made.push(a);
+      return a;
+    }, (a) => [a]);
+    writeFileSync(file, pki[1]!.ca);
+    const changed = await Promise.all([agents.refresh(false), agents.refresh(false), agents.refresh(true)]);
+    expect(changed.filter(Boolean)).toHaveLength(1);
+    expect(made).toHaveLength(2);
+    expect(agents.agents).toBe(made[1]);
+    expect(await agents.refresh(true)).toBe(false);
+    const destroyed: https.Agent[] = [];
+    for (const a of made) a.destroy = () => void destroyed.push(a);
+    agents.close();
+    expect(new Set(destroyed)).toEqual(new Set(made));
   });
 
   it('a file that cannot be read, or holds no CA certificate (mid-update, a key, a serving certificate), changes nothing', async () => {
