@@ -20,6 +20,11 @@ export const CA_CHECK_MS = 10_000;
 /** How long the CA the file held before its last change stays trusted: every pod's volume has the new files by then. */
 export const PREVIOUS_TRUST_MS = 60 * 60_000;
 
+/** A TLS error code that says the peer's certificate was not trusted (Node's and OpenSSL's). */
+export function isCertificateError(code: string | undefined): boolean {
+  return /CERT|SELF_SIGNED|UNABLE_TO|ERR_TLS/i.test(code ?? '');
+}
+
 const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g;
 
 /** How many CA certificates `pem` holds; 0 for anything else (a key, a serving certificate, a block that does not parse). */

@@ -23,7 +23,7 @@ import type { AwsCredentials, RoleAssumer, Urgency } from '../aws/sts.js';
 import { cacheKey } from '../aws/credential-cache.js';
 import { BadRequest, StsUnavailable } from '../errors.js';
 import type { CaFile } from '../ca-file.js';
-import { TrustedAgents } from '../ca-file.js';
+import { TrustedAgents, isCertificateError } from '../ca-file.js';
 import type { Logger } from '../log.js';
 import type { PodInfo, RoleRequest } from '../roles.js';
 
@@ -61,11 +61,10 @@ function isRunning(pod: PodInfo): boolean {
   return !pod.deleting && pod.phase === 'Running' && !pod.hostNetwork && pod.ips[0] !== undefined;
 }
 
-/** A broker pod that may own keys: running, and not not-ready for long (a condition without a time counts). */
-export function isMember(pod: PodInfo, nowMs: number): boolean {
-  if (!isRunning(pod)) return false;
+/** A broker pod not ready for longer than the grace: it owns no key (a condition without a time does not count). */
+function longUnready(pod: PodInfo, nowMs: number): boolean {
   const r = pod.readiness;
-  return r === undefined || r.ready || r.sinceMs === 0 || nowMs - r.sinceMs < NOT_READY_GRACE_MS;
+  return r !== undefined && !r.ready && r.sinceMs !== 0 && nowMs - r.sinceMs >= NOT_READY_GRACE_MS;
 }
 
 /**
@@ -126,11 +125,12 @@ export class PeerSet {
     for (const pod of this.options.pods.allPods()) {
       if (pod.namespace !== namespace || (pod.serviceAccount ?? 'default') !== serviceAccount) continue;
       if (pod.name === self) {
-        selfIn = isMember(pod, now);
         selfRunning = isRunning(pod);
+        selfIn = selfRunning && !longUnready(pod, now);
       } else if (isRunning(pod)) {
-        running.push({ name: pod.name, ip: pod.ips[0]! });
-        if (isMember(pod, now)) members.push({ name: pod.name, ip: pod.ips[0]! });
+        const member = { name: pod.name, ip: pod.ips[0]! };
+        running.push(member);
+        if (!longUnready(pod, now)) members.push(member);
       }
     }
     const none = !selfIn && members.length === 0;
@@ -259,9 +259,6 @@ export const BACKGROUND_TIMEOUT_MS = 15_000;
 /** No TLS session with the owner this soon: unreachable (a replica on a lost node black-holes its packets). */
 export const CONNECT_TIMEOUT_MS = 500;
 
-/** A TLS error that says the owner's certificate was not trusted. */
-const CERTIFICATE_ERROR = /CERT|SELF_SIGNED|UNABLE_TO|ERR_TLS/i;
-
 /** Answers that mean the owner cannot serve this replica now: as good as unreachable. */
 const NOT_SERVING = new Set(['NotAPeer', 'PeerTokenInvalid', 'PeerPodUnknown', 'NotReady', 'TokenReviewUnavailable', 'TooManyTokenReviews']);
 
@@ -295,7 +292,7 @@ export class PeerClient {
       return parseCredentials(await this.post(owner, payload, token, opts.urgent, deadline, request.roleArn), request.roleArn);
     } catch (err) {
       // The owner's certificate not trusted: the CA may have been renewed; the next forward uses the file as it is now (this one: STS here).
-      if (CERTIFICATE_ERROR.test((err as NodeJS.ErrnoException).code ?? '')) void this.tls.refresh(true);
+      if (isCertificateError((err as NodeJS.ErrnoException).code)) void this.tls.refresh(true);
       // A pooled connection the owner closed while idle fails only when reused: once more, on a new one.
       if ((err as { reused?: boolean }).reused === true && Date.now() < deadline) return parseCredentials(await this.post(owner, payload, token, opts.urgent, deadline, request.roleArn), request.roleArn);
       throw err;

@@ -10,7 +10,7 @@
 import https from 'node:https';
 import { readFile } from 'node:fs/promises';
 import type { CaFile } from '../ca-file.js';
-import { TrustedAgents } from '../ca-file.js';
+import { TrustedAgents, isCertificateError } from '../ca-file.js';
 import { BrokerUnavailable, PodiamError, StsUnavailable } from '../errors.js';
 import type { StsRefusal } from '../errors.js';
 
@@ -46,9 +46,6 @@ class AttemptFailed extends Error {
     super(message);
   }
 }
-
-/** A TLS error that says the broker's certificate was not trusted. */
-const CERTIFICATE_ERROR = /CERT|SELF_SIGNED|UNABLE_TO|ERR_TLS/i;
 
 export class BrokerTransport {
   /** One pooled agent, made again when --broker-ca-file changes. */
@@ -174,7 +171,7 @@ export class BrokerTransport {
       );
       // A replica that died mid-request (reset, refused, socket closed): the other one is asked.
       req.on('error', (err: NodeJS.ErrnoException) => {
-        fail(err.code ?? err.message, true, CERTIFICATE_ERROR.test(err.code ?? ''));
+        fail(err.code ?? err.message, true, isCertificateError(err.code));
       });
       const timer = setTimeout(() => fail(`no answer within ${timeoutMs} ms`, true), timeoutMs);
       req.end(payload);
